@@ -1,0 +1,115 @@
+"""Plain domain values shared by the backlog, the store and the command line."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+#: DESIGN 2: a spec id, also used for task ids added by hand.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def is_valid_id(value: str) -> bool:
+    """True when ``value`` is a legal spec / task / epic id."""
+    return ID_PATTERN.fullmatch(value) is not None
+
+
+class TaskState(StrEnum):
+    """DESIGN 3 task states."""
+
+    BLOCKED = "blocked"
+    READY = "ready"
+    CLAIMED = "claimed"
+    DONE = "done"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+#: The order in which states are listed in counts and dashboards.
+STATE_ORDER: tuple[TaskState, ...] = (
+    TaskState.BLOCKED,
+    TaskState.READY,
+    TaskState.CLAIMED,
+    TaskState.DONE,
+    TaskState.DEAD,
+    TaskState.CANCELLED,
+)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One validated spec file (DESIGN 2), or a task added by hand (then ``path`` is None)."""
+
+    id: str
+    epic: str
+    title: str
+    body: str
+    depends_on: tuple[str, ...] = ()
+    priority: int = 0
+    requires: tuple[str, ...] = ()
+    max_attempts: int | None = None
+    timeout_seconds: int | None = None
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a successful claim hands to the agent: the task, and the lease that fences every later write."""
+
+    task_id: str
+    title: str
+    prompt: str
+    lease_token: str
+    lease_until: float
+    attempt: int
+    epic: str = ""
+    depends_on: tuple[str, ...] = ()
+    timeout_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task row as read back from the queue."""
+
+    id: str
+    epic: str
+    title: str
+    body: str
+    state: TaskState
+    priority: int
+    depends_on: tuple[str, ...]
+    requires: tuple[str, ...]
+    attempts: int
+    max_attempts: int
+    owner: str | None
+    lease_until: float | None
+    not_before: float
+    commit: str | None
+    cost_usd: float | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    timeout_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of the append-only event log: who moved which task from what to what, and why."""
+
+    seq: int
+    task_id: str
+    at: float
+    actor: str
+    from_state: str | None
+    to_state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """A snapshot of the queue: counts by state and every task."""
+
+    counts: dict[str, int]
+    tasks: list[Task] = field(default_factory=list)
