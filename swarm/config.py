@@ -1,0 +1,700 @@
+"""Layered configuration (DESIGN 9): defaults < ``swarm.toml`` < ``SWARM_*`` environment < command-line flags.
+
+Each layer is read by a pydantic-settings source (``TomlConfigSettingsSource`` for the file, a custom
+``PydanticBaseSettingsSource`` for the environment, ``InitSettingsSource`` for flags). The layers are merged
+key by key here rather than inside ``BaseSettings`` because swarm must record which layer supplied every value
+(``swarm config show``) and name that layer when a value is invalid. The merged values are validated once,
+by :class:`Config`; the first problem becomes a one-line :class:`~swarm.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, get_origin
+
+import annotated_types
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from swarm.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: The configuration file, at the repository root.
+CONFIG_FILE_NAME = "swarm.toml"
+#: Prefix of every configuration environment variable: ``SWARM_<SECTION>_<KEY>``.
+ENV_PREFIX = "SWARM_"
+#: Short names kept for DESIGN 4 and 6; the ``SWARM_<SECTION>_<KEY>`` name wins when both are set.
+ENV_ALIASES: Mapping[str, str] = {
+    "SWARM_DATABASE_URL": "queue.database",
+    "SWARM_TMUX_SOCKET": "swarm.tmux_socket",
+}
+#: Variables swarm sets for its own processes (DESIGN 6). They share the prefix but are not configuration,
+#: so they are never reported as misspelt settings.
+RUNTIME_ENV_VARS = frozenset(
+    {
+        "SWARM_ID",
+        "SWARM_AGENT_ID",
+        "SWARM_TOKEN",
+        "SWARM_TASK_ID",
+        "SWARM_LEASE_TOKEN",
+        "SWARM_PROMPT_FILE",
+        "SWARM_WORKTREE",
+        "SWARM_DEBUG",
+    }
+)
+
+SOURCE_DEFAULT = "default"
+SOURCE_TOML = CONFIG_FILE_NAME
+SOURCE_FLAG = "flag"
+
+_VALUE_ERROR_PREFIX = "Value error, "
+
+
+# ----------------------------------------------------------------------------------------------------
+# Value checks shared by several fields. They raise ValueError so that pydantic reports them against the
+# field, which the loader then maps back to the layer that supplied the value.
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _no_newline(value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise ValueError("must be a single line")
+    return value
+
+
+_DATABASE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://.*")
+
+
+def _database_url(value: str) -> str:
+    if not _DATABASE_URL.fullmatch(value):
+        raise ValueError('must be a URL such as "sqlite:///.swarm/swarm.db" or "postgresql://host/db"')
+    if value.startswith("sqlite:") and (not value.startswith("sqlite:///") or value == "sqlite:///"):
+        raise ValueError('a SQLite URL must be "sqlite:///relative/path.db" or "sqlite:////absolute/path.db"')
+    return value
+
+
+# A git ref component may not contain spaces, "..", "~", "^", ":" and friends; this is a safe subset.
+_BRANCH_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+
+
+def _branch_prefix(value: str) -> str:
+    if not _BRANCH_PREFIX.fullmatch(value) or ".." in value or value.endswith((".", ".lock")):
+        raise ValueError('must be a git branch name prefix such as "swarm" or "bots/swarm"')
+    return value
+
+
+_AUTHOR = re.compile(r"[^<>\n]*[^<>\s] <[^<>\s]+>")
+
+
+def _author(value: str) -> str:
+    if not _AUTHOR.fullmatch(value):
+        raise ValueError('must look like "Name <email>"')
+    return value
+
+
+def _tmux_socket(value: str) -> str:
+    # `tmux -L NAME` takes a bare socket name; a path or whitespace would silently mean another server.
+    if re.search(r"[\s/]", value):
+        raise ValueError("must be a tmux socket name (tmux -L) without '/' or spaces, or empty")
+    return value
+
+
+_KIND = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+def _kind(value: str) -> str:
+    if not _KIND.fullmatch(value):
+        raise ValueError("must be an agent template name such as claude, codex, aider or command")
+    return value
+
+
+def _relative_path(value: str) -> str:
+    _non_empty(value)
+    if Path(value).is_absolute():
+        raise ValueError("must be a path relative to the repository root")
+    return value
+
+
+NonEmptyStr = Annotated[str, AfterValidator(_non_empty), AfterValidator(_no_newline)]
+RelativePath = Annotated[str, AfterValidator(_relative_path), AfterValidator(_no_newline)]
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _relation_error(key: str, relation: str, other: str) -> PydanticCustomError:
+    # The keys travel in the error context so the loader can name both values and where each came from.
+    return PydanticCustomError(
+        "relation",
+        "{key} must be {relation} {other}",
+        {"key": key, "relation": relation, "other": other},
+    )
+
+
+class _Section(BaseModel):
+    """Common rules of the three sections: no unknown keys, immutable, no booleans posing as numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _reject_bool_numbers(cls, value: object, info: ValidationInfo) -> object:
+        # Lax validation would read TOML `max_attempts = true` as 1; a boolean is always a mistake here.
+        if (
+            isinstance(value, bool)
+            and info.field_name is not None
+            and cls.model_fields[info.field_name].annotation in (int, float)
+        ):
+            raise PydanticCustomError("bool_number", "a boolean is not a number")
+        return value
+
+
+class QueueSettings(_Section):
+    """``[queue]``: where the backlog and the database live, and how leases and retries behave."""
+
+    backlog: RelativePath = "specs"
+    database: Annotated[str, AfterValidator(_database_url)] = "sqlite:///.swarm/swarm.db"
+    lease_ttl_seconds: PositiveSeconds = 300.0
+    heartbeat_seconds: PositiveSeconds = 30.0
+    max_attempts: Annotated[int, Field(ge=1)] = 3
+    retry_backoff_seconds: NonNegativeSeconds = 10.0
+    retry_backoff_max_seconds: NonNegativeSeconds = 600.0
+
+    @model_validator(mode="after")
+    def _check_relations(self) -> QueueSettings:
+        # A heartbeat period at or above the lease ttl would let leases expire while their agent is healthy.
+        if self.heartbeat_seconds >= self.lease_ttl_seconds:
+            raise _relation_error("heartbeat_seconds", "less than", "lease_ttl_seconds")
+        if self.retry_backoff_max_seconds < self.retry_backoff_seconds:
+            raise _relation_error("retry_backoff_max_seconds", "at least", "retry_backoff_seconds")
+        return self
+
+
+class SwarmSettings(_Section):
+    """``[swarm]``: agents, worktrees, branches and the tmux server."""
+
+    max_agents: Annotated[int, Field(ge=1)] = 5
+    worktree_base: RelativePath = ".worktrees"
+    branch_prefix: Annotated[str, AfterValidator(_branch_prefix)] = "swarm"
+    copy_files: list[RelativePath] = Field(default_factory=lambda: [".env"])
+    setup: list[NonEmptyStr] = Field(default_factory=list)
+    task_timeout_seconds: Annotated[int, Field(ge=1)] = 1800
+    max_restarts: Annotated[int, Field(ge=0)] = 3
+    commit_author: Annotated[str, AfterValidator(_author)] = "swarm <swarm@localhost>"
+    tmux_socket: Annotated[str, AfterValidator(_tmux_socket)] = ""
+
+
+class AgentSettings(_Section):
+    """``[agent]``: which agent program runs each task."""
+
+    kind: Annotated[str, AfterValidator(_kind)] = "claude"
+    # Empty is allowed: kinds such as `command` have no model; empty means the agent's own default.
+    model: Annotated[str, AfterValidator(_no_newline)] = "sonnet"
+    permission_mode: NonEmptyStr = "bypassPermissions"
+
+
+class Config(BaseModel):
+    """The whole validated configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queue: QueueSettings = QueueSettings()
+    swarm: SwarmSettings = SwarmSettings()
+    agent: AgentSettings = AgentSettings()
+
+
+class _SettingsShape(BaseSettings):
+    """The shape the pydantic-settings sources read against. Never instantiated: :class:`Config` validates."""
+
+    model_config = SettingsConfigDict(extra="forbid", case_sensitive=True)
+
+    queue: QueueSettings = QueueSettings()
+    swarm: SwarmSettings = SwarmSettings()
+    agent: AgentSettings = AgentSettings()
+
+
+def _section_models() -> dict[str, type[BaseModel]]:
+    models: dict[str, type[BaseModel]] = {}
+    for name, info in Config.model_fields.items():
+        annotation = info.annotation
+        assert isinstance(annotation, type)
+        assert issubclass(annotation, BaseModel)
+        models[name] = annotation
+    return models
+
+
+_SECTIONS: dict[str, type[BaseModel]] = _section_models()
+
+#: Every setting as ``section.key``, in declaration order.
+CONFIG_KEYS: tuple[str, ...] = tuple(
+    f"{section}.{key}" for section, model in _SECTIONS.items() for key in model.model_fields
+)
+
+
+def _field(key: str) -> FieldInfo:
+    section, name = key.split(".", 1)
+    return _SECTIONS[section].model_fields[name]
+
+
+def env_var_name(key: str) -> str:
+    """The environment variable of a dotted key: ``queue.max_attempts`` -> ``SWARM_QUEUE_MAX_ATTEMPTS``."""
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+def _env_names(key: str) -> list[str]:
+    """The variables that can set ``key``, the one that wins first."""
+    return [env_var_name(key), *(alias for alias, target in ENV_ALIASES.items() if target == key)]
+
+
+def flatten(config: Config) -> dict[str, object]:
+    """Every value of ``config`` under its dotted key, JSON-compatible, in :data:`CONFIG_KEYS` order."""
+    dumped = config.model_dump(mode="json")
+    return {key: dumped[key.split(".", 1)[0]][key.split(".", 1)[1]] for key in CONFIG_KEYS}
+
+
+def _nest(flat: Mapping[str, object]) -> dict[str, dict[str, object]]:
+    nested: dict[str, dict[str, object]] = {}
+    for key, value in flat.items():
+        section, name = key.split(".", 1)
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {match[0]!r}?" if match else ""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layers
+
+
+@dataclass
+class _Layer:
+    """What one layer sets: raw values and, per dotted key, the label of where it came from."""
+
+    values: dict[str, object]
+    origins: dict[str, str]
+
+
+def _default_layer() -> _Layer:
+    values = flatten(Config())
+    return _Layer(values, dict.fromkeys(values, SOURCE_DEFAULT))
+
+
+def _toml_line(text: str, section: str | None, key: str | None) -> int | None:
+    """Best-effort line number of ``[section]`` (key None) or of ``key`` in it (section None: top level).
+
+    tomllib reports no positions for valid documents, so unknown and invalid keys are located by a scan.
+    """
+    current: str | None = None
+    header = re.compile(r"\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?")
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = header.fullmatch(line)
+        if match:
+            current = match.group(1).strip("\"'")
+            if key is None and current == section:
+                return number
+            continue
+        if key is None:
+            continue
+        name = re.escape(key)
+        if current == section and re.match(rf"\s*[\"']?{name}[\"']?\s*=", line):
+            return number
+        # Dotted keys at the top level (`queue.max_attempts = 3`) are valid TOML too.
+        if (
+            current is None
+            and section is not None
+            and re.match(rf"\s*{re.escape(section)}\s*\.\s*{name}\s*=", line)
+        ):
+            return number
+    return None
+
+
+class _TomlLayerReader:
+    """Reads ``swarm.toml`` through ``TomlConfigSettingsSource`` and rejects anything it does not know."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._text: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            try:
+                self._text = self.path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                self._text = ""
+        return self._text
+
+    def where(self, section: str | None, key: str | None) -> str:
+        """``swarm.toml line N`` when the line can be found, else ``swarm.toml``."""
+        line = _toml_line(self.text, section, key)
+        return f"{SOURCE_TOML} line {line}" if line else SOURCE_TOML
+
+    def read(self) -> _Layer:
+        if not self.path.is_file():
+            return _Layer({}, {})
+        try:
+            source = TomlConfigSettingsSource(_SettingsShape, toml_file=self.path)
+        except tomllib.TOMLDecodeError as exc:
+            raise self._syntax_error(exc) from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"{self.path} is not UTF-8 text", hint="save it as UTF-8 (TOML requires it)"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read {self.path}: {exc.strerror or exc}", hint="check the file's permissions"
+            ) from None
+        data: dict[str, Any] = source.toml_data
+        values: dict[str, object] = {}
+        for section, table in data.items():
+            if section not in _SECTIONS:
+                raise self._unknown_section(section, table)
+            if not isinstance(table, dict):
+                raise ConfigError(
+                    f"{self.path} line {_toml_line(self.text, None, section) or '?'}: "
+                    f"{section!r} must be a table [{section}], not a value",
+                    hint=f"put its keys under a [{section}] header",
+                )
+            fields = list(_SECTIONS[section].model_fields)
+            for key, value in table.items():
+                if key not in fields:
+                    raise self._unknown_key(section, key)
+                values[f"{section}.{key}"] = value
+        return _Layer(values, dict.fromkeys(values, SOURCE_TOML))
+
+    def _syntax_error(self, exc: tomllib.TOMLDecodeError) -> ConfigError:
+        # Python 3.11's TOMLDecodeError has no lineno attribute; the position is at the end of the message.
+        message = str(exc)
+        match = re.search(r"\s*\(at line (\d+), column (\d+)\)\s*$", message)
+        if match:
+            reason = message[: match.start()]
+            place = f"{self.path}:{match.group(1)}"
+            return ConfigError(
+                f"{place}: invalid TOML: {reason} (line {match.group(1)}, column {match.group(2)})",
+                hint="fix the syntax or delete the file to use the defaults",
+            )
+        return ConfigError(
+            f"{self.path}: invalid TOML: {message}",
+            hint="fix the syntax or delete the file to use the defaults",
+        )
+
+    def _unknown_section(self, section: str, value: object) -> ConfigError:
+        line = _toml_line(self.text, section, None) or _toml_line(self.text, None, section)
+        place = f"{self.path} line {line}" if line else str(self.path)
+        if not isinstance(value, dict):
+            # A setting written above every header: point at the section that owns a key of that name.
+            owners = [s for s, model in _SECTIONS.items() if section in model.model_fields]
+            if owners:
+                return ConfigError(
+                    f"{place}: {section!r} must be inside a section",
+                    hint=f"did you mean to put it under [{owners[0]}]?",
+                )
+            close = _suggest(section, [k.split(".", 1)[1] for k in CONFIG_KEYS])
+            return ConfigError(
+                f"{place}: unknown setting {section!r} outside any section",
+                hint=close or f"the sections are {', '.join(f'[{s}]' for s in _SECTIONS)}",
+            )
+        match = difflib.get_close_matches(section, list(_SECTIONS), n=1, cutoff=0.6)
+        return ConfigError(
+            f"{place}: unknown section [{section}]",
+            hint=f"did you mean [{match[0]}]?"
+            if match
+            else f"the sections are {', '.join(f'[{s}]' for s in _SECTIONS)}",
+        )
+
+    def _unknown_key(self, section: str, key: str) -> ConfigError:
+        line = _toml_line(self.text, section, key)
+        place = f"{self.path} line {line}" if line else str(self.path)
+        fields = list(_SECTIONS[section].model_fields)
+        # The exact key in another section is a likelier mistake than a typo of a key in this one.
+        owners = [s for s, model in _SECTIONS.items() if key in model.model_fields]
+        close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+        if owners:
+            hint = f"did you mean [{owners[0]}] {key}?"
+        elif close:
+            hint = f"did you mean {close[0]!r}?"
+        else:
+            hint = f"the keys of [{section}] are {', '.join(fields)}"
+        return ConfigError(f"{place}: unknown key {key!r} in [{section}]", hint=hint)
+
+
+class SwarmEnvSource(PydanticBaseSettingsSource):
+    """Reads ``SWARM_<SECTION>_<KEY>`` (and the aliases) from a given mapping, ignoring every other variable.
+
+    The stock ``EnvSettingsSource`` is not used because a single ``_`` both separates the section from the key
+    and appears inside keys, runtime variables such as ``SWARM_AGENT_ID`` share the prefix, lists may be
+    comma-separated, and swarm needs the name of the variable that supplied each value.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._env = env
+        #: Dotted key -> ``env NAME`` for every value this source supplied.
+        self.origins: dict[str, str] = {}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """The values of one section (``field_name``) that the environment sets, as a dict."""
+        model = _SECTIONS[field_name]
+        values: dict[str, object] = {}
+        for name, key_field in model.model_fields.items():
+            key = f"{field_name}.{name}"
+            for var in _env_names(key):
+                raw = self._env.get(var)
+                # An empty variable counts as unset, as shells make `VAR= swarm ...` the way to clear one.
+                if raw is None or raw == "":
+                    continue
+                values[name] = self._decode(key, var, key_field, raw)
+                self.origins[key] = f"env {var}"
+                break
+        return values, field_name, False
+
+    @staticmethod
+    def _decode(key: str, var: str, field: FieldInfo, raw: str) -> object:
+        if get_origin(field.annotation) is not list:
+            return raw  # pydantic parses numbers from strings and reports bad ones
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                decoded: object = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(
+                    f"invalid {key} from env {var}: {raw!r} is not a JSON list ({exc.msg})",
+                    hint='use a JSON list such as ["a", "b"] or comma-separated values',
+                ) from None
+            return decoded
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    def __call__(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, field_name)
+            if value:
+                data[key] = value
+        return data
+
+
+def _env_layer(env: Mapping[str, str]) -> _Layer:
+    source = SwarmEnvSource(_SettingsShape, env)
+    nested = source()
+    values = {f"{section}.{key}": value for section, table in nested.items() for key, value in table.items()}
+    _warn_misspelt_env(env)
+    return _Layer(values, dict(source.origins))
+
+
+def _warn_misspelt_env(env: Mapping[str, str]) -> None:
+    # Unknown SWARM_* variables must be ignored (runtime variables share the prefix), but one that is a typo
+    # of a setting deserves a warning rather than silence.
+    known = [name for key in CONFIG_KEYS for name in _env_names(key)]
+    section_prefixes = tuple(f"{ENV_PREFIX}{section.upper()}_" for section in _SECTIONS)
+    for name in env:
+        if name in known or name in RUNTIME_ENV_VARS or not name.startswith(section_prefixes):
+            continue
+        match = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if match:
+            log.warning("ignoring environment variable %s: not a setting; did you mean %s?", name, match[0])
+
+
+def _flag_layer(overrides: Mapping[str, object]) -> _Layer:
+    given = {key: value for key, value in overrides.items() if value is not None}
+    for key in given:
+        if key not in CONFIG_KEYS:
+            raise ConfigError(
+                f"unknown setting {key!r} given as a flag", hint=_suggest(key, list(CONFIG_KEYS)) or None
+            )
+    source = InitSettingsSource(_SettingsShape, init_kwargs=dict(_nest(given)))
+    nested: dict[str, Any] = source()
+    values = {f"{section}.{key}": value for section, table in nested.items() for key, value in table.items()}
+    return _Layer(values, dict.fromkeys(values, SOURCE_FLAG))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated configuration, the repository it belongs to, and where each value came from."""
+
+    config: Config
+    repo: Path
+    #: Dotted key -> ``default`` | ``swarm.toml`` | ``env SWARM_...`` | ``flag``.
+    sources: dict[str, str]
+
+    @property
+    def toml_path(self) -> Path:
+        """The configuration file of this repository (it may not exist)."""
+        return self.repo / CONFIG_FILE_NAME
+
+    def values(self) -> dict[str, object]:
+        """Every value under its dotted key, JSON-compatible."""
+        return flatten(self.config)
+
+    def resolve_path(self, value: str) -> Path:
+        """A configured path (backlog, worktree base, ...) made absolute against the repository root."""
+        return (self.repo / Path(value).expanduser()).resolve()
+
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite path made absolute against the repository root.
+
+        ``sqlite:///.swarm/swarm.db`` -> ``sqlite:////abs/repo/.swarm/swarm.db``; other URLs are unchanged, so
+        every process (worker, monitor, agent in its worktree) opens the same file whatever its cwd.
+        """
+        url = self.config.queue.database
+        prefix = "sqlite:///"
+        if not url.startswith(prefix):
+            return url
+        rest = url[len(prefix) :]
+        path, sep, query = rest.partition("?")
+        if path.startswith(("/", "file:")) or path == ":memory:":
+            return url
+        # "~" is the user's home, as in a shell; anything else relative is the repository's.
+        absolute = Path(path).expanduser() if path.startswith("~") else self.repo / path
+        return f"{prefix}{absolute}{sep}{query}"
+
+
+def find_repo_root(start: Path | None = None) -> Path:
+    """The nearest ancestor of ``start`` (default: cwd) holding ``.git`` (a directory, or a worktree's file).
+
+    Outside any repository, ``start`` itself, so that ``swarm init`` and ``swarm config show`` still work.
+    """
+    here = (start if start is not None else Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / ".git").exists():
+            return directory
+    return here
+
+
+def load_config(
+    repo: Path | None = None,
+    overrides: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> LoadedConfig:
+    """Read and validate the configuration of ``repo`` (default: the repository around the cwd).
+
+    ``overrides`` are command-line flags under dotted keys (``{"queue.database": "sqlite:///x.db"}``);
+    ``None`` values stand for flags that were not given and are skipped. ``env`` defaults to ``os.environ``.
+    Raises :class:`ConfigError` with one line naming the key, its source, the value and what was expected.
+    """
+    root = find_repo_root() if repo is None else Path(repo).resolve()
+    toml = _TomlLayerReader(root / CONFIG_FILE_NAME)
+    layers = [
+        _default_layer(),
+        toml.read(),
+        _env_layer(os.environ if env is None else env),
+        _flag_layer(overrides or {}),
+    ]
+    values: dict[str, object] = {}
+    origins: dict[str, str] = {}
+    for layer in layers:
+        values.update(layer.values)
+        origins.update(layer.origins)
+    try:
+        config = Config.model_validate(_nest(values))
+    except ValidationError as exc:
+        raise _invalid(exc, values, origins, toml) from None
+    return LoadedConfig(config=config, repo=root, sources={key: origins[key] for key in CONFIG_KEYS})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Error messages
+
+
+def _expected(field: FieldInfo) -> str:
+    """A short description of what a field accepts: ``an integer >= 1``, ``a list of strings``..."""
+    annotation = field.annotation
+    if get_origin(annotation) is list:
+        return "a list of strings"
+    base = {int: "an integer", float: "a number", str: "a string"}.get(annotation, "a value")  # type: ignore[arg-type]
+    bounds = []
+    for item in field.metadata:
+        if isinstance(item, annotated_types.Gt):
+            bounds.append(f"> {item.gt}")
+        elif isinstance(item, annotated_types.Ge):
+            bounds.append(f">= {item.ge}")
+    return f"{base} {' and '.join(bounds)}" if bounds else base
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _reason(error: ErrorDetails) -> str:
+    message = error["msg"]
+    message = message.removeprefix(_VALUE_ERROR_PREFIX)
+    return message[:1].lower() + message[1:]
+
+
+def _where(origin: str, key: str, toml: _TomlLayerReader) -> tuple[str, str]:
+    """(where the value came from, what to do) for an error message."""
+    if origin == SOURCE_TOML:
+        section, name = key.split(".", 1)
+        return toml.where(section, name), f"fix it in {toml.path}"
+    if origin.startswith("env "):
+        return origin, f"fix or unset {origin.removeprefix('env ')}"
+    if origin == SOURCE_FLAG:
+        return "a command-line flag", "fix the flag"
+    return origin, "this default is wrong; please report it"
+
+
+def _invalid(
+    exc: ValidationError, values: Mapping[str, object], origins: Mapping[str, str], toml: _TomlLayerReader
+) -> ConfigError:
+    errors = exc.errors()
+    error = errors[0]
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    loc = [str(part) for part in error["loc"]]
+    ctx = error.get("ctx") or {}
+    if error["type"] == "relation" and len(loc) == 1:
+        section = loc[0]
+        key, other = f"{section}.{ctx['key']}", f"{section}.{ctx['other']}"
+        where, fix = _where(origins[key], key, toml)
+        other_where, _ = _where(origins[other], other, toml)
+        return ConfigError(
+            f"invalid {key} from {where}: got {_show(values[key])}, expected a value "
+            f"{ctx['relation']} {other} ({_show(values[other])} from {other_where}){more}",
+            hint=fix,
+        )
+    if len(loc) < 2:  # not expected: every field has a default, so only keys and relations can fail
+        return ConfigError(f"invalid configuration: {_reason(error)}{more}")
+    key = f"{loc[0]}.{loc[1]}"
+    where, fix = _where(origins.get(key, SOURCE_DEFAULT), key, toml)
+    item = f" (item {int(loc[2]) + 1})" if len(loc) > 2 and loc[2].isdigit() else ""
+    return ConfigError(
+        f"invalid {key} from {where}: got {_show(values.get(key))}{item}, "
+        f"expected {_expected(_field(key))} ({_reason(error)}){more}",
+        hint=fix,
+    )
