@@ -1,0 +1,28 @@
+"""Storage backends behind one interface; :func:`open_store` picks one from a database URL."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from swarm.errors import BadInput
+from swarm.store.base import AddResult, Reaped, RetryPolicy, Store, StoreOptions, SwarmRecord
+
+__all__ = ["AddResult", "Reaped", "RetryPolicy", "Store", "StoreOptions", "SwarmRecord", "open_store"]
+
+
+def open_store(url: str, options: StoreOptions | None = None) -> Store:
+    """Open (creating and migrating as needed) the database at ``url``."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        from swarm.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url, options)
+    if scheme in ("postgresql", "postgres"):
+        raise BadInput(
+            f"the PostgreSQL backend is not part of this version of swarm (database {url!r})",
+            hint="use the default SQLite database (sqlite:///.swarm/swarm.db) for now",
+        )
+    raise BadInput(
+        f"unsupported database URL {url!r}",
+        hint="use sqlite:///path/to/swarm.db or postgresql://user@host/db",
+    )

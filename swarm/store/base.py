@@ -1,0 +1,183 @@
+"""The storage seam: one interface at the level of domain operations, implemented once per backend.
+
+Every backend must pass ``tests/contract/test_store_contract.py`` unchanged. The rules (DESIGN 3):
+a claim is atomic and takes the highest-priority, then oldest, then smallest-id ready task whose
+``requires`` the agent offers; every write after a claim carries the lease token and is rejected with
+:class:`~swarm.errors.LeaseLost` when the token no longer holds the task; completing promotes dependents in
+the same transaction; an expired lease returns the task to ``ready`` (attempt counted) or ``dead``; every
+state change is appended to the event log.
+
+A lease whose time has passed but that nobody has reaped yet still holds its task: the token, not the clock,
+is the fence. This spares a slow-but-alive agent its work when nobody else wanted the task, and it never lets
+two leases hold one task, because only the reaper (inside a write transaction) takes a task away.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from swarm.models import Claim, Event, Spec, Task, TaskState
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff between failed attempts: base * 2**(attempt-1), capped."""
+
+    base_seconds: float = 10.0
+    max_seconds: float = 600.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before a task that failed on ``attempt`` (1-based) may be claimed again."""
+        if self.base_seconds <= 0:
+            return 0.0
+        return float(min(self.max_seconds, self.base_seconds * (2 ** max(0, attempt - 1))))
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """Behaviour shared by every backend; the clock is injectable so tests can move time without sleeping."""
+
+    default_max_attempts: int = 3
+    retry: RetryPolicy = RetryPolicy()
+    clock: Clock = time.time
+    busy_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What ``add_tasks`` did: ids inserted (ready or blocked) and ids that were already queued."""
+
+    added: list[str]
+    existing: list[str]
+    ready: list[str]
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """One expired lease the reaper took back: the task, its former holder, and where the task went."""
+
+    task_id: str
+    owner: str | None
+    to_state: TaskState
+
+
+@dataclass(frozen=True)
+class SwarmRecord:
+    """One swarm run registered in the database (one per epic)."""
+
+    id: str
+    epic: str
+    max_agents: int | None
+    created_at: float
+    stop_requested: bool
+
+
+class Store(ABC):
+    """A task queue with leases, dependencies and an event log, behind one backend."""
+
+    url: str
+    options: StoreOptions
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections. The store must not be used afterwards."""
+
+    @abstractmethod
+    def schema_version(self) -> int:
+        """The schema version this database is at."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- swarms ----------------------------------------------------------------------------------
+    @abstractmethod
+    def ensure_swarm(self, epic: str, max_agents: int | None = None) -> SwarmRecord:
+        """Return the swarm of ``epic``, creating it with a fresh id the first time (idempotent)."""
+
+    @abstractmethod
+    def current_swarm(self) -> SwarmRecord | None:
+        """The most recently created swarm, if any."""
+
+    # -- tasks -----------------------------------------------------------------------------------
+    @abstractmethod
+    def add_tasks(self, specs: Sequence[Spec], *, actor: str = "lead") -> AddResult:
+        """Queue specs not yet queued, in one transaction. Dependencies must be queued or in ``specs``.
+
+        Tasks whose dependencies are all done start ``ready``; the others ``blocked``. Specs already
+        queued are left as they are and reported in ``existing``.
+        """
+
+    @abstractmethod
+    def claim(
+        self, agent_id: str, capabilities: Sequence[str] = (), *, ttl_seconds: float, host: str = ""
+    ) -> Claim | None:
+        """Reap expired leases, then atomically claim the next eligible task, or return None."""
+
+    @abstractmethod
+    def heartbeat(self, task_id: str, agent_id: str, lease_token: str, *, ttl_seconds: float) -> float:
+        """Extend the lease to now + ttl (never shorten it); returns the new lease end. LeaseLost if stale."""
+
+    @abstractmethod
+    def complete(
+        self,
+        task_id: str,
+        agent_id: str,
+        lease_token: str,
+        *,
+        commit: str | None = None,
+        cost_usd: float | None = None,
+    ) -> list[str]:
+        """Mark the task done exactly once and promote dependents; returns the ids that became ready."""
+
+    @abstractmethod
+    def fail(
+        self, task_id: str, agent_id: str, lease_token: str, reason: str, *, cost_usd: float | None = None
+    ) -> TaskState:
+        """Record a failed attempt: back to ``ready`` after the retry backoff, or ``dead`` when no
+        attempts are left. Returns the new state."""
+
+    @abstractmethod
+    def return_task(self, task_id: str, agent_id: str, lease_token: str, reason: str = "returned") -> None:
+        """Give the task back unfinished without spending an attempt (shutdown, lost interest)."""
+
+    @abstractmethod
+    def cancel(self, task_id: str, *, actor: str = "lead", reason: str = "cancelled") -> TaskState:
+        """Cancel a task that is not done; a live lease on it becomes stale. Returns the previous state."""
+
+    @abstractmethod
+    def retry(self, task_id: str, *, actor: str = "lead") -> TaskState:
+        """Put a dead or cancelled task back in the queue with fresh attempts; returns the new state."""
+
+    @abstractmethod
+    def reap(self) -> list[Reaped]:
+        """Take back every expired lease: ``ready`` with attempts left, else ``dead``."""
+
+    # -- reads -----------------------------------------------------------------------------------
+    @abstractmethod
+    def get_task(self, task_id: str) -> Task:
+        """One task; UnknownTask when absent."""
+
+    @abstractmethod
+    def list_tasks(self, epic: str | None = None) -> list[Task]:
+        """Every task (of one epic), oldest first."""
+
+    @abstractmethod
+    def counts(self, epic: str | None = None) -> dict[str, int]:
+        """Number of tasks in each state; every state is present."""
+
+    @abstractmethod
+    def events(self, task_id: str | None = None, *, since: int = 0, limit: int = 10_000) -> list[Event]:
+        """Event log entries after ``since``, oldest first."""
+
+    @abstractmethod
+    def change_marker(self) -> int:
+        """A cheap number that changes when another connection commits; waiters poll it to wake up."""

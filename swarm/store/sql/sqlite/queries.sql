@@ -1,0 +1,179 @@
+-- Named queries of the SQLite backend. Each block starts with "-- name: <name>".
+-- Parameters are named (:name). Every write that follows a claim is fenced by owner AND lease_token.
+
+-- name: expired_leases
+SELECT id, owner, attempts, max_attempts
+FROM tasks
+WHERE state = 'claimed' AND lease_until < :now
+ORDER BY lease_until;
+
+-- name: expire_to_ready
+UPDATE tasks
+SET state = 'ready', owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = :now
+WHERE id = :id AND state = 'claimed' AND lease_until < :now;
+
+-- name: expire_to_dead
+UPDATE tasks
+SET state = 'dead', lease_token = NULL, lease_until = NULL, updated_at = :now,
+    last_error = 'lease expired on the last attempt'
+WHERE id = :id AND state = 'claimed' AND lease_until < :now;
+
+-- name: claim
+UPDATE tasks
+SET state = 'claimed', owner = :agent, lease_token = :token, lease_until = :until,
+    heartbeat_at = :now, attempts = attempts + 1, updated_at = :now
+WHERE id = (
+    SELECT t.id FROM tasks AS t
+    WHERE t.state = 'ready' AND t.not_before <= :now
+      AND NOT EXISTS (
+          SELECT 1 FROM json_each(t.requires) AS r
+          WHERE r.value NOT IN (SELECT value FROM json_each(:caps))
+      )
+    ORDER BY t.priority DESC, t.created_at ASC, t.id ASC
+    LIMIT 1
+)
+RETURNING id, epic, title, body, attempts, lease_until, timeout_seconds;
+
+-- name: task_deps
+SELECT depends_on FROM deps WHERE task_id = :id ORDER BY depends_on;
+
+-- name: upsert_agent
+INSERT INTO agents (id, host, capabilities, created_at, last_seen)
+VALUES (:agent, :host, :caps, :now, :now)
+ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, capabilities = excluded.capabilities,
+    host = CASE WHEN excluded.host = '' THEN agents.host ELSE excluded.host END;
+
+-- name: heartbeat
+UPDATE tasks
+SET lease_until = max(lease_until, :until), heartbeat_at = :now
+WHERE id = :id AND state = 'claimed' AND owner = :agent AND lease_token = :token
+RETURNING lease_until;
+
+-- name: complete
+UPDATE tasks
+SET state = 'done', lease_token = NULL, lease_until = NULL, updated_at = :now,
+    commit_sha = :commit, last_error = NULL,
+    cost_usd = CASE WHEN :cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost END
+WHERE id = :id AND state = 'claimed' AND owner = :agent AND lease_token = :token
+RETURNING id;
+
+-- name: decrement_dependents
+UPDATE tasks SET pending = pending - 1
+WHERE id IN (SELECT task_id FROM deps WHERE depends_on = :id);
+
+-- name: promote_dependents
+UPDATE tasks SET state = 'ready', updated_at = :now, not_before = 0
+WHERE state = 'blocked' AND pending <= 0
+  AND id IN (SELECT task_id FROM deps WHERE depends_on = :id)
+RETURNING id;
+
+-- name: fail_to_ready
+UPDATE tasks
+SET state = 'ready', owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = :now,
+    not_before = :not_before, last_error = :reason,
+    cost_usd = CASE WHEN :cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost END
+WHERE id = :id AND state = 'claimed' AND owner = :agent AND lease_token = :token
+  AND attempts < max_attempts
+RETURNING id;
+
+-- name: fail_to_dead
+UPDATE tasks
+SET state = 'dead', lease_token = NULL, lease_until = NULL, updated_at = :now,
+    last_error = :reason,
+    cost_usd = CASE WHEN :cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost END
+WHERE id = :id AND state = 'claimed' AND owner = :agent AND lease_token = :token
+  AND attempts >= max_attempts
+RETURNING id;
+
+-- name: return_task
+UPDATE tasks
+SET state = 'ready', owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = :now,
+    not_before = 0, attempts = attempts - 1
+WHERE id = :id AND state = 'claimed' AND owner = :agent AND lease_token = :token
+RETURNING id;
+
+-- name: fence_probe
+SELECT state, owner, lease_token, attempts FROM tasks WHERE id = :id;
+
+-- name: insert_event
+INSERT INTO events (task_id, at, actor, from_state, to_state, reason)
+VALUES (:task, :now, :actor, :from_state, :to_state, :reason);
+
+-- name: insert_task
+INSERT INTO tasks (id, epic, title, body, state, priority, requires, pending, attempts, max_attempts,
+                   timeout_seconds, source, created_at, updated_at)
+VALUES (:id, :epic, :title, :body, 'blocked', :priority, :requires, 0, 0, :max_attempts,
+        :timeout_seconds, :source, :now, :now);
+
+-- name: insert_dep
+INSERT OR IGNORE INTO deps (task_id, depends_on) VALUES (:id, :dep);
+
+-- name: recount_pending
+UPDATE tasks
+SET pending = (
+    SELECT count(*) FROM deps AS d JOIN tasks AS p ON p.id = d.depends_on
+    WHERE d.task_id = tasks.id AND p.state != 'done'
+)
+WHERE id = :id;
+
+-- name: unblock_if_ready
+UPDATE tasks SET state = 'ready', updated_at = :now
+WHERE id = :id AND state = 'blocked' AND pending = 0
+RETURNING id;
+
+-- name: task_state
+SELECT state FROM tasks WHERE id = :id;
+
+-- name: cancel
+UPDATE tasks
+SET state = 'cancelled', lease_token = NULL, lease_until = NULL, updated_at = :now, last_error = :reason
+WHERE id = :id AND state IN ('blocked', 'ready', 'claimed', 'dead');
+
+-- name: retry
+UPDATE tasks
+SET state = CASE WHEN pending = 0 THEN 'ready' ELSE 'blocked' END,
+    owner = NULL, attempts = 0, not_before = 0, updated_at = :now, last_error = NULL
+WHERE id = :id AND state IN ('dead', 'cancelled')
+RETURNING state;
+
+-- name: select_tasks
+SELECT t.id, t.epic, t.title, t.body, t.state, t.priority, t.requires, t.attempts, t.max_attempts,
+       t.owner, t.lease_until, t.not_before, t.commit_sha, t.cost_usd, t.last_error,
+       t.created_at, t.updated_at, t.timeout_seconds,
+       (SELECT json_group_array(depends_on) FROM (SELECT depends_on FROM deps WHERE task_id = t.id
+                                                  ORDER BY depends_on)) AS deps
+FROM tasks AS t
+WHERE (:epic IS NULL OR t.epic = :epic) AND (:id IS NULL OR t.id = :id)
+ORDER BY t.created_at, t.id;
+
+-- name: counts
+SELECT state, count(*) FROM tasks WHERE (:epic IS NULL OR epic = :epic) GROUP BY state;
+
+-- name: select_events
+SELECT seq, task_id, at, actor, from_state, to_state, reason
+FROM events
+WHERE (:task IS NULL OR task_id = :task) AND seq > :since
+ORDER BY seq
+LIMIT :limit;
+
+-- name: existing_ids
+SELECT id, state FROM tasks;
+
+-- name: get_swarm
+SELECT id, epic, max_agents, created_at, stop_requested FROM swarms WHERE epic = :epic;
+
+-- name: latest_swarm
+SELECT id, epic, max_agents, created_at, stop_requested FROM swarms ORDER BY created_at DESC LIMIT 1;
+
+-- name: insert_swarm
+INSERT INTO swarms (id, epic, max_agents, created_at) VALUES (:id, :epic, :max_agents, :now);
+
+-- name: update_swarm_max_agents
+UPDATE swarms SET max_agents = :max_agents WHERE epic = :epic;
+
+-- name: get_meta
+SELECT value FROM meta WHERE key = :key;
+
+-- name: set_meta
+INSERT INTO meta (key, value) VALUES (:key, :value)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;

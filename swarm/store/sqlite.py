@@ -1,0 +1,735 @@
+"""The embedded SQLite backend: one file, WAL, ``BEGIN IMMEDIATE`` for every write.
+
+This module is the only one that imports :mod:`sqlite3`. Why the choices:
+
+* ``BEGIN IMMEDIATE`` takes the write lock before the first read, so a transaction that reads then writes
+  never fails with SQLITE_BUSY halfway (a deferred ``BEGIN`` cannot wait for the lock once it has read).
+* WAL lets readers (status, waiters) run beside the single writer. ``synchronous=NORMAL`` keeps every
+  committed transaction across a process crash (SIGKILL); only a power cut may lose the last commits.
+* Transactions are short and never span anything slow: each domain operation is one transaction.
+* Busy waits use SQLite's own busy handler; on top of it the whole operation is retried until the busy
+  deadline, so "database is locked" never reaches a caller as such (it becomes :class:`StoreBusy`).
+* Wake-ups poll ``PRAGMA data_version``, which changes when another connection commits and costs no write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from swarm.errors import (
+    BadInput,
+    InvalidTransition,
+    LeaseLost,
+    SchemaTooNew,
+    StoreBusy,
+    StoreError,
+    SwarmError,
+    UnknownTask,
+)
+from swarm.models import STATE_ORDER, Claim, Event, Spec, Task, TaskState, is_valid_id
+from swarm.store.base import AddResult, Reaped, Store, StoreOptions, SwarmRecord
+from swarm.store.sqlfile import migrations, queries
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DIALECT = "sqlite"
+_Q = queries(DIALECT)
+_MIN_SQLITE = (3, 35, 0)  # RETURNING
+
+
+def path_from_url(url: str) -> Path:
+    """``sqlite:///rel/path.db`` (relative to the cwd) or ``sqlite:////abs/path.db`` -> a path."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise BadInput(f"not a SQLite URL: {url!r}", hint="use sqlite:///path/to/swarm.db")
+    raw = unquote(parts.path)
+    # sqlite:///x -> path "/x" means relative "x"; sqlite:////abs -> "//abs" means "/abs".
+    path = Path(raw[1:]) if raw.startswith("/") else Path(raw)
+    if not str(path) or str(path) == ".":
+        raise BadInput(f"SQLite URL {url!r} names no file", hint="use sqlite:///.swarm/swarm.db")
+    return path
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class SQLiteStore(Store):
+    """The SQLite implementation of :class:`~swarm.store.base.Store`."""
+
+    def __init__(self, url: str, options: StoreOptions | None = None) -> None:
+        if sqlite3.sqlite_version_info < _MIN_SQLITE:
+            raise StoreError(
+                f"SQLite {sqlite3.sqlite_version} is too old (swarm needs 3.35 or newer for RETURNING)",
+                hint="use a Python built against a newer SQLite, or a PostgreSQL database",
+            )
+        self.url = url
+        self.options = options or StoreOptions()
+        self.path = path_from_url(url)
+        self._lock = threading.RLock()
+        self._local_commits = 0
+        self._conn = self._connect()
+        self._run_write(self._migrate)
+
+    # -- connection ------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.path.exists():
+                # Create the file ourselves so it is 0600 from its first byte; SQLite gives the -wal and
+                # -shm files the same mode as the database file.
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the database {self.path}: {exc.strerror}",
+                hint="check that the folder is writable or pass another --db",
+            ) from exc
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.options.busy_timeout_seconds,
+                isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+                check_same_thread=False,  # guarded by self._lock; the worker heartbeats from a thread
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+        deadline = time.monotonic() + self.options.busy_timeout_seconds
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                break
+            except sqlite3.OperationalError as exc:
+                # Switching to WAL needs a moment of exclusive access; several processes opening a new
+                # database at once can collide here.
+                if _is_busy(exc) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                conn.close()
+                raise self._translate(exc) from exc
+            except sqlite3.DatabaseError as exc:
+                conn.close()
+                raise StoreError(
+                    f"{self.path} is not a swarm database: {exc}",
+                    hint="point --db at another file or move this one away",
+                ) from exc
+        return conn
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    def _translate(self, exc: sqlite3.Error) -> SwarmError:
+        if _is_busy(exc):
+            return StoreBusy(
+                f"the database {self.path} stayed locked for {self.options.busy_timeout_seconds:.0f}s",
+                hint="another process holds a long write; retry, or check 'swarm doctor'",
+            )
+        return StoreError(f"database error on {self.path}: {exc}", hint="run with SWARM_DEBUG=1 for details")
+
+    def _run_write(self, fn: Callable[[sqlite3.Cursor], T]) -> T:
+        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction; retry the whole of it while the file is busy."""
+        deadline = time.monotonic() + self.options.busy_timeout_seconds
+        delay = 0.001
+        with self._lock:
+            while True:
+                cur = self._conn.cursor()
+                try:
+                    cur.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = fn(cur)
+                        cur.execute("COMMIT")
+                    except BaseException:
+                        if self._conn.in_transaction:
+                            self._conn.execute("ROLLBACK")
+                        raise
+                    self._local_commits += 1
+                    return result
+                except sqlite3.OperationalError as exc:
+                    if _is_busy(exc) and time.monotonic() < deadline:
+                        time.sleep(delay)
+                        delay = min(delay * 2, 0.05)
+                        continue
+                    raise self._translate(exc) from exc
+                except sqlite3.Error as exc:
+                    raise self._translate(exc) from exc
+                finally:
+                    cur.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Cursor]:
+        """A consistent read snapshot (a deferred transaction that never writes)."""
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN")
+                yield cur
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
+                cur.close()
+
+    # -- schema ----------------------------------------------------------------------------------
+    def _migrate(self, cur: sqlite3.Cursor) -> None:
+        has_meta = cur.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        version = 0
+        if has_meta:
+            row = cur.execute(_Q["get_meta"], {"key": "schema_version"}).fetchone()
+            version = int(row[0]) if row else 0
+        known = migrations(DIALECT)
+        latest = known[-1][0] if known else 0
+        if version > latest:
+            raise SchemaTooNew(
+                f"the database {self.path} is at schema version {version}, this swarm knows up to {latest}",
+                hint="upgrade swarm, or use another database",
+            )
+        for number, sql in known:
+            if number <= version:
+                continue
+            log.info("migrating %s to schema version %d", self.path, number)
+            for statement in _split_statements(sql):
+                cur.execute(statement)
+            cur.execute(_Q["set_meta"], {"key": "schema_version", "value": str(number)})
+
+    def schema_version(self) -> int:
+        """The schema version recorded in the database."""
+        with self._read() as cur:
+            row = cur.execute(_Q["get_meta"], {"key": "schema_version"}).fetchone()
+            return int(row[0]) if row else 0
+
+    # -- swarms ----------------------------------------------------------------------------------
+    def ensure_swarm(self, epic: str, max_agents: int | None = None) -> SwarmRecord:
+        """Return the swarm of ``epic``, creating it the first time."""
+        now = self.options.clock()
+
+        def op(cur: sqlite3.Cursor) -> SwarmRecord:
+            row = cur.execute(_Q["get_swarm"], {"epic": epic}).fetchone()
+            if row is None:
+                swarm_id = f"sw-{uuid.uuid4().hex[:10]}"
+                cur.execute(
+                    _Q["insert_swarm"], {"id": swarm_id, "epic": epic, "max_agents": max_agents, "now": now}
+                )
+                row = cur.execute(_Q["get_swarm"], {"epic": epic}).fetchone()
+            elif max_agents is not None and row[2] != max_agents:
+                cur.execute(_Q["update_swarm_max_agents"], {"epic": epic, "max_agents": max_agents})
+                row = cur.execute(_Q["get_swarm"], {"epic": epic}).fetchone()
+            return _swarm(row)
+
+        return self._run_write(op)
+
+    def current_swarm(self) -> SwarmRecord | None:
+        """The most recently created swarm."""
+        with self._read() as cur:
+            row = cur.execute(_Q["latest_swarm"]).fetchone()
+            return _swarm(row) if row else None
+
+    # -- tasks -----------------------------------------------------------------------------------
+    def add_tasks(self, specs: Sequence[Spec], *, actor: str = "lead") -> AddResult:
+        """Queue the specs that are not queued yet, in one transaction."""
+        now = self.options.clock()
+        default_attempts = self.options.default_max_attempts
+
+        def op(cur: sqlite3.Cursor) -> AddResult:
+            existing = dict(cur.execute(_Q["existing_ids"]).fetchall())
+            fresh: dict[str, Spec] = {}
+            for spec in specs:
+                if not is_valid_id(spec.id):
+                    raise BadInput(
+                        f"invalid task id {spec.id!r}", hint="ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+                    )
+                if spec.id not in existing:
+                    fresh[spec.id] = spec
+            for spec in fresh.values():
+                for dep in spec.depends_on:
+                    if dep not in existing and dep not in fresh:
+                        raise BadInput(
+                            f"task {spec.id} depends on {dep}, which is neither queued nor being added",
+                            hint="add the dependency first or remove it from depends_on",
+                        )
+            ordered = _topological(fresh)
+            cur.executemany(
+                _Q["insert_task"],
+                [
+                    {
+                        "id": s.id,
+                        "epic": s.epic,
+                        "title": s.title,
+                        "body": s.body,
+                        "priority": s.priority,
+                        "requires": json.dumps(sorted(set(s.requires))),
+                        "max_attempts": s.max_attempts or default_attempts,
+                        "timeout_seconds": s.timeout_seconds,
+                        "source": str(s.path) if s.path else None,
+                        "now": now,
+                    }
+                    for s in ordered
+                ],
+            )
+            cur.executemany(
+                _Q["insert_dep"],
+                [{"id": s.id, "dep": dep} for s in ordered for dep in dict.fromkeys(s.depends_on)],
+            )
+            ready: list[str] = []
+            events: list[dict[str, Any]] = []
+            for spec in ordered:
+                cur.execute(_Q["recount_pending"], {"id": spec.id})
+                became_ready = cur.execute(_Q["unblock_if_ready"], {"id": spec.id, "now": now}).fetchone()
+                state = TaskState.READY if became_ready else TaskState.BLOCKED
+                if became_ready:
+                    ready.append(spec.id)
+                events.append(
+                    {
+                        "task": spec.id,
+                        "now": now,
+                        "actor": actor,
+                        "from_state": None,
+                        "to_state": state.value,
+                        "reason": "queued",
+                    }
+                )
+            cur.executemany(_Q["insert_event"], events)
+            return AddResult(
+                added=[s.id for s in ordered], existing=[s.id for s in specs if s.id in existing], ready=ready
+            )
+
+        return self._run_write(op)
+
+    def _reap_in(self, cur: sqlite3.Cursor, now: float) -> list[Reaped]:
+        reaped: list[Reaped] = []
+        for task_id, owner, attempts, max_attempts in cur.execute(
+            _Q["expired_leases"], {"now": now}
+        ).fetchall():
+            if attempts >= max_attempts:
+                cur.execute(_Q["expire_to_dead"], {"id": task_id, "now": now})
+                to_state = TaskState.DEAD
+                reason = f"lease of {owner} expired on attempt {attempts} of {max_attempts}"
+            else:
+                cur.execute(_Q["expire_to_ready"], {"id": task_id, "now": now})
+                to_state = TaskState.READY
+                reason = f"lease of {owner} expired (attempt {attempts} of {max_attempts})"
+            cur.execute(
+                _Q["insert_event"],
+                {
+                    "task": task_id,
+                    "now": now,
+                    "actor": "reaper",
+                    "from_state": "claimed",
+                    "to_state": to_state.value,
+                    "reason": reason,
+                },
+            )
+            reaped.append(Reaped(task_id=task_id, owner=owner, to_state=to_state))
+        if reaped:
+            log.info("reaped %d expired lease(s)", len(reaped))
+        return reaped
+
+    def claim(
+        self, agent_id: str, capabilities: Sequence[str] = (), *, ttl_seconds: float, host: str = ""
+    ) -> Claim | None:
+        """Reap, then claim the next eligible task atomically."""
+        _check_agent(agent_id)
+        if ttl_seconds <= 0:
+            raise BadInput(f"lease TTL must be positive, got {ttl_seconds}")
+        caps = json.dumps(sorted(set(capabilities)))
+        token = secrets.token_hex(16)
+
+        def op(cur: sqlite3.Cursor) -> Claim | None:
+            now = self.options.clock()
+            self._reap_in(cur, now)
+            cur.execute(_Q["upsert_agent"], {"agent": agent_id, "host": host, "caps": caps, "now": now})
+            row = cur.execute(
+                _Q["claim"],
+                {"agent": agent_id, "token": token, "until": now + ttl_seconds, "now": now, "caps": caps},
+            ).fetchone()
+            if row is None:
+                return None
+            task_id, epic, title, body, attempts, lease_until, timeout = row
+            deps = tuple(r[0] for r in cur.execute(_Q["task_deps"], {"id": task_id}))
+            cur.execute(
+                _Q["insert_event"],
+                {
+                    "task": task_id,
+                    "now": now,
+                    "actor": agent_id,
+                    "from_state": "ready",
+                    "to_state": "claimed",
+                    "reason": f"attempt {attempts}",
+                },
+            )
+            return Claim(
+                task_id=task_id,
+                title=title,
+                prompt=body,
+                lease_token=token,
+                lease_until=lease_until,
+                attempt=attempts,
+                epic=epic,
+                depends_on=deps,
+                timeout_seconds=timeout,
+            )
+
+        return self._run_write(op)
+
+    def _lease_lost(self, cur: sqlite3.Cursor, task_id: str, agent_id: str, token: str) -> SwarmError:
+        row = cur.execute(_Q["fence_probe"], {"id": task_id}).fetchone()
+        if row is None:
+            return UnknownTask(task_id)
+        state, owner, current_token, attempts = row
+        if state == TaskState.CLAIMED and current_token == token and owner != agent_id:
+            why = f"the lease belongs to {owner}, not {agent_id}"
+        elif state == TaskState.CLAIMED and owner == agent_id:
+            why = f"the lease token does not match {owner}'s current lease (attempt {attempts})"
+        elif state == TaskState.CLAIMED:
+            why = f"the task is held by {owner} under a newer lease (attempt {attempts})"
+        elif state == TaskState.DONE:
+            why = "the task is already done"
+        else:
+            why = f"the task is {state} now (lease expired, returned or cancelled)"
+        return LeaseLost(task_id, why)
+
+    def heartbeat(self, task_id: str, agent_id: str, lease_token: str, *, ttl_seconds: float) -> float:
+        """Extend a lease."""
+
+        def op(cur: sqlite3.Cursor) -> float:
+            now = self.options.clock()
+            row = cur.execute(
+                _Q["heartbeat"],
+                {
+                    "id": task_id,
+                    "agent": agent_id,
+                    "token": lease_token,
+                    "until": now + ttl_seconds,
+                    "now": now,
+                },
+            ).fetchone()
+            if row is None:
+                raise self._lease_lost(cur, task_id, agent_id, lease_token)
+            return float(row[0])
+
+        return self._run_write(op)
+
+    def complete(
+        self,
+        task_id: str,
+        agent_id: str,
+        lease_token: str,
+        *,
+        commit: str | None = None,
+        cost_usd: float | None = None,
+    ) -> list[str]:
+        """Complete once, promote dependents in the same transaction."""
+
+        def op(cur: sqlite3.Cursor) -> list[str]:
+            now = self.options.clock()
+            row = cur.execute(
+                _Q["complete"],
+                {
+                    "id": task_id,
+                    "agent": agent_id,
+                    "token": lease_token,
+                    "now": now,
+                    "commit": commit,
+                    "cost": cost_usd,
+                },
+            ).fetchone()
+            if row is None:
+                raise self._lease_lost(cur, task_id, agent_id, lease_token)
+            events: list[dict[str, Any]] = [
+                {
+                    "task": task_id,
+                    "now": now,
+                    "actor": agent_id,
+                    "from_state": "claimed",
+                    "to_state": "done",
+                    "reason": f"completed{f' at {commit}' if commit else ''}",
+                }
+            ]
+            cur.execute(_Q["decrement_dependents"], {"id": task_id})
+            promoted = [r[0] for r in cur.execute(_Q["promote_dependents"], {"id": task_id, "now": now})]
+            events.extend(
+                {
+                    "task": dep,
+                    "now": now,
+                    "actor": agent_id,
+                    "from_state": "blocked",
+                    "to_state": "ready",
+                    "reason": f"dependencies done (last: {task_id})",
+                }
+                for dep in promoted
+            )
+            cur.executemany(_Q["insert_event"], events)
+            return sorted(promoted)
+
+        return self._run_write(op)
+
+    def fail(
+        self, task_id: str, agent_id: str, lease_token: str, reason: str, *, cost_usd: float | None = None
+    ) -> TaskState:
+        """Fail an attempt: retry after backoff, or dead."""
+
+        def op(cur: sqlite3.Cursor) -> TaskState:
+            now = self.options.clock()
+            probe = cur.execute(_Q["fence_probe"], {"id": task_id}).fetchone()
+            attempts = probe[3] if probe else 0
+            params = {
+                "id": task_id,
+                "agent": agent_id,
+                "token": lease_token,
+                "now": now,
+                "reason": reason,
+                "cost": cost_usd,
+                "not_before": now + self.options.retry.delay(attempts),
+            }
+            if cur.execute(_Q["fail_to_ready"], params).fetchone():
+                state = TaskState.READY
+            elif cur.execute(_Q["fail_to_dead"], params).fetchone():
+                state = TaskState.DEAD
+            else:
+                raise self._lease_lost(cur, task_id, agent_id, lease_token)
+            cur.execute(
+                _Q["insert_event"],
+                {
+                    "task": task_id,
+                    "now": now,
+                    "actor": agent_id,
+                    "from_state": "claimed",
+                    "to_state": state.value,
+                    "reason": f"failed (attempt {attempts}): {reason}",
+                },
+            )
+            return state
+
+        return self._run_write(op)
+
+    def return_task(self, task_id: str, agent_id: str, lease_token: str, reason: str = "returned") -> None:
+        """Give a task back without spending an attempt."""
+
+        def op(cur: sqlite3.Cursor) -> None:
+            now = self.options.clock()
+            row = cur.execute(
+                _Q["return_task"], {"id": task_id, "agent": agent_id, "token": lease_token, "now": now}
+            ).fetchone()
+            if row is None:
+                raise self._lease_lost(cur, task_id, agent_id, lease_token)
+            cur.execute(
+                _Q["insert_event"],
+                {
+                    "task": task_id,
+                    "now": now,
+                    "actor": agent_id,
+                    "from_state": "claimed",
+                    "to_state": "ready",
+                    "reason": f"returned: {reason}",
+                },
+            )
+
+        self._run_write(op)
+
+    def cancel(self, task_id: str, *, actor: str = "lead", reason: str = "cancelled") -> TaskState:
+        """Cancel a task that is not done."""
+
+        def op(cur: sqlite3.Cursor) -> TaskState:
+            now = self.options.clock()
+            row = cur.execute(_Q["task_state"], {"id": task_id}).fetchone()
+            if row is None:
+                raise UnknownTask(task_id)
+            before = TaskState(row[0])
+            if before in (TaskState.DONE, TaskState.CANCELLED):
+                raise InvalidTransition(
+                    f"task {task_id} is {before}, it cannot be cancelled",
+                    hint="only blocked, ready, claimed or dead tasks can be cancelled",
+                )
+            cur.execute(_Q["cancel"], {"id": task_id, "now": now, "reason": reason})
+            cur.execute(
+                _Q["insert_event"],
+                {
+                    "task": task_id,
+                    "now": now,
+                    "actor": actor,
+                    "from_state": before.value,
+                    "to_state": "cancelled",
+                    "reason": reason,
+                },
+            )
+            return before
+
+        return self._run_write(op)
+
+    def retry(self, task_id: str, *, actor: str = "lead") -> TaskState:
+        """Requeue a dead or cancelled task with fresh attempts."""
+
+        def op(cur: sqlite3.Cursor) -> TaskState:
+            now = self.options.clock()
+            row = cur.execute(_Q["task_state"], {"id": task_id}).fetchone()
+            if row is None:
+                raise UnknownTask(task_id)
+            before = TaskState(row[0])
+            if before not in (TaskState.DEAD, TaskState.CANCELLED):
+                raise InvalidTransition(
+                    f"task {task_id} is {before}, only dead or cancelled tasks can be retried",
+                    hint="see 'swarm queue status'",
+                )
+            cur.execute(_Q["recount_pending"], {"id": task_id})
+            after = TaskState(cur.execute(_Q["retry"], {"id": task_id, "now": now}).fetchone()[0])
+            cur.execute(
+                _Q["insert_event"],
+                {
+                    "task": task_id,
+                    "now": now,
+                    "actor": actor,
+                    "from_state": before.value,
+                    "to_state": after.value,
+                    "reason": "retried by hand",
+                },
+            )
+            return after
+
+        return self._run_write(op)
+
+    def reap(self) -> list[Reaped]:
+        """Take back expired leases."""
+        return self._run_write(lambda cur: self._reap_in(cur, self.options.clock()))
+
+    # -- reads -----------------------------------------------------------------------------------
+    def get_task(self, task_id: str) -> Task:
+        """One task by id."""
+        with self._read() as cur:
+            row = cur.execute(_Q["select_tasks"], {"epic": None, "id": task_id}).fetchone()
+        if row is None:
+            raise UnknownTask(task_id)
+        return _task(row)
+
+    def list_tasks(self, epic: str | None = None) -> list[Task]:
+        """Every task, oldest first."""
+        with self._read() as cur:
+            rows = cur.execute(_Q["select_tasks"], {"epic": epic, "id": None}).fetchall()
+        return [_task(r) for r in rows]
+
+    def counts(self, epic: str | None = None) -> dict[str, int]:
+        """Tasks per state, every state present."""
+        with self._read() as cur:
+            found = dict(cur.execute(_Q["counts"], {"epic": epic}).fetchall())
+        return {state.value: int(found.get(state.value, 0)) for state in STATE_ORDER}
+
+    def events(self, task_id: str | None = None, *, since: int = 0, limit: int = 10_000) -> list[Event]:
+        """Event log entries after ``since``."""
+        with self._read() as cur:
+            rows = cur.execute(_Q["select_events"], {"task": task_id, "since": since, "limit": limit})
+            return [
+                Event(
+                    seq=r[0], task_id=r[1], at=r[2], actor=r[3], from_state=r[4], to_state=r[5], reason=r[6]
+                )
+                for r in rows
+            ]
+
+    def change_marker(self) -> int:
+        """Changes whenever any connection (this one included) commits."""
+        with self._lock:
+            try:
+                version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+            return (version << 32) | (self._local_commits & 0xFFFFFFFF)
+
+
+def _check_agent(agent_id: str) -> None:
+    if not is_valid_id(agent_id):
+        raise BadInput(
+            f"invalid agent id {agent_id!r}",
+            hint="agent ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}, e.g. agent-1",
+        )
+
+
+def _swarm(row: Sequence[Any]) -> SwarmRecord:
+    return SwarmRecord(
+        id=row[0], epic=row[1], max_agents=row[2], created_at=row[3], stop_requested=bool(row[4])
+    )
+
+
+def _task(row: Sequence[Any]) -> Task:
+    return Task(
+        id=row[0],
+        epic=row[1],
+        title=row[2],
+        body=row[3],
+        state=TaskState(row[4]),
+        priority=row[5],
+        requires=tuple(json.loads(row[6])),
+        attempts=row[7],
+        max_attempts=row[8],
+        owner=row[9],
+        lease_until=row[10],
+        not_before=row[11],
+        commit=row[12],
+        cost_usd=row[13],
+        last_error=row[14],
+        created_at=row[15],
+        updated_at=row[16],
+        timeout_seconds=row[17],
+        depends_on=tuple(json.loads(row[18])) if row[18] else (),
+    )
+
+
+def _topological(specs: dict[str, Spec]) -> list[Spec]:
+    """Order ``specs`` so that every spec follows its dependencies within the batch (Kahn, ties by id)."""
+    import heapq
+
+    waiting = {sid: {d for d in s.depends_on if d in specs} for sid, s in specs.items()}
+    dependents: dict[str, list[str]] = {}
+    for sid, deps in waiting.items():
+        for dep in deps:
+            dependents.setdefault(dep, []).append(sid)
+    heap = [sid for sid, deps in waiting.items() if not deps]
+    heapq.heapify(heap)
+    ordered: list[Spec] = []
+    while heap:
+        sid = heapq.heappop(heap)
+        ordered.append(specs[sid])
+        for child in dependents.get(sid, ()):
+            waiting[child].discard(sid)
+            if not waiting[child]:
+                heapq.heappush(heap, child)
+    if len(ordered) != len(specs):
+        stuck = sorted(sid for sid, deps in waiting.items() if deps)
+        raise BadInput(
+            f"dependency cycle among tasks {', '.join(stuck)}", hint="remove one dependency of the cycle"
+        )
+    return ordered
+
+
+def _split_statements(script: str) -> list[str]:
+    """Split a migration script into statements (trigger bodies hold semicolons, so ask SQLite)."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        if not buffer and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
