@@ -1,0 +1,397 @@
+"""``swarm queue ...``: the task queue by hand or from an agent (nspec-compatible verbs)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from swarm.backlog import load_backlog
+from swarm.cli.output import claim_json, console, emit_json, iso, split_list, task_json
+from swarm.config import LoadedConfig, load_config
+from swarm.errors import BadInput
+from swarm.models import STATE_ORDER, Spec, TaskState, is_valid_id
+from swarm.queue import backlog_folder, open_queue, queue_epic
+
+queue_app = typer.Typer(
+    help="Work the task queue by hand or from an agent: init, claim, heartbeat, release, status, add, "
+    "cancel, retry, reap, events.",
+    no_args_is_help=True,
+)
+
+# Options shared by several verbs. Agents get their identity and lease from the environment that the
+# worker sets (DESIGN 6), so `swarm queue heartbeat` inside an agent command needs no flags at all.
+DB_OPTION = typer.Option(None, "--db", help="Database URL (default: queue.database from swarm.toml).")
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of text.")
+AGENT_OPTION = typer.Option(..., "--agent-id", envvar="SWARM_AGENT_ID", help="The agent's id, e.g. agent-1.")
+TASK_OPTION = typer.Option(
+    ...,
+    "--task-id",
+    "--spec-id",
+    envvar="SWARM_TASK_ID",
+    help="The claimed task's id (--spec-id is an alias).",
+)
+TOKEN_OPTION = typer.Option(
+    ..., "--lease-token", envvar="SWARM_LEASE_TOKEN", help="The lease token the claim returned."
+)
+TTL_OPTION = typer.Option(
+    None, "--ttl", min=0.001, help="Lease length in seconds (default: queue.lease_ttl_seconds)."
+)
+
+
+def _config(db: str | None) -> LoadedConfig:
+    return load_config(overrides={"queue.database": db})
+
+
+def _ttl(loaded: LoadedConfig, ttl: float | None) -> float:
+    return ttl if ttl is not None else loaded.config.queue.lease_ttl_seconds
+
+
+@queue_app.command("init")
+def init_cmd(
+    epic: str = typer.Option(
+        ..., "--epic", "-e", help="The epic to queue (its specs and their dependencies)."
+    ),
+    max_agents: int | None = typer.Option(None, "--max-agents", min=1, help="Agents this swarm may run."),
+    backlog: Path | None = typer.Option(None, "--backlog", help="Spec folder (default: queue.backlog)."),
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Validate the backlog and queue an epic, plus the undone specs it depends on. Safe to re-run."""
+    loaded = _config(db)
+    specs = load_backlog(backlog_folder(loaded, backlog))  # validates everything before any write
+    result = queue_epic(loaded, specs, epic, max_agents=max_agents)
+    if as_json:
+        emit_json(
+            {
+                "swarm": {
+                    "id": result.swarm.id,
+                    "epic": result.epic,
+                    "database": loaded.database_url(),
+                    "max_agents": result.swarm.max_agents,
+                },
+                "added": result.added,
+                "existing": result.existing,
+                "ready": result.ready,
+                "dependencies": [{"id": s.id, "epic": s.epic} for s in result.dependencies],
+                "already_done": result.already_done,
+            }
+        )
+        return
+    out = console()
+    blocked = len(result.added) - len(result.ready)
+    if result.added:
+        out.print(
+            f"queued {len(result.added)} task(s) for epic {epic}: {len(result.ready)} ready, "
+            f"{blocked} blocked"
+        )
+    else:
+        out.print(f"nothing new to queue for epic {epic}")
+    if result.dependencies:
+        listed = ", ".join(f"{s.id} ({s.epic})" for s in result.dependencies)
+        out.print(f"also queued {len(result.dependencies)} undone dependenc(ies) from other epics: {listed}")
+    if result.existing:
+        out.print(f"{len(result.existing)} task(s) were already queued and left as they are")
+    if result.already_done:
+        out.print(f"{len(result.already_done)} spec(s) of {epic} are already done")
+    out.print(f"swarm {result.swarm.id}, database {loaded.database_url()}")
+
+
+@queue_app.command("claim")
+def claim_cmd(
+    agent_id: str = AGENT_OPTION,
+    capabilities: str | None = typer.Option(
+        None, "--capabilities", "-c", help="Comma-separated capabilities this agent offers, e.g. python,gpu."
+    ),
+    ttl: float | None = TTL_OPTION,
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Claim the next eligible task (highest priority, then oldest) and print it with its lease."""
+    loaded = _config(db)
+    with open_queue(loaded) as store:
+        got = store.claim(
+            agent_id, split_list(capabilities), ttl_seconds=_ttl(loaded, ttl), host=socket.gethostname()
+        )
+    if as_json:
+        emit_json(claim_json(got))
+        return
+    if got is None:
+        console().print("nothing to claim: no ready task this agent can take")
+        return
+    out = console()
+    out.print(f"claimed {got.task_id} (attempt {got.attempt}): {got.title}")
+    out.print(f"lease token {got.lease_token}, until {iso(got.lease_until)}")
+
+
+@queue_app.command("heartbeat")
+def heartbeat_cmd(
+    agent_id: str = AGENT_OPTION,
+    task_id: str = TASK_OPTION,
+    lease_token: str = TOKEN_OPTION,
+    ttl: float | None = TTL_OPTION,
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Extend the lease on a claimed task. Exits 1 with "lease lost" if the task is no longer yours."""
+    loaded = _config(db)
+    with open_queue(loaded) as store:
+        until = store.heartbeat(task_id, agent_id, lease_token, ttl_seconds=_ttl(loaded, ttl))
+    if as_json:
+        emit_json({"task_id": task_id, "lease_until": iso(until)})
+    else:
+        console().print(f"lease on {task_id} extended until {iso(until)}")
+
+
+@queue_app.command("release")
+def release_cmd(
+    agent_id: str = AGENT_OPTION,
+    task_id: str = TASK_OPTION,
+    lease_token: str = TOKEN_OPTION,
+    completed: bool = typer.Option(False, "--completed", help="The task is done."),
+    failed: str | None = typer.Option(None, "--failed", help="The attempt failed, for this reason."),
+    returned: bool = typer.Option(
+        False, "--returned", help="Give the task back unfinished (no attempt spent)."
+    ),
+    commit: str | None = typer.Option(
+        None, "--commit", help="With --completed: the commit holding the work."
+    ),
+    cost_usd: float | None = typer.Option(
+        None, "--cost-usd", min=0.0, help="What this attempt cost, in USD."
+    ),
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Release a claimed task: exactly one of --completed, --failed REASON or --returned."""
+    chosen = [
+        name
+        for name, on in (
+            ("--completed", completed),
+            ("--failed", failed is not None),
+            ("--returned", returned),
+        )
+        if on
+    ]
+    if len(chosen) != 1:
+        raise BadInput(
+            f"release needs exactly one outcome, got {', '.join(chosen) if chosen else 'none'}",
+            hint="pass one of --completed, --failed REASON or --returned",
+        )
+    if commit is not None and not completed:
+        raise BadInput("--commit goes with --completed", hint="drop --commit or pass --completed")
+    if failed is not None and not failed.strip():
+        raise BadInput("--failed needs a reason", hint='say why, e.g. --failed "tests fail"')
+    loaded = _config(db)
+    result: dict[str, Any] = {"task_id": task_id}
+    with open_queue(loaded) as store:
+        if completed:
+            promoted = store.complete(task_id, agent_id, lease_token, commit=commit, cost_usd=cost_usd)
+            result.update(outcome="completed", state="done", promoted=promoted)
+            text = f"{task_id} done" + (f"; now ready: {', '.join(promoted)}" if promoted else "")
+        elif failed is not None:
+            state = store.fail(task_id, agent_id, lease_token, failed.strip(), cost_usd=cost_usd)
+            result.update(outcome="failed", state=state.value)
+            text = (
+                f"{task_id} failed; it will be retried after a backoff"
+                if state == TaskState.READY
+                else f"{task_id} failed on its last attempt and is dead ('swarm queue retry {task_id}')"
+            )
+        else:
+            store.return_task(task_id, agent_id, lease_token)
+            result.update(outcome="returned", state="ready")
+            text = f"{task_id} returned to the queue"
+    if as_json:
+        emit_json(result)
+    else:
+        console().print(text)
+
+
+@queue_app.command("status")
+def status_cmd(
+    epic: str | None = typer.Option(None, "--epic", "-e", help="Only this epic's tasks."),
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show tasks by state, each task's owner, attempts and last error."""
+    loaded = _config(db)
+    with open_queue(loaded) as store:
+        counts = store.counts(epic)
+        tasks = store.list_tasks(epic)
+    if as_json:
+        emit_json({"counts": counts, "tasks": [task_json(t) for t in tasks]})
+        return
+    out = console()
+    total = sum(counts.values())
+    out.print(f"{total} task(s): " + ", ".join(f"{counts[s.value]} {s.value}" for s in STATE_ORDER))
+    if not tasks:
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for column in ("task", "state", "owner", "attempts", "depends on", "title / last error"):
+        table.add_column(column)
+    for task in tasks:
+        note = task.title if not task.last_error else f"{task.title} [{task.last_error}]"
+        table.add_row(
+            task.id,
+            task.state.value,
+            task.owner or "-",
+            f"{task.attempts}/{task.max_attempts}",
+            ",".join(task.depends_on) or "-",
+            note,
+        )
+    out.print(table)
+
+
+@queue_app.command("add")
+def add_cmd(
+    title: str = typer.Option(..., "--title", "-t", help="One-line title of the task."),
+    body: str | None = typer.Option(None, "--body", "-b", help="The prompt (default: the title)."),
+    body_file: Path | None = typer.Option(None, "--body-file", help="Read the prompt from this file."),
+    task_id: str | None = typer.Option(None, "--id", help="Task id (default: the next free Q-number)."),
+    epic: str | None = typer.Option(None, "--epic", "-e", help="Epic (default: the current swarm's)."),
+    depends_on: str | None = typer.Option(None, "--depends-on", help="Comma-separated ids of queued tasks."),
+    priority: int = typer.Option(0, "--priority", "-p", help="Higher is claimed first."),
+    requires: str | None = typer.Option(None, "--requires", help="Comma-separated capabilities needed."),
+    max_attempts: int | None = typer.Option(None, "--max-attempts", min=1, help="Attempts before dead."),
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Add one task to the queue by hand (its dependencies must already be queued)."""
+    if body is not None and body_file is not None:
+        raise BadInput("--body and --body-file both given", hint="pass only one of them")
+    if body_file is not None:
+        try:
+            body = body_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(
+                f"cannot read --body-file {body_file}: {exc}", hint="pass a readable UTF-8 file"
+            ) from exc
+    if not title.strip():
+        raise BadInput("--title is empty", hint="give the task a one-line title")
+    if task_id is not None and not is_valid_id(task_id):
+        raise BadInput(f"invalid task id {task_id!r}", hint="ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+    for cap in split_list(requires):
+        if not is_valid_id(cap):
+            raise BadInput(
+                f"invalid capability {cap!r}", hint="capabilities match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+            )
+    loaded = _config(db)
+    with open_queue(loaded, create=True) as store:
+        known = {t.id for t in store.list_tasks()}
+        if task_id is None:
+            number = len(known) + 1
+            while f"Q{number:04d}" in known:
+                number += 1
+            task_id = f"Q{number:04d}"
+        elif task_id in known:
+            raise BadInput(f"task {task_id} is already queued", hint="choose another --id")
+        if epic is None:
+            current = store.current_swarm()
+            epic = current.epic if current else "adhoc"
+        spec = Spec(
+            id=task_id,
+            epic=epic,
+            title=title.strip(),
+            body=(body or title).strip() or title,
+            depends_on=tuple(split_list(depends_on)),
+            priority=priority,
+            requires=tuple(split_list(requires)),
+            max_attempts=max_attempts,
+        )
+        result = store.add_tasks([spec])
+    state = "ready" if result.ready else "blocked"
+    if as_json:
+        emit_json({"id": task_id, "epic": epic, "state": state})
+    else:
+        console().print(f"added {task_id} to epic {epic} ({state})")
+
+
+@queue_app.command("cancel")
+def cancel_cmd(
+    task_id: str = typer.Argument(..., help="The task to cancel."),
+    reason: str = typer.Option("cancelled by hand", "--reason", help="Why (kept in the event log)."),
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Cancel a task that is not done. An agent holding it loses its lease."""
+    loaded = _config(db)
+    with open_queue(loaded) as store:
+        before = store.cancel(task_id, reason=reason)
+    if as_json:
+        emit_json({"task_id": task_id, "from": before.value, "state": "cancelled"})
+    else:
+        console().print(f"{task_id} cancelled (was {before.value})")
+
+
+@queue_app.command("retry")
+def retry_cmd(
+    task_id: str = typer.Argument(..., help="The dead or cancelled task to queue again."),
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Put a dead or cancelled task back in the queue with fresh attempts."""
+    loaded = _config(db)
+    with open_queue(loaded) as store:
+        after = store.retry(task_id)
+    if as_json:
+        emit_json({"task_id": task_id, "state": after.value})
+    else:
+        console().print(f"{task_id} is {after.value} again")
+
+
+@queue_app.command("reap")
+def reap_cmd(db: str | None = DB_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Take back every expired lease now (claims do this too): ready again, or dead with no attempts left."""
+    loaded = _config(db)
+    with open_queue(loaded) as store:
+        reaped = store.reap()
+    if as_json:
+        emit_json(
+            {"reaped": [{"task_id": r.task_id, "owner": r.owner, "state": r.to_state.value} for r in reaped]}
+        )
+        return
+    if not reaped:
+        console().print("no expired leases")
+    for r in reaped:
+        console().print(f"{r.task_id}: lease of {r.owner} expired -> {r.to_state.value}")
+
+
+@queue_app.command("events")
+def events_cmd(
+    task_id: str | None = typer.Argument(None, help="Only this task's events."),
+    since: int = typer.Option(0, "--since", min=0, help="Only events after this sequence number."),
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Print the append-only event log: who moved which task, when, from what to what, and why."""
+    loaded = _config(db)
+    with open_queue(loaded) as store:
+        if task_id is not None:
+            store.get_task(task_id)  # an unknown id is an error, not an empty list
+        events = store.events(task_id, since=since)
+    out = console()
+    for e in events:
+        if as_json:
+            emit_json(
+                {
+                    "seq": e.seq,
+                    "task_id": e.task_id,
+                    "at": iso(e.at),
+                    "actor": e.actor,
+                    "from": e.from_state,
+                    "to": e.to_state,
+                    "reason": e.reason,
+                }
+            )
+        else:
+            out.print(
+                f"{e.seq:>6} {iso(e.at)} {e.task_id} {e.from_state or '-'} -> {e.to_state} "
+                f"by {e.actor}: {e.reason}"
+            )
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``swarm queue`` to the root app."""
+    app.add_typer(queue_app, name="queue")

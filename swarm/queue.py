@@ -1,0 +1,93 @@
+"""Queue rules above the store: queueing an epic from the backlog, store options from configuration."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swarm.backlog import Backlog
+from swarm.config import LoadedConfig
+from swarm.errors import BadInput
+from swarm.models import Spec, TaskState
+from swarm.store import RetryPolicy, Store, StoreOptions, SwarmRecord, open_store
+from swarm.store.sqlite import path_from_url
+
+log = logging.getLogger(__name__)
+
+
+def store_options(loaded: LoadedConfig) -> StoreOptions:
+    """Store behaviour taken from configuration."""
+    q = loaded.config.queue
+    return StoreOptions(
+        default_max_attempts=q.max_attempts,
+        retry=RetryPolicy(q.retry_backoff_seconds, q.retry_backoff_max_seconds),
+    )
+
+
+def database_exists(url: str) -> bool:
+    """Whether the database behind ``url`` already exists (always True for server databases)."""
+    if url.startswith("sqlite:"):
+        return path_from_url(url).exists()
+    return True
+
+
+def open_queue(loaded: LoadedConfig, *, create: bool = False) -> Store:
+    """Open the configured database; refuse to create a new one unless ``create`` (reads never create)."""
+    url = loaded.database_url()
+    if not create and not database_exists(url):
+        raise BadInput(
+            f"no queue yet: the database {url} does not exist",
+            hint="run 'swarm queue init --epic EPIC' (or 'swarm launch EPIC') in this repository first",
+        )
+    return open_store(url, store_options(loaded))
+
+
+@dataclass(frozen=True)
+class QueuedEpic:
+    """What queueing an epic did."""
+
+    swarm: SwarmRecord
+    epic: str
+    added: list[str]
+    existing: list[str]
+    ready: list[str]
+    dependencies: list[Spec] = field(default_factory=list)
+    already_done: list[str] = field(default_factory=list)
+
+
+def queue_epic(
+    loaded: LoadedConfig, backlog: Backlog, epic: str, *, max_agents: int | None = None
+) -> QueuedEpic:
+    """Queue ``epic``'s specs plus the undone specs they transitively depend on.
+
+    The backlog is validated before this is called, and the epic is checked before any database is
+    created, so bad input leaves nothing behind.
+    """
+    epic_specs = backlog.epic_specs(epic)  # raises BadInput for an unknown epic, before any write
+    url = loaded.database_url()
+    done: set[str] = set()
+    if database_exists(url):
+        with open_store(url, store_options(loaded)) as existing:
+            done = {t.id for t in existing.list_tasks() if t.state == TaskState.DONE}
+    own, deps = backlog.closure(epic, done)
+    with open_queue(loaded, create=True) as store:
+        record = store.ensure_swarm(epic, max_agents)
+        result = store.add_tasks([*deps, *own])
+    if deps:
+        log.info("queued %d dependencies from other epics", len(deps))
+    return QueuedEpic(
+        swarm=record,
+        epic=epic,
+        added=result.added,
+        existing=result.existing,
+        ready=result.ready,
+        dependencies=deps,
+        already_done=sorted(s.id for s in epic_specs if s.id in done),
+    )
+
+
+def backlog_folder(loaded: LoadedConfig, override: Path | None = None) -> Path:
+    """The backlog folder: a flag, else ``queue.backlog`` relative to the repository."""
+    folder = override or Path(loaded.config.queue.backlog)
+    return folder if folder.is_absolute() else loaded.repo / folder
