@@ -92,6 +92,8 @@ class Task:
     created_at: float
     updated_at: float
     timeout_seconds: int | None = None
+    tokens: int | None = None
+    heartbeat_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -113,3 +115,41 @@ class QueueStatus:
 
     counts: dict[str, int]
     tasks: list[Task] = field(default_factory=list)
+
+
+class AgentState(StrEnum):
+    """What an agent is doing, as the worker reports it (the monitor may refine it from liveness)."""
+
+    STARTING = "starting"
+    WORKING = "working"
+    IDLE = "idle"
+    WAITING = "waiting-for-input"
+    STALLED = "stalled"
+    DEAD = "dead"
+    DONE = "done"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    """One agent slot as the database knows it."""
+
+    id: str
+    swarm_id: str | None = None
+    host: str = ""
+    session: str | None = None
+    branch: str | None = None
+    worktree: str | None = None
+    capabilities: tuple[str, ...] = ()
+    pid: int | None = None
+    agent_pid: int | None = None
+    state: str = AgentState.STARTING.value
+    task_id: str | None = None
+    restarts: int = 0
+    cost_usd: float = 0.0
+    last_seen: float | None = None
+    last_output: str | None = None
+    last_output_at: float | None = None
+    detail: str | None = None
+    created_at: float | None = None

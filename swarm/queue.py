@@ -73,7 +73,9 @@ def queue_epic(
     own, deps = backlog.closure(epic, done)
     with open_queue(loaded, create=True) as store:
         record = store.ensure_swarm(epic, max_agents)
-        result = store.add_tasks([*deps, *own])
+        # Membership covers the whole closure, done specs included, so the swarm's status shows them.
+        members = [*deps, *own, *(s for s in epic_specs if s.id in done)]
+        result = store.add_tasks(members, swarm_id=record.id)
     if deps:
         log.info("queued %d dependencies from other epics", len(deps))
     return QueuedEpic(

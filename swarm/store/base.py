@@ -17,9 +17,10 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from swarm.models import Claim, Event, Spec, Task, TaskState
+from swarm.models import AgentRecord, Claim, Event, Spec, Task, TaskState
 
 Clock = Callable[[], float]
 
@@ -74,7 +75,14 @@ class SwarmRecord:
     epic: str
     max_agents: int | None
     created_at: float
-    stop_requested: bool
+    stop_mode: str | None = None  # None, "finish" (finish the current task) or "now"
+    repo: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether teardown asked this swarm's workers to stop."""
+        return self.stop_mode is not None
 
 
 class Store(ABC):
@@ -100,27 +108,77 @@ class Store(ABC):
 
     # -- swarms ----------------------------------------------------------------------------------
     @abstractmethod
-    def ensure_swarm(self, epic: str, max_agents: int | None = None) -> SwarmRecord:
-        """Return the swarm of ``epic``, creating it with a fresh id the first time (idempotent)."""
+    def ensure_swarm(
+        self,
+        epic: str,
+        max_agents: int | None = None,
+        *,
+        repo: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> SwarmRecord:
+        """Return the swarm of ``epic``, creating it with a fresh id the first time (idempotent).
+
+        Given values (max_agents, repo, settings) replace the stored ones; a relaunch also clears a
+        stop request left by an earlier teardown.
+        """
 
     @abstractmethod
     def current_swarm(self) -> SwarmRecord | None:
         """The most recently created swarm, if any."""
 
+    @abstractmethod
+    def get_swarm(self, swarm_id: str) -> SwarmRecord:
+        """One swarm by id; BadInput when absent."""
+
+    @abstractmethod
+    def request_stop(self, swarm_id: str, mode: str) -> None:
+        """Ask the swarm's workers to stop: ``finish`` their task first, or stop ``now``."""
+
+    # -- agents ----------------------------------------------------------------------------------
+    @abstractmethod
+    def register_agent(self, agent: AgentRecord) -> None:
+        """Create or update an agent slot (id, swarm, host, session, branch, worktree, capabilities)."""
+
+    @abstractmethod
+    def update_agent(self, agent_id: str, **fields: Any) -> None:
+        """Set some of: pid, agent_pid, state, task_id, detail, last_output, last_output_at, cost_usd
+        (added to the total), restarts. ``last_seen`` is set to now on every update."""
+
+    @abstractmethod
+    def list_agents(self, swarm_id: str | None = None) -> list[AgentRecord]:
+        """Agents (of one swarm), by id."""
+
+    @abstractmethod
+    def return_claims(
+        self, agent_ids: Sequence[str], *, actor: str = "lead", reason: str = "returned by teardown"
+    ) -> list[str]:
+        """Return every task these agents hold to the queue without spending an attempt (their leases
+        become stale). Used by teardown, which has no lease tokens. Returns the task ids."""
+
     # -- tasks -----------------------------------------------------------------------------------
     @abstractmethod
-    def add_tasks(self, specs: Sequence[Spec], *, actor: str = "lead") -> AddResult:
+    def add_tasks(
+        self, specs: Sequence[Spec], *, actor: str = "lead", swarm_id: str | None = None
+    ) -> AddResult:
         """Queue specs not yet queued, in one transaction. Dependencies must be queued or in ``specs``.
 
         Tasks whose dependencies are all done start ``ready``; the others ``blocked``. Specs already
-        queued are left as they are and reported in ``existing``.
+        queued are left as they are and reported in ``existing``. With ``swarm_id``, every spec given
+        (new or already queued) becomes a member of that swarm.
         """
 
     @abstractmethod
     def claim(
-        self, agent_id: str, capabilities: Sequence[str] = (), *, ttl_seconds: float, host: str = ""
+        self,
+        agent_id: str,
+        capabilities: Sequence[str] = (),
+        *,
+        ttl_seconds: float,
+        host: str = "",
+        swarm_id: str | None = None,
     ) -> Claim | None:
-        """Reap expired leases, then atomically claim the next eligible task, or return None."""
+        """Reap expired leases, then atomically claim the next eligible task (only the swarm's members
+        when ``swarm_id`` is given), or return None."""
 
     @abstractmethod
     def heartbeat(self, task_id: str, agent_id: str, lease_token: str, *, ttl_seconds: float) -> float:
@@ -135,12 +193,20 @@ class Store(ABC):
         *,
         commit: str | None = None,
         cost_usd: float | None = None,
+        tokens: int | None = None,
     ) -> list[str]:
         """Mark the task done exactly once and promote dependents; returns the ids that became ready."""
 
     @abstractmethod
     def fail(
-        self, task_id: str, agent_id: str, lease_token: str, reason: str, *, cost_usd: float | None = None
+        self,
+        task_id: str,
+        agent_id: str,
+        lease_token: str,
+        reason: str,
+        *,
+        cost_usd: float | None = None,
+        tokens: int | None = None,
     ) -> TaskState:
         """Record a failed attempt: back to ``ready`` after the retry backoff, or ``dead`` when no
         attempts are left. Returns the new state."""
@@ -167,12 +233,12 @@ class Store(ABC):
         """One task; UnknownTask when absent."""
 
     @abstractmethod
-    def list_tasks(self, epic: str | None = None) -> list[Task]:
-        """Every task (of one epic), oldest first."""
+    def list_tasks(self, epic: str | None = None, *, swarm_id: str | None = None) -> list[Task]:
+        """Every task (of one epic, of one swarm), oldest first."""
 
     @abstractmethod
-    def counts(self, epic: str | None = None) -> dict[str, int]:
-        """Number of tasks in each state; every state is present."""
+    def counts(self, epic: str | None = None, *, swarm_id: str | None = None) -> dict[str, int]:
+        """Number of tasks in each state (of one epic, of one swarm); every state is present."""
 
     @abstractmethod
     def events(self, task_id: str | None = None, *, since: int = 0, limit: int = 10_000) -> list[Event]:

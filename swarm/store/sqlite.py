@@ -38,7 +38,7 @@ from swarm.errors import (
     SwarmError,
     UnknownTask,
 )
-from swarm.models import STATE_ORDER, Claim, Event, Spec, Task, TaskState, is_valid_id
+from swarm.models import STATE_ORDER, AgentRecord, Claim, Event, Spec, Task, TaskState, is_valid_id
 from swarm.store.base import AddResult, Reaped, Store, StoreOptions, SwarmRecord
 from swarm.store.sqlfile import migrations, queries
 
@@ -220,8 +220,15 @@ class SQLiteStore(Store):
             return int(row[0]) if row else 0
 
     # -- swarms ----------------------------------------------------------------------------------
-    def ensure_swarm(self, epic: str, max_agents: int | None = None) -> SwarmRecord:
-        """Return the swarm of ``epic``, creating it the first time."""
+    def ensure_swarm(
+        self,
+        epic: str,
+        max_agents: int | None = None,
+        *,
+        repo: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> SwarmRecord:
+        """Return the swarm of ``epic``, creating it the first time; given values replace stored ones."""
         now = self.options.clock()
 
         def op(cur: sqlite3.Cursor) -> SwarmRecord:
@@ -231,11 +238,16 @@ class SQLiteStore(Store):
                 cur.execute(
                     _Q["insert_swarm"], {"id": swarm_id, "epic": epic, "max_agents": max_agents, "now": now}
                 )
-                row = cur.execute(_Q["get_swarm"], {"epic": epic}).fetchone()
-            elif max_agents is not None and row[2] != max_agents:
-                cur.execute(_Q["update_swarm_max_agents"], {"epic": epic, "max_agents": max_agents})
-                row = cur.execute(_Q["get_swarm"], {"epic": epic}).fetchone()
-            return _swarm(row)
+            cur.execute(
+                _Q["update_swarm"],
+                {
+                    "epic": epic,
+                    "max_agents": max_agents,
+                    "repo": repo,
+                    "settings": None if settings is None else json.dumps(settings, sort_keys=True),
+                },
+            )
+            return _swarm(cur.execute(_Q["get_swarm"], {"epic": epic}).fetchone())
 
         return self._run_write(op)
 
@@ -245,8 +257,90 @@ class SQLiteStore(Store):
             row = cur.execute(_Q["latest_swarm"]).fetchone()
             return _swarm(row) if row else None
 
+    def get_swarm(self, swarm_id: str) -> SwarmRecord:
+        """One swarm by id."""
+        with self._read() as cur:
+            row = cur.execute(_Q["swarm_by_id"], {"id": swarm_id}).fetchone()
+        if row is None:
+            raise BadInput(
+                f"no swarm {swarm_id!r} in {self.path}", hint="run 'swarm status' to see the swarm"
+            )
+        return _swarm(row)
+
+    def request_stop(self, swarm_id: str, mode: str) -> None:
+        """Set the stop request that workers poll."""
+        if mode not in ("finish", "now"):
+            raise BadInput(f"unknown stop mode {mode!r}", hint="use 'finish' or 'now'")
+        self._run_write(lambda cur: cur.execute(_Q["request_stop"], {"id": swarm_id, "mode": mode}))
+
+    # -- agents ----------------------------------------------------------------------------------
+    def register_agent(self, agent: AgentRecord) -> None:
+        """Create or update an agent slot."""
+        _check_agent(agent.id)
+        params = {
+            "id": agent.id,
+            "swarm_id": agent.swarm_id,
+            "host": agent.host,
+            "session": agent.session,
+            "branch": agent.branch,
+            "worktree": agent.worktree,
+            "caps": json.dumps(sorted(set(agent.capabilities))),
+            "now": self.options.clock(),
+            "state": agent.state,
+        }
+        self._run_write(lambda cur: cur.execute(_Q["register_agent"], params))
+
+    def update_agent(self, agent_id: str, **fields: Any) -> None:
+        """Set some runtime fields of an agent; cost_usd is added to its total."""
+        unknown = set(fields) - _AGENT_FIELDS
+        if unknown:
+            raise ValueError(f"unknown agent fields: {sorted(unknown)}")
+        assignments = ["last_seen = :now"]
+        params: dict[str, Any] = {"id": agent_id, "now": self.options.clock()}
+        for name, value in fields.items():
+            # Column names come from the fixed whitelist above, never from callers' strings.
+            assignments.append(f"{name} = {name} + :{name}" if name == "cost_usd" else f"{name} = :{name}")
+            params[name] = value
+        sql = f"UPDATE agents SET {', '.join(assignments)} WHERE id = :id"
+        self._run_write(lambda cur: cur.execute(sql, params))
+
+    def list_agents(self, swarm_id: str | None = None) -> list[AgentRecord]:
+        """Agents of a swarm (or all), by id."""
+        with self._read() as cur:
+            rows = cur.execute(_Q["select_agents"], {"swarm": swarm_id}).fetchall()
+        return [_agent(r) for r in rows]
+
+    def return_claims(
+        self, agent_ids: Sequence[str], *, actor: str = "lead", reason: str = "returned by teardown"
+    ) -> list[str]:
+        """Return what these agents hold, without their tokens (their leases become stale)."""
+
+        def op(cur: sqlite3.Cursor) -> list[str]:
+            now = self.options.clock()
+            returned: list[str] = []
+            for agent_id in agent_ids:
+                for (task_id,) in cur.execute(_Q["claims_of_agent"], {"agent": agent_id}).fetchall():
+                    cur.execute(_Q["admin_return"], {"id": task_id, "now": now})
+                    cur.execute(
+                        _Q["insert_event"],
+                        {
+                            "task": task_id,
+                            "now": now,
+                            "actor": actor,
+                            "from_state": "claimed",
+                            "to_state": "ready",
+                            "reason": f"{reason} (was held by {agent_id})",
+                        },
+                    )
+                    returned.append(task_id)
+            return returned
+
+        return self._run_write(op)
+
     # -- tasks -----------------------------------------------------------------------------------
-    def add_tasks(self, specs: Sequence[Spec], *, actor: str = "lead") -> AddResult:
+    def add_tasks(
+        self, specs: Sequence[Spec], *, actor: str = "lead", swarm_id: str | None = None
+    ) -> AddResult:
         """Queue the specs that are not queued yet, in one transaction."""
         now = self.options.clock()
         default_attempts = self.options.default_max_attempts
@@ -310,6 +404,8 @@ class SQLiteStore(Store):
                     }
                 )
             cur.executemany(_Q["insert_event"], events)
+            if swarm_id is not None:
+                cur.executemany(_Q["add_member"], [{"swarm": swarm_id, "id": s.id} for s in specs])
             return AddResult(
                 added=[s.id for s in ordered], existing=[s.id for s in specs if s.id in existing], ready=ready
             )
@@ -346,7 +442,13 @@ class SQLiteStore(Store):
         return reaped
 
     def claim(
-        self, agent_id: str, capabilities: Sequence[str] = (), *, ttl_seconds: float, host: str = ""
+        self,
+        agent_id: str,
+        capabilities: Sequence[str] = (),
+        *,
+        ttl_seconds: float,
+        host: str = "",
+        swarm_id: str | None = None,
     ) -> Claim | None:
         """Reap, then claim the next eligible task atomically."""
         _check_agent(agent_id)
@@ -361,7 +463,14 @@ class SQLiteStore(Store):
             cur.execute(_Q["upsert_agent"], {"agent": agent_id, "host": host, "caps": caps, "now": now})
             row = cur.execute(
                 _Q["claim"],
-                {"agent": agent_id, "token": token, "until": now + ttl_seconds, "now": now, "caps": caps},
+                {
+                    "agent": agent_id,
+                    "token": token,
+                    "until": now + ttl_seconds,
+                    "now": now,
+                    "caps": caps,
+                    "swarm": swarm_id,
+                },
             ).fetchone()
             if row is None:
                 return None
@@ -438,6 +547,7 @@ class SQLiteStore(Store):
         *,
         commit: str | None = None,
         cost_usd: float | None = None,
+        tokens: int | None = None,
     ) -> list[str]:
         """Complete once, promote dependents in the same transaction."""
 
@@ -452,6 +562,7 @@ class SQLiteStore(Store):
                     "now": now,
                     "commit": commit,
                     "cost": cost_usd,
+                    "tokens": tokens,
                 },
             ).fetchone()
             if row is None:
@@ -485,7 +596,14 @@ class SQLiteStore(Store):
         return self._run_write(op)
 
     def fail(
-        self, task_id: str, agent_id: str, lease_token: str, reason: str, *, cost_usd: float | None = None
+        self,
+        task_id: str,
+        agent_id: str,
+        lease_token: str,
+        reason: str,
+        *,
+        cost_usd: float | None = None,
+        tokens: int | None = None,
     ) -> TaskState:
         """Fail an attempt: retry after backoff, or dead."""
 
@@ -500,6 +618,7 @@ class SQLiteStore(Store):
                 "now": now,
                 "reason": reason,
                 "cost": cost_usd,
+                "tokens": tokens,
                 "not_before": now + self.options.retry.delay(attempts),
             }
             if cur.execute(_Q["fail_to_ready"], params).fetchone():
@@ -616,21 +735,21 @@ class SQLiteStore(Store):
     def get_task(self, task_id: str) -> Task:
         """One task by id."""
         with self._read() as cur:
-            row = cur.execute(_Q["select_tasks"], {"epic": None, "id": task_id}).fetchone()
+            row = cur.execute(_Q["select_tasks"], {"epic": None, "id": task_id, "swarm": None}).fetchone()
         if row is None:
             raise UnknownTask(task_id)
         return _task(row)
 
-    def list_tasks(self, epic: str | None = None) -> list[Task]:
+    def list_tasks(self, epic: str | None = None, *, swarm_id: str | None = None) -> list[Task]:
         """Every task, oldest first."""
         with self._read() as cur:
-            rows = cur.execute(_Q["select_tasks"], {"epic": epic, "id": None}).fetchall()
+            rows = cur.execute(_Q["select_tasks"], {"epic": epic, "id": None, "swarm": swarm_id}).fetchall()
         return [_task(r) for r in rows]
 
-    def counts(self, epic: str | None = None) -> dict[str, int]:
+    def counts(self, epic: str | None = None, *, swarm_id: str | None = None) -> dict[str, int]:
         """Tasks per state, every state present."""
         with self._read() as cur:
-            found = dict(cur.execute(_Q["counts"], {"epic": epic}).fetchall())
+            found = dict(cur.execute(_Q["counts"], {"epic": epic, "swarm": swarm_id}).fetchall())
         return {state.value: int(found.get(state.value, 0)) for state in STATE_ORDER}
 
     def events(self, task_id: str | None = None, *, since: int = 0, limit: int = 10_000) -> list[Event]:
@@ -662,9 +781,53 @@ def _check_agent(agent_id: str) -> None:
         )
 
 
+_AGENT_FIELDS = frozenset(
+    {
+        "pid",
+        "agent_pid",
+        "state",
+        "task_id",
+        "detail",
+        "last_output",
+        "last_output_at",
+        "cost_usd",
+        "restarts",
+    }
+)
+
+
 def _swarm(row: Sequence[Any]) -> SwarmRecord:
     return SwarmRecord(
-        id=row[0], epic=row[1], max_agents=row[2], created_at=row[3], stop_requested=bool(row[4])
+        id=row[0],
+        epic=row[1],
+        max_agents=row[2],
+        created_at=row[3],
+        stop_mode=row[4],
+        repo=row[5] or "",
+        settings=json.loads(row[6] or "{}"),
+    )
+
+
+def _agent(row: Sequence[Any]) -> AgentRecord:
+    return AgentRecord(
+        id=row[0],
+        swarm_id=row[1],
+        host=row[2] or "",
+        session=row[3],
+        branch=row[4],
+        worktree=row[5],
+        capabilities=tuple(json.loads(row[6] or "[]")),
+        pid=row[7],
+        agent_pid=row[8],
+        state=row[9],
+        task_id=row[10],
+        restarts=row[11],
+        cost_usd=row[12] or 0.0,
+        last_seen=row[13],
+        last_output=row[14],
+        last_output_at=row[15],
+        detail=row[16],
+        created_at=row[17],
     )
 
 
@@ -688,7 +851,9 @@ def _task(row: Sequence[Any]) -> Task:
         created_at=row[15],
         updated_at=row[16],
         timeout_seconds=row[17],
-        depends_on=tuple(json.loads(row[18])) if row[18] else (),
+        tokens=row[18],
+        heartbeat_at=row[19],
+        depends_on=tuple(json.loads(row[20])) if row[20] else (),
     )
 
 

@@ -530,3 +530,97 @@ def test_change_marker_moves_on_other_connections_commit(make_store: StoreFactor
     assert watcher.change_marker() == before
     writer.add_tasks([spec("A")])
     assert watcher.change_marker() != before
+
+
+# -- swarms, membership, agents (runtime) ---------------------------------------------------------
+
+
+def test_claims_are_scoped_to_the_swarms_members(store: Store) -> None:
+    one = store.ensure_swarm("E1")
+    two = store.ensure_swarm("E2")
+    store.add_tasks([spec("SHARED"), spec("A", "SHARED")], swarm_id=one.id)
+    store.add_tasks([spec("SHARED"), spec("X", epic="E2", priority=9)], swarm_id=two.id)
+    assert sorted(t.id for t in store.list_tasks(swarm_id=one.id)) == ["A", "SHARED"]
+    assert store.counts(swarm_id=two.id)["ready"] == 2
+    got = store.claim("agent-1", ttl_seconds=TTL, swarm_id=one.id)
+    assert got is not None
+    assert got.task_id == "SHARED"  # X has a higher priority but belongs to E2 only
+    assert store.claim("agent-2", ttl_seconds=TTL, swarm_id=one.id) is None
+    assert claim(store, "agent-3").task_id == "X"  # no swarm given: any task
+
+
+def test_swarm_settings_and_stop_requests(store: Store) -> None:
+    record = store.ensure_swarm("E1", 3, repo="/r", settings={"kind": "command", "agents": 3})
+    assert (record.repo, record.settings, record.stop_mode) == ("/r", {"kind": "command", "agents": 3}, None)
+    store.request_stop(record.id, "now")
+    assert store.get_swarm(record.id).stop_mode == "now"
+    assert store.get_swarm(record.id).stop_requested
+    relaunched = store.ensure_swarm("E1")  # a relaunch clears the stop request, keeps the rest
+    assert relaunched.stop_mode is None
+    assert relaunched.settings == {"kind": "command", "agents": 3}
+    assert relaunched.max_agents == 3
+    with pytest.raises(BadInput):
+        store.request_stop(record.id, "later")
+    with pytest.raises(BadInput):
+        store.get_swarm("sw-nope")
+
+
+def test_agents_register_update_and_list(store: Store) -> None:
+    from swarm.models import AgentRecord
+
+    record = store.ensure_swarm("E1")
+    for n in (10, 2, 1):
+        store.register_agent(
+            AgentRecord(
+                id=f"agent-{n}",
+                swarm_id=record.id,
+                host="h",
+                session=f"s-{n}",
+                branch=f"b-{n}",
+                worktree=f"/w/{n}",
+                capabilities=("py",),
+            )
+        )
+    store.update_agent("agent-1", pid=123, state="working", task_id="A", cost_usd=0.5)
+    store.update_agent("agent-1", cost_usd=0.25, last_output="hello", last_output_at=5.0)
+    agents = store.list_agents(record.id)
+    assert [a.id for a in agents] == ["agent-1", "agent-2", "agent-10"]
+    first = agents[0]
+    assert (first.pid, first.state, first.task_id, first.session, first.capabilities) == (
+        123,
+        "working",
+        "A",
+        "s-1",
+        ("py",),
+    )
+    assert first.cost_usd == pytest.approx(0.75)
+    assert first.last_output == "hello"
+    assert store.list_agents("sw-other") == []
+    with pytest.raises(ValueError, match="unknown agent fields"):
+        store.update_agent("agent-1", session="evil")
+
+
+def test_return_claims_without_tokens(store: Store) -> None:
+    store.add_tasks([spec("A"), spec("B"), spec("C")])
+    a = claim(store, "agent-1")
+    claim(store, "agent-2")
+    claim(store, "agent-3")
+    returned = store.return_claims(["agent-1", "agent-2"])
+    assert sorted(returned) == ["A", "B"]
+    assert store.get_task("A").state == TaskState.READY
+    assert store.get_task("A").attempts == 0
+    assert store.get_task("C").state == TaskState.CLAIMED
+    with pytest.raises(LeaseLost):
+        store.complete("A", "agent-1", a.lease_token)
+
+
+def test_tokens_and_cost_accumulate_over_attempts(store: Store, clock: FakeClock) -> None:
+    store.add_tasks([spec("A")])
+    first = claim(store)
+    store.fail("A", "agent-1", first.lease_token, "x", cost_usd=0.1, tokens=100)
+    clock.advance(60)
+    second = claim(store)
+    store.complete("A", "agent-1", second.lease_token, cost_usd=0.2, tokens=50)
+    task = store.get_task("A")
+    assert task.cost_usd == pytest.approx(0.3)
+    assert task.tokens == 150

@@ -25,6 +25,9 @@ SET state = 'claimed', owner = :agent, lease_token = :token, lease_until = :unti
 WHERE id = (
     SELECT t.id FROM tasks AS t
     WHERE t.state = 'ready' AND t.not_before <= :now
+      AND (:swarm IS NULL OR EXISTS (
+          SELECT 1 FROM swarm_tasks AS m WHERE m.swarm_id = :swarm AND m.task_id = t.id
+      ))
       AND NOT EXISTS (
           SELECT 1 FROM json_each(t.requires) AS r
           WHERE r.value NOT IN (SELECT value FROM json_each(:caps))
@@ -53,6 +56,7 @@ RETURNING lease_until;
 UPDATE tasks
 SET state = 'done', lease_token = NULL, lease_until = NULL, updated_at = :now,
     commit_sha = :commit, last_error = NULL,
+    tokens = CASE WHEN :tokens IS NULL THEN tokens ELSE coalesce(tokens, 0) + :tokens END,
     cost_usd = CASE WHEN :cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost END
 WHERE id = :id AND state = 'claimed' AND owner = :agent AND lease_token = :token
 RETURNING id;
@@ -71,6 +75,7 @@ RETURNING id;
 UPDATE tasks
 SET state = 'ready', owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = :now,
     not_before = :not_before, last_error = :reason,
+    tokens = CASE WHEN :tokens IS NULL THEN tokens ELSE coalesce(tokens, 0) + :tokens END,
     cost_usd = CASE WHEN :cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost END
 WHERE id = :id AND state = 'claimed' AND owner = :agent AND lease_token = :token
   AND attempts < max_attempts
@@ -80,6 +85,7 @@ RETURNING id;
 UPDATE tasks
 SET state = 'dead', lease_token = NULL, lease_until = NULL, updated_at = :now,
     last_error = :reason,
+    tokens = CASE WHEN :tokens IS NULL THEN tokens ELSE coalesce(tokens, 0) + :tokens END,
     cost_usd = CASE WHEN :cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost END
 WHERE id = :id AND state = 'claimed' AND owner = :agent AND lease_token = :token
   AND attempts >= max_attempts
@@ -139,15 +145,19 @@ RETURNING state;
 -- name: select_tasks
 SELECT t.id, t.epic, t.title, t.body, t.state, t.priority, t.requires, t.attempts, t.max_attempts,
        t.owner, t.lease_until, t.not_before, t.commit_sha, t.cost_usd, t.last_error,
-       t.created_at, t.updated_at, t.timeout_seconds,
+       t.created_at, t.updated_at, t.timeout_seconds, t.tokens, t.heartbeat_at,
        (SELECT json_group_array(depends_on) FROM (SELECT depends_on FROM deps WHERE task_id = t.id
                                                   ORDER BY depends_on)) AS deps
 FROM tasks AS t
 WHERE (:epic IS NULL OR t.epic = :epic) AND (:id IS NULL OR t.id = :id)
+  AND (:swarm IS NULL OR EXISTS (SELECT 1 FROM swarm_tasks AS m WHERE m.swarm_id = :swarm AND m.task_id = t.id))
 ORDER BY t.created_at, t.id;
 
 -- name: counts
-SELECT state, count(*) FROM tasks WHERE (:epic IS NULL OR epic = :epic) GROUP BY state;
+SELECT state, count(*) FROM tasks AS t
+WHERE (:epic IS NULL OR t.epic = :epic)
+  AND (:swarm IS NULL OR EXISTS (SELECT 1 FROM swarm_tasks AS m WHERE m.swarm_id = :swarm AND m.task_id = t.id))
+GROUP BY state;
 
 -- name: select_events
 SELECT seq, task_id, at, actor, from_state, to_state, reason
@@ -160,16 +170,52 @@ LIMIT :limit;
 SELECT id, state FROM tasks;
 
 -- name: get_swarm
-SELECT id, epic, max_agents, created_at, stop_requested FROM swarms WHERE epic = :epic;
+SELECT id, epic, max_agents, created_at, stop_mode, repo, settings FROM swarms WHERE epic = :epic;
 
 -- name: latest_swarm
-SELECT id, epic, max_agents, created_at, stop_requested FROM swarms ORDER BY created_at DESC LIMIT 1;
+SELECT id, epic, max_agents, created_at, stop_mode, repo, settings FROM swarms ORDER BY created_at DESC, rowid DESC LIMIT 1;
+
+-- name: swarm_by_id
+SELECT id, epic, max_agents, created_at, stop_mode, repo, settings FROM swarms WHERE id = :id;
 
 -- name: insert_swarm
 INSERT INTO swarms (id, epic, max_agents, created_at) VALUES (:id, :epic, :max_agents, :now);
 
--- name: update_swarm_max_agents
-UPDATE swarms SET max_agents = :max_agents WHERE epic = :epic;
+-- name: update_swarm
+UPDATE swarms
+SET max_agents = coalesce(:max_agents, max_agents), repo = coalesce(:repo, repo),
+    settings = coalesce(:settings, settings), stop_mode = NULL
+WHERE epic = :epic;
+
+-- name: request_stop
+UPDATE swarms SET stop_mode = :mode WHERE id = :id;
+
+-- name: add_member
+INSERT OR IGNORE INTO swarm_tasks (swarm_id, task_id) VALUES (:swarm, :id);
+
+-- name: register_agent
+INSERT INTO agents (id, swarm_id, host, session, branch, worktree, capabilities, created_at, last_seen, state)
+VALUES (:id, :swarm_id, :host, :session, :branch, :worktree, :caps, :now, :now, :state)
+ON CONFLICT (id) DO UPDATE SET
+    swarm_id = excluded.swarm_id, host = excluded.host, session = excluded.session,
+    branch = excluded.branch, worktree = excluded.worktree, capabilities = excluded.capabilities,
+    last_seen = excluded.last_seen;
+
+-- name: select_agents
+SELECT id, swarm_id, host, session, branch, worktree, capabilities, pid, agent_pid, state, task_id,
+       restarts, cost_usd, last_seen, last_output, last_output_at, detail, created_at
+FROM agents
+WHERE (:swarm IS NULL OR swarm_id = :swarm)
+ORDER BY length(id), id;
+
+-- name: claims_of_agent
+SELECT id FROM tasks WHERE state = 'claimed' AND owner = :agent;
+
+-- name: admin_return
+UPDATE tasks
+SET state = 'ready', owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = :now,
+    not_before = 0, attempts = max(attempts - 1, 0)
+WHERE id = :id AND state = 'claimed';
 
 -- name: get_meta
 SELECT value FROM meta WHERE key = :key;
