@@ -474,8 +474,8 @@ class SQLiteStore(Store):
             ).fetchone()
             if row is None:
                 return None
-            task_id, epic, title, body, attempts, lease_until, timeout = row
-            deps = tuple(r[0] for r in cur.execute(_Q["task_deps"], {"id": task_id}))
+            task_id, epic, title, body, attempts, lease_until, timeout, deps_json = row
+            deps = tuple(json.loads(deps_json)) if deps_json else ()
             cur.execute(
                 _Q["insert_event"],
                 {
@@ -577,8 +577,11 @@ class SQLiteStore(Store):
                     "reason": f"completed{f' at {commit}' if commit else ''}",
                 }
             ]
-            cur.execute(_Q["decrement_dependents"], {"id": task_id})
-            promoted = [r[0] for r in cur.execute(_Q["promote_dependents"], {"id": task_id, "now": now})]
+            promoted = [
+                r[0]
+                for r in cur.execute(_Q["promote_dependents"], {"id": task_id, "now": now}).fetchall()
+                if r[1] == TaskState.READY and r[2] <= 0
+            ]
             events.extend(
                 {
                     "task": dep,

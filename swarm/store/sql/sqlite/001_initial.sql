@@ -44,7 +44,8 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_claimable ON tasks (priority DESC, created_at, id) WHERE state = 'ready';
 -- The reaper looks only at live leases.
 CREATE INDEX tasks_leases ON tasks (lease_until) WHERE state = 'claimed';
-CREATE INDEX tasks_epic ON tasks (epic, state);
+-- Epic never changes, so this index costs nothing on the hot state changes.
+CREATE INDEX tasks_epic ON tasks (epic);
 
 CREATE TABLE deps (
     task_id    TEXT NOT NULL REFERENCES tasks (id),
@@ -62,7 +63,9 @@ CREATE TABLE agents (
 );
 
 CREATE TABLE events (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- No AUTOINCREMENT: it would write sqlite_sequence on every transaction. Rows are never deleted
+    -- (the triggers below), so rowids still only grow.
+    seq        INTEGER PRIMARY KEY,
     task_id    TEXT NOT NULL,
     at         REAL NOT NULL,
     actor      TEXT NOT NULL,

@@ -35,16 +35,18 @@ WHERE id = (
     ORDER BY t.priority DESC, t.created_at ASC, t.id ASC
     LIMIT 1
 )
-RETURNING id, epic, title, body, attempts, lease_until, timeout_seconds;
-
--- name: task_deps
-SELECT depends_on FROM deps WHERE task_id = :id ORDER BY depends_on;
+RETURNING id, epic, title, body, attempts, lease_until, timeout_seconds,
+    (SELECT json_group_array(depends_on) FROM (SELECT depends_on FROM deps WHERE task_id = tasks.id
+                                               ORDER BY depends_on));
 
 -- name: upsert_agent
 INSERT INTO agents (id, host, capabilities, created_at, last_seen)
 VALUES (:agent, :host, :caps, :now, :now)
 ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, capabilities = excluded.capabilities,
-    host = CASE WHEN excluded.host = '' THEN agents.host ELSE excluded.host END;
+    host = CASE WHEN excluded.host = '' THEN agents.host ELSE excluded.host END
+-- Rewriting the row on every claim would cost a page per claim; a few seconds of staleness is fine.
+WHERE agents.last_seen < excluded.last_seen - 5 OR agents.capabilities != excluded.capabilities
+   OR (excluded.host != '' AND agents.host != excluded.host);
 
 -- name: heartbeat
 UPDATE tasks
@@ -61,15 +63,15 @@ SET state = 'done', lease_token = NULL, lease_until = NULL, updated_at = :now,
 WHERE id = :id AND state = 'claimed' AND owner = :agent AND lease_token = :token
 RETURNING id;
 
--- name: decrement_dependents
-UPDATE tasks SET pending = pending - 1
-WHERE id IN (SELECT task_id FROM deps WHERE depends_on = :id);
-
 -- name: promote_dependents
-UPDATE tasks SET state = 'ready', updated_at = :now, not_before = 0
-WHERE state = 'blocked' AND pending <= 0
-  AND id IN (SELECT task_id FROM deps WHERE depends_on = :id)
-RETURNING id;
+-- One statement: count the dependency down and promote the dependents it was the last one for.
+UPDATE tasks
+SET pending = pending - 1,
+    state = CASE WHEN state = 'blocked' AND pending <= 1 THEN 'ready' ELSE state END,
+    not_before = CASE WHEN state = 'blocked' AND pending <= 1 THEN 0 ELSE not_before END,
+    updated_at = :now
+WHERE id IN (SELECT task_id FROM deps WHERE depends_on = :id)
+RETURNING id, state, pending;
 
 -- name: fail_to_ready
 UPDATE tasks

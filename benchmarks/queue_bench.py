@@ -1,0 +1,550 @@
+"""Claim+complete throughput of swarm's SQLite store against a hand-written SQLite queue, in one run.
+
+Run: ``.venv/bin/python benchmarks/queue_bench.py [--tasks-per-process N] [--processes 1,4,8,16]
+[--repeat R] [--json]``
+
+For every process count it measures two things on the same machine, one right after the other:
+
+* **swarm**: each process opens ``open_store("sqlite:///...")`` and loops ``claim`` then ``complete``
+  until the queue is empty. This is the full domain path: reaper, agent upsert, capability filter, event log,
+  dependency promotion.
+* **raw**: the smallest queue that offers the same guarantee (an atomic claim fenced by a lease token), on a
+  one-table schema with the same pragmas, the same busy timeout and the same "retry the whole transaction
+  while busy" rule. It is the floor: what one ``BEGIN IMMEDIATE`` write per step costs on this disk.
+
+The ratio swarm/raw is the figure to watch; absolute numbers depend on the machine. Every process is
+started, waits until all of them have opened their database, and is then released at once; the clock runs
+from the release until the last process has reported. Every measurement uses a fresh database file in a
+temporary directory. Afterwards each task must have been claimed exactly once and be done; otherwise the
+script exits with status 1. It never judges speed by its exit status: benchmarks print figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import platform
+import queue
+import secrets
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from swarm.models import Spec
+from swarm.store import RetryPolicy, StoreOptions, open_store
+
+if TYPE_CHECKING:
+    from multiprocessing.context import SpawnProcess
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Event, Semaphore
+
+T = TypeVar("T")
+Kind = Literal["swarm", "raw"]
+
+GOAL_PROCESSES = 8
+GOAL_RATIO = 0.5
+# swarm's default (StoreOptions.busy_timeout_seconds); the raw side uses the same so both wait alike.
+BUSY_TIMEOUT_SECONDS = StoreOptions().busy_timeout_seconds
+LEASE_TTL_SECONDS = 300.0
+# Generous: a worker that has not reported by then is stuck, and a hung benchmark helps nobody.
+SETUP_TIMEOUT_SECONDS = 120.0
+RUN_TIMEOUT_SECONDS = 600.0
+
+RAW_SCHEMA = """
+CREATE TABLE t (
+    id          TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    owner       TEXT,
+    lease_token TEXT,
+    lease_until REAL,
+    attempts    INTEGER NOT NULL DEFAULT 0,  -- counts claims, so the check can prove exactly-once
+    priority    INTEGER NOT NULL DEFAULT 0,
+    created_at  REAL NOT NULL
+);
+CREATE INDEX t_ready ON t (priority DESC, created_at, id) WHERE state = 'ready';
+"""
+
+# Same shape as swarm's claim: pick the first ready row in claim order and take it in one statement.
+RAW_CLAIM = """
+UPDATE t SET state = 'claimed', owner = ?, lease_token = ?, lease_until = ?, attempts = attempts + 1
+WHERE id = (SELECT id FROM t WHERE state = 'ready' ORDER BY priority DESC, created_at, id LIMIT 1)
+RETURNING id
+"""
+RAW_COMPLETE = "UPDATE t SET state = 'done' WHERE id = ? AND lease_token = ?"
+
+
+class BenchError(Exception):
+    """A correctness check failed: the figures of this run must not be trusted."""
+
+
+@dataclass
+class WorkerReport:
+    """What one worker process sends back: the tasks it claimed (in order) and any error it met."""
+
+    worker: str
+    claimed: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the result table: the median of the repeated timings of each side."""
+
+    processes: int
+    tasks: int
+    swarm_samples: tuple[float, ...]
+    raw_samples: tuple[float, ...]
+
+    @property
+    def swarm_seconds(self) -> float:
+        """Median wall-clock seconds of the swarm runs."""
+        return statistics.median(self.swarm_samples)
+
+    @property
+    def raw_seconds(self) -> float:
+        """Median wall-clock seconds of the raw runs."""
+        return statistics.median(self.raw_samples)
+
+    @property
+    def swarm_rate(self) -> float:
+        """Claim+complete pairs per second through swarm."""
+        return self.tasks / self.swarm_seconds
+
+    @property
+    def raw_rate(self) -> float:
+        """Claim+complete pairs per second through the raw baseline."""
+        return self.tasks / self.raw_seconds
+
+    @property
+    def ratio(self) -> float:
+        """swarm / raw; 1.0 would mean swarm adds nothing over the bare SQL."""
+        return self.swarm_rate / self.raw_rate
+
+
+# -- the raw baseline ------------------------------------------------------------------------------------
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    # Same test as swarm.store.sqlite._is_busy: both "database is locked" and "database is busy" qualify.
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _raw_connect(path: Path) -> sqlite3.Connection:
+    """Open ``path`` exactly as swarm opens its database (pragmas, busy timeout, autocommit)."""
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            return conn
+        except sqlite3.OperationalError as exc:
+            # Several processes opening at once can collide on the journal-mode switch, as in swarm.
+            if _is_busy(exc) and time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
+            conn.close()
+            raise
+
+
+def _raw_write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Cursor], T]) -> T:
+    """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction, retrying it while busy: swarm's ``_run_write``.
+
+    The backoff (1 ms doubling to 50 ms, on top of SQLite's own busy handler) is copied on purpose, so the
+    two sides differ only in what they do inside the transaction.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    delay = 0.001
+    while True:
+        cur = conn.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(cur)
+                cur.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc) and time.monotonic() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                continue
+            raise
+        finally:
+            cur.close()
+
+
+def _raw_claim(conn: sqlite3.Connection, agent: str) -> tuple[str, str] | None:
+    """Claim the next ready row; returns (id, lease token) or None when the queue is empty."""
+    token = secrets.token_hex(16)  # the same kind of token swarm hands out
+
+    def op(cur: sqlite3.Cursor) -> str | None:
+        row = cur.execute(RAW_CLAIM, (agent, token, time.time() + LEASE_TTL_SECONDS)).fetchone()
+        return None if row is None else str(row[0])
+
+    task_id = _raw_write(conn, op)
+    return None if task_id is None else (task_id, token)
+
+
+def _raw_complete(conn: sqlite3.Connection, task_id: str, token: str) -> None:
+    """Mark a claimed row done, fenced by its lease token."""
+
+    def op(cur: sqlite3.Cursor) -> None:
+        cur.execute(RAW_COMPLETE, (task_id, token))
+        if cur.rowcount != 1:
+            # Nobody else can hold the row in this benchmark, so a miss is a real bug, not a lost race.
+            raise BenchError(f"raw complete of {task_id} updated {cur.rowcount} rows")
+
+    _raw_write(conn, op)
+
+
+# -- worker processes (module level so that the spawn start method can import them) ---------------------
+
+
+def worker(
+    kind: Kind, db_path: str, name: str, ready: Semaphore, go: Event, results: Queue[WorkerReport]
+) -> None:
+    """Open the database, wait for the common start, then claim+complete until the queue is empty."""
+    report = WorkerReport(worker=name)
+    try:
+        if kind == "swarm":
+            _swarm_loop(db_path, name, ready, go, report.claimed)
+        else:
+            _raw_loop(db_path, name, ready, go, report.claimed)
+    except BaseException:
+        # Reported, not raised: the parent turns it into a failed correctness check and exit status 1.
+        report.error = traceback.format_exc()
+    results.put(report)
+
+
+def _wait_for_start(ready: Semaphore, go: Event) -> None:
+    # Releasing the semaphore tells the parent this worker has opened its database; the event is the
+    # starting gun, fired after the parent has read the clock, so no worker starts before the timed span.
+    ready.release()
+    if not go.wait(SETUP_TIMEOUT_SECONDS):
+        raise TimeoutError("the parent never released the workers")
+
+
+def _swarm_loop(db_path: str, agent: str, ready: Semaphore, go: Event, claimed: list[str]) -> None:
+    # No retry backoff: nothing fails here, and it keeps the options equal to the multi-process tests.
+    store = open_store(_swarm_url(db_path), StoreOptions(retry=RetryPolicy(0, 0)))
+    try:
+        _wait_for_start(ready, go)
+        while True:
+            got = store.claim(agent, ttl_seconds=LEASE_TTL_SECONDS)
+            if got is None:
+                break
+            claimed.append(got.task_id)
+            store.complete(got.task_id, agent, got.lease_token, commit=f"sha-{got.task_id}")
+    finally:
+        store.close()
+
+
+def _raw_loop(db_path: str, agent: str, ready: Semaphore, go: Event, claimed: list[str]) -> None:
+    conn = _raw_connect(Path(db_path))
+    try:
+        _wait_for_start(ready, go)
+        while True:
+            got = _raw_claim(conn, agent)
+            if got is None:
+                break
+            claimed.append(got[0])
+            _raw_complete(conn, *got)
+    finally:
+        conn.close()
+
+
+# -- one measurement --------------------------------------------------------------------------------------
+
+
+def _swarm_url(db_path: str) -> str:
+    # An absolute path gives sqlite:////tmp/..., the four-slash form swarm reads as absolute.
+    return f"sqlite:///{db_path}"
+
+
+def _task_ids(total: int) -> list[str]:
+    return [f"bench-{i:06d}" for i in range(total)]
+
+
+def _prepare(kind: Kind, db_path: str, ids: Sequence[str]) -> None:
+    """Create the database and queue every task as ready, before any worker starts."""
+    if kind == "swarm":
+        with open_store(_swarm_url(db_path)) as store:
+            store.add_tasks([Spec(id=i, epic="bench", title=i, body="benchmark task") for i in ids])
+        return
+    conn = _raw_connect(Path(db_path))
+    try:
+        conn.executescript(RAW_SCHEMA)
+        now = time.time()
+        # One creation time for all, as swarm's add_tasks stamps one batch; the id then decides the order.
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO t (id, state, created_at) VALUES (?, 'ready', ?)", [(i, now) for i in ids]
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def _verify(kind: Kind, db_path: str, ids: Sequence[str], reports: Sequence[WorkerReport]) -> None:
+    """Every task claimed exactly once (by the workers' own account and by the database) and done."""
+    if any(r.error for r in reports):
+        raise _failure(kind, "", reports)
+    claims = Counter(task for r in reports for task in r.claimed)
+    twice = sorted(task for task, n in claims.items() if n > 1)
+    missing = sorted(set(ids) - claims.keys())
+    strange = sorted(claims.keys() - set(ids))
+    if twice or missing or strange:
+        raise BenchError(
+            f"{kind}: {len(twice)} task(s) claimed more than once (e.g. {twice[:3]}), "
+            f"{len(missing)} never claimed (e.g. {missing[:3]}), {len(strange)} unknown"
+        )
+    claimer = {task: r.worker for r in reports for task in r.claimed}
+    if kind == "swarm":
+        with open_store(_swarm_url(db_path)) as store:
+            rows = [(t.id, t.state.value, t.attempts, t.owner) for t in store.list_tasks("bench")]
+    else:
+        conn = sqlite3.connect(db_path)
+        try:
+            rows = conn.execute("SELECT id, state, attempts, owner FROM t").fetchall()
+        finally:
+            conn.close()
+    bad = [row for row in rows if row[1] != "done" or row[2] != 1 or row[3] != claimer.get(row[0])]
+    if len(rows) != len(ids) or bad:
+        raise BenchError(
+            f"{kind}: the database disagrees: {len(rows)} rows for {len(ids)} tasks, "
+            f"{len(bad)} not done exactly once by their claimer (e.g. {bad[:3]})"
+        )
+
+
+def _drain(results: Queue[WorkerReport]) -> list[WorkerReport]:
+    """Reports already sent (used to explain a failure, so it never blocks long)."""
+    found: list[WorkerReport] = []
+    with contextlib.suppress(queue.Empty):
+        while True:
+            found.append(results.get(timeout=0.2))
+    return found
+
+
+def _failure(kind: Kind, what: str, reports: Sequence[WorkerReport]) -> BenchError:
+    """A BenchError that names the failed workers, each distinct traceback printed once."""
+    by_error: dict[str, list[str]] = {}
+    for r in reports:
+        if r.error:
+            by_error.setdefault(r.error, []).append(r.worker)
+    failed = sum(len(names) for names in by_error.values())
+    lines = [f"{kind}: {what}" if what else f"{kind}: {failed} worker(s) failed"]
+    # Workers usually fail for one shared reason; sixteen copies of one traceback would bury it.
+    lines += [f"{', '.join(names)}:\n{error.rstrip()}" for error, names in by_error.items()]
+    return BenchError("\n".join(lines))
+
+
+def measure(kind: Kind, processes: int, tasks_per_process: int) -> float:
+    """Seconds for ``processes`` workers to drain ``processes * tasks_per_process`` tasks; verified."""
+    ctx = multiprocessing.get_context("spawn")
+    ids = _task_ids(processes * tasks_per_process)
+    with tempfile.TemporaryDirectory(prefix=f"swarm-bench-{kind}-") as tmp:
+        db_path = str(Path(tmp) / f"{kind}.db")
+        _prepare(kind, db_path, ids)
+        ready = ctx.Semaphore(0)
+        go = ctx.Event()
+        results: Queue[WorkerReport] = ctx.Queue()
+        procs: list[SpawnProcess] = [
+            ctx.Process(
+                target=worker, args=(kind, db_path, f"w{n:02d}", ready, go, results), name=f"bench-{kind}-{n}"
+            )
+            for n in range(processes)
+        ]
+        for proc in procs:
+            proc.start()
+        reports: list[WorkerReport] = []
+        finished = False
+        try:
+            # Wait in short slices so that a worker dying before it is ready (an import error, a database
+            # that will not open) fails the run at once instead of after the setup timeout.
+            deadline = time.monotonic() + SETUP_TIMEOUT_SECONDS
+            waiting = processes
+            while waiting:
+                if ready.acquire(timeout=0.2):
+                    waiting -= 1
+                elif any(p.exitcode is not None for p in procs) or time.monotonic() > deadline:
+                    raise _failure(kind, "a worker stopped before the start", _drain(results))
+            started = time.perf_counter()
+            go.set()
+            # Collect before joining: a child blocks on exit until its queued report has been read. A
+            # worker that catches its error still reports; only a hard crash (nonzero exit) is silent.
+            deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+            while len(reports) < processes:
+                try:
+                    reports.append(results.get(timeout=0.2))
+                except queue.Empty:
+                    if any(p.exitcode not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                        raise _failure(
+                            kind, f"only {len(reports)} of {processes} workers reported", reports
+                        ) from None
+            elapsed = time.perf_counter() - started
+            finished = True
+        finally:
+            for proc in procs:
+                proc.join(timeout=10 if finished else 0)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+        _verify(kind, db_path, ids, reports)
+    return elapsed
+
+
+# -- reporting --------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+    }
+
+
+def goal(rows: Sequence[Row]) -> dict[str, Any]:
+    """The target: swarm keeps at least half the raw throughput at 8 processes."""
+    at = next((r for r in rows if r.processes == GOAL_PROCESSES), None)
+    return {
+        "text": f">= {GOAL_RATIO}x raw at {GOAL_PROCESSES} processes",
+        "ratio": None if at is None else round(at.ratio, 3),
+        "met": None if at is None else at.ratio >= GOAL_RATIO,
+    }
+
+
+def render_table(rows: Sequence[Row], tasks_per_process: int, repeat: int) -> str:
+    """The plain-text report."""
+    info = machine()
+    lines = [
+        f"machine: {info['platform']} ({info['machine']}), {info['cpu_count']} CPUs, "
+        f"Python {info['python']}, SQLite {info['sqlite']}",
+        f"claim+complete pairs per second, {tasks_per_process} tasks per process, median of {repeat} runs, "
+        "WAL, synchronous=NORMAL",
+        "",
+        f"{'processes':>9} | {'swarm pairs/s':>13} | {'raw pairs/s':>11} | {'ratio (swarm/raw)':>17}",
+        f"{'-' * 9}-+-{'-' * 13}-+-{'-' * 11}-+-{'-' * 17}",
+    ]
+    lines.extend(
+        f"{r.processes:>9} | {r.swarm_rate:>13.0f} | {r.raw_rate:>11.0f} | {r.ratio:>17.2f}" for r in rows
+    )
+    target = goal(rows)
+    verdict = (
+        "not measured"
+        if target["met"] is None
+        else f"{'met' if target['met'] else 'NOT met'} ({target['ratio']:.2f}x)"
+    )
+    lines += ["", f"goal: {target['text']}: {verdict}"]
+    return "\n".join(lines)
+
+
+def render_json(rows: Sequence[Row], tasks_per_process: int, repeat: int) -> str:
+    """The same figures as one JSON object."""
+    return json.dumps(
+        {
+            "machine": machine(),
+            "tasks_per_process": tasks_per_process,
+            "repeat": repeat,
+            "results": [
+                {
+                    **asdict(r),
+                    "swarm_seconds": r.swarm_seconds,
+                    "raw_seconds": r.raw_seconds,
+                    "swarm_pairs_per_s": round(r.swarm_rate, 1),
+                    "raw_pairs_per_s": round(r.raw_rate, 1),
+                    "ratio": round(r.ratio, 3),
+                }
+                for r in rows
+            ],
+            "goal": goal(rows),
+        }
+    )
+
+
+def _process_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from exc
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("process counts must be positive")
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure, print, and return 1 if a correctness check failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--tasks-per-process",
+        type=int,
+        default=500,
+        metavar="N",
+        help="tasks queued per worker process (default 500)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=_process_counts,
+        default=[1, 4, 8, 16],
+        metavar="LIST",
+        help="comma-separated process counts (default 1,4,8,16)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        metavar="R",
+        help="timed runs per side and process count; the median is reported (default 3)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args(argv)
+    if args.tasks_per_process < 1 or args.repeat < 1:
+        parser.error("--tasks-per-process and --repeat must be positive")
+    rows: list[Row] = []
+    try:
+        for n in args.processes:
+            swarm_samples: list[float] = []
+            raw_samples: list[float] = []
+            # Interleave the two sides so that a slow patch of the machine hits both, not just one.
+            for _ in range(args.repeat):
+                swarm_samples.append(measure("swarm", n, args.tasks_per_process))
+                raw_samples.append(measure("raw", n, args.tasks_per_process))
+            row = Row(n, n * args.tasks_per_process, tuple(swarm_samples), tuple(raw_samples))
+            rows.append(row)
+            if not args.json:
+                # Progress on stderr: a 16-process round takes a few seconds and the table comes last.
+                print(
+                    f"  {n} process(es): swarm {row.swarm_seconds:.2f}s, raw {row.raw_seconds:.2f}s "
+                    f"(median of {args.repeat})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    except BenchError as exc:
+        print(f"benchmark FAILED a correctness check: {exc}", file=sys.stderr)
+        return 1
+    print((render_json if args.json else render_table)(rows, args.tasks_per_process, args.repeat))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
