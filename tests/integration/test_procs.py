@@ -1,0 +1,225 @@
+"""swarm.runtime.procs against real processes started by the tests themselves.
+
+Every process a test starts is registered with the ``spawn`` fixture and SIGKILLed (by pid, through
+psutil so a reused pid is never hit) at teardown, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from uuid import uuid4
+
+import psutil
+import pytest
+
+from swarm.runtime import procs
+from tests.helpers import retry_until
+
+Spawn = Callable[..., subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Start a process (argv) the test owns; it and its descendants are killed at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+    handles: list[psutil.Process] = []
+    groups: list[int] = []
+
+    def start(
+        argv: list[str], *, env: Mapping[str, str] | None = None, new_group: bool = False
+    ) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            argv,
+            env=None if env is None else {**os.environ, **env},
+            start_new_session=new_group,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        started.append(proc)
+        handles.append(psutil.Process(proc.pid))
+        if new_group:
+            groups.append(proc.pid)
+        return proc
+
+    yield start
+    for handle in handles:
+        try:
+            victims = [handle, *handle.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            victims = []
+        for victim in victims:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                victim.kill()
+    for group in groups:
+        # Groups this fixture created (start_new_session); they may hold re-parented orphans.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+    for proc in started:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _wait_children(pid: int, count: int) -> list[int]:
+    """The descendants of ``pid`` once there are ``count`` of them."""
+
+    def enough() -> list[int] | None:
+        found = procs.descendants(pid)
+        return found if len(found) >= count else None
+
+    return retry_until(enough, 10)
+
+
+def _ready_file(path: Path) -> bool:
+    return path.exists() and path.read_text().endswith("\n")
+
+
+def test_alive_false_after_exit_and_reap(spawn: Spawn) -> None:
+    proc = spawn(["sleep", "60"])
+    assert procs.alive(proc.pid)
+    proc.terminate()
+    # Before the reap it is a zombie, which already counts as not alive.
+    retry_until(lambda: not procs.alive(proc.pid), 10)
+    proc.wait(timeout=10)
+    assert not procs.alive(proc.pid)
+
+
+def test_alive_rejects_nonsense_pids() -> None:
+    assert not procs.alive(0)
+    assert not procs.alive(-5)
+    assert procs.alive(os.getpid())
+
+
+def test_descendants_and_process_group(spawn: Spawn) -> None:
+    parent = spawn(["sh", "-c", "sleep 60 & sleep 60 & wait"], new_group=True)
+    children = _wait_children(parent.pid, 2)
+    assert len(children) == 2
+    assert procs.process_group(parent.pid) == parent.pid  # start_new_session: it leads its group
+    assert all(procs.process_group(c) == parent.pid for c in children)
+    assert procs.process_group(os.getpid()) == os.getpgrp()
+    assert procs.descendants(2**22 + 7) == []
+    assert procs.process_group(2**22 + 7) is None
+
+
+def test_stop_processes_kills_parent_and_children(spawn: Spawn) -> None:
+    parent = spawn(["sh", "-c", "sleep 60 & sleep 60 & wait"])
+    children = _wait_children(parent.pid, 2)
+    started = time.monotonic()
+    survivors = procs.stop_processes([parent.pid], grace=5.0)
+    assert survivors == []
+    assert time.monotonic() - started < 4.0  # they obey SIGTERM: no need to wait out the grace
+    for pid in [parent.pid, *children]:
+        assert not procs.alive(pid)
+
+
+def test_stop_processes_sigkills_what_ignores_sigterm(spawn: Spawn, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    # The trap is set before the marker is written, so the signal cannot arrive before it holds.
+    stubborn = spawn(["sh", "-c", f"trap '' TERM; echo ok > {ready}; while :; do sleep 1; done"])
+    retry_until(lambda: _ready_file(ready), 10)
+    started = time.monotonic()
+    survivors = procs.stop_processes([stubborn.pid], grace=0.5)
+    elapsed = time.monotonic() - started
+    assert survivors == []
+    assert not procs.alive(stubborn.pid)
+    assert elapsed >= 0.5  # it got its grace period first
+
+
+def test_stop_processes_by_group_reaches_reparented_processes(spawn: Spawn, tmp_path: Path) -> None:
+    pid_file = tmp_path / "orphan.pid"
+    # The leader starts a background process that ignores SIGTERM, then exits: the orphan is
+    # re-parented, so no tree walk finds it, but it stays in the leader's process group.
+    leader = spawn(
+        ["sh", "-c", f"(trap '' TERM; exec sleep 60) & echo $! > {pid_file}"],
+        new_group=True,
+    )
+    assert leader.wait(timeout=10) == 0
+    retry_until(lambda: _ready_file(pid_file), 10)
+    orphan = int(pid_file.read_text())
+    assert procs.alive(orphan)
+    assert procs.process_group(orphan) == leader.pid
+    assert orphan not in procs.descendants(os.getpid())
+
+    survivors = procs.stop_processes([], groups=[leader.pid], grace=0.3)
+    assert survivors == []
+    assert not procs.alive(orphan)
+
+
+def test_stop_processes_nothing_to_do() -> None:
+    assert procs.stop_processes([]) == []
+    assert procs.stop_processes([2**22 + 7], grace=0.1) == []
+
+
+def test_stop_processes_never_signals_itself_or_its_group() -> None:
+    # Our own pid and group are refused, not signalled: the test would die otherwise.
+    assert procs.stop_processes([os.getpid()], groups=[os.getpgrp(), 0, 1], grace=0.1) == []
+    assert procs.alive(os.getpid())
+
+
+def test_signal_group(spawn: Spawn) -> None:
+    leader = spawn(["sleep", "60"], new_group=True)
+    assert procs.signal_group(leader.pid, signal.SIGTERM) is True
+    assert leader.wait(timeout=10) == -signal.SIGTERM
+    assert procs.signal_group(leader.pid, signal.SIGTERM) is False  # the group is gone
+    assert procs.signal_group(os.getpgrp(), signal.SIGTERM) is False
+    assert procs.signal_group(1, signal.SIGTERM) is False
+    assert procs.signal_group(0, signal.SIGTERM) is False
+
+
+def test_processes_with_env_finds_only_marked(spawn: Spawn) -> None:
+    marker = uuid4().hex
+    marked = spawn(["sleep", "60"], env={"SWARM_TEST_MARK": marker})
+    other = spawn(["sleep", "60"], env={"SWARM_TEST_MARK": "something-else"})
+    plain = spawn(["sleep", "60"])
+    found = procs.processes_with_env("SWARM_TEST_MARK", marker)
+    assert found == [marked.pid]
+    assert other.pid not in found
+    assert plain.pid not in found
+
+
+def test_processes_with_env_skips_self_and_finds_grandchildren(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = uuid4().hex
+    # Our own environ on /proc is the one we started with, but skip ourselves regardless.
+    monkeypatch.setenv("SWARM_TEST_MARK", marker)
+    parent = spawn(["sh", "-c", "sleep 60 & wait"], env={"SWARM_TEST_MARK": marker})
+    (child,) = _wait_children(parent.pid, 1)
+    found = procs.processes_with_env("SWARM_TEST_MARK", marker)
+    assert os.getpid() not in found
+    assert sorted(found) == sorted([parent.pid, child])
+    procs.stop_processes([parent.pid], grace=2.0)
+    assert procs.processes_with_env("SWARM_TEST_MARK", marker) == []
+
+
+def test_usage_of_tree(spawn: Spawn) -> None:
+    parent = spawn(["sh", "-c", "sleep 60 & sleep 60 & wait"])
+    _wait_children(parent.pid, 2)
+    use = procs.usage(parent.pid)
+    assert use.rss_bytes > 0
+    assert use.cpu_seconds >= 0.0
+    assert use.num_children == 2
+    own = procs.usage(os.getpid())
+    assert own.rss_bytes > 0
+    assert own.cpu_seconds > 0.0
+
+
+def test_usage_of_gone_process_is_zero() -> None:
+    assert procs.usage(2**22 + 7) == procs.ProcUsage(rss_bytes=0, cpu_seconds=0.0, num_children=0)
+
+
+def test_cpu_percent(spawn: Spawn) -> None:
+    busy = spawn([sys.executable, "-c", "while True: pass"])
+    idle = spawn(["sleep", "60"])
+    assert procs.cpu_percent(busy.pid, 0.3) > 10.0
+    assert procs.cpu_percent(idle.pid, 0.1) < 5.0
+    assert procs.cpu_percent(2**22 + 7, 0.1) == 0.0
+    with pytest.raises(ValueError, match="positive"):
+        procs.cpu_percent(idle.pid, 0)
