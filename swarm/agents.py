@@ -1,0 +1,336 @@
+"""Agent kinds (DESIGN 6): the templates in ``templates/agents/``, the command each one runs, the prompt.
+
+A template says which CLI an agent kind needs, the argv that runs it (with ``{placeholder}`` slots), how
+the prompt reaches it (stdin or a file) and which output means "waiting for a human" or "rate limited".
+The prompt text is never put into an argv element or a shell string: it is written to the agent's stdin
+or to a file whose path is passed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.abc import Traversable
+from importlib.resources import files
+from pathlib import Path
+from string import Template
+from typing import Any, Literal
+
+from swarm.errors import BadInput, SwarmError
+
+#: Seconds to wait for ``<binary> --version``: a CLI that hangs must not hang ``swarm doctor``.
+VERSION_TIMEOUT_SECONDS = 10.0
+
+#: How to install the CLI of each built-in kind (the hint of the "not on PATH" error).
+INSTALL_HINTS: Mapping[str, str] = {
+    "claude": "npm install -g @anthropic-ai/claude-code",
+    "codex": "npm install -g @openai/codex",
+    "aider": "pip install aider-chat",
+}
+
+#: The placeholders an argv element may hold. Anything else in braces is left as it is.
+PLACEHOLDERS = ("model", "permission_mode", "prompt_file", "worktree", "task_id", "command")
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
+
+PromptMode = Literal["stdin", "file"]
+
+
+def templates_dir() -> Traversable | Path:
+    """The folder of swarm's templates (``agents/*.toml``, ``prompt.md``).
+
+    A wheel carries it inside the package as ``swarm/templates``; an editable install (a source checkout)
+    has it at the repository's top level, next to the ``swarm`` package.
+    """
+    packaged = files("swarm") / "templates"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def _agents_dir() -> Traversable | Path:
+    return templates_dir() / "agents"
+
+
+def known_kinds() -> tuple[str, ...]:
+    """The agent kinds, one per ``templates/agents/<kind>.toml``, sorted."""
+    folder = _agents_dir()
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")))
+
+
+KINDS: tuple[str, ...] = known_kinds()
+
+
+@dataclass(frozen=True)
+class AgentTemplate:
+    """One agent kind, as read from ``templates/agents/<kind>.toml``."""
+
+    kind: str
+    description: str
+    #: The CLI that must be on PATH; empty for ``command``, which runs whatever the user gives.
+    binary: str
+    version_args: tuple[str, ...]
+    argv: tuple[str, ...]
+    #: ``stdin``: the prompt is written to the agent's stdin; ``file``: only ``{prompt_file}`` /
+    #: ``SWARM_PROMPT_FILE`` carry it.
+    prompt: PromptMode
+    #: Regexes searched in the last lines of the pane: a match means the agent waits for a human.
+    waiting_patterns: tuple[str, ...]
+    #: Regexes for the provider's rate-limit and usage-limit messages.
+    rate_limit_patterns: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class AgentCommand:
+    """What the worker runs for one task: the argv (no shell unless the template says so), whether the
+    prompt goes to stdin, and the extra environment."""
+
+    argv: list[str]
+    stdin_prompt: bool
+    env: dict[str, str]
+
+
+def load_template(kind: str) -> AgentTemplate:
+    """Read and check the template of ``kind``.
+
+    Raises :class:`BadInput` for an unknown kind (naming the known ones and the closest match), and
+    :class:`SwarmError` for a template file that is broken (an installation problem, not the user's).
+    """
+    kinds = known_kinds()
+    if kind not in kinds:  # also keeps a kind such as "../x" from naming a file outside the folder
+        close = difflib.get_close_matches(kind, kinds, n=1)
+        suggestion = f"did you mean {close[0]!r}? " if close else ""
+        raise BadInput(
+            f"unknown agent kind {kind!r}",
+            hint=f"{suggestion}known kinds: {', '.join(kinds) or 'none'}; or run any program with --command",
+        )
+    source = _agents_dir() / f"{kind}.toml"
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SwarmError(
+            f"cannot read the {kind} agent template {source}: {exc}", hint="reinstall swarm"
+        ) from exc
+    return _parse_template(kind, str(source), data)
+
+
+def _parse_template(kind: str, source: str, data: Mapping[str, Any]) -> AgentTemplate:
+    def broken(why: str) -> SwarmError:
+        return SwarmError(f"the {kind} agent template {source} is invalid: {why}", hint="reinstall swarm")
+
+    def text(key: str) -> str:
+        value = data.get(key)
+        if not isinstance(value, str):
+            raise broken(f"{key} must be a string")
+        return value
+
+    def strings(key: str) -> tuple[str, ...]:
+        value = data.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise broken(f"{key} must be a list of strings")
+        return tuple(value)
+
+    expected = {
+        "description",
+        "binary",
+        "version_args",
+        "argv",
+        "prompt",
+        "waiting_patterns",
+        "rate_limit_patterns",
+        "env",
+        "notes",
+    }
+    missing = sorted(expected - data.keys())
+    if missing:
+        raise broken(f"missing {', '.join(missing)}")
+    unknown = sorted(data.keys() - expected)
+    if unknown:
+        raise broken(f"unknown key(s) {', '.join(unknown)}")
+    prompt = text("prompt")
+    if prompt not in ("stdin", "file"):
+        raise broken(f'prompt must be "stdin" or "file", not {prompt!r}')
+    argv = strings("argv")
+    if not argv:
+        raise broken("argv is empty")
+    waiting, limits = strings("waiting_patterns"), strings("rate_limit_patterns")
+    for pattern in (*waiting, *limits):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise broken(f"bad regex {pattern!r}: {exc}") from exc
+    env = data.get("env")
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise broken("env must be a table of strings")
+    return AgentTemplate(
+        kind=kind,
+        description=text("description"),
+        binary=text("binary"),
+        version_args=strings("version_args"),
+        argv=argv,
+        prompt="stdin" if prompt == "stdin" else "file",
+        waiting_patterns=waiting,
+        rate_limit_patterns=limits,
+        env=dict(env),
+        notes=text("notes").strip(),
+    )
+
+
+def build_command(
+    template: AgentTemplate,
+    *,
+    model: str,
+    permission_mode: str,
+    prompt_file: Path,
+    worktree: Path,
+    task_id: str,
+    command: str | None = None,
+) -> AgentCommand:
+    """The argv and environment of one agent run.
+
+    Each argv element has its known ``{placeholders}`` replaced in one pass, so a substituted value is never
+    scanned again and any other brace (or ``$``) in a user's ``--command`` reaches ``sh -c`` untouched.
+    An element that is exactly a placeholder with an empty value (``--model ""``) is dropped together with
+    the option just before it, so the agent falls back to its own default. ``command`` is only used by the
+    ``command`` kind (the caller turns ``--command`` into that kind); it is required there.
+    """
+    uses_command = any("{command}" in part for part in template.argv)
+    if uses_command and not (command or "").strip():
+        raise BadInput(
+            f"the {template.kind} agent needs a command to run",
+            hint='pass --command "your program and its arguments"',
+        )
+    values = {
+        "model": model,
+        "permission_mode": permission_mode,
+        "prompt_file": str(prompt_file),
+        "worktree": str(worktree),
+        "task_id": task_id,
+        "command": command or "",
+    }
+    argv: list[str] = []
+    for part in template.argv:
+        whole = _PLACEHOLDER.fullmatch(part)
+        if whole and not values[whole.group(1)]:
+            if argv and argv[-1].startswith("-") and len(argv) > 1:
+                argv.pop()  # the option that would have taken the empty value
+            continue
+        argv.append(_PLACEHOLDER.sub(lambda m: values[m.group(1)], part))
+    env = dict(template.env)
+    # Set here as well as by the worker so that an agent always finds its prompt, whatever the mode.
+    env.update(
+        {
+            "SWARM_PROMPT_FILE": str(prompt_file),
+            "SWARM_WORKTREE": str(worktree),
+            "SWARM_TASK_ID": task_id,
+        }
+    )
+    return AgentCommand(argv=argv, stdin_prompt=template.prompt == "stdin", env=env)
+
+
+def check_agent_cli(template: AgentTemplate, env: Mapping[str, str] | None = None) -> str | None:
+    """The version of the template's CLI (first line of ``<binary> <version_args>``), or None for a kind
+    that needs no CLI (``command``).
+
+    ``env`` (default ``os.environ``) supplies the PATH searched and the environment of the version run.
+    Raises :class:`BadInput` naming the install command when the CLI is not on PATH. A CLI that is found
+    but does not answer is not an error: its version reads "unknown (...)".
+    """
+    if not template.binary:
+        return None
+    environ = dict(os.environ if env is None else env)
+    found = shutil.which(template.binary, path=environ.get("PATH", os.defpath))
+    if found is None:
+        raise BadInput(
+            f"the {template.kind} agent needs the '{template.binary}' command, which is not on PATH",
+            hint=INSTALL_HINTS.get(template.kind, f"install {template.binary} or add it to PATH"),
+        )
+    try:
+        done = subprocess.run(
+            [found, *template.version_args],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=VERSION_TIMEOUT_SECONDS,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"unknown ({template.binary} {' '.join(template.version_args)} timed out)"
+    except OSError as exc:
+        return f"unknown (cannot run {found}: {exc.strerror or exc})"
+    for output in (done.stdout, done.stderr):  # some CLIs print their version on stderr
+        for line in output.splitlines():
+            if line.strip():
+                return line.strip()
+    return f"unknown (no output, exit {done.returncode})"
+
+
+def root_permission_problem(
+    template: AgentTemplate, permission_mode: str, env: Mapping[str, str]
+) -> str | None:
+    """A one-line warning when the agent will refuse to start because of who runs it, else None.
+
+    Claude Code refuses ``--permission-mode bypassPermissions`` as root unless ``IS_SANDBOX=1``.
+    """
+    if (
+        template.kind == "claude"
+        and permission_mode == "bypassPermissions"
+        and os.geteuid() == 0
+        and env.get("IS_SANDBOX") != "1"
+    ):
+        return (
+            "Claude Code refuses --permission-mode bypassPermissions as root: set IS_SANDBOX=1 "
+            "(only inside a disposable sandbox or container) or use another --permission-mode, "
+            "e.g. acceptEdits"
+        )
+    return None
+
+
+def render_prompt(
+    *,
+    task_id: str,
+    title: str,
+    body: str,
+    epic: str,
+    attempt: int,
+    dependencies: Sequence[tuple[str, str, str | None]],
+    agent_id: str,
+    worktree: Path,
+    branch: str,
+) -> str:
+    """The prompt of one task, from ``templates/prompt.md``.
+
+    ``dependencies`` are ``(task id, title, commit sha or None)`` of the completed tasks this one depends on.
+    Values are substituted in a single pass (``string.Template.safe_substitute``), so a ``$name`` inside the
+    body or a title is kept verbatim and never re-interpreted.
+    """
+    text = (templates_dir() / "prompt.md").read_text(encoding="utf-8")
+    if dependencies:
+        deps = "These tasks are done; their commits are already merged into your branch:\n\n" + "\n".join(
+            f"- {dep_id}: {dep_title}" + (f" (commit {sha[:12]})" if sha else " (no commit recorded)")
+            for dep_id, dep_title, sha in dependencies
+        )
+    else:
+        deps = "None: this task depends on no other task."
+    return Template(text).safe_substitute(
+        task_id=task_id,
+        title=title,
+        body=body.strip(),
+        epic=epic,
+        attempt=str(attempt),
+        dependencies=deps,
+        agent_id=agent_id,
+        worktree=str(worktree),
+        branch=branch,
+    )

@@ -1,0 +1,253 @@
+"""``swarm doctor``: check the tools and versions swarm needs on this machine."""
+
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import typer
+from rich.table import Table
+
+from swarm.agents import (
+    VERSION_TIMEOUT_SECONDS,
+    AgentTemplate,
+    check_agent_cli,
+    known_kinds,
+    load_template,
+    root_permission_problem,
+)
+from swarm.cli.output import console, emit_json
+from swarm.config import AgentSettings, load_config
+from swarm.errors import EXIT_RUNTIME, BadInput, SwarmError
+
+OK = "ok"
+MISSING = "missing"
+WARN = "warn"
+#: Installed but unusable (too old, or a configuration that does not load).
+FAIL = "fail"
+
+MIN_PYTHON = (3, 11)
+#: `git worktree` subcommands swarm relies on (list --porcelain, remove, prune) are complete from 2.20.
+MIN_GIT = (2, 20)
+#: RETURNING and the other SQL the SQLite store uses need 3.35.
+MIN_SQLITE = (3, 35)
+
+_POSTGRES_GLOB = "/usr/lib/postgresql/*/bin/pg_ctl"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report. ``required`` checks decide the exit code; the others only inform."""
+
+    name: str
+    status: str
+    version: str | None
+    detail: str
+    required: bool
+
+    @property
+    def passed(self) -> bool:
+        """A required check passes only when ok (or warn); an optional one always passes."""
+        return not self.required or self.status in (OK, WARN)
+
+
+def _version_tuple(text: str) -> tuple[int, ...] | None:
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if match is None:
+        return None
+    return tuple(int(part) for part in match.groups() if part is not None)
+
+
+def _show(version: tuple[int, ...]) -> str:
+    return ".".join(str(part) for part in version)
+
+
+def _first_line(argv: list[str]) -> str | None:
+    """The first non-empty output line of a short version command, or None if it cannot run."""
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=VERSION_TIMEOUT_SECONDS,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in (done.stdout + "\n" + done.stderr).splitlines():
+        if line.strip():
+            return line.strip()
+    return None
+
+
+def _versioned(name: str, found: str | None, version: str | None, minimum: tuple[int, ...] | None) -> Check:
+    """A check for a found (or not) tool with an optional minimum version."""
+    if found is None:
+        return Check(name, MISSING, None, f"'{name}' is not on PATH; install it", required=True)
+    if version is None:
+        return Check(name, WARN, None, f"{found}: cannot read its version", required=True)
+    parsed = _version_tuple(version)
+    if minimum is not None and parsed is not None and parsed < minimum:
+        return Check(
+            name, FAIL, version, f"{found}: version {_show(minimum)} or newer is needed", required=True
+        )
+    return Check(name, OK, version, found, required=True)
+
+
+def check_python() -> Check:
+    """The running interpreter is recent enough."""
+    version = platform.python_version()
+    if sys.version_info[:2] < MIN_PYTHON:
+        return Check("python", FAIL, version, f"Python {_show(MIN_PYTHON)} or newer is needed", True)
+    return Check("python", OK, version, sys.executable, True)
+
+
+def check_git() -> Check:
+    """git is installed and new enough for the worktree commands swarm uses."""
+    found = shutil.which("git")
+    line = _first_line([found, "--version"]) if found else None
+    version = line.removeprefix("git version ").strip() if line else None
+    return _versioned("git", found, version, MIN_GIT)
+
+
+def check_tmux() -> Check:
+    """tmux is installed: every agent runs in its own tmux session."""
+    found = shutil.which("tmux")
+    line = _first_line([found, "-V"]) if found else None
+    version = line.removeprefix("tmux ").strip() if line else None
+    return _versioned("tmux", found, version, None)
+
+
+def check_sqlite() -> Check:
+    """The SQLite library Python links against supports what the SQLite store needs."""
+    version = sqlite3.sqlite_version
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        return Check(
+            "sqlite", FAIL, version, f"SQLite {_show(MIN_SQLITE)} or newer is needed (use PostgreSQL)", True
+        )
+    return Check("sqlite", OK, version, "library linked into Python", True)
+
+
+def check_agent(template: AgentTemplate, *, required: bool) -> Check:
+    """One agent kind's CLI. Missing is a failure only for the kind swarm is configured to run."""
+    name = f"agent {template.kind}"
+    try:
+        version = check_agent_cli(template)
+    except BadInput as exc:
+        why = "the configured agent kind" if required else "not needed unless you use this kind"
+        return Check(
+            name, MISSING, None, f"not installed ({why}); install: {exc.hint or template.binary}", required
+        )
+    if version is None:
+        return Check(name, OK, None, "runs any --command; nothing to install", required)
+    return Check(name, OK, version, shutil.which(template.binary) or template.binary, required)
+
+
+def check_postgres() -> Check:
+    """PostgreSQL client and server tools: only needed for a PostgreSQL queue, so informational."""
+    found = shutil.which("pg_ctl") or next(iter(sorted(glob.glob(_POSTGRES_GLOB), reverse=True)), None)
+    if found is None:
+        return Check(
+            "postgresql", MISSING, None, "pg_ctl not found; needed only for a PostgreSQL queue", False
+        )
+    line = _first_line([found, "--version"])
+    # "pg_ctl (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)": the first dotted number is the version.
+    match = re.search(r"\d+(?:\.\d+)+", line or "")
+    version = match.group(0) if match else line
+    return Check("postgresql", OK, version, found, False)
+
+
+def check_claude_root(permission_mode: str, env: Mapping[str, str]) -> Check:
+    """Claude Code refuses bypassPermissions as root unless IS_SANDBOX=1: warn before a launch fails."""
+    template = load_template("claude")
+    problem = root_permission_problem(template, permission_mode, env)
+    if problem is not None:
+        return Check("claude as root", WARN, None, problem, False)
+    return Check("claude as root", OK, None, f"permission mode {permission_mode} can run as this user", False)
+
+
+def run_checks(agent_kind: str | None = None) -> list[Check]:
+    """Every check, in report order. ``agent_kind`` overrides the configured ``agent.kind``."""
+    checks = [check_python(), check_git(), check_tmux(), check_sqlite()]
+    defaults = AgentSettings()
+    kind, permission_mode = defaults.kind, defaults.permission_mode
+    try:
+        loaded = load_config()
+    except SwarmError as exc:
+        # Report it and go on with the defaults: the tool checks are still worth seeing.
+        checks.append(Check("config", FAIL, None, exc.render(), True))
+    else:
+        kind, permission_mode = loaded.config.agent.kind, loaded.config.agent.permission_mode
+        where = loaded.toml_path if loaded.toml_path.exists() else "defaults (no swarm.toml)"
+        checks.append(Check("config", OK, None, f"{where}; agent.kind = {kind}", True))
+    if agent_kind is not None:
+        load_template(agent_kind)  # an unknown --agent is bad input: exit 2 with the known kinds
+        kind = agent_kind
+    kinds = known_kinds()
+    if kind not in kinds:
+        checks.append(
+            Check(f"agent {kind}", FAIL, None, f"unknown agent kind; known: {', '.join(kinds)}", True)
+        )
+    for each in kinds:
+        checks.append(check_agent(load_template(each), required=each == kind))
+    checks.append(check_postgres())
+    if "claude" in kinds:
+        checks.append(check_claude_root(permission_mode, os.environ))
+    return checks
+
+
+def doctor_cmd(
+    agent: str | None = typer.Option(
+        None, "--agent", help="Agent kind whose CLI must be installed (default: agent.kind from swarm.toml)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Check the tools swarm needs (Python, git, tmux, SQLite, the agent CLIs). Exits 1 if one is missing."""
+    checks = run_checks(agent)
+    ok = all(c.passed for c in checks)
+    if as_json:
+        emit_json(
+            {
+                "checks": [
+                    {
+                        "name": c.name,
+                        "status": c.status,
+                        "version": c.version,
+                        "detail": c.detail,
+                        "required": c.required,
+                    }
+                    for c in checks
+                ],
+                "ok": ok,
+            }
+        )
+    else:
+        out = console()
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for column in ("check", "status", "version", "detail"):
+            table.add_column(column)
+        for c in checks:
+            table.add_row(c.name, c.status, c.version or "-", c.detail)
+        out.print(table)
+        failed = [c.name for c in checks if not c.passed]
+        if failed:
+            out.print(f"not ready: {', '.join(failed)} (required)")
+        else:
+            out.print("all required checks pass")
+    if not ok:
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``swarm doctor`` to the root app."""
+    app.command("doctor")(doctor_cmd)

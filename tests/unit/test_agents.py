@@ -1,0 +1,362 @@
+"""Agent templates, the command built from them, CLI detection and the prompt (swarm.agents)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from swarm import agents
+from swarm.agents import (
+    KINDS,
+    AgentTemplate,
+    build_command,
+    check_agent_cli,
+    load_template,
+    render_prompt,
+    root_permission_problem,
+    templates_dir,
+)
+from swarm.errors import BadInput
+
+PROMPT_FILE = Path("/tmp/swarm/prompts/T1.md")
+WORKTREE = Path("/repo/.worktrees/agent-1")
+
+
+def _build(kind: str, **overrides: str) -> list[str]:
+    args: dict[str, str] = {"model": "sonnet", "permission_mode": "acceptEdits", "task_id": "T1"}
+    args.update(overrides)
+    command = args.pop("command", None)
+    return build_command(
+        load_template(kind),
+        model=args["model"],
+        permission_mode=args["permission_mode"],
+        prompt_file=PROMPT_FILE,
+        worktree=WORKTREE,
+        task_id=args["task_id"],
+        command=command,
+    ).argv
+
+
+# ----------------------------------------------------------------------------------------------------
+# Templates
+
+
+def test_the_four_kinds_are_discovered() -> None:
+    assert set(KINDS) >= {"claude", "codex", "aider", "command"}
+    assert (templates_dir() / "prompt.md").is_file()
+
+
+@pytest.mark.parametrize("kind", ["claude", "codex", "aider", "command"])
+def test_template_loads_with_every_field(kind: str) -> None:
+    template = load_template(kind)
+    assert template.kind == kind
+    assert template.description.strip()
+    assert template.notes.strip()
+    assert template.argv
+    assert template.prompt in ("stdin", "file")
+    assert template.waiting_patterns
+    assert template.rate_limit_patterns
+    assert isinstance(template.env, dict)
+    for pattern in (*template.waiting_patterns, *template.rate_limit_patterns):
+        re.compile(pattern)
+    if kind == "command":
+        assert template.binary == ""
+    else:
+        assert template.binary == template.argv[0]
+        assert template.version_args == ("--version",)
+    # The prompt reaches a "file" agent only through {prompt_file}.
+    if template.prompt == "file":
+        assert any("{prompt_file}" in part for part in template.argv)
+
+
+@pytest.mark.parametrize(
+    ("kind", "line"),
+    [
+        ("claude", "Do you want to proceed?"),
+        ("claude", "Overwrite it? (y/n)"),
+        ("aider", "Add file to the chat? (Y)es/(N)o/(D)on't ask again [Yes]:"),
+        ("codex", "Allow command? [y/N]"),
+    ],
+)
+def test_waiting_patterns_match_prompts(kind: str, line: str) -> None:
+    assert any(re.search(p, line) for p in load_template(kind).waiting_patterns)
+
+
+@pytest.mark.parametrize(
+    ("kind", "line", "limited"),
+    [
+        ("claude", "Claude AI usage limit reached|1750000000", True),
+        ("claude", 'API Error: 429 {"type":"error","error":{"type":"rate_limit_error"}}', True),
+        ("codex", "stream error: exceeded retry limit, last status: 429 Too Many Requests", True),
+        ("aider", "litellm.RateLimitError: AnthropicException - rate limited", True),
+        ("claude", "Please try again in 20 seconds.", True),
+        # An agent implementing rate limiting talks about it; token counts may be 429.
+        ("claude", "Added a rate limit middleware and its tests", False),
+        ("claude", '{"usage":{"input_tokens":429,"output_tokens":12}}', False),
+    ],
+)
+def test_rate_limit_patterns(kind: str, line: str, limited: bool) -> None:
+    assert any(re.search(p, line) for p in load_template(kind).rate_limit_patterns) is limited
+
+
+def test_unknown_kind_is_bad_input_with_a_suggestion() -> None:
+    with pytest.raises(BadInput) as info:
+        load_template("claud")
+    text = info.value.render()
+    assert "unknown agent kind 'claud'" in text
+    assert "did you mean 'claude'" in text
+    assert "codex" in text
+    assert info.value.exit_code == 2
+
+
+def test_kind_cannot_name_a_file_outside_the_folder() -> None:
+    with pytest.raises(BadInput):
+        load_template("../prompt")
+
+
+# ----------------------------------------------------------------------------------------------------
+# build_command
+
+
+def test_claude_command_substitutes_model_and_permission_mode() -> None:
+    built = build_command(
+        load_template("claude"),
+        model="opus",
+        permission_mode="bypassPermissions",
+        prompt_file=PROMPT_FILE,
+        worktree=WORKTREE,
+        task_id="T1",
+    )
+    assert built.argv[:2] == ["claude", "-p"]
+    assert built.argv[built.argv.index("--model") + 1] == "opus"
+    assert built.argv[built.argv.index("--permission-mode") + 1] == "bypassPermissions"
+    assert "--output-format" in built.argv
+    assert built.stdin_prompt is True
+    assert built.env["SWARM_PROMPT_FILE"] == str(PROMPT_FILE)
+    assert not any("{" in part for part in built.argv)
+
+
+def test_codex_reads_the_prompt_from_stdin() -> None:
+    argv = _build("codex", model="gpt-5-codex")
+    assert argv[:2] == ["codex", "exec"]
+    assert argv[-1] == "-"
+    assert "--full-auto" in argv
+    assert argv[argv.index("--model") + 1] == "gpt-5-codex"
+
+
+def test_aider_gets_the_prompt_file() -> None:
+    template = load_template("aider")
+    built = build_command(
+        template,
+        model="gpt-4o",
+        permission_mode="acceptEdits",
+        prompt_file=PROMPT_FILE,
+        worktree=WORKTREE,
+        task_id="T1",
+    )
+    assert built.stdin_prompt is False
+    assert built.argv[built.argv.index("--message-file") + 1] == str(PROMPT_FILE)
+    assert {"--yes-always", "--no-auto-commits"} <= set(built.argv)
+
+
+def test_empty_model_drops_the_option() -> None:
+    argv = _build("claude", model="")
+    assert "--model" not in argv
+    assert argv[0] == "claude"
+    assert argv[argv.index("--permission-mode") + 1] == "acceptEdits"
+
+
+def test_user_command_keeps_braces_and_dollars() -> None:
+    user = 'echo "${SWARM_TASK_ID}" {model} {} $HOME && awk \'{print $1}\' "$SWARM_PROMPT_FILE"'
+    built = build_command(
+        load_template("command"),
+        model="sonnet",
+        permission_mode="acceptEdits",
+        prompt_file=PROMPT_FILE,
+        worktree=WORKTREE,
+        task_id="T1",
+        command=user,
+    )
+    assert built.argv == ["/bin/sh", "-c", user]
+    assert built.stdin_prompt is True
+    assert built.env["SWARM_PROMPT_FILE"] == str(PROMPT_FILE)
+    assert built.env["SWARM_TASK_ID"] == "T1"
+
+
+def test_substituted_values_are_not_scanned_again() -> None:
+    # A model named like a placeholder stays literal: substitution is one pass.
+    argv = _build("claude", model="{task_id}")
+    assert argv[argv.index("--model") + 1] == "{task_id}"
+
+
+@pytest.mark.parametrize("command", [None, "", "   "])
+def test_command_kind_needs_a_command(command: str | None) -> None:
+    with pytest.raises(BadInput, match="needs a command"):
+        build_command(
+            load_template("command"),
+            model="",
+            permission_mode="acceptEdits",
+            prompt_file=PROMPT_FILE,
+            worktree=WORKTREE,
+            task_id="T1",
+            command=command,
+        )
+
+
+@pytest.mark.parametrize("kind", ["claude", "codex", "aider", "command"])
+def test_prompt_text_never_reaches_argv(tmp_path: Path, kind: str) -> None:
+    prompt = "do it; rm -rf / `whoami` $(id) && echo 'x' | tee \"y\" > z {model}"
+    prompt_file = tmp_path / "prompt.md"
+    prompt_file.write_text(prompt, encoding="utf-8")
+    built = build_command(
+        load_template(kind),
+        model="m",
+        permission_mode="acceptEdits",
+        prompt_file=prompt_file,
+        worktree=tmp_path,
+        task_id="T1",
+        command="cat" if kind == "command" else None,
+    )
+    for part in built.argv:
+        assert "rm -rf" not in part
+        assert "$(id)" not in part
+    assert prompt not in built.env.values()
+
+
+# ----------------------------------------------------------------------------------------------------
+# check_agent_cli
+
+
+def _fake_template(binary: str = "fakeagent") -> AgentTemplate:
+    return dataclasses.replace(load_template("claude"), kind="fake", binary=binary)
+
+
+def test_check_agent_cli_finds_a_fake_binary(tmp_path: Path) -> None:
+    fake = tmp_path / "fakeagent"
+    fake.write_text('#!/bin/sh\necho "1.2.3 (Fake)"\necho second line\n', encoding="utf-8")
+    fake.chmod(0o755)
+    version = check_agent_cli(_fake_template(), env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert version == "1.2.3 (Fake)"
+
+
+def test_check_agent_cli_missing_binary_is_bad_input(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BadInput) as info:
+        check_agent_cli(load_template("claude"), env={"PATH": str(empty)})
+    text = info.value.render()
+    assert "the claude agent needs the 'claude' command, which is not on PATH" in text
+    assert "npm install -g @anthropic-ai/claude-code" in text
+
+
+@pytest.mark.parametrize(
+    ("kind", "hint"),
+    [("codex", "npm install -g @openai/codex"), ("aider", "pip install aider-chat")],
+)
+def test_install_hints(tmp_path: Path, kind: str, hint: str) -> None:
+    with pytest.raises(BadInput, match=re.escape(hint)):
+        check_agent_cli(load_template(kind), env={"PATH": str(tmp_path)})
+
+
+def test_check_agent_cli_for_command_kind_is_none(tmp_path: Path) -> None:
+    assert check_agent_cli(load_template("command"), env={"PATH": str(tmp_path)}) is None
+
+
+def test_check_agent_cli_hanging_binary_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agents, "VERSION_TIMEOUT_SECONDS", 0.2)
+    fake = tmp_path / "fakeagent"
+    fake.write_text("#!/bin/sh\nexec sleep 5\n", encoding="utf-8")
+    fake.chmod(0o755)
+    version = check_agent_cli(_fake_template(), env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert version is not None
+    assert version.startswith("unknown")
+
+
+# ----------------------------------------------------------------------------------------------------
+# root_permission_problem
+
+
+@pytest.mark.parametrize(
+    ("kind", "uid", "mode", "env", "warned"),
+    [
+        ("claude", 0, "bypassPermissions", {}, True),
+        ("claude", 0, "bypassPermissions", {"IS_SANDBOX": "0"}, True),
+        ("claude", 0, "bypassPermissions", {"IS_SANDBOX": "1"}, False),
+        ("claude", 0, "acceptEdits", {}, False),
+        ("claude", 1000, "bypassPermissions", {}, False),
+        ("codex", 0, "bypassPermissions", {}, False),
+    ],
+)
+def test_root_permission_problem(
+    monkeypatch: pytest.MonkeyPatch, kind: str, uid: int, mode: str, env: dict[str, str], warned: bool
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: uid)
+    problem = root_permission_problem(load_template(kind), mode, env)
+    if warned:
+        assert problem is not None
+        assert "IS_SANDBOX=1" in problem
+        assert "\n" not in problem
+    else:
+        assert problem is None
+
+
+# ----------------------------------------------------------------------------------------------------
+# render_prompt
+
+
+def _render(
+    body: str, title: str = "Add the parser", deps: list[tuple[str, str, str | None]] | None = None
+) -> str:
+    return render_prompt(
+        task_id="T2",
+        title=title,
+        body=body,
+        epic="E1",
+        attempt=2,
+        dependencies=deps or [],
+        agent_id="agent-3",
+        worktree=WORKTREE,
+        branch="swarm/E1/agent-3",
+    )
+
+
+def test_render_prompt_has_body_deps_and_how_to_ask() -> None:
+    text = _render(
+        "Write parse() in parser.py.",
+        deps=[("T1", "Add the lexer", "0123456789abcdef0123"), ("T0", "Scaffold", None)],
+    )
+    for expected in (
+        "Write parse() in parser.py.",
+        "T2",
+        "Add the parser",
+        "E1",
+        "attempt 2",
+        "agent-3",
+        str(WORKTREE),
+        "swarm/E1/agent-3",
+        "T1: Add the lexer",
+        "0123456789ab",
+        "T0: Scaffold",
+        'swarm msg ask "your question" --timeout 600',
+        "msg_ask",
+        "team",
+        "do not push",
+    ):
+        assert expected in text, expected
+    assert "$" not in text.replace("$title", "")  # every placeholder was filled
+
+
+def test_render_prompt_without_dependencies() -> None:
+    assert "depends on no other task" in _render("body")
+
+
+def test_render_prompt_keeps_dollars_in_the_body_verbatim() -> None:
+    body = "Use $title and ${x} and $$ and $1 in the shell; cost is $5."
+    text = _render(body, title="Title with $task_id")
+    assert body in text
+    assert "Title with $task_id" in text
+    assert "Title with T2" not in text
