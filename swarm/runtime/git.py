@@ -1,0 +1,679 @@
+"""Everything swarm does with git: the one module that imports GitPython.
+
+Each agent works in its own linked worktree on its own branch. This module opens the user's repository,
+creates and removes those worktrees, commits an agent's work, and merges the commits of a task's
+dependencies into the agent branch.
+
+Every git call goes through ``_Git.run``, which runs git without a shell, without a pager, editor or
+terminal prompt, and translates a failure into a :class:`GitError` whose one line says what failed, git's
+reason, and what to do. Nothing else in swarm sees a GitPython exception.
+
+git's own environment variables (``GIT_DIR``, ``GIT_WORK_TREE``, ``GIT_INDEX_FILE``) are inherited: run
+swarm from a normal shell, not from inside a git hook.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import shutil
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import git
+import git.exc
+
+from swarm.errors import BadInput, SwarmError
+
+logger = logging.getLogger(__name__)
+
+#: Identity of merge commits when the caller names none and git has none configured (a fresh machine).
+DEFAULT_IDENTITY: Final = "swarm <swarm@localhost>"
+
+# Given to every git process. No prompt may wait on a terminal nobody watches, no pager may swallow
+# output, and no editor may open (every commit and merge passes its message). GIT_OPTIONAL_LOCKS=0 stops
+# `git status` from taking the index lock just to refresh stat data, so read-only calls never collide with
+# a concurrent writer.
+_GIT_ENV: Final[Mapping[str, str]] = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_PAGER": "cat",
+    "PAGER": "cat",
+    "GIT_EDITOR": "true",
+    "GIT_OPTIONAL_LOCKS": "0",
+}
+
+# Failures that come from another git process working at the same moment, and pass within milliseconds:
+# git fails at once, rather than waiting, when another process holds a lock file (index.lock, a ref lock,
+# config.lock); and `git worktree add` reads every other worktree's admin directory, which fails while a
+# concurrent add is still writing one ("failed to read .git/worktrees/x/commondir"), and its own half-made
+# admin directory can be deleted by a `git worktree prune` run meanwhile ("could not open
+# '.git/worktrees/x/gitdir' for writing"). Retried with backoff.
+_TRANSIENT_RE: Final = re.compile(
+    r"\.lock\b|unable to lock|cannot lock|could not lock|(failed to read|could not open) \S*worktrees/",
+    re.IGNORECASE,
+)
+_ATTEMPTS: Final = 10
+_FIRST_DELAY: Final = 0.05
+_MAX_DELAY: Final = 1.0
+
+_IDENTITY_RE: Final = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>]*)>\s*$")
+
+# info/exclude is shared by every worktree of a repository, and several threads may launch agents at once.
+_EXCLUDE_LOCK: Final = threading.Lock()
+
+
+class GitError(SwarmError):
+    """A git command failed. Carries the command and git's full stderr for the debug log."""
+
+    def __init__(self, message: str, *, hint: str | None = None, command: Sequence[str] = (), stderr: str = "") -> None:
+        self.command = list(command)
+        self.stderr = stderr
+        super().__init__(message, hint=hint)
+
+
+@dataclass(frozen=True, slots=True)
+class WorktreeInfo:
+    """One entry of ``git worktree list``. ``head`` is empty for a bare main repository."""
+
+    path: Path
+    branch: str | None
+    head: str
+    prunable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    """One commit: full sha, subject line, and author as ``Name <email>``."""
+
+    sha: str
+    subject: str
+    author: str
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    """Outcome of :meth:`Worktree.merge`.
+
+    ``merged`` lists the refs merged by this call, in order (refs already in HEAD are skipped). On a
+    conflict ``ok`` is false, ``ref`` is the ref whose merge conflicted, ``conflicts`` its conflicting paths,
+    and that merge has been aborted; merges of earlier refs in the same call stay committed.
+    """
+
+    ok: bool
+    merged: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    ref: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    status: int
+    out: str
+    err: str
+
+
+def _first_line(stderr: str) -> str:
+    """Git's reason in one line: the first ``fatal:``/``error:`` line, else the first non-hint line."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in lines:
+        for prefix in ("fatal: ", "error: "):
+            if ln.startswith(prefix):
+                return ln[len(prefix) :]
+    for ln in lines:
+        if not ln.startswith("hint:"):
+            return ln
+    return "git gave no reason"
+
+
+class _Git:
+    """Runs git in one directory. GitPython's ``Git`` spawns one process per call, so this is thread safe."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self._git = git.Git(str(cwd))
+        self._git.update_environment(**_GIT_ENV)
+
+    def run(
+        self,
+        *args: str,
+        what: str = "",
+        hint: str | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        retry: bool = False,
+    ) -> _Result:
+        """Run ``git <args>``; with ``check``, turn a non-zero exit into a :class:`GitError`.
+
+        ``what`` names the operation for the error message ("create worktree /x"); ``retry`` retries
+        briefly while another git process is in the way (see ``_TRANSIENT_RE``).
+        """
+        what = what or f"run git {args[0]}"
+        if not self.cwd.is_dir():
+            # Popen would report a missing cwd as "git not found", which would send the user the wrong way.
+            raise GitError(
+                f"cannot {what}: directory {self.cwd} does not exist",
+                hint="it may have been removed; relaunch the agent to recreate its worktree",
+            )
+        for attempt in range(1, _ATTEMPTS + 1):
+            result = self._once(args, env=env, what=what)
+            if result.status == 0 or not check:
+                return result
+            if retry and attempt < _ATTEMPTS and _TRANSIENT_RE.search(result.err):
+                logger.debug("git %s is busy (attempt %d): %s", args[0], attempt, _first_line(result.err))
+                _back_off(attempt)
+                continue
+            raise self.error(result, args, what=what, hint=hint)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _once(self, args: Sequence[str], *, env: Mapping[str, str] | None, what: str) -> _Result:
+        subcommand, *rest = args
+        try:
+            status, out, err = getattr(self._git, subcommand)(
+                *rest, with_extended_output=True, with_exceptions=False, env=env
+            )
+        except git.exc.GitCommandNotFound as exc:
+            raise GitError(
+                f"cannot {what}: the git program was not found",
+                hint="install git and make sure it is on PATH",
+            ) from exc
+        except git.exc.GitCommandError as exc:  # only raised for timeouts when exceptions are off
+            raise GitError(
+                f"cannot {what}: {_first_line(str(exc.stderr))}",
+                hint="run the same git command by hand to see what is wrong",
+                command=list(args),
+                stderr=str(exc.stderr),
+            ) from exc
+        return _Result(int(status), str(out), str(err))
+
+    def error(self, result: _Result, args: Sequence[str], *, what: str, hint: str | None) -> GitError:
+        """The one-line error for a failed command; the full stderr goes to the debug log."""
+        logger.debug("git %s failed (exit %d) in %s: %s", " ".join(args), result.status, self.cwd, result.err)
+        return GitError(
+            f"cannot {what}: {_first_line(result.err)}",
+            hint=hint or f"run 'git {args[0]}' in {self.cwd} to see what is wrong",
+            command=list(args),
+            stderr=result.err,
+        )
+
+    def ok(self, *args: str) -> bool:
+        """True if ``git <args>`` exits 0: for the plumbing commands that answer with their exit code."""
+        return self._once(args, env=None, what=f"run git {args[0]}").status == 0
+
+
+def _back_off(attempt: int) -> None:
+    """Back off exponentially, with jitter so that threads that collided once do not collide again."""
+    delay = min(_FIRST_DELAY * 2 ** (attempt - 1), _MAX_DELAY)
+    time.sleep(delay * (1 + random.random()))
+
+
+def _identity_env(author: str) -> dict[str, str]:
+    """Author and committer variables for ``Name <email>``: works with no git identity configured."""
+    m = _IDENTITY_RE.match(author)
+    if m is None or not m["name"]:
+        raise BadInput(
+            f"invalid git identity {author!r}",
+            hint="give it as 'Name <email>', for example 'swarm agent-1 <agent-1@swarm.local>'",
+        )
+    name, email = m["name"], m["email"]
+    return {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+
+
+def _check_ref_text(ref: str, kind: str = "ref") -> None:
+    """Refuse text git would read as an option: refs are passed as arguments, and '-x' is not a ref."""
+    if not ref or ref.startswith("-") or "\0" in ref:
+        raise BadInput(f"invalid git {kind} {ref!r}", hint=f"give a {kind} name that does not start with '-'")
+
+
+def _parse_worktrees(porcelain: str) -> list[WorktreeInfo]:
+    """Parse ``git worktree list --porcelain``: blank-line separated blocks of ``key [value]`` lines."""
+    infos: list[WorktreeInfo] = []
+    for block in porcelain.strip().split("\n\n"):
+        path: str | None = None
+        branch: str | None = None
+        head = ""
+        prunable = False
+        for line in block.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "worktree":
+                path = value
+            elif key == "HEAD":
+                head = value
+            elif key == "branch":
+                branch = value.removeprefix("refs/heads/")
+            elif key == "prunable":
+                prunable = True
+        if path is not None:
+            infos.append(WorktreeInfo(Path(path).resolve(), branch, head, prunable))
+    return infos
+
+
+def open_repo(path: Path) -> GitRepo:
+    """Open the repository that holds ``path``; its root is the top level of the main work tree.
+
+    Raises :class:`BadInput` when ``path`` is not inside a git work tree or the repository has no commit
+    yet (worktrees need a commit to branch from).
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.is_dir():
+        raise BadInput(f"no such directory: {path}", hint="give the path of your repository")
+    probe = _Git(path)
+    inside = probe._once(["rev-parse", "--is-inside-work-tree"], env=None, what="open repository")
+    if inside.status != 0 or inside.out.strip() != "true":
+        raise BadInput(f"not a git repository: {path}", hint="run 'git init' or cd into your repository")
+    toplevel = Path(probe.run("rev-parse", "--show-toplevel", what="open repository").out.strip()).resolve()
+    # From inside a linked worktree (an agent's, say) the main work tree is still the root: worktrees are
+    # created beside it, never nested in another worktree.
+    listed = _parse_worktrees(
+        _Git(toplevel).run("worktree", "list", "--porcelain", what="open repository", retry=True).out
+    )
+    root = listed[0].path if listed and listed[0].head and listed[0].path.is_dir() else toplevel
+    repo = GitRepo(root)
+    if not repo._git.ok("rev-parse", "--verify", "--quiet", "HEAD^{commit}"):
+        raise BadInput(
+            f"repository {root} has no commits yet",
+            hint="make a first commit (for example: git commit --allow-empty -m 'initial') and try again",
+        )
+    return repo
+
+
+class GitRepo:
+    """The user's repository, seen from its main work tree. Safe to share between threads."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self._git = _Git(self.root)
+        common = self._git.run("rev-parse", "--git-common-dir", what="open repository").out.strip()
+        # Relative (".git") from the main worktree; joining leaves an absolute answer unchanged.
+        self._common_dir = (self.root / common).resolve()
+
+    def __repr__(self) -> str:
+        return f"GitRepo({str(self.root)!r})"
+
+    def _abs(self, path: Path) -> Path:
+        """Relative paths are relative to the root, not to the process's cwd."""
+        path = Path(path).expanduser()
+        return (path if path.is_absolute() else self.root / path).resolve()
+
+    def head_sha(self) -> str:
+        """Full sha of HEAD in the main work tree."""
+        return self._git.run("rev-parse", "--verify", "HEAD^{commit}", what="read HEAD").out.strip()
+
+    def resolve(self, ref: str) -> str:
+        """Full sha of the commit ``ref`` names (branch, tag, sha, ``HEAD~2``); BadInput if unknown."""
+        _check_ref_text(ref)
+        result = self._git.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+        if result.status != 0:
+            raise BadInput(
+                f"unknown git ref {ref!r} in {self.root}",
+                hint="give a branch, tag or commit sha that exists ('git log --oneline' lists commits)",
+            )
+        return result.out.strip()
+
+    def current_branch(self) -> str | None:
+        """Branch checked out in the main work tree, or None when HEAD is detached."""
+        return _branch_of(self._git)
+
+    def is_dirty(self) -> bool:
+        """True if the main work tree has tracked changes or untracked files that are not ignored."""
+        return _has_changes(self._git)
+
+    def ensure_excluded(self, *patterns: str) -> None:
+        """Add each pattern missing from ``<git common dir>/info/exclude``.
+
+        info/exclude, unlike .gitignore, is not part of the tree, so this never leaves the user with a change
+        to commit; and it is shared by every worktree of the repository.
+        """
+        exclude = self._common_dir / "info" / "exclude"
+        with _EXCLUDE_LOCK:
+            exclude.parent.mkdir(parents=True, exist_ok=True)
+            text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+            present = {line.strip() for line in text.splitlines()}
+            missing = [p for p in dict.fromkeys(patterns) if p.strip() and p.strip() not in present]
+            if not missing:
+                return
+            prefix = "" if not text or text.endswith("\n") else "\n"
+            with exclude.open("a", encoding="utf-8") as fh:
+                fh.write(prefix + "".join(f"{p.strip()}\n" for p in missing))
+            logger.debug("added %s to %s", missing, exclude)
+
+    def branch_exists(self, name: str) -> bool:
+        """True if the local branch ``name`` exists."""
+        _check_ref_text(name, "branch")
+        return self._git.ok("show-ref", "--verify", "--quiet", f"refs/heads/{name}")
+
+    def add_worktree(self, path: Path, branch: str, base: str) -> bool:
+        """Make ``path`` a worktree on ``branch``; True if created, False if it already was one.
+
+        An existing branch is checked out as it is (it may hold an agent's earlier work); a missing one is
+        created from ``base``. Raises :class:`SwarmError` when the path is taken by something else or the
+        branch is checked out in another worktree. Threads may call this at once for different paths.
+        """
+        path = self._abs(path)
+        self._check_branch_name(branch)
+        for info in self.list_worktrees():
+            if info.path != path and info.branch != branch:
+                continue
+            if info.prunable and not info.path.exists():
+                # Registered, but its directory was deleted by hand: it would block both its path and its
+                # branch. Forget this one entry only: `git worktree prune` could also delete the admin
+                # directory of a worktree another thread is creating at this moment.
+                self._forget(info.path)
+                continue
+            if info.path == path:
+                if info.branch == branch:
+                    return False
+                on = f"branch {info.branch!r}" if info.branch else "a detached HEAD"
+                raise GitError(
+                    f"cannot create worktree {path}: it is already a worktree on {on}, not {branch!r}",
+                    hint=f"remove it first (git worktree remove {path}) or use another worktree path",
+                )
+            raise GitError(
+                f"cannot create worktree {path}: branch {branch!r} is checked out in {info.path}",
+                hint=f"remove that worktree (git worktree remove {info.path}) or use another branch",
+            )
+        if path.exists() or path.is_symlink():
+            raise GitError(
+                f"cannot create worktree {path}: the path exists and is not a worktree of {self.root}",
+                hint="move or delete it, or choose another worktree directory",
+            )
+        base_sha = None if self.branch_exists(branch) else self.resolve(base)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._worktree_add(path, branch, base_sha)
+        logger.info("created worktree %s on %s", path, branch)
+        return True
+
+    def _check_branch_name(self, name: str) -> None:
+        _check_ref_text(name, "branch")
+        if not self._git.ok("check-ref-format", "--branch", name):
+            raise BadInput(f"invalid branch name {name!r}", hint="see 'git help check-ref-format' for the rules")
+
+    def _worktree_add(self, path: Path, branch: str, base_sha: str | None) -> None:
+        """``git worktree add``, retried while another git process is in the way.
+
+        A failed attempt can leave half a worktree behind (registered, or with its branch created), so each
+        retry first clears what the failed attempt made; the path was checked free before the first one.
+        """
+        args = ["worktree", "add"]
+        args += [str(path), branch] if base_sha is None else ["-b", branch, str(path), base_sha]
+        what = f"create worktree {path} on branch {branch!r}"
+        for attempt in range(1, _ATTEMPTS + 1):
+            result = self._git.run(*args, what=what, check=False)
+            if result.status == 0:
+                return
+            if attempt == _ATTEMPTS or not _TRANSIENT_RE.search(result.err):
+                raise self._git.error(result, args, what=what, hint=None)
+            logger.debug("worktree add %s is busy (attempt %d): %s", path, attempt, result.err.strip())
+            self._clear_failed_add(path)
+            if base_sha is not None and self.branch_exists(branch):
+                # The failed attempt created the branch at base_sha already: check it out next time.
+                args = ["worktree", "add", str(path), branch]
+            _back_off(attempt)
+
+    def _clear_failed_add(self, path: Path) -> None:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        if any(w.path == path for w in self.list_worktrees()):
+            self._forget(path)
+
+    def _forget(self, path: Path) -> None:
+        """Unregister a worktree whose directory is gone (plain ``worktree remove`` accepts a missing one)."""
+        self._git.run(
+            "worktree",
+            "remove",
+            str(path),
+            what=f"forget the deleted worktree {path}",
+            hint=f"if it is locked, run 'git worktree unlock {path}' and try again",
+            retry=True,
+        )
+        logger.info("forgot deleted worktree %s", path)
+
+    def list_worktrees(self) -> list[WorktreeInfo]:
+        """Every worktree of the repository, the main one first; paths are resolved."""
+        out = self._git.run("worktree", "list", "--porcelain", what="list worktrees", retry=True).out
+        return _parse_worktrees(out)
+
+    def remove_worktree(self, path: Path, *, force: bool = False) -> None:
+        """Remove the worktree at ``path`` (its branch stays); nothing happens if it is already gone.
+
+        Without ``force`` git refuses a worktree with uncommitted changes, and so does this. Then prunes
+        every worktree whose directory is gone.
+        """
+        path = self._abs(path)
+        if any(w.path == path for w in self.list_worktrees()):
+            # Plain `remove` also unregisters a worktree whose directory is gone; --force would refuse that.
+            force = force and path.exists()
+            args = ["worktree", "remove", *(["--force"] if force else []), str(path)]
+            result = self._git.run(*args, check=False, retry=True)
+            if result.status != 0:
+                if "locked" in result.err:
+                    hint = f"unlock it first (git worktree unlock {path})"
+                else:
+                    hint = "commit or discard its changes, or remove it with force"
+                raise self._git.error(result, args, what=f"remove worktree {path}", hint=hint)
+            logger.info("removed worktree %s", path)
+        self.prune_worktrees()
+
+    def prune_worktrees(self) -> None:
+        """Forget registered worktrees whose directories no longer exist."""
+        self._git.run("worktree", "prune", what="prune worktrees", retry=True)
+
+    def delete_branch(self, name: str, *, force: bool = False) -> bool:
+        """Delete a local branch; True if deleted.
+
+        Without ``force`` a branch not merged into the main work tree's HEAD (or its upstream) is kept and
+        False returned (git's ``-d``); False too if the branch does not exist. A branch checked out in a
+        worktree raises :class:`SwarmError`.
+        """
+        if not self.branch_exists(name):
+            return False
+        args = ["branch", "-D" if force else "-d", name]
+        result = self._git.run(*args, check=False, retry=True)
+        if result.status == 0:
+            logger.info("deleted branch %s", name)
+            return True
+        if not force and "not fully merged" in result.err:
+            return False
+        raise self._git.error(
+            result,
+            args,
+            what=f"delete branch {name!r}",
+            hint="if it is checked out in a worktree, remove that worktree first",
+        )
+
+    def is_merged(self, branch: str, into: str) -> bool:
+        """True if every commit of ``branch`` is already in ``into``."""
+        branch_sha, into_sha = self.resolve(branch), self.resolve(into)
+        return _is_ancestor(self._git, branch_sha, into_sha)
+
+    def commits_between(self, base: str, ref: str) -> list[CommitInfo]:
+        """Commits reachable from ``ref`` but not from ``base``, newest first."""
+        base_sha, ref_sha = self.resolve(base), self.resolve(ref)
+        # Unit and record separators cannot appear in a subject or a name, so the split is unambiguous.
+        out = self._git.run(
+            "log", "--format=%H%x1f%s%x1f%an <%ae>%x1e", f"{base_sha}..{ref_sha}", what="list commits"
+        ).out
+        commits = []
+        for record in out.split("\x1e"):
+            if record.strip():
+                sha, subject, author = record.strip().split("\x1f", 2)
+                commits.append(CommitInfo(sha, subject, author))
+        return commits
+
+    def worktree(self, path: Path) -> Worktree:
+        """The worktree at ``path``; :class:`SwarmError` if ``path`` is not the top of a work tree.
+
+        Checked here because git run in a plain subdirectory would act on the enclosing work tree, and
+        ``commit_all`` there would commit the user's own changes.
+        """
+        path = self._abs(path)
+        if path == self.root:
+            raise GitError(
+                f"not a worktree: {path} is the main work tree",
+                hint="agents work in linked worktrees; give the path of one (see 'git worktree list')",
+            )
+        top = _Git(path).run("rev-parse", "--show-toplevel", what=f"open worktree {path}", check=False)
+        if top.status != 0 or Path(top.out.strip()).resolve() != path:
+            raise GitError(
+                f"not a worktree: {path}",
+                hint="create it with add_worktree first (relaunching the agent does this)",
+            )
+        return Worktree(path)
+
+
+class Worktree:
+    """One linked worktree, where one agent works. Use it from one thread at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._git = _Git(self.path)
+
+    def __repr__(self) -> str:
+        return f"Worktree({str(self.path)!r})"
+
+    def head_sha(self) -> str:
+        """Full sha of the worktree's HEAD."""
+        return self._git.run("rev-parse", "--verify", "HEAD^{commit}", what=f"read HEAD of {self.path}").out.strip()
+
+    def branch(self) -> str | None:
+        """Branch checked out here, or None when HEAD is detached."""
+        return _branch_of(self._git)
+
+    def has_changes(self) -> bool:
+        """True if there is any tracked change or untracked file that is not ignored."""
+        return _has_changes(self._git)
+
+    def commit_all(self, message: str, author: str, *, allow_empty: bool = True) -> str | None:
+        """Stage everything and commit as ``author`` (``Name <email>``, also the committer); return the sha.
+
+        Returns None when there is nothing to commit and ``allow_empty`` is false. Hooks are skipped
+        (``--no-verify``): a pre-commit hook waiting for input would hang the worker, and an agent's work is
+        checked by its task, not by the user's local hooks.
+        """
+        env = _identity_env(author)
+        what = f"commit in {self.path}"
+        self._git.run("add", "-A", what=what, retry=True)
+        staged = not self._git.ok("diff", "--cached", "--quiet")
+        if not staged and not allow_empty:
+            return None
+        args = ["commit", "--no-verify", "--quiet", "-m", message]
+        if not staged:
+            args.append("--allow-empty")
+        self._git.run(*args, what=what, env=env, retry=True)
+        sha = self.head_sha()
+        logger.info("committed %s in %s", sha[:12], self.path)
+        return sha
+
+    def stash(self, message: str) -> str | None:
+        """Save every change, untracked files included, with ``git stash``; return the stash commit's sha.
+
+        Leaves the worktree clean, so the next task starts from the last commit. Returns None if there was
+        nothing to save. The sha, not ``stash@{n}``, names the entry: all worktrees share one stash list, and
+        other agents' entries push ours down.
+        """
+        if not self.has_changes():
+            return None
+        what = f"stash the changes in {self.path}"
+        env = self._fallback_identity()  # a stash is a commit: it needs an identity
+        self._git.run("stash", "push", "--include-untracked", "-m", message, what=what, env=env, retry=True)
+        # Newest first; another agent may have stashed since, so find ours by its message.
+        out = self._git.run("reflog", "show", "--format=%H%x1f%gs", "refs/stash", "--", what=what).out
+        for line in out.splitlines():
+            sha, _, subject = line.partition("\x1f")
+            if subject.endswith(f": {message}"):
+                logger.info("stashed the changes of %s as %s", self.path, sha[:12])
+                return sha
+        raise GitError(
+            f"cannot {what}: git stored the stash, but its entry was not found",
+            hint=f"run 'git stash list' in {self.path} to find it",
+        )
+
+    def merge(self, refs: Sequence[str], message: str, *, author: str | None = None) -> MergeResult:
+        """Merge each ref into the current branch (``--no-ff``), skipping refs HEAD already contains.
+
+        Stops at the first conflict: that merge is aborted, so the tree is clean and HEAD is where that merge
+        started, and the result names the ref and the conflicting paths. ``author`` is the identity of the
+        merge commits; by default git's configured one, or :data:`DEFAULT_IDENTITY` if there is none.
+        Raises :class:`SwarmError` if the worktree has uncommitted changes (a merge could mix them in, and
+        aborting it could lose them).
+        """
+        if self.has_changes():
+            raise GitError(
+                f"cannot merge into {self.path}: the worktree has uncommitted changes",
+                hint="commit or discard them first",
+            )
+        env = _identity_env(author) if author else self._fallback_identity()
+        merged: list[str] = []
+        skipped = 0
+        for ref in refs:
+            _check_ref_text(ref)
+            sha = self._resolve(ref)
+            if _is_ancestor(self._git, sha, "HEAD"):
+                skipped += 1
+                continue
+            args = ["merge", "--no-ff", "--no-edit", "--no-verify", "-m", message, sha]
+            result = self._git.run(*args, env=env, check=False, retry=True)
+            if result.status == 0:
+                merged.append(ref)
+                continue
+            conflicts = self._conflicts()
+            if not conflicts:
+                # Not a conflict (unrelated histories, a lock that would not clear...): nothing to report.
+                self._git.run("merge", "--abort", check=False)
+                raise self._git.error(result, args, what=f"merge {ref} into {self.path}", hint=None)
+            self._git.run("merge", "--abort", what=f"abort the conflicting merge in {self.path}")
+            logger.info("merge of %s into %s conflicts in %s", ref, self.path, conflicts)
+            return MergeResult(
+                ok=False,
+                merged=merged,
+                conflicts=conflicts,
+                ref=ref,
+                detail=f"merging {ref} conflicts in {', '.join(conflicts)}",
+            )
+        detail = f"merged {len(merged)} commit(s)" + (f", {skipped} already present" if skipped else "")
+        return MergeResult(ok=True, merged=merged, detail=detail)
+
+    def _resolve(self, ref: str) -> str:
+        result = self._git.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+        if result.status != 0:
+            raise BadInput(f"unknown git ref {ref!r} in {self.path}", hint="give a commit that exists")
+        return result.out.strip()
+
+    def _conflicts(self) -> list[str]:
+        out = self._git.run("diff", "--name-only", "--diff-filter=U", "-z", what="list conflicts").out
+        return sorted({p for p in out.split("\0") if p})
+
+    def _fallback_identity(self) -> dict[str, str]:
+        """Nothing if git has a committer identity; else :data:`DEFAULT_IDENTITY`, so merges still work."""
+        return {} if self._git.ok("var", "GIT_COMMITTER_IDENT") else _identity_env(DEFAULT_IDENTITY)
+
+
+def _branch_of(runner: _Git) -> str | None:
+    result = runner.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+    if result.status != 0:  # exit 1: HEAD is detached
+        return None
+    return result.out.strip() or None
+
+
+def _has_changes(runner: _Git) -> bool:
+    out = runner.run("status", "--porcelain", "--untracked-files=normal", what=f"read status of {runner.cwd}").out
+    return bool(out.strip())
+
+
+def _is_ancestor(runner: _Git, ancestor: str, descendant: str) -> bool:
+    """``merge-base --is-ancestor``: exit 0 yes, 1 no, anything else is an error."""
+    args = ["merge-base", "--is-ancestor", ancestor, descendant]
+    result = runner.run(*args, check=False)
+    if result.status in (0, 1):
+        return result.status == 0
+    raise runner.error(result, args, what=f"compare {ancestor} with {descendant}", hint=None)
