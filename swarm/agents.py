@@ -117,9 +117,7 @@ def load_template(kind: str) -> AgentTemplate:
     try:
         data = tomllib.loads(source.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise SwarmError(
-            f"cannot read the {kind} agent template {source}: {exc}", hint="reinstall swarm"
-        ) from exc
+        raise SwarmError(f"cannot read the {kind} agent template {source}: {exc}", hint="reinstall swarm") from exc
     return _parse_template(kind, str(source), data)
 
 
@@ -276,9 +274,7 @@ def check_agent_cli(template: AgentTemplate, env: Mapping[str, str] | None = Non
     return f"unknown (no output, exit {done.returncode})"
 
 
-def root_permission_problem(
-    template: AgentTemplate, permission_mode: str, env: Mapping[str, str]
-) -> str | None:
+def root_permission_problem(template: AgentTemplate, permission_mode: str, env: Mapping[str, str]) -> str | None:
     """A one-line warning when the agent will refuse to start because of who runs it, else None.
 
     Claude Code refuses ``--permission-mode bypassPermissions`` as root unless ``IS_SANDBOX=1``.

@@ -54,8 +54,7 @@ _KNOWN_FIELDS = (
     "timeout_seconds",
 )
 _ID_RULE = (
-    "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit "
-    f"(pattern {ID_PATTERN.pattern})"
+    f"use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit (pattern {ID_PATTERN.pattern})"
 )
 _FENCE = "---"
 _BOM = "\ufeff"
@@ -161,9 +160,7 @@ def _topological(folder: Path, ids: Iterable[str], deps: Mapping[str, Sequence[s
                 heapq.heappush(ready, dependent)
     if len(order) != len(members):
         stuck = sorted(members.difference(order))
-        raise BacklogError(
-            [f"{folder}: dependency cycle among {', '.join(stuck[:10])}; remove one depends_on entry"]
-        )
+        raise BacklogError([f"{folder}: dependency cycle among {', '.join(stuck[:10])}; remove one depends_on entry"])
     return order
 
 
@@ -264,9 +261,7 @@ def _parse_file(text: str, path: Path, result: _Parsed, problem: _Problem) -> Sp
     lines = text.split("\n")
     if lines[0].rstrip() != _FENCE:
         if not text.strip():
-            problem(
-                None, "the file is empty; write front matter (id, epic) between '---' lines, then the prompt"
-            )
+            problem(None, "the file is empty; write front matter (id, epic) between '---' lines, then the prompt")
         else:
             problem(
                 1,
@@ -300,9 +295,7 @@ def _parse_front(front: str, body: str, path: Path, result: _Parsed, problem: _P
         problem(2, "the front matter is empty; add at least 'id: ...' and 'epic: ...'")
         return None
     if not isinstance(root, yaml.MappingNode):
-        problem(
-            _line(root), f"the front matter must be fields written as 'key: value', got {_describe(root)}"
-        )
+        problem(_line(root), f"the front matter must be fields written as 'key: value', got {_describe(root)}")
         return None
 
     fields = _fields(root, problem)
@@ -353,9 +346,7 @@ def _yaml_error(exc: yaml.YAMLError, front: str) -> tuple[int | None, str]:
     if isinstance(exc, yaml.reader.ReaderError):
         # A character YAML refuses (a control character): the reader gives a character offset, not a mark.
         position = int(exc.position)
-        return front.count(
-            "\n", 0, position
-        ) + 2, f"character {exc.character!r} is not allowed ({exc.reason})"
+        return front.count("\n", 0, position) + 2, f"character {exc.character!r} is not allowed ({exc.reason})"
     return None, str(exc)
 
 
@@ -457,9 +448,7 @@ def _title(node: yaml.Node | None, body: str, spec_id: str | None, problem: _Pro
     if node is not None and not _is_null(node):
         text = _scalar_text(node)
         if text is None:
-            problem(
-                _line(node), f"title must be text, got {_describe(node)}; write e.g. 'title: Add the parser'"
-            )
+            problem(_line(node), f"title must be text, got {_describe(node)}; write e.g. 'title: Add the parser'")
         elif text.strip():
             return " ".join(text.split())  # a folded/multi-line title becomes one line for commit messages
     # Default: the first body line with text, without its Markdown heading marks.
@@ -551,9 +540,7 @@ def _read(path: Path, display: str) -> tuple[str | None, str]:
         )
 
 
-def _check_backlog(
-    parsed: list[tuple[str, _Parsed]], folder_display: str
-) -> tuple[dict[str, Spec], list[str]]:
+def _check_backlog(parsed: list[tuple[str, _Parsed]], folder_display: str) -> tuple[dict[str, Spec], list[str]]:
     """Cross-file rules: duplicate ids, unknown dependencies, cycles. Returns (specs by id, problems)."""
     problems: list[str] = []
     owner: dict[str, tuple[str, _Parsed]] = {}  # id -> first file that declares it

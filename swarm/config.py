@@ -332,11 +332,7 @@ def _toml_line(text: str, section: str | None, key: str | None) -> int | None:
         if current == section and re.match(rf"\s*[\"']?{name}[\"']?\s*=", line):
             return number
         # Dotted keys at the top level (`queue.max_attempts = 3`) are valid TOML too.
-        if (
-            current is None
-            and section is not None
-            and re.match(rf"\s*{re.escape(section)}\s*\.\s*{name}\s*=", line)
-        ):
+        if current is None and section is not None and re.match(rf"\s*{re.escape(section)}\s*\.\s*{name}\s*=", line):
             return number
     return None
 
@@ -370,9 +366,7 @@ class _TomlLayerReader:
         except tomllib.TOMLDecodeError as exc:
             raise self._syntax_error(exc) from None
         except UnicodeDecodeError:
-            raise ConfigError(
-                f"{self.path} is not UTF-8 text", hint="save it as UTF-8 (TOML requires it)"
-            ) from None
+            raise ConfigError(f"{self.path} is not UTF-8 text", hint="save it as UTF-8 (TOML requires it)") from None
         except OSError as exc:
             raise ConfigError(
                 f"cannot read {self.path}: {exc.strerror or exc}", hint="check the file's permissions"
@@ -531,9 +525,7 @@ def _flag_layer(overrides: Mapping[str, object]) -> _Layer:
     given = {key: value for key, value in overrides.items() if value is not None}
     for key in given:
         if key not in CONFIG_KEYS:
-            raise ConfigError(
-                f"unknown setting {key!r} given as a flag", hint=_suggest(key, list(CONFIG_KEYS)) or None
-            )
+            raise ConfigError(f"unknown setting {key!r} given as a flag", hint=_suggest(key, list(CONFIG_KEYS)) or None)
     source = InitSettingsSource(_SettingsShape, init_kwargs=dict(_nest(given)))
     nested: dict[str, Any] = source()
     values = {f"{section}.{key}": value for section, table in nested.items() for key, value in table.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from swarm.backlog import Backlog
 from swarm.config import LoadedConfig
@@ -57,7 +58,13 @@ class QueuedEpic:
 
 
 def queue_epic(
-    loaded: LoadedConfig, backlog: Backlog, epic: str, *, max_agents: int | None = None
+    loaded: LoadedConfig,
+    backlog: Backlog,
+    epic: str,
+    *,
+    max_agents: int | None = None,
+    repo: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> QueuedEpic:
     """Queue ``epic``'s specs plus the undone specs they transitively depend on.
 
@@ -72,7 +79,7 @@ def queue_epic(
             done = {t.id for t in existing.list_tasks() if t.state == TaskState.DONE}
     own, deps = backlog.closure(epic, done)
     with open_queue(loaded, create=True) as store:
-        record = store.ensure_swarm(epic, max_agents)
+        record = store.ensure_swarm(epic, max_agents, repo=repo, settings=settings)
         # Membership covers the whole closure, done specs included, so the swarm's status shows them.
         members = [*deps, *own, *(s for s in epic_specs if s.id in done)]
         result = store.add_tasks(members, swarm_id=record.id)

@@ -181,9 +181,7 @@ def update_gitignore(repo: Path) -> Path | None:
     if not missing:
         return None
     prefix = current if not current or current.endswith("\n") else current + "\n"
-    addition = "# swarm: its database and the agents' worktrees\n" + "".join(
-        f"{entry}\n" for entry in missing
-    )
+    addition = "# swarm: its database and the agents' worktrees\n" + "".join(f"{entry}\n" for entry in missing)
     separator = "\n" if prefix else ""
     return atomic_write_text(path, prefix + separator + addition)
 

@@ -14,9 +14,7 @@ from swarm.scaffold import EXAMPLE_EPIC, SPECS_DIR, write_scaffold
 def show(
     json_output: Annotated[
         bool,
-        typer.Option(
-            "--json", help="Print one JSON object: values, sources, repo and resolved database URL."
-        ),
+        typer.Option("--json", help="Print one JSON object: values, sources, repo and resolved database URL."),
     ] = False,
 ) -> None:
     """Print every configuration value and where it came from (default, swarm.toml, env VAR or flag)."""
@@ -60,9 +58,7 @@ def init(
         typer.echo(f"wrote {path.relative_to(repo)}")
     if not (repo / ".git").exists():
         typer.echo(f"note: {repo} is not a git repository; run 'git init' before 'swarm launch'", err=True)
-    typer.echo(
-        f"next: edit the specs in {SPECS_DIR}/ (or keep the examples), then run 'swarm launch {EXAMPLE_EPIC}'"
-    )
+    typer.echo(f"next: edit the specs in {SPECS_DIR}/ (or keep the examples), then run 'swarm launch {EXAMPLE_EPIC}'")
 
 
 def register(app: typer.Typer) -> None:

@@ -98,9 +98,7 @@ def _versioned(name: str, found: str | None, version: str | None, minimum: tuple
         return Check(name, WARN, None, f"{found}: cannot read its version", required=True)
     parsed = _version_tuple(version)
     if minimum is not None and parsed is not None and parsed < minimum:
-        return Check(
-            name, FAIL, version, f"{found}: version {_show(minimum)} or newer is needed", required=True
-        )
+        return Check(name, FAIL, version, f"{found}: version {_show(minimum)} or newer is needed", required=True)
     return Check(name, OK, version, found, required=True)
 
 
@@ -132,9 +130,7 @@ def check_sqlite() -> Check:
     """The SQLite library Python links against supports what the SQLite store needs."""
     version = sqlite3.sqlite_version
     if sqlite3.sqlite_version_info < MIN_SQLITE:
-        return Check(
-            "sqlite", FAIL, version, f"SQLite {_show(MIN_SQLITE)} or newer is needed (use PostgreSQL)", True
-        )
+        return Check("sqlite", FAIL, version, f"SQLite {_show(MIN_SQLITE)} or newer is needed (use PostgreSQL)", True)
     return Check("sqlite", OK, version, "library linked into Python", True)
 
 
@@ -145,9 +141,7 @@ def check_agent(template: AgentTemplate, *, required: bool) -> Check:
         version = check_agent_cli(template)
     except BadInput as exc:
         why = "the configured agent kind" if required else "not needed unless you use this kind"
-        return Check(
-            name, MISSING, None, f"not installed ({why}); install: {exc.hint or template.binary}", required
-        )
+        return Check(name, MISSING, None, f"not installed ({why}); install: {exc.hint or template.binary}", required)
     if version is None:
         return Check(name, OK, None, "runs any --command; nothing to install", required)
     return Check(name, OK, version, shutil.which(template.binary) or template.binary, required)
@@ -157,9 +151,7 @@ def check_postgres() -> Check:
     """PostgreSQL client and server tools: only needed for a PostgreSQL queue, so informational."""
     found = shutil.which("pg_ctl") or next(iter(sorted(glob.glob(_POSTGRES_GLOB), reverse=True)), None)
     if found is None:
-        return Check(
-            "postgresql", MISSING, None, "pg_ctl not found; needed only for a PostgreSQL queue", False
-        )
+        return Check("postgresql", MISSING, None, "pg_ctl not found; needed only for a PostgreSQL queue", False)
     line = _first_line([found, "--version"])
     # "pg_ctl (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)": the first dotted number is the version.
     match = re.search(r"\d+(?:\.\d+)+", line or "")
@@ -195,9 +187,7 @@ def run_checks(agent_kind: str | None = None) -> list[Check]:
         kind = agent_kind
     kinds = known_kinds()
     if kind not in kinds:
-        checks.append(
-            Check(f"agent {kind}", FAIL, None, f"unknown agent kind; known: {', '.join(kinds)}", True)
-        )
+        checks.append(Check(f"agent {kind}", FAIL, None, f"unknown agent kind; known: {', '.join(kinds)}", True))
     for each in kinds:
         checks.append(check_agent(load_template(each), required=each == kind))
     checks.append(check_postgres())

@@ -37,9 +37,7 @@ TASK_OPTION = typer.Option(
 TOKEN_OPTION = typer.Option(
     ..., "--lease-token", envvar="SWARM_LEASE_TOKEN", help="The lease token the claim returned."
 )
-TTL_OPTION = typer.Option(
-    None, "--ttl", min=0.001, help="Lease length in seconds (default: queue.lease_ttl_seconds)."
-)
+TTL_OPTION = typer.Option(None, "--ttl", min=0.001, help="Lease length in seconds (default: queue.lease_ttl_seconds).")
 
 
 def _config(db: str | None) -> LoadedConfig:
@@ -52,9 +50,7 @@ def _ttl(loaded: LoadedConfig, ttl: float | None) -> float:
 
 @queue_app.command("init")
 def init_cmd(
-    epic: str = typer.Option(
-        ..., "--epic", "-e", help="The epic to queue (its specs and their dependencies)."
-    ),
+    epic: str = typer.Option(..., "--epic", "-e", help="The epic to queue (its specs and their dependencies)."),
     max_agents: int | None = typer.Option(None, "--max-agents", min=1, help="Agents this swarm may run."),
     backlog: Path | None = typer.Option(None, "--backlog", help="Spec folder (default: queue.backlog)."),
     db: str | None = DB_OPTION,
@@ -84,10 +80,7 @@ def init_cmd(
     out = console()
     blocked = len(result.added) - len(result.ready)
     if result.added:
-        out.print(
-            f"queued {len(result.added)} task(s) for epic {epic}: {len(result.ready)} ready, "
-            f"{blocked} blocked"
-        )
+        out.print(f"queued {len(result.added)} task(s) for epic {epic}: {len(result.ready)} ready, {blocked} blocked")
     else:
         out.print(f"nothing new to queue for epic {epic}")
     if result.dependencies:
@@ -113,9 +106,7 @@ def claim_cmd(
     """Claim the next eligible task (highest priority, then oldest) and print it with its lease."""
     loaded = _config(db)
     with open_queue(loaded) as store:
-        got = store.claim(
-            agent_id, split_list(capabilities), ttl_seconds=_ttl(loaded, ttl), host=socket.gethostname()
-        )
+        got = store.claim(agent_id, split_list(capabilities), ttl_seconds=_ttl(loaded, ttl), host=socket.gethostname())
     if as_json:
         emit_json(claim_json(got))
         return
@@ -153,15 +144,9 @@ def release_cmd(
     lease_token: str = TOKEN_OPTION,
     completed: bool = typer.Option(False, "--completed", help="The task is done."),
     failed: str | None = typer.Option(None, "--failed", help="The attempt failed, for this reason."),
-    returned: bool = typer.Option(
-        False, "--returned", help="Give the task back unfinished (no attempt spent)."
-    ),
-    commit: str | None = typer.Option(
-        None, "--commit", help="With --completed: the commit holding the work."
-    ),
-    cost_usd: float | None = typer.Option(
-        None, "--cost-usd", min=0.0, help="What this attempt cost, in USD."
-    ),
+    returned: bool = typer.Option(False, "--returned", help="Give the task back unfinished (no attempt spent)."),
+    commit: str | None = typer.Option(None, "--commit", help="With --completed: the commit holding the work."),
+    cost_usd: float | None = typer.Option(None, "--cost-usd", min=0.0, help="What this attempt cost, in USD."),
     db: str | None = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -265,18 +250,14 @@ def add_cmd(
         try:
             body = body_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise BadInput(
-                f"cannot read --body-file {body_file}: {exc}", hint="pass a readable UTF-8 file"
-            ) from exc
+            raise BadInput(f"cannot read --body-file {body_file}: {exc}", hint="pass a readable UTF-8 file") from exc
     if not title.strip():
         raise BadInput("--title is empty", hint="give the task a one-line title")
     if task_id is not None and not is_valid_id(task_id):
         raise BadInput(f"invalid task id {task_id!r}", hint="ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
     for cap in split_list(requires):
         if not is_valid_id(cap):
-            raise BadInput(
-                f"invalid capability {cap!r}", hint="capabilities match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"
-            )
+            raise BadInput(f"invalid capability {cap!r}", hint="capabilities match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
     loaded = _config(db)
     with open_queue(loaded, create=True) as store:
         known = {t.id for t in store.list_tasks()}
@@ -348,9 +329,7 @@ def reap_cmd(db: str | None = DB_OPTION, as_json: bool = JSON_OPTION) -> None:
     with open_queue(loaded) as store:
         reaped = store.reap()
     if as_json:
-        emit_json(
-            {"reaped": [{"task_id": r.task_id, "owner": r.owner, "state": r.to_state.value} for r in reaped]}
-        )
+        emit_json({"reaped": [{"task_id": r.task_id, "owner": r.owner, "state": r.to_state.value} for r in reaped]})
         return
     if not reaped:
         console().print("no expired leases")
@@ -387,8 +366,7 @@ def events_cmd(
             )
         else:
             out.print(
-                f"{e.seq:>6} {iso(e.at)} {e.task_id} {e.from_state or '-'} -> {e.to_state} "
-                f"by {e.actor}: {e.reason}"
+                f"{e.seq:>6} {iso(e.at)} {e.task_id} {e.from_state or '-'} -> {e.to_state} by {e.actor}: {e.reason}"
             )
 
 

@@ -157,9 +157,7 @@ class Store(ABC):
 
     # -- tasks -----------------------------------------------------------------------------------
     @abstractmethod
-    def add_tasks(
-        self, specs: Sequence[Spec], *, actor: str = "lead", swarm_id: str | None = None
-    ) -> AddResult:
+    def add_tasks(self, specs: Sequence[Spec], *, actor: str = "lead", swarm_id: str | None = None) -> AddResult:
         """Queue specs not yet queued, in one transaction. Dependencies must be queued or in ``specs``.
 
         Tasks whose dependencies are all done start ``ready``; the others ``blocked``. Specs already

@@ -191,9 +191,7 @@ class SQLiteStore(Store):
 
     # -- schema ----------------------------------------------------------------------------------
     def _migrate(self, cur: sqlite3.Cursor) -> None:
-        has_meta = cur.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-        ).fetchone()
+        has_meta = cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
         version = 0
         if has_meta:
             row = cur.execute(_Q["get_meta"], {"key": "schema_version"}).fetchone()
@@ -235,9 +233,7 @@ class SQLiteStore(Store):
             row = cur.execute(_Q["get_swarm"], {"epic": epic}).fetchone()
             if row is None:
                 swarm_id = f"sw-{uuid.uuid4().hex[:10]}"
-                cur.execute(
-                    _Q["insert_swarm"], {"id": swarm_id, "epic": epic, "max_agents": max_agents, "now": now}
-                )
+                cur.execute(_Q["insert_swarm"], {"id": swarm_id, "epic": epic, "max_agents": max_agents, "now": now})
             cur.execute(
                 _Q["update_swarm"],
                 {
@@ -262,9 +258,7 @@ class SQLiteStore(Store):
         with self._read() as cur:
             row = cur.execute(_Q["swarm_by_id"], {"id": swarm_id}).fetchone()
         if row is None:
-            raise BadInput(
-                f"no swarm {swarm_id!r} in {self.path}", hint="run 'swarm status' to see the swarm"
-            )
+            raise BadInput(f"no swarm {swarm_id!r} in {self.path}", hint="run 'swarm status' to see the swarm")
         return _swarm(row)
 
     def request_stop(self, swarm_id: str, mode: str) -> None:
@@ -338,9 +332,7 @@ class SQLiteStore(Store):
         return self._run_write(op)
 
     # -- tasks -----------------------------------------------------------------------------------
-    def add_tasks(
-        self, specs: Sequence[Spec], *, actor: str = "lead", swarm_id: str | None = None
-    ) -> AddResult:
+    def add_tasks(self, specs: Sequence[Spec], *, actor: str = "lead", swarm_id: str | None = None) -> AddResult:
         """Queue the specs that are not queued yet, in one transaction."""
         now = self.options.clock()
         default_attempts = self.options.default_max_attempts
@@ -350,9 +342,7 @@ class SQLiteStore(Store):
             fresh: dict[str, Spec] = {}
             for spec in specs:
                 if not is_valid_id(spec.id):
-                    raise BadInput(
-                        f"invalid task id {spec.id!r}", hint="ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"
-                    )
+                    raise BadInput(f"invalid task id {spec.id!r}", hint="ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
                 if spec.id not in existing:
                     fresh[spec.id] = spec
             for spec in fresh.values():
@@ -414,9 +404,7 @@ class SQLiteStore(Store):
 
     def _reap_in(self, cur: sqlite3.Cursor, now: float) -> list[Reaped]:
         reaped: list[Reaped] = []
-        for task_id, owner, attempts, max_attempts in cur.execute(
-            _Q["expired_leases"], {"now": now}
-        ).fetchall():
+        for task_id, owner, attempts, max_attempts in cur.execute(_Q["expired_leases"], {"now": now}).fetchall():
             if attempts >= max_attempts:
                 cur.execute(_Q["expire_to_dead"], {"id": task_id, "now": now})
                 to_state = TaskState.DEAD
@@ -760,9 +748,7 @@ class SQLiteStore(Store):
         with self._read() as cur:
             rows = cur.execute(_Q["select_events"], {"task": task_id, "since": since, "limit": limit})
             return [
-                Event(
-                    seq=r[0], task_id=r[1], at=r[2], actor=r[3], from_state=r[4], to_state=r[5], reason=r[6]
-                )
+                Event(seq=r[0], task_id=r[1], at=r[2], actor=r[3], from_state=r[4], to_state=r[5], reason=r[6])
                 for r in rows
             ]
 
@@ -881,9 +867,7 @@ def _topological(specs: dict[str, Spec]) -> list[Spec]:
                 heapq.heappush(heap, child)
     if len(ordered) != len(specs):
         stuck = sorted(sid for sid, deps in waiting.items() if deps)
-        raise BadInput(
-            f"dependency cycle among tasks {', '.join(stuck)}", hint="remove one dependency of the cycle"
-        )
+        raise BadInput(f"dependency cycle among tasks {', '.join(stuck)}", hint="remove one dependency of the cycle")
     return ordered
 
 

@@ -1,0 +1,85 @@
+"""``swarm attach``, ``swarm logs`` and ``swarm worker`` (the loop launch starts in each session)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from swarm.config import find_repo_root, load_config
+from swarm.errors import BadInput
+from swarm.models import AgentRecord
+from swarm.queue import open_queue
+from swarm.runtime.runfile import read_run_file
+from swarm.runtime.tmux import Tmux
+
+
+def _agent(agent_id: str, db: str | None) -> tuple[AgentRecord, str]:
+    loaded = load_config(find_repo_root(), overrides={"queue.database": db})
+    with open_queue(loaded) as store:
+        swarm = store.current_swarm()
+        agents = {a.id: a for a in store.list_agents(swarm.id if swarm else None)}
+    if agent_id not in agents:
+        known = ", ".join(agents) or "none"
+        raise BadInput(f"no agent {agent_id!r} in this swarm", hint=f"agents: {known}")
+    socket = str((swarm.settings.get("tmux_socket") if swarm else "") or loaded.config.swarm.tmux_socket)
+    return agents[agent_id], socket
+
+
+def attach_cmd(
+    agent_id: str = typer.Argument(..., help="The agent whose tmux session to attach, e.g. agent-1."),
+    db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
+) -> None:
+    """Attach your terminal to an agent's tmux session (detach with the tmux prefix, then d)."""
+    agent, socket = _agent(agent_id, db)
+    tmux = Tmux(socket)
+    if not agent.session or not tmux.has_session(agent.session):
+        raise BadInput(f"{agent_id} has no running session", hint=f"'swarm logs {agent_id}' shows its log")
+    argv = tmux.attach_argv(agent.session)
+    os.execvp(argv[0], argv)  # replaces this process with tmux, as 'tmux attach' would
+
+
+def logs_cmd(
+    agent_id: str = typer.Argument(..., help="The agent whose log to print, e.g. agent-1."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines as they arrive."),
+    lines: int = typer.Option(0, "--lines", "-n", min=0, help="Only the last N lines (0: all)."),
+    db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
+) -> None:
+    """Print an agent's log: the worker's own lines and everything the agent printed."""
+    _agent(agent_id, db)
+    path = find_repo_root() / ".swarm" / "logs" / f"{agent_id}.log"
+    if not path.exists():
+        raise BadInput(f"{agent_id} has no log yet at {path}", hint="its worker has not started")
+    out = sys.stdout.buffer
+    with path.open("rb") as handle:
+        data = handle.read()
+        if lines:
+            data = b"".join(data.splitlines(keepends=True)[-lines:])
+        out.write(data)
+        out.flush()
+        while follow:
+            chunk = handle.read()
+            if chunk:
+                out.write(chunk)
+                out.flush()
+            else:
+                time.sleep(0.2)
+
+
+def worker_cmd(
+    run_file: Path = typer.Option(..., "--run-file", help="The agent's run file, written by 'swarm launch'."),
+) -> None:
+    """Run one agent's loop: claim, merge dependencies, run the agent, commit, complete (started by launch)."""
+    from swarm.runtime.worker import run_worker
+
+    raise typer.Exit(run_worker(read_run_file(run_file)))
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the per-agent commands."""
+    app.command("attach")(attach_cmd)
+    app.command("logs")(logs_cmd)
+    app.command("worker")(worker_cmd)

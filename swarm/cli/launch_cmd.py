@@ -1,0 +1,217 @@
+"""``swarm launch`` and ``swarm teardown``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.live import Live
+
+from swarm import status as dashboard
+from swarm.cli.output import console, emit_json, split_list
+from swarm.config import LoadedConfig, find_repo_root, load_config
+from swarm.errors import SwarmError
+from swarm.launcher import LaunchRequest, TeardownReport, launch, teardown
+from swarm.queue import open_queue
+from swarm.runtime import procs
+from swarm.store import SwarmRecord
+
+
+def _warn(text: str) -> None:
+    print(f"swarm: warning: {text}", file=sys.stderr)
+
+
+def launch_cmd(
+    epic: str = typer.Argument(..., help="The epic to work, e.g. E005."),
+    agents: int | None = typer.Option(
+        None, "--agents", "-n", min=1, help="Number of agents (default: swarm.max_agents)."
+    ),
+    agent: str | None = typer.Option(None, "--agent", help="Agent kind: claude, codex, aider or command."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model passed to the agent CLI."),
+    command: str | None = typer.Option(None, "--command", help="Run this shell command as the agent (kind 'command')."),
+    base: str | None = typer.Option(None, "--base", help="Start the agent branches from this ref (default: HEAD)."),
+    capabilities: str | None = typer.Option(
+        None, "--capabilities", help="Comma-separated capabilities the agents offer."
+    ),
+    db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
+    wait: bool = typer.Option(
+        False, "--wait", help="Follow progress until the epic is finished; exit 0 only if all done."
+    ),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=0.0, help="With --wait: give up after this many seconds."
+    ),
+) -> None:
+    """Queue an epic, create one worktree and branch per agent, and start each agent in a tmux session."""
+    out = console()
+    request = LaunchRequest(
+        epic=epic,
+        agents=agents,
+        kind=agent,
+        model=model,
+        command=command,
+        base=base,
+        capabilities=tuple(split_list(capabilities)),
+        db=db,
+    )
+    result = launch(request, cwd=Path.cwd(), say=out.print)
+    for warning in result.warnings:
+        _warn(warning)
+    queued = result.queued
+    if queued.dependencies:
+        out.print(
+            f"also queued {len(queued.dependencies)} undone dependenc(ies) from other epics: "
+            + ", ".join(f"{s.id} ({s.epic})" for s in queued.dependencies)
+        )
+    if queued.added:
+        out.print(f"queued {len(queued.added)} task(s) ({len(queued.ready)} ready)")
+    elif queued.existing:
+        out.print(f"resuming: {len(queued.existing)} task(s) already queued")
+    if result.started_sessions:
+        out.print(f"started {len(result.started_sessions)} agent session(s): {', '.join(result.started_sessions)}")
+    if result.resumed_sessions:
+        out.print(f"{len(result.resumed_sessions)} session(s) already running: {', '.join(result.resumed_sessions)}")
+    sock = f"SWARM_TMUX_SOCKET={result.tmux_socket} " if result.tmux_socket else ""
+    out.print(
+        f"swarm {result.swarm.id} is working epic {epic}. Next: '{sock}swarm status', "
+        f"'swarm attach agent-1', '{sock}swarm teardown'"
+    )
+    if wait:
+        follow(result.swarm, load_config(find_repo_root(), overrides={"queue.database": db}), timeout=timeout)
+
+
+def follow(swarm: SwarmRecord, loaded: LoadedConfig, *, timeout: float | None) -> dashboard.Snapshot:
+    """Block until the swarm is finished; raise unless every task is done. Live display on a terminal."""
+    out = console()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with open_queue(loaded) as store:
+        snap = dashboard.take(store, loaded, swarm)
+        live = (
+            Live(dashboard.render(snap), console=out, refresh_per_second=4, transient=False)
+            if out.is_terminal
+            else None
+        )
+        last_line = ""
+        try:
+            if live:
+                live.start()
+            while True:
+                snap = dashboard.take(store, loaded, store.get_swarm(swarm.id))
+                if live:
+                    live.update(dashboard.render(snap))
+                else:
+                    line = "progress: " + ", ".join(f"{n} {s}" for s, n in snap.counts.items() if n)
+                    if line != last_line:
+                        out.print(line)
+                        last_line = line
+                if snap.finished:
+                    break
+                workers = [a.pid for a in snap.agents if a.pid]
+                if snap.agents and not any(procs.alive(pid) for pid in workers):
+                    raise SwarmError(
+                        "every worker has stopped before the epic finished",
+                        hint="see 'swarm logs agent-1', then 'swarm launch' again to resume",
+                    )
+                if deadline is not None and time.monotonic() > deadline:
+                    raise SwarmError(
+                        f"timed out after {timeout:.0f}s with {snap.counts['done']} of "
+                        f"{sum(snap.counts.values())} task(s) done",
+                        hint="the swarm keeps running: 'swarm status' to watch, 'swarm teardown' to stop",
+                    )
+                marker = store.change_marker()
+                for _ in range(10):  # wake on the first commit anywhere, or every second
+                    time.sleep(0.1)
+                    if store.change_marker() != marker:
+                        break
+        finally:
+            if live:
+                live.stop()
+    if not live:
+        out.print(dashboard.render(snap))
+    if not snap.succeeded:
+        raise SwarmError(
+            f"the epic finished with {snap.counts['dead']} dead, {snap.counts['blocked']} blocked and "
+            f"{snap.counts['cancelled']} cancelled task(s)",
+            hint="see 'swarm status' for the reasons, 'swarm queue retry TASK' to try again",
+        )
+    out.print(f"all {snap.counts['done']} task(s) of {swarm.epic} are done")
+    return snap
+
+
+def teardown_cmd(
+    now: bool = typer.Option(False, "--now", help="Stop agents mid-task (their task returns to the queue)."),
+    force: bool = typer.Option(False, "--force", help="With --delete-branches: delete unmerged branches too."),
+    keep_worktrees: bool = typer.Option(False, "--keep-worktrees", help="Leave the agents' worktrees in place."),
+    delete_branches: bool = typer.Option(False, "--delete-branches", help="Delete the agents' branches (merged only)."),
+    grace: float | None = typer.Option(
+        None, "--grace", min=0.0, help="Seconds to wait for workers (default 30, 15 with --now)."
+    ),
+    db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Stop everything this swarm owns, return unfinished tasks, save uncommitted work, remove worktrees."""
+    out = console()
+    report = teardown(
+        cwd=Path.cwd(),
+        now=now,
+        force=force,
+        keep_worktrees=keep_worktrees,
+        delete_branches=delete_branches,
+        grace=grace,
+        db=db,
+        say=(lambda _: None) if as_json else out.print,
+    )
+    if as_json:
+        emit_json(_report_json(report))
+    else:
+        _print_report(report)
+    if report.swarm_id and not report.clean:
+        raise SwarmError(
+            f"teardown could not stop everything: processes {report.survivors}, sessions {report.sessions_left}",
+            hint="stop those PIDs by hand (they carry this swarm's SWARM_ID) and run teardown again",
+        )
+
+
+def _report_json(report: TeardownReport) -> dict[str, object]:
+    return {
+        "swarm": report.swarm_id,
+        "stopped_gracefully": report.stopped_gracefully,
+        "killed": report.killed,
+        "returned_tasks": report.returned_tasks,
+        "wip_commits": report.wip_commits,
+        "sessions_killed": report.sessions_killed,
+        "worktrees_removed": report.worktrees_removed,
+        "worktrees_kept": report.worktrees_kept,
+        "branches_deleted": report.branches_deleted,
+        "branches_kept": report.branches_kept,
+        "survivors": report.survivors,
+        "sessions_left": report.sessions_left,
+        "clean": report.clean,
+    }
+
+
+def _print_report(report: TeardownReport) -> None:
+    if report.swarm_id is None:
+        return
+    out = console()
+    if report.killed:
+        out.print(f"stopped {len(report.killed)} process(es) that did not exit in time")
+    if report.returned_tasks:
+        out.print(f"returned to the queue: {', '.join(report.returned_tasks)}")
+    out.print(
+        f"closed {len(report.sessions_killed)} session(s); removed {len(report.worktrees_removed)} worktree(s)"
+        + (f"; kept {len(report.worktrees_kept)}" if report.worktrees_kept else "")
+    )
+    if report.branches_deleted:
+        out.print(f"deleted branches: {', '.join(report.branches_deleted)}")
+    if report.branches_kept:
+        out.print(f"kept unmerged branches: {', '.join(report.branches_kept)} (--force deletes them)")
+    if report.clean:
+        out.print(f"swarm {report.swarm_id} is down: no process or session of it is left; branches keep the work")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``swarm launch`` and ``swarm teardown``."""
+    app.command("launch")(launch_cmd)
+    app.command("teardown")(teardown_cmd)

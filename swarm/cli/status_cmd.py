@@ -1,0 +1,47 @@
+"""``swarm status``: the dashboard, once, live, or as DESIGN 8 JSON."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+from rich.live import Live
+
+from swarm import status as dashboard
+from swarm.cli.output import console, emit_json
+from swarm.config import find_repo_root, load_config
+from swarm.errors import BadInput
+from swarm.queue import open_queue
+
+
+def status_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN 8 keys)."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Keep the dashboard on screen, refreshed every second."),
+    db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
+) -> None:
+    """Show the swarm: tasks by state, each agent's health, task, heartbeat, lease and cost."""
+    loaded = load_config(find_repo_root(), overrides={"queue.database": db})
+    with open_queue(loaded) as store:
+        swarm = store.current_swarm()
+        if swarm is None:
+            raise BadInput("no swarm in this database yet", hint="start one with 'swarm launch EPIC'")
+        snap = dashboard.take(store, loaded, swarm)
+        if as_json:
+            emit_json(dashboard.to_json(snap))
+            return
+        out = console()
+        if not watch:
+            out.print(dashboard.render(snap))
+            return
+        with Live(dashboard.render(snap), console=out, refresh_per_second=4, screen=False) as live:
+            try:
+                while True:
+                    time.sleep(1.0)
+                    live.update(dashboard.render(dashboard.take(store, loaded, store.get_swarm(swarm.id))))
+            except KeyboardInterrupt:
+                return
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``swarm status``."""
+    app.command("status")(status_cmd)

@@ -1,0 +1,402 @@
+"""Launch and teardown: the lifecycle of a swarm's worktrees, sessions and worker processes.
+
+Launch validates everything that can be validated before it writes anything (repository, tmux, agent
+kind and CLI, backlog, epic, base ref), then queues, creates worktrees in parallel, and starts one tagged
+tmux session per agent. Re-running it resumes: existing tasks, worktrees, branches and sessions are kept.
+
+Teardown asks workers to stop through the database, stops what does not, returns unfinished claims,
+commits uncommitted work as WIP on each agent's branch, kills only sessions tagged with this swarm,
+removes worktrees, and verifies with the process table that nothing carrying this swarm's id survives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swarm.agents import check_agent_cli, load_template, root_permission_problem
+from swarm.backlog import load_backlog
+from swarm.config import LoadedConfig, load_config
+from swarm.errors import BadInput, SwarmError
+from swarm.models import AgentRecord, AgentState
+from swarm.queue import QueuedEpic, backlog_folder, open_queue, queue_epic
+from swarm.runtime import procs
+from swarm.runtime.git import GitRepo, open_repo
+from swarm.runtime.runfile import AgentRun, run_file_path, write_run_file
+from swarm.runtime.tmux import Tmux, tmux_available
+from swarm.store import Store, SwarmRecord
+
+log = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def repo_slug(repo: Path) -> str:
+    """The repository's name as it may appear in a tmux session name."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", repo.name).strip("-")
+    return slug or "repo"
+
+
+def session_name(repo: Path, agent_id: str) -> str:
+    """DESIGN 6: ``swarm-<repo>-<agent-id>``."""
+    return f"swarm-{repo_slug(repo)}-{re.sub(r'[^A-Za-z0-9_-]+', '-', agent_id)}"
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What the user asked ``swarm launch`` for."""
+
+    epic: str
+    agents: int | None = None
+    kind: str | None = None
+    model: str | None = None
+    command: str | None = None
+    base: str | None = None
+    capabilities: tuple[str, ...] = ()
+    db: str | None = None
+
+
+@dataclass
+class LaunchResult:
+    """What launch did."""
+
+    swarm: SwarmRecord
+    queued: QueuedEpic
+    agents: list[AgentRun]
+    created_worktrees: list[str] = field(default_factory=list)
+    started_sessions: list[str] = field(default_factory=list)
+    resumed_sessions: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    tmux_socket: str = ""
+
+
+def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[str, str] | None = None) -> LaunchResult:
+    """Validate, queue, create worktrees and sessions. Idempotent: a re-run resumes."""
+    launch_env = dict(os.environ if env is None else env)
+    # -- validate everything before the first write -------------------------------------------
+    repo = open_repo(cwd)
+    overrides: dict[str, object] = {"queue.database": request.db, "agent.model": request.model}
+    if request.command is not None:
+        if request.kind not in (None, "command"):
+            raise BadInput(
+                f"--command runs any program, so --agent {request.kind} does not apply",
+                hint="drop --agent, or drop --command to use that agent's template",
+            )
+        if not request.command.strip():
+            raise BadInput("--command is empty", hint='pass the program to run, e.g. --command "make fix"')
+        overrides["agent.kind"] = "command"
+    elif request.kind is not None:
+        overrides["agent.kind"] = request.kind
+    loaded = load_config(repo.root, overrides=overrides, env=launch_env)
+    cfg = loaded.config
+    socket_name = cfg.swarm.tmux_socket
+    tmux_available()
+    template = load_template(cfg.agent.kind)
+    if template.kind == "command" and not (request.command or "").strip():
+        raise BadInput("the command agent needs --command", hint='pass --command "your program"')
+    check_agent_cli(template, launch_env)
+    problem = root_permission_problem(template, cfg.agent.permission_mode, launch_env)
+    if problem:
+        raise BadInput(problem)
+    backlog = load_backlog(backlog_folder(loaded))
+    backlog.epic_specs(request.epic)
+    base = repo.resolve(request.base or "HEAD")
+    warnings: list[str] = []
+    if repo.is_dirty():
+        warnings.append(
+            f"the main checkout has uncommitted changes; agents start from {base[:12]} without them "
+            "(commit them first if the agents need them)"
+        )
+    for cap in request.capabilities:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", cap):
+            raise BadInput(f"invalid capability {cap!r}", hint="capabilities match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+    # -- queue ------------------------------------------------------------------------------------
+    settings = {
+        "kind": template.kind,
+        "model": cfg.agent.model,
+        "command": request.command,
+        "base": base,
+        "tmux_socket": socket_name,
+        "capabilities": list(request.capabilities),
+    }
+    queued = queue_epic(
+        loaded, backlog, request.epic, max_agents=request.agents, repo=str(repo.root), settings=settings
+    )
+    swarm = queued.swarm
+    with open_queue(loaded) as store:
+        open_tasks = sum(
+            1 for t in store.list_tasks(swarm_id=swarm.id) if t.state.value in ("ready", "blocked", "claimed")
+        )
+        count = request.agents or swarm.max_agents or cfg.swarm.max_agents
+        if open_tasks and count > open_tasks and request.agents is None:
+            say(f"starting {open_tasks} agent(s), one per open task (max_agents is {count})")
+            count = open_tasks
+        count = max(1, count)
+        runs = _plan_agents(repo, loaded, swarm, request, count, launch_env, store)
+        result = LaunchResult(swarm=swarm, queued=queued, agents=runs, warnings=warnings, tmux_socket=socket_name)
+        if open_tasks == 0:
+            say(f"every task of {request.epic} is already finished; no agent started")
+            return result
+        repo.ensure_excluded("/.swarm/", f"/{cfg.swarm.worktree_base.strip('/')}/")
+        result.created_worktrees = _create_worktrees(repo, loaded, runs, base, say)
+        tmux = Tmux(socket_name)
+        for run in runs:
+            store.register_agent(
+                AgentRecord(
+                    id=run.agent_id,
+                    swarm_id=swarm.id,
+                    host=run.host,
+                    session=run.session,
+                    branch=run.branch,
+                    worktree=run.worktree,
+                    capabilities=tuple(run.capabilities),
+                    state=AgentState.STARTING.value,
+                )
+            )
+            if tmux.has_session(run.session):
+                if tmux.session_tag(run.session) != swarm.id:
+                    raise SwarmError(
+                        f"a tmux session named {run.session} exists and does not belong to swarm {swarm.id}",
+                        hint="rename or close that session, or set SWARM_TMUX_SOCKET to use another tmux server",
+                    )
+                result.resumed_sessions.append(run.session)
+                continue
+            run_file = write_run_file(run)
+            pid = tmux.new_session(
+                run.session,
+                worker_command(run_file),
+                cwd=Path(run.worktree),
+                env=_session_env(launch_env, run),
+                tag=swarm.id,
+            )
+            store.update_agent(run.agent_id, pid=pid, state=AgentState.STARTING.value)
+            result.started_sessions.append(run.session)
+    return result
+
+
+def worker_command(run_file: Path) -> list[str]:
+    """The argv each agent session runs."""
+    return [sys.executable, "-m", "swarm", "worker", "--run-file", str(run_file)]
+
+
+def _session_env(launch_env: dict[str, str], run: AgentRun) -> dict[str, str]:
+    # The worker gets the full launching environment from its run file; the session itself needs only
+    # enough to start Python and to be recognised as this swarm's (SWARM_ID marks every process we start).
+    keep = {k: v for k, v in launch_env.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER")}
+    keep.update({"SWARM_ID": run.swarm_id, "SWARM_AGENT_ID": run.agent_id, "PYTHONUNBUFFERED": "1"})
+    return keep
+
+
+def _plan_agents(
+    repo: GitRepo,
+    loaded: LoadedConfig,
+    swarm: SwarmRecord,
+    request: LaunchRequest,
+    count: int,
+    launch_env: dict[str, str],
+    store: Store,
+) -> list[AgentRun]:
+    cfg = loaded.config
+    existing = {a.id: a for a in store.list_agents(swarm.id)}
+    host = socket.gethostname()
+    env = {k: v for k, v in launch_env.items() if not k.startswith("SWARM_")}
+    runs: list[AgentRun] = []
+    for n in range(1, count + 1):
+        agent_id = f"agent-{n}"
+        worktree = (repo.root / cfg.swarm.worktree_base / agent_id).resolve()
+        previous = existing.get(agent_id)
+        runs.append(
+            AgentRun(
+                swarm_id=swarm.id,
+                epic=swarm.epic,
+                agent_id=agent_id,
+                host=host,
+                repo=str(repo.root),
+                worktree=str(worktree),
+                branch=f"{cfg.swarm.branch_prefix}/{swarm.epic}/{agent_id}",
+                session=previous.session if previous and previous.session else session_name(repo.root, agent_id),
+                database_url=loaded.database_url(),
+                kind=cfg.agent.kind,
+                model=cfg.agent.model,
+                permission_mode=cfg.agent.permission_mode,
+                command=request.command,
+                capabilities=list(request.capabilities),
+                lease_ttl_seconds=cfg.queue.lease_ttl_seconds,
+                heartbeat_seconds=cfg.queue.heartbeat_seconds,
+                task_timeout_seconds=float(cfg.swarm.task_timeout_seconds),
+                commit_author=cfg.swarm.commit_author,
+                tmux_socket=cfg.swarm.tmux_socket,
+                token=secrets.token_urlsafe(24),
+                env=env,
+            )
+        )
+    return runs
+
+
+def _create_worktrees(repo: GitRepo, loaded: LoadedConfig, runs: list[AgentRun], base: str, say: Say) -> list[str]:
+    """Create the agents' worktrees in parallel; copy files and run setup in the new ones."""
+    cfg = loaded.config
+
+    def one(run: AgentRun) -> str | None:
+        path = Path(run.worktree)
+        if not repo.add_worktree(path, run.branch, base):
+            return None
+        for name in cfg.swarm.copy_files:
+            source = repo.root / name
+            if source.is_file():
+                target = path / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+        for command in cfg.swarm.setup:
+            done = subprocess.run(  # setup commands are the user's own shell lines from swarm.toml
+                command, shell=True, cwd=path, capture_output=True, text=True, check=False
+            )
+            if done.returncode != 0:
+                last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise SwarmError(
+                    f"setup command {command!r} failed in {path} (exit {done.returncode}): {last[0]}",
+                    hint="fix swarm.setup in swarm.toml, then run 'swarm launch' again (it resumes)",
+                )
+        return run.agent_id
+
+    with ThreadPoolExecutor(max_workers=min(8, len(runs))) as pool:
+        created = [agent for agent in pool.map(one, runs) if agent]
+    if created:
+        say(f"created {len(created)} worktree(s) under {cfg.swarm.worktree_base}/")
+    return created
+
+
+# -- teardown ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class TeardownReport:
+    """What teardown did and what it verified."""
+
+    swarm_id: str | None = None
+    stopped_gracefully: list[str] = field(default_factory=list)
+    killed: list[int] = field(default_factory=list)
+    returned_tasks: list[str] = field(default_factory=list)
+    wip_commits: dict[str, str] = field(default_factory=dict)
+    sessions_killed: list[str] = field(default_factory=list)
+    worktrees_removed: list[str] = field(default_factory=list)
+    worktrees_kept: list[str] = field(default_factory=list)
+    branches_deleted: list[str] = field(default_factory=list)
+    branches_kept: list[str] = field(default_factory=list)
+    survivors: list[int] = field(default_factory=list)
+    sessions_left: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """Nothing this swarm started is left running."""
+        return not self.survivors and not self.sessions_left
+
+
+def teardown(
+    *,
+    cwd: Path,
+    now: bool = False,
+    force: bool = False,
+    keep_worktrees: bool = False,
+    delete_branches: bool = False,
+    grace: float | None = None,
+    db: str | None = None,
+    say: Say = _quiet,
+) -> TeardownReport:
+    """Stop everything the current swarm owns and lose nothing."""
+    repo = open_repo(cwd)
+    loaded = load_config(repo.root, overrides={"queue.database": db})
+    report = TeardownReport()
+    with open_queue(loaded) as store:
+        swarm = store.current_swarm()
+        if swarm is None:
+            say("no swarm in this repository; nothing to tear down")
+            return report
+        report.swarm_id = swarm.id
+        agents = store.list_agents(swarm.id)
+        socket_name = str(swarm.settings.get("tmux_socket") or loaded.config.swarm.tmux_socket)
+        tmux = Tmux(socket_name)
+        mode = "now" if now else "finish"
+        store.request_stop(swarm.id, mode)
+        live = {a.id: a.pid for a in agents if a.pid and procs.alive(a.pid)}
+        if live:
+            wait = grace if grace is not None else (15.0 if now else 30.0)
+            say(
+                f"asked {len(live)} worker(s) to stop ({'now' if now else 'after their current task'}); "
+                f"waiting up to {wait:.0f}s"
+            )
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and any(procs.alive(pid) for pid in live.values()):
+                time.sleep(0.1)
+            report.stopped_gracefully = [a for a, pid in live.items() if not procs.alive(pid)]
+        # Whatever is still running now is stopped by PID and process group, never by name.
+        pids = [pid for pid in live.values() if procs.alive(pid)]
+        stragglers = procs.processes_with_env("SWARM_ID", swarm.id)
+        # A recorded agent process group is signalled only while a process of this swarm still leads it:
+        # after a crash the number may have been reused by someone else's process.
+        groups = [a.agent_pid for a in store.list_agents(swarm.id) if a.agent_pid and a.agent_pid in stragglers]
+        targets = sorted(set(pids) | set(stragglers))
+        if targets or groups:
+            report.killed = targets
+            procs.stop_processes(targets, groups=groups, grace=5.0)
+        report.returned_tasks = store.return_claims([a.id for a in agents], reason="returned by teardown")
+        tasks = {t.id: t for t in store.list_tasks(swarm_id=swarm.id)}
+        for agent in agents:
+            if not agent.worktree or not Path(agent.worktree).exists():
+                continue
+            worktree = repo.worktree(Path(agent.worktree))
+            if worktree.has_changes():
+                task = tasks.get(agent.task_id or "")
+                label = f"WIP {task.id}: {task.title}" if task else "WIP: uncommitted work saved by swarm teardown"
+                sha = worktree.commit_all(label, loaded.config.swarm.commit_author, allow_empty=False)
+                if sha:
+                    report.wip_commits[agent.id] = sha
+                    say(f"saved uncommitted work of {agent.id} as {sha[:12]} on {agent.branch}")
+        for name in tmux.tagged_sessions(swarm.id):
+            if tmux.kill_session(name, swarm.id):
+                report.sessions_killed.append(name)
+        for agent in agents:
+            if not agent.worktree:
+                continue
+            path = Path(agent.worktree)
+            if keep_worktrees:
+                if path.exists():
+                    report.worktrees_kept.append(str(path))
+                continue
+            if path.exists():
+                # The work is committed above, so a forced removal drops only ignored files (builds, caches).
+                repo.remove_worktree(path, force=True)
+                report.worktrees_removed.append(str(path))
+        repo.prune_worktrees()
+        if delete_branches:
+            for agent in agents:
+                if agent.branch and repo.branch_exists(agent.branch):
+                    if repo.delete_branch(agent.branch, force=force):
+                        report.branches_deleted.append(agent.branch)
+                    else:
+                        report.branches_kept.append(agent.branch)
+        for agent in agents:
+            store.update_agent(agent.id, state=AgentState.STOPPED.value, pid=None, agent_pid=None, task_id=None)
+            # The run file holds the launching environment (API keys) and the agent's token: gone with the agent.
+            run_file_path(repo.root, agent.id).unlink(missing_ok=True)
+        # Verify: nothing that carries this swarm's id is alive, and no session of ours remains.
+        report.survivors = procs.processes_with_env("SWARM_ID", swarm.id)
+        report.sessions_left = tmux.tagged_sessions(swarm.id)
+        tmux.kill_server_if_empty()
+    return report

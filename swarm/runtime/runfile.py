@@ -1,0 +1,88 @@
+"""The run file: everything one agent's worker needs, written by launch, read by ``swarm worker``.
+
+tmux sessions inherit the tmux server's environment, not the launching shell's, so the launching
+environment (API keys, PATH) travels in this file rather than through tmux. It holds secrets, so it is
+written 0600 under ``<repo>/.swarm/run/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from swarm.errors import BadInput
+
+
+class AgentRun(BaseModel):
+    """One agent's worker settings."""
+
+    swarm_id: str
+    epic: str
+    agent_id: str
+    host: str
+    repo: str
+    worktree: str
+    branch: str
+    session: str
+    database_url: str
+    kind: str
+    model: str
+    permission_mode: str
+    command: str | None = None
+    capabilities: list[str] = []
+    lease_ttl_seconds: float
+    heartbeat_seconds: float
+    task_timeout_seconds: float
+    commit_author: str
+    tmux_socket: str = ""
+    token: str
+    env: dict[str, str] = {}
+    idle_poll_seconds: float = 2.0
+    stop_poll_seconds: float = 0.5
+
+    @property
+    def swarm_dir(self) -> Path:
+        """``<repo>/.swarm``."""
+        return Path(self.repo) / ".swarm"
+
+    @property
+    def log_path(self) -> Path:
+        """The agent's log: the worker's own lines and every byte the agent printed."""
+        return self.swarm_dir / "logs" / f"{self.agent_id}.log"
+
+    @property
+    def prompt_dir(self) -> Path:
+        """Rendered prompts live outside the worktree so they are never committed."""
+        return self.swarm_dir / "prompts" / self.agent_id
+
+
+def run_file_path(repo: Path, agent_id: str) -> Path:
+    """Where launch writes the run file of ``agent_id``."""
+    return repo / ".swarm" / "run" / f"{agent_id}.json"
+
+
+def write_run_file(run: AgentRun) -> Path:
+    """Write the run file atomically with mode 0600."""
+    path = run_file_path(Path(run.repo), run.agent_id)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(run.model_dump_json(indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def read_run_file(path: Path) -> AgentRun:
+    """Load a run file; BadInput when it is missing or not one."""
+    try:
+        return AgentRun.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError as exc:
+        raise BadInput(
+            f"no run file at {path}", hint="workers are started by 'swarm launch'; run that instead"
+        ) from exc
+    except (OSError, ValueError, ValidationError) as exc:
+        raise BadInput(f"{path} is not a valid run file: {exc}", hint="run 'swarm launch' again") from exc

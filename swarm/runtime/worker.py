@@ -1,0 +1,457 @@
+"""``swarm worker``: the per-agent loop that launch starts inside each tmux session (DESIGN 6).
+
+claim -> merge the completed dependencies' commits -> render the prompt -> run the agent command in the
+worktree, in its own process group, output to the pane and the log -> heartbeat while it runs -> on exit 0
+commit everything as ``<task-id>: <title>`` and complete with the sha, else fail with the last lines of
+output -> next. It stops when the swarm's tasks are finished or when teardown asks it to.
+
+Nothing is dropped silently: when a lease is lost, a run fails or times out, the agent's partial changes
+are stashed (``git stash``) with a message naming the task, so the next task starts clean and the work can
+still be recovered; when teardown stops a run (``--now``) the changes stay in the worktree and teardown
+commits them as WIP on the agent's branch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from swarm.agents import build_command, load_template, render_prompt
+from swarm.errors import LeaseLost, SwarmError
+from swarm.models import AgentState, Claim
+from swarm.runtime import procs
+from swarm.runtime.git import Worktree, open_repo
+from swarm.runtime.runfile import AgentRun
+from swarm.store import RetryPolicy, Store, StoreOptions, open_store
+
+log = logging.getLogger(__name__)
+
+#: Lines of agent output kept to explain a failure.
+TAIL_LINES = 20
+#: How long a killed agent gets between SIGTERM and SIGKILL.
+KILL_GRACE_SECONDS = 5.0
+#: Do not write "last output" to the database more often than this.
+OUTPUT_NOTE_SECONDS = 2.0
+
+
+class Terminated(Exception):
+    """SIGTERM or SIGHUP reached the worker (teardown's fallback, or tmux killing the session)."""
+
+
+@dataclass
+class RunResult:
+    """How one agent run ended."""
+
+    exit_code: int | None = None
+    lease_lost: LeaseLost | None = None
+    stopped: bool = False
+    timed_out: bool = False
+    tail: list[str] = field(default_factory=list)
+    cost_usd: float | None = None
+    tokens: int | None = None
+
+
+class Worker:
+    """One agent's loop over the queue."""
+
+    def __init__(self, run: AgentRun, *, out: IO[bytes] | None = None) -> None:
+        self.run = run
+        self.out = out or sys.stdout.buffer
+        self.store: Store = open_store(run.database_url, StoreOptions(retry=RetryPolicy(0, 0)))
+        self.worktree: Worktree = open_repo(Path(run.repo)).worktree(Path(run.worktree))
+        self.template = load_template(run.kind)
+        run.log_path.parent.mkdir(parents=True, exist_ok=True)
+        run.prompt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.logfile = run.log_path.open("ab", buffering=0)
+        self._state: str | None = None
+        self._terminated = False
+
+    # -- output ----------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        """A line of the worker's own, to the pane and the log, and as the agent's last output."""
+        line = f"[swarm {datetime.now().strftime('%H:%M:%S')}] {self.run.agent_id}: {text}\n".encode()
+        self._emit(line)
+        with contextlib.suppress(SwarmError):
+            self.store.update_agent(self.run.agent_id, last_output=text[:200], last_output_at=time.time())
+
+    def _emit(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self.out.write(data)
+            self.out.flush()
+        with contextlib.suppress(OSError):
+            self.logfile.write(data)
+
+    def _set_state(self, state: AgentState, task_id: str | None = None, detail: str | None = None) -> None:
+        # Posted once per change, never repeatedly: the dashboard reads it, nobody should poll-spam it.
+        key = f"{state}|{task_id}|{detail}"
+        if key == self._state:
+            return
+        self._state = key
+        self.store.update_agent(self.run.agent_id, state=state.value, task_id=task_id, detail=detail)
+
+    # -- loop ------------------------------------------------------------------------------------
+    def stop_mode(self) -> str | None:
+        """The swarm's stop request, if any."""
+        return self.store.get_swarm(self.run.swarm_id).stop_mode
+
+    def loop(self) -> int:
+        """Work until the swarm is finished or asked to stop. Returns the process exit code."""
+        self._install_signals()
+        run = self.run
+        self.store.update_agent(run.agent_id, pid=os.getpid(), agent_pid=None, state=AgentState.STARTING.value)
+        self.say(f"started in {run.worktree} on branch {run.branch}")
+        final = AgentState.STOPPED
+        try:
+            while True:
+                mode = self.stop_mode()
+                if mode is not None:
+                    self.say(f"stop requested ({mode}); exiting")
+                    break
+                claim = self.store.claim(
+                    run.agent_id,
+                    run.capabilities,
+                    ttl_seconds=run.lease_ttl_seconds,
+                    host=run.host,
+                    swarm_id=run.swarm_id,
+                )
+                if claim is None:
+                    counts = self.store.counts(swarm_id=run.swarm_id)
+                    if counts["ready"] == 0 and counts["claimed"] == 0:
+                        self.say(self._finished_text(counts))
+                        final = AgentState.DONE
+                        break
+                    self._set_state(AgentState.IDLE)
+                    self._wait_for_change(run.idle_poll_seconds)
+                    continue
+                try:
+                    self.work(claim)
+                except SwarmError as exc:
+                    # A git or agent-setup failure fails this task, not the worker: the next task may be fine.
+                    self.say(f"{claim.task_id}: {exc.render()}")
+                    self._release_failed(claim, exc.render()[:2000], RunResult())
+                if self.stop_mode() is not None:
+                    self.say("stop requested; exiting after this task")
+                    break
+        except Terminated:
+            self.say("terminated by a signal")
+        finally:
+            with contextlib.suppress(SwarmError):
+                self.store.update_agent(run.agent_id, state=final.value, task_id=None, agent_pid=None)
+            self.store.close()
+            self.logfile.close()
+        return 0
+
+    @staticmethod
+    def _finished_text(counts: dict[str, int]) -> str:
+        stuck = counts["blocked"] + counts["dead"]
+        if stuck:
+            return (
+                f"nothing left to do: {counts['done']} done, {counts['dead']} dead, "
+                f"{counts['blocked']} blocked behind them; exiting"
+            )
+        return f"all {counts['done']} task(s) of the swarm are done; exiting"
+
+    def _wait_for_change(self, seconds: float) -> None:
+        # Poll the cheap change counter (PRAGMA data_version on SQLite): no writes, no busy loop on the file.
+        marker = self.store.change_marker()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._terminated:
+            time.sleep(0.2)
+            if self.store.change_marker() != marker:
+                return
+        if self._terminated:
+            raise Terminated
+
+    def _install_signals(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            self._terminated = True
+            raise Terminated(signal.Signals(signum).name)
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded (tests): only the main thread may own signal handlers
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, handler)
+
+    # -- one task --------------------------------------------------------------------------------
+    def work(self, claim: Claim) -> None:
+        """Do one claimed task from merge to release."""
+        run = self.run
+        self._set_state(AgentState.WORKING, claim.task_id)
+        self.say(f"claimed {claim.task_id} (attempt {claim.attempt}): {claim.title}")
+        if self.worktree.has_changes():
+            # Left by a run that crashed with the worker: keep it, but do not let it leak into this task.
+            self._stash(claim, "changes left in the worktree before this task started")
+        deps = [self.store.get_task(dep) for dep in claim.depends_on]
+        refs = [d.commit for d in deps if d.commit]
+        if refs:
+            merged = self.worktree.merge(refs, f"Merge dependencies of {claim.task_id}: {', '.join(claim.depends_on)}")
+            if not merged.ok:
+                reason = f"merge conflict bringing in {merged.ref}: {', '.join(merged.conflicts) or merged.detail}"
+                self.say(f"{claim.task_id}: {reason}; failing the task")
+                self._release_failed(claim, reason, RunResult())
+                return
+        prompt = render_prompt(
+            task_id=claim.task_id,
+            title=claim.title,
+            body=claim.prompt,
+            epic=claim.epic,
+            attempt=claim.attempt,
+            dependencies=[(d.id, d.title, d.commit) for d in deps],
+            agent_id=run.agent_id,
+            worktree=Path(run.worktree),
+            branch=run.branch,
+        )
+        prompt_file = run.prompt_dir / f"{claim.task_id}-{claim.attempt}.md"
+        fd = os.open(prompt_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(prompt)
+        result = self.run_agent(claim, prompt, prompt_file)
+        self.finish(claim, result)
+
+    def agent_env(self, claim: Claim, prompt_file: Path) -> dict[str, str]:
+        """DESIGN 6: the launching environment plus the swarm's variables; ``swarm`` on PATH."""
+        run = self.run
+        env = dict(run.env)
+        bin_dirs = [str(Path(sys.executable).parent)]
+        found = shutil.which("swarm")
+        if found:
+            bin_dirs.append(str(Path(found).parent))
+        env["PATH"] = os.pathsep.join([*dict.fromkeys(bin_dirs), env.get("PATH", os.defpath)])
+        env.update(
+            {
+                "SWARM_ID": run.swarm_id,
+                "SWARM_AGENT_ID": run.agent_id,
+                "SWARM_TOKEN": run.token,
+                "SWARM_DATABASE_URL": run.database_url,
+                "SWARM_TASK_ID": claim.task_id,
+                "SWARM_LEASE_TOKEN": claim.lease_token,
+                "SWARM_PROMPT_FILE": str(prompt_file),
+                "SWARM_WORKTREE": run.worktree,
+                "SWARM_EPIC": run.epic,
+                "SWARM_ATTEMPT": str(claim.attempt),
+            }
+        )
+        if run.tmux_socket:
+            env["SWARM_TMUX_SOCKET"] = run.tmux_socket
+        return env
+
+    def run_agent(self, claim: Claim, prompt: str, prompt_file: Path) -> RunResult:
+        """Run the agent command for one task, heartbeating, watching for stop requests and the timeout."""
+        run = self.run
+        command = build_command(
+            self.template,
+            model=run.model,
+            permission_mode=run.permission_mode,
+            prompt_file=prompt_file,
+            worktree=Path(run.worktree),
+            task_id=claim.task_id,
+            command=run.command,
+        )
+        env = self.agent_env(claim, prompt_file)
+        env.update(command.env)
+        result = RunResult()
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        try:
+            proc = subprocess.Popen(  # argv from the agent template, never a shell string
+                command.argv,
+                cwd=run.worktree,
+                env=env,
+                stdin=subprocess.PIPE if command.stdin_prompt else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: we can stop all of it, and only it
+            )
+        except OSError as exc:
+            result.exit_code = 127
+            result.tail = [f"cannot start {command.argv[0]}: {exc.strerror}"]
+            return result
+        self.store.update_agent(run.agent_id, agent_pid=proc.pid)
+        usage: dict[str, Any] = {}
+        reader = threading.Thread(target=self._pump, args=(proc, tail, usage), daemon=True)
+        reader.start()
+        if command.stdin_prompt:
+            threading.Thread(target=_feed, args=(proc, prompt), daemon=True).start()
+        started = time.monotonic()
+        next_beat = started + run.heartbeat_seconds
+        next_stop_check = started + run.stop_poll_seconds
+        try:
+            while proc.poll() is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.2)
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + run.heartbeat_seconds
+                    try:
+                        self.store.heartbeat(
+                            claim.task_id, run.agent_id, claim.lease_token, ttl_seconds=run.lease_ttl_seconds
+                        )
+                    except LeaseLost as exc:
+                        result.lease_lost = exc
+                        self.say(f"{exc.render()}; stopping the agent")
+                        self._kill(proc)
+                        break
+                if now >= next_stop_check:
+                    next_stop_check = now + run.stop_poll_seconds
+                    if self.stop_mode() == "now":
+                        result.stopped = True
+                        self.say(f"stop requested (now): stopping the agent on {claim.task_id}")
+                        self._kill(proc)
+                        break
+                if now - started > run.task_timeout_seconds:
+                    result.timed_out = True
+                    self.say(f"{claim.task_id} timed out after {run.task_timeout_seconds:.0f}s; stopping the agent")
+                    self._kill(proc)
+                    break
+        except Terminated:
+            self._kill(proc)
+            raise
+        finally:
+            if proc.poll() is None:
+                self._kill(proc)
+            reader.join(timeout=10)
+            self.store.update_agent(run.agent_id, agent_pid=None)
+        result.exit_code = proc.returncode
+        result.tail = list(tail)
+        result.cost_usd = usage.get("cost_usd")
+        result.tokens = usage.get("tokens")
+        return result
+
+    def _pump(self, proc: subprocess.Popen[bytes], tail: deque[str], usage: dict[str, Any]) -> None:
+        """Copy the agent's output to the pane and the log; keep the tail; note progress and cost."""
+        assert proc.stdout is not None
+        last_note = 0.0
+        for raw in iter(proc.stdout.readline, b""):
+            self._emit(raw)
+            text = raw.decode("utf-8", "replace").rstrip()
+            if text:
+                tail.append(text)
+                _parse_usage(text, usage)
+            now = time.monotonic()
+            if now - last_note >= OUTPUT_NOTE_SECONDS and text:
+                last_note = now
+                with contextlib.suppress(SwarmError):
+                    self.store.update_agent(self.run.agent_id, last_output=text[-200:], last_output_at=time.time())
+
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+        survivors = procs.stop_processes([proc.pid], groups=[proc.pid], grace=KILL_GRACE_SECONDS)
+        if survivors:
+            self.say(f"could not stop agent processes {survivors}")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+    # -- release ---------------------------------------------------------------------------------
+    def finish(self, claim: Claim, result: RunResult) -> None:
+        """Commit and complete, or fail, or return; keep every change somewhere."""
+        run = self.run
+        if result.lease_lost is not None:
+            self._stash(claim, "lease lost")
+            return
+        if result.stopped:
+            try:
+                self.store.return_task(claim.task_id, run.agent_id, claim.lease_token, "stopped by teardown --now")
+            except LeaseLost as exc:
+                self.say(exc.render())
+            self.say(f"returned {claim.task_id}; its uncommitted work stays in the worktree for teardown to save")
+            return
+        if result.timed_out:
+            self._stash(claim, "timed out")
+            self._release_failed(claim, f"timed out after {run.task_timeout_seconds:.0f}s", result)
+            return
+        if result.exit_code != 0:
+            self._stash(claim, f"exit {result.exit_code}")
+            last = " | ".join(result.tail[-5:]) or "(no output)"
+            self._release_failed(claim, f"agent exited {result.exit_code}: {last}"[:2000], result)
+            return
+        sha = self.worktree.commit_all(f"{claim.task_id}: {claim.title}", run.commit_author)
+        try:
+            promoted = self.store.complete(
+                claim.task_id,
+                run.agent_id,
+                claim.lease_token,
+                commit=sha,
+                cost_usd=result.cost_usd,
+                tokens=result.tokens,
+            )
+        except LeaseLost as exc:
+            self.say(f"{exc.render()}; the commit {sha} stays on {run.branch}")
+            return
+        if result.cost_usd:
+            self.store.update_agent(run.agent_id, cost_usd=result.cost_usd)
+        more = f"; now ready: {', '.join(promoted)}" if promoted else ""
+        self.say(f"{claim.task_id} done at {(sha or '')[:12]}{more}")
+
+    def _release_failed(self, claim: Claim, reason: str, result: RunResult) -> None:
+        try:
+            state = self.store.fail(
+                claim.task_id,
+                self.run.agent_id,
+                claim.lease_token,
+                reason,
+                cost_usd=result.cost_usd,
+                tokens=result.tokens,
+            )
+        except LeaseLost as exc:
+            self.say(exc.render())
+            return
+        if result.cost_usd:
+            self.store.update_agent(self.run.agent_id, cost_usd=result.cost_usd)
+        self.say(f"{claim.task_id} failed ({reason.splitlines()[0][:200]}); task is now {state.value}")
+
+    def _stash(self, claim: Claim, why: str) -> None:
+        if not self.worktree.has_changes():
+            return
+        ref = self.worktree.stash(f"swarm: {claim.task_id} attempt {claim.attempt} ({why})")
+        self.say(f"saved the partial changes of {claim.task_id} in {ref} ('git stash list' shows them)")
+
+
+def _feed(proc: subprocess.Popen[bytes], prompt: str) -> None:
+    """Write the prompt to the agent's stdin and close it (an agent may exit before reading it all)."""
+    assert proc.stdin is not None
+    with contextlib.suppress(OSError):
+        proc.stdin.write(prompt.encode("utf-8"))
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
+
+
+def _parse_usage(line: str, usage: dict[str, Any]) -> None:
+    """Claude Code's stream-json ``result`` line carries ``total_cost_usd`` and ``usage``."""
+    if not line.startswith("{") or "total_cost_usd" not in line:
+        return
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return
+    if not isinstance(data, dict) or data.get("type") != "result":
+        return
+    cost = data.get("total_cost_usd")
+    if isinstance(cost, int | float):
+        usage["cost_usd"] = float(cost)
+    counts = data.get("usage")
+    if isinstance(counts, dict):
+        total = sum(
+            int(v)
+            for k, v in counts.items()
+            if k in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+            and isinstance(v, int)
+        )
+        usage["tokens"] = total
+
+
+def run_worker(run: AgentRun) -> int:
+    """Entry point of ``swarm worker``."""
+    worker = Worker(run)
+    return worker.loop()

@@ -1,0 +1,180 @@
+"""``swarm status``: one snapshot of a swarm, as the DESIGN 8 JSON object and as a dashboard."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from swarm.config import LoadedConfig
+from swarm.models import STATE_ORDER, AgentRecord, AgentState, Task, TaskState
+from swarm.runtime import procs
+from swarm.store import Store, SwarmRecord
+
+#: Agent states that mean the worker process is expected to be alive.
+_LIVE_STATES = {AgentState.STARTING.value, AgentState.WORKING.value, AgentState.IDLE.value}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the dashboard shows, read in one go."""
+
+    swarm: SwarmRecord
+    database: str
+    counts: dict[str, int]
+    tasks: list[Task]
+    agents: list[AgentRecord]
+    taken_at: float
+
+    @property
+    def finished(self) -> bool:
+        """Nothing is ready or claimed: no agent can make more progress."""
+        return self.counts["ready"] == 0 and self.counts["claimed"] == 0
+
+    @property
+    def succeeded(self) -> bool:
+        """Every task of the swarm is done."""
+        return self.counts["done"] == sum(self.counts.values())
+
+
+def take(store: Store, loaded: LoadedConfig, swarm: SwarmRecord) -> Snapshot:
+    """Read a snapshot of ``swarm``."""
+    return Snapshot(
+        swarm=swarm,
+        database=loaded.database_url(),
+        counts=store.counts(swarm_id=swarm.id),
+        tasks=store.list_tasks(swarm_id=swarm.id),
+        agents=store.list_agents(swarm.id),
+        taken_at=time.time(),
+    )
+
+
+def agent_state(agent: AgentRecord) -> str:
+    """The recorded state, corrected by liveness: a 'working' agent whose worker is gone is dead."""
+    if agent.state in _LIVE_STATES and agent.pid is not None and not procs.alive(agent.pid):
+        return AgentState.DEAD.value
+    return agent.state
+
+
+def to_json(snap: Snapshot) -> dict[str, Any]:
+    """DESIGN 8: keys may be added, never renamed or removed."""
+    now = snap.taken_at
+    by_id = {t.id: t for t in snap.tasks}
+    agents: list[dict[str, Any]] = []
+    for a in snap.agents:
+        task = by_id.get(a.task_id or "")
+        held = task if task and task.state == TaskState.CLAIMED and task.owner == a.id else None
+        beat = held.heartbeat_at if held and held.heartbeat_at else a.last_seen
+        agents.append(
+            {
+                "id": a.id,
+                "host": a.host,
+                "session": a.session,
+                "branch": a.branch,
+                "worktree": a.worktree,
+                "state": agent_state(a),
+                "task": a.task_id,
+                "heartbeat_age_s": round(now - beat, 1) if beat else None,
+                "lease_left_s": round(held.lease_until - now, 1) if held and held.lease_until else None,
+                "pid": a.pid,
+                "restarts": a.restarts,
+                "cost_usd": round(a.cost_usd, 4),
+                "last_output": a.last_output,
+                "detail": a.detail,
+            }
+        )
+    return {
+        "swarm": {
+            "id": snap.swarm.id,
+            "epic": snap.swarm.epic,
+            "database": snap.database,
+            "repo": snap.swarm.repo,
+            "stop_requested": snap.swarm.stop_requested,
+            "finished": snap.finished,
+        },
+        "counts": snap.counts,
+        "tasks": [
+            {
+                "id": t.id,
+                "title": t.title,
+                "state": t.state.value,
+                "owner": t.owner,
+                "attempts": t.attempts,
+                "depends_on": list(t.depends_on),
+                "commit": t.commit,
+                "cost_usd": t.cost_usd,
+                "epic": t.epic,
+                "last_error": t.last_error,
+                "tokens": t.tokens,
+            }
+            for t in snap.tasks
+        ],
+        "agents": agents,
+        "questions": [],
+    }
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m"
+
+
+def render(snap: Snapshot) -> RenderableType:
+    """The dashboard: totals with a progress bar, then one row per agent, then the tasks."""
+    data = to_json(snap)
+    total = sum(snap.counts.values()) or 1
+    done = snap.counts["done"]
+    cost = sum(a.cost_usd for a in snap.agents)
+    head = Text.assemble(
+        ("swarm ", "bold"),
+        (snap.swarm.id, "bold cyan"),
+        f"  epic {snap.swarm.epic}  ",
+        (f"{done}/{total} done", "bold green" if done == total else "bold"),
+        f"  cost ${cost:.2f}" if cost else "",
+        ("  (stop requested)", "yellow") if snap.swarm.stop_requested else "",
+    )
+    counts = Text("  ".join(f"{snap.counts[s.value]} {s.value}" for s in STATE_ORDER), style="dim")
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row(ProgressBar(total=total, completed=done, width=50), Text(f"{100 * done // total}%"))
+
+    agents = Table(box=None, header_style="bold", pad_edge=False, expand=False)
+    for column in ("agent", "state", "task", "heartbeat", "lease left", "cost", "last output"):
+        agents.add_column(column, no_wrap=True, overflow="ellipsis", max_width=60 if column == "last output" else None)
+    for a in data["agents"]:
+        style = {"dead": "red", "working": "green", "idle": "dim", "done": "cyan"}.get(a["state"], "")
+        agents.add_row(
+            a["id"],
+            Text(a["state"], style=style),
+            a["task"] or "-",
+            _age(a["heartbeat_age_s"]),
+            _age(a["lease_left_s"]),
+            f"${a['cost_usd']:.2f}" if a["cost_usd"] else "-",
+            (a["last_output"] or "").strip()[:60],
+        )
+
+    tasks = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("task", "state", "owner", "tries", "commit", "title"):
+        tasks.add_column(column, no_wrap=column != "title", overflow="ellipsis")
+    colours = {"done": "green", "claimed": "yellow", "dead": "red", "cancelled": "dim", "blocked": "dim"}
+    for t in snap.tasks:
+        tasks.add_row(
+            t.id,
+            Text(t.state.value, style=colours.get(t.state.value, "")),
+            t.owner or "-",
+            str(t.attempts),
+            (t.commit or "")[:10] or "-",
+            t.title if not t.last_error or t.state == TaskState.DONE else f"{t.title} [{t.last_error[:60]}]",
+        )
+    parts: list[RenderableType] = [head, bar, counts, Text("")]
+    if snap.agents:
+        parts += [agents, Text("")]
+    parts.append(tasks)
+    return Group(*parts)

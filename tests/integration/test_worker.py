@@ -1,0 +1,260 @@
+"""The worker loop in-process, on a real git repository, a real store and real agent processes."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from swarm.models import Spec, TaskState
+from swarm.runtime.git import open_repo
+from swarm.runtime.runfile import AgentRun
+from swarm.runtime.worker import Worker, _parse_usage
+from swarm.store import open_store
+
+GIT_ENV = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` and return its output."""
+    done = subprocess.run(["git", *GIT_ENV, *args], cwd=cwd, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository with one commit."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "README.md").write_text("hello\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "first")
+    return root
+
+
+MakeWorker = Callable[..., Worker]
+
+
+@pytest.fixture
+def make_worker(repo: Path) -> MakeWorker:
+    """A worker for ``agent-N`` with its own worktree, running ``command`` as the agent."""
+    url = f"sqlite:///{repo}/.swarm/swarm.db"
+
+    def factory(agent: str, command: str, **overrides: object) -> Worker:
+        git_repo = open_repo(repo)
+        worktree = repo / ".worktrees" / agent
+        git_repo.add_worktree(worktree, f"swarm/E/{agent}", "main")
+        with open_store(url) as store:
+            swarm = store.ensure_swarm("E")
+        fields: dict[str, object] = {
+            "swarm_id": swarm.id,
+            "epic": "E",
+            "agent_id": agent,
+            "host": "h",
+            "repo": str(repo),
+            "worktree": str(worktree),
+            "branch": f"swarm/E/{agent}",
+            "session": f"s-{agent}",
+            "database_url": url,
+            "kind": "command",
+            "model": "",
+            "permission_mode": "default",
+            "command": command,
+            "lease_ttl_seconds": 60.0,
+            "heartbeat_seconds": 0.2,
+            "task_timeout_seconds": 60.0,
+            "commit_author": "swarm <swarm@example.invalid>",
+            "token": "tok",
+            "env": {"PATH": "/usr/bin:/bin"},
+            "idle_poll_seconds": 0.2,
+        }
+        fields.update(overrides)
+        return Worker(AgentRun.model_validate(fields), out=io.BytesIO())
+
+    return factory
+
+
+def queue(repo: Path, *specs: Spec) -> None:
+    """Queue specs as members of swarm E."""
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        swarm = store.ensure_swarm("E")
+        store.add_tasks(list(specs), swarm_id=swarm.id)
+
+
+def task(repo: Path, task_id: str) -> object:
+    """Read one task back."""
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        return store.get_task(task_id)
+
+
+def spec(sid: str, *deps: str, max_attempts: int = 1) -> Spec:
+    """A spec of epic E."""
+    return Spec(id=sid, epic="E", title=f"title {sid}", body=f"do {sid}", depends_on=deps, max_attempts=max_attempts)
+
+
+def test_success_commits_with_task_id_and_completes(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"))
+    worker = make_worker("agent-1", 'echo "$SWARM_TASK_ID" > done.txt; cat > prompt-copy.txt')
+    assert worker.loop() == 0
+    done = task(repo, "A")
+    assert done.state == TaskState.DONE  # type: ignore[attr-defined]
+    sha = done.commit  # type: ignore[attr-defined]
+    assert git(repo, "log", "-1", "--format=%s", sha) == "A: title A"
+    assert git(repo, "show", f"{sha}:done.txt") == "A"
+    assert "do A" in git(repo, "show", f"{sha}:prompt-copy.txt")  # the prompt arrived on stdin
+    assert git(repo, "log", "-1", "--format=%an <%ae>", sha) == "swarm <swarm@example.invalid>"
+
+
+def test_failure_fails_with_last_lines_and_stashes_partial_work(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"))
+    worker = make_worker("agent-1", "echo partial > half.txt; echo 'cannot find the config'; exit 3")
+    worker.loop()
+    failed = task(repo, "A")
+    assert failed.state == TaskState.DEAD  # type: ignore[attr-defined]
+    assert "agent exited 3" in failed.last_error  # type: ignore[attr-defined]
+    assert "cannot find the config" in failed.last_error  # type: ignore[attr-defined]
+    worktree = repo / ".worktrees" / "agent-1"
+    assert not (worktree / "half.txt").exists()  # the next task starts clean ...
+    stash = git(repo, "stash", "list")
+    assert "swarm: A attempt 1 (exit 3)" in stash  # ... and nothing was lost
+
+
+def test_dependency_commits_are_merged_before_the_agent_runs(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"), spec("B"), spec("C", "A", "B"))
+    one = make_worker("agent-1", 'echo "$SWARM_TASK_ID" > "$SWARM_TASK_ID.txt"')
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        # agent-1 does A and B, agent-2 then does C and must see both files.
+        for _ in range(2):
+            got = store.claim("agent-1", ttl_seconds=60)
+            assert got is not None
+            one.work(got)
+    two = make_worker("agent-2", "test -f A.txt && test -f B.txt && echo both > C.txt")
+    two.loop()
+    c = task(repo, "C")
+    assert c.state == TaskState.DONE  # type: ignore[attr-defined]
+    files = git(repo, "ls-tree", "--name-only", c.commit)  # type: ignore[attr-defined]
+    assert {"A.txt", "B.txt", "C.txt"} <= set(files.split())
+
+
+def test_merge_conflict_fails_the_task_with_the_reason(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"), spec("B"), spec("C", "A", "B"))
+    one = make_worker("agent-1", "echo one > shared.txt")
+    two = make_worker("agent-2", "echo two > shared.txt")
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        a = store.claim("agent-1", ttl_seconds=60)
+        b = store.claim("agent-2", ttl_seconds=60)
+        assert a is not None
+        assert b is not None
+        one.work(a)
+        two.work(b)
+    three = make_worker("agent-3", "echo never > C.txt")
+    three.loop()
+    c = task(repo, "C")
+    assert c.state == TaskState.DEAD  # type: ignore[attr-defined]
+    assert "merge conflict" in c.last_error  # type: ignore[attr-defined]
+    assert "shared.txt" in c.last_error  # type: ignore[attr-defined]
+    worktree = repo / ".worktrees" / "agent-3"
+    assert git(worktree, "status", "--porcelain") == ""  # the merge was aborted
+    assert not (worktree / "C.txt").exists()
+
+
+def test_timeout_kills_the_agent_group_and_fails(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"))
+    marker = repo / "child.pid"
+    worker = make_worker(
+        "agent-1", f"sleep 300 & echo $! > {marker}; wait", task_timeout_seconds=1.0, heartbeat_seconds=0.2
+    )
+    worker.loop()
+    assert "timed out" in task(repo, "A").last_error  # type: ignore[attr-defined]
+    from swarm.runtime import procs
+
+    assert not procs.alive(int(marker.read_text()))  # the agent's child died with its group
+
+
+def test_lost_lease_stops_the_agent_and_keeps_the_work(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A", max_attempts=3))
+    flag = repo / "started"
+    worker = make_worker("agent-1", f"echo mine > mine.txt; touch {flag}; sleep 300")
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        got = store.claim("agent-1", ttl_seconds=60)
+        assert got is not None
+        import threading
+
+        thread = threading.Thread(target=worker.work, args=(got,))
+        thread.start()
+        from tests.helpers import retry_until
+
+        retry_until(flag.exists, seconds=20)
+        store.cancel("A", reason="the lead changed their mind")
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert task(repo, "A").state == TaskState.CANCELLED  # type: ignore[attr-defined]
+    assert "swarm: A attempt 1 (lease lost)" in git(repo, "stash", "list")
+
+
+def test_stop_now_returns_the_task_and_leaves_work_for_teardown(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"))
+    flag = repo / "started"
+    worker = make_worker("agent-1", f"echo wip > wip.txt; touch {flag}; sleep 300", stop_poll_seconds=0.1)
+    import threading
+
+    from tests.helpers import retry_until
+
+    thread = threading.Thread(target=worker.loop)
+    thread.start()
+    retry_until(flag.exists, seconds=20)
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        swarm = store.ensure_swarm("E")
+        store.request_stop(swarm.id, "now")
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    a = task(repo, "A")
+    assert a.state == TaskState.READY  # type: ignore[attr-defined]
+    assert a.attempts == 0  # type: ignore[attr-defined]
+    assert (repo / ".worktrees" / "agent-1" / "wip.txt").read_text() == "wip\n"
+
+
+def test_worker_exits_when_the_swarm_is_finished(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"), spec("B", "A"))
+    worker = make_worker("agent-1", "true")
+    assert worker.loop() == 0
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        agent = store.list_agents()[0]
+        assert agent.state == "done"
+        assert store.counts()["done"] == 2
+
+
+def test_cost_and_tokens_from_claude_stream_json(repo: Path, make_worker: MakeWorker) -> None:
+    line = (
+        '{"type":"result","subtype":"success","total_cost_usd":0.0421,'
+        '"usage":{"input_tokens":100,"output_tokens":20,"cache_read_input_tokens":5}}'
+    )
+    script = repo / "fake_claude.py"
+    script.write_text(f"print({line!r})\n")
+    queue(repo, spec("A"))
+    worker = make_worker("agent-1", f"{sys.executable} {script}")
+    worker.loop()
+    a = task(repo, "A")
+    assert a.cost_usd == pytest.approx(0.0421)  # type: ignore[attr-defined]
+    assert a.tokens == 125  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"type":"result","total_cost_usd":1.5,"usage":{"input_tokens":1}}', {"cost_usd": 1.5, "tokens": 1}),
+        ('{"type":"assistant","total_cost_usd":1.5}', {}),
+        ("not json total_cost_usd", {}),
+        ('{"type":"result","total_cost_usd":"x"}', {}),
+    ],
+    ids=["result", "other-type", "not-json", "bad-value"],
+)
+def test_parse_usage(line: str, expected: dict[str, object]) -> None:
+    usage: dict[str, object] = {}
+    _parse_usage(line, usage)
+    assert usage == expected
