@@ -217,9 +217,7 @@ def _raw_complete(conn: sqlite3.Connection, task_id: str, token: str) -> None:
 # -- worker processes (module level so that the spawn start method can import them) ---------------------
 
 
-def worker(
-    kind: Kind, db_path: str, name: str, ready: Semaphore, go: Event, results: Queue[WorkerReport]
-) -> None:
+def worker(kind: Kind, db_path: str, name: str, ready: Semaphore, go: Event, results: Queue[WorkerReport]) -> None:
     """Open the database, wait for the common start, then claim+complete until the queue is empty."""
     report = WorkerReport(worker=name)
     try:
@@ -294,9 +292,7 @@ def _prepare(kind: Kind, db_path: str, ids: Sequence[str]) -> None:
         now = time.time()
         # One creation time for all, as swarm's add_tasks stamps one batch; the id then decides the order.
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            "INSERT INTO t (id, state, created_at) VALUES (?, 'ready', ?)", [(i, now) for i in ids]
-        )
+        conn.executemany("INSERT INTO t (id, state, created_at) VALUES (?, 'ready', ?)", [(i, now) for i in ids])
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -366,9 +362,7 @@ def measure(kind: Kind, processes: int, tasks_per_process: int) -> float:
         go = ctx.Event()
         results: Queue[WorkerReport] = ctx.Queue()
         procs: list[SpawnProcess] = [
-            ctx.Process(
-                target=worker, args=(kind, db_path, f"w{n:02d}", ready, go, results), name=f"bench-{kind}-{n}"
-            )
+            ctx.Process(target=worker, args=(kind, db_path, f"w{n:02d}", ready, go, results), name=f"bench-{kind}-{n}")
             for n in range(processes)
         ]
         for proc in procs:
@@ -395,9 +389,7 @@ def measure(kind: Kind, processes: int, tasks_per_process: int) -> float:
                     reports.append(results.get(timeout=0.2))
                 except queue.Empty:
                     if any(p.exitcode not in (None, 0) for p in procs) or time.monotonic() > deadline:
-                        raise _failure(
-                            kind, f"only {len(reports)} of {processes} workers reported", reports
-                        ) from None
+                        raise _failure(kind, f"only {len(reports)} of {processes} workers reported", reports) from None
             elapsed = time.perf_counter() - started
             finished = True
         finally:
@@ -446,14 +438,10 @@ def render_table(rows: Sequence[Row], tasks_per_process: int, repeat: int) -> st
         f"{'processes':>9} | {'swarm pairs/s':>13} | {'raw pairs/s':>11} | {'ratio (swarm/raw)':>17}",
         f"{'-' * 9}-+-{'-' * 13}-+-{'-' * 11}-+-{'-' * 17}",
     ]
-    lines.extend(
-        f"{r.processes:>9} | {r.swarm_rate:>13.0f} | {r.raw_rate:>11.0f} | {r.ratio:>17.2f}" for r in rows
-    )
+    lines.extend(f"{r.processes:>9} | {r.swarm_rate:>13.0f} | {r.raw_rate:>11.0f} | {r.ratio:>17.2f}" for r in rows)
     target = goal(rows)
     verdict = (
-        "not measured"
-        if target["met"] is None
-        else f"{'met' if target['met'] else 'NOT met'} ({target['ratio']:.2f}x)"
+        "not measured" if target["met"] is None else f"{'met' if target['met'] else 'NOT met'} ({target['ratio']:.2f}x)"
     )
     lines += ["", f"goal: {target['text']}: {verdict}"]
     return "\n".join(lines)

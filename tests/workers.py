@@ -34,11 +34,7 @@ def claim_and_hang(url: str, agent: str, ttl: float) -> None:
     """Claim one task, print the claim as JSON, then wait to be killed (the crash test's victim)."""
     store = open_store(url, StoreOptions())
     got = store.claim(agent, ttl_seconds=ttl)
-    payload = (
-        None
-        if got is None
-        else {"task_id": got.task_id, "lease_token": got.lease_token, "attempt": got.attempt}
-    )
+    payload = None if got is None else {"task_id": got.task_id, "lease_token": got.lease_token, "attempt": got.attempt}
     sys.stdout.write(json.dumps(payload) + "\n")
     sys.stdout.flush()
     while True:  # killed by SIGKILL from the test

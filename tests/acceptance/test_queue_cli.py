@@ -53,9 +53,7 @@ def test_full_cycle_with_identity_from_environment(repo: Path) -> None:
     env = {"SWARM_AGENT_ID": "agent-1", "SWARM_TASK_ID": "A", "SWARM_LEASE_TOKEN": a["lease_token"]}
     beat = run_json(repo, "queue", "heartbeat", "--ttl", "600", env=env)
     assert beat["task_id"] == "A"
-    done = run_json(
-        repo, "queue", "release", "--completed", "--commit", "abc123", "--cost-usd", "0.5", env=env
-    )
+    done = run_json(repo, "queue", "release", "--completed", "--commit", "abc123", "--cost-usd", "0.5", env=env)
     assert done == {"task_id": "A", "outcome": "completed", "state": "done", "promoted": ["B", "C"]}
 
     b = run_json(repo, "queue", "claim", "--agent-id", "agent-1")["task"]
@@ -185,9 +183,7 @@ def test_commands_before_init_say_what_to_do(tmp_path: Path) -> None:
 
 
 def test_add_cancel_retry_reap(repo: Path) -> None:
-    added = run_json(
-        repo, "queue", "add", "--title", "Fix the typo", "--body", "In README", "--priority", "9"
-    )
+    added = run_json(repo, "queue", "add", "--title", "Fix the typo", "--body", "In README", "--priority", "9")
     assert added == {"id": "Q0005", "epic": "E1", "state": "ready"}
     top = run_json(repo, "queue", "claim", "--agent-id", "agent-1")["task"]
     assert top["id"] == "Q0005"
@@ -203,9 +199,7 @@ def test_add_cancel_retry_reap(repo: Path) -> None:
     assert run_json(repo, "queue", "reap") == {"reaped": []}
     short = run_json(repo, "queue", "claim", "--agent-id", "agent-2", "--ttl", "0.001")["task"]
     assert short["id"] == "A"
-    assert run_json(repo, "queue", "reap")["reaped"] == [
-        {"task_id": "A", "owner": "agent-2", "state": "ready"}
-    ]
+    assert run_json(repo, "queue", "reap")["reaped"] == [{"task_id": "A", "owner": "agent-2", "state": "ready"}]
 
 
 def test_db_flag_and_env_select_the_database(repo: Path, tmp_path: Path) -> None:

@@ -269,9 +269,7 @@ def test_heartbeat_extends_and_never_shortens(store: Store, clock: FakeClock) ->
     store.add_tasks([spec("A")])
     held = claim(store)
     clock.advance(10)
-    assert store.heartbeat("A", "agent-1", held.lease_token, ttl_seconds=TTL) == pytest.approx(
-        clock.now + TTL
-    )
+    assert store.heartbeat("A", "agent-1", held.lease_token, ttl_seconds=TTL) == pytest.approx(clock.now + TTL)
     longest = clock.now + TTL
     assert store.heartbeat("A", "agent-1", held.lease_token, ttl_seconds=1) == pytest.approx(longest)
     clock.advance(TTL - 1)

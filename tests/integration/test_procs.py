@@ -184,9 +184,7 @@ def test_processes_with_env_finds_only_marked(spawn: Spawn) -> None:
     assert plain.pid not in found
 
 
-def test_processes_with_env_skips_self_and_finds_grandchildren(
-    spawn: Spawn, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_processes_with_env_skips_self_and_finds_grandchildren(spawn: Spawn, monkeypatch: pytest.MonkeyPatch) -> None:
     marker = uuid4().hex
     # Our own environ on /proc is the one we started with, but skip ourselves regardless.
     monkeypatch.setenv("SWARM_TEST_MARK", marker)

@@ -35,8 +35,7 @@ def test_eight_processes_claim_and_complete_without_duplicates(tmp_path: Path) -
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     procs = [
-        ctx.Process(target=claim_complete_loop, args=(url, f"agent-{n}", CYCLES, results))
-        for n in range(PROCESSES)
+        ctx.Process(target=claim_complete_loop, args=(url, f"agent-{n}", CYCLES, results)) for n in range(PROCESSES)
     ]
     for proc in procs:
         proc.start()

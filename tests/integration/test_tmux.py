@@ -58,9 +58,7 @@ def tmux(socket_name: str) -> Tmux:
 
 def _raw(socket_name: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Plain tmux on the test socket, to check state independently of the code under test."""
-    return subprocess.run(
-        ["tmux", "-L", socket_name, *args], capture_output=True, text=True, check=False, timeout=10
-    )
+    return subprocess.run(["tmux", "-L", socket_name, *args], capture_output=True, text=True, check=False, timeout=10)
 
 
 def _wait_for_file(path: Path, seconds: float = 10.0) -> str:
@@ -106,9 +104,7 @@ def test_new_session_runs_command_with_env_in_cwd(tmux: Tmux, tmp_path: Path) ->
     assert tmux.pane_pid("swarm-repo-agent-1") == pid
 
 
-def test_env_layers_over_server_environment(
-    tmux: Tmux, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_env_layers_over_server_environment(tmux: Tmux, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The server starts with our environment. A variable given with the same value reaches the pane
     # through the server; one with a different value must override the server's.
     monkeypatch.setenv("SWARM_SAME", "same-value")
@@ -127,9 +123,7 @@ def test_env_layers_over_server_environment(
     assert term != "dumb-from-caller"  # TERM is tmux's, not the launching terminal's
 
 
-def test_large_inherited_environment_fits(
-    tmux: Tmux, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_large_inherited_environment_fits(tmux: Tmux, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # 24 KB of environment is more than tmux accepts in one command; only what differs is sent.
     for i in range(48):
         monkeypatch.setenv(f"SWARM_BULK_{i}", "x" * 500)

@@ -308,9 +308,7 @@ def test_root_permission_problem(
 # render_prompt
 
 
-def _render(
-    body: str, title: str = "Add the parser", deps: list[tuple[str, str, str | None]] | None = None
-) -> str:
+def _render(body: str, title: str = "Add the parser", deps: list[tuple[str, str, str | None]] | None = None) -> str:
     return render_prompt(
         task_id="T2",
         title=title,

@@ -175,9 +175,7 @@ def test_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
 def test_parse_spec_text_names_the_path_as_given() -> None:
     spec, problems = parse_spec_text("---\nid: S1\n---\nbody\n", Path("some/where/x.md"))
     assert spec is None
-    assert problems == [
-        "some/where/x.md: missing required field 'epic'; add a line 'epic: E1' to the front matter"
-    ]
+    assert problems == ["some/where/x.md: missing required field 'epic'; add a line 'epic: E1' to the front matter"]
 
 
 def test_backlog_folder_given_as_dot_names_files_under_the_folder_name(
@@ -257,12 +255,8 @@ MALFORMED_CASES: list[MalformedCase] = [
         {"bad.md": "---\n- id\n- epic\n---\nbody\n"},
         [(f"{BAD}:2: ", "must be fields written as 'key: value', got a list")],
     ),
-    MalformedCase(
-        "front-matter-empty", {"bad.md": "---\n---\nbody\n"}, [(f"{BAD}:2: ", "front matter is empty")]
-    ),
-    MalformedCase(
-        "missing-id", {"bad.md": "---\nepic: E\n---\nbody\n"}, [(f"{BAD}: ", "missing required field 'id'")]
-    ),
+    MalformedCase("front-matter-empty", {"bad.md": "---\n---\nbody\n"}, [(f"{BAD}:2: ", "front matter is empty")]),
+    MalformedCase("missing-id", {"bad.md": "---\nepic: E\n---\nbody\n"}, [(f"{BAD}: ", "missing required field 'id'")]),
     MalformedCase(
         "missing-epic",
         {"bad.md": "---\nid: S1\n---\nbody\n"},
@@ -273,9 +267,7 @@ MALFORMED_CASES: list[MalformedCase] = [
         {"bad.md": "---\nepic: E\nid: [S1]\n---\nbody\n"},
         [(f"{BAD}:3: ", "id must be a single id like 'S1', got a list")],
     ),
-    MalformedCase(
-        "id-is-empty", {"bad.md": "---\nid:\nepic: E\n---\nbody\n"}, [(f"{BAD}:2: ", "got nothing")]
-    ),
+    MalformedCase("id-is-empty", {"bad.md": "---\nid:\nepic: E\n---\nbody\n"}, [(f"{BAD}:2: ", "got nothing")]),
     MalformedCase(
         "invalid-id",
         {"bad.md": "---\nid: 'bad id'\nepic: E\n---\nbody\n"},
@@ -628,8 +620,7 @@ def test_two_thousand_specs_load_quickly(tmp_path: Path) -> None:
     for i in range(2000):
         deps = f"[S{i - 1}, S{i // 2}]" if i else "[]"
         (folder / f"s{i:04d}.md").write_text(
-            f"---\nid: S{i}\nepic: E{i % 7}\ndepends_on: {deps}\npriority: {i % 3}\n---\n"
-            f"# Task {i}\n\nBody.\n"
+            f"---\nid: S{i}\nepic: E{i % 7}\ndepends_on: {deps}\npriority: {i % 3}\n---\n# Task {i}\n\nBody.\n"
         )
     start = time.perf_counter()
     backlog = load_backlog(folder)
@@ -673,9 +664,7 @@ def reachable(deps: dict[str, list[str]], start: str) -> set[str]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(graph=dags(), data=st.data())
-def test_random_dags_order_and_back_edges(
-    graph: tuple[list[str], dict[str, list[str]]], data: st.DataObject
-) -> None:
+def test_random_dags_order_and_back_edges(graph: tuple[list[str], dict[str, list[str]]], data: st.DataObject) -> None:
     names, deps = graph
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "specs"

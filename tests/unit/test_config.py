@@ -44,9 +44,7 @@ def write_toml(repo: Path, text: str) -> Path:
     return path
 
 
-def config_error(
-    repo: Path, overrides: dict[str, object] | None = None, env: dict[str, str] | None = None
-) -> str:
+def config_error(repo: Path, overrides: dict[str, object] | None = None, env: dict[str, str] | None = None) -> str:
     with pytest.raises(ConfigError) as info:
         load_config(repo, overrides=overrides, env={} if env is None else env)
     message = str(info.value)
@@ -181,9 +179,7 @@ def test_empty_env_variable_counts_as_unset(repo: Path) -> None:
 
 
 def test_aliases(repo: Path) -> None:
-    loaded = load_config(
-        repo, env={"SWARM_DATABASE_URL": "postgresql://db/swarm", "SWARM_TMUX_SOCKET": "swarm-test"}
-    )
+    loaded = load_config(repo, env={"SWARM_DATABASE_URL": "postgresql://db/swarm", "SWARM_TMUX_SOCKET": "swarm-test"})
     assert loaded.config.queue.database == "postgresql://db/swarm"
     assert loaded.sources["queue.database"] == "env SWARM_DATABASE_URL"
     assert loaded.config.swarm.tmux_socket == "swarm-test"
@@ -232,9 +228,7 @@ def test_runtime_swarm_variables_are_ignored(repo: Path, caplog: pytest.LogCaptu
     assert "SWARM_AGENT_ID" not in caplog.text
 
 
-def test_misspelt_setting_variable_is_ignored_with_a_warning(
-    repo: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_misspelt_setting_variable_is_ignored_with_a_warning(repo: Path, caplog: pytest.LogCaptureFixture) -> None:
     loaded = load_config(repo, env={"SWARM_QUEUE_MAX_ATTEMPT": "9"})
     assert loaded.config.queue.max_attempts == 3
     assert "SWARM_QUEUE_MAX_ATTEMPTS" in caplog.text
