@@ -145,24 +145,34 @@ def render(snap: Snapshot) -> RenderableType:
     bar = Table.grid(padding=(0, 1))
     bar.add_row(ProgressBar(total=total, completed=done, width=50), Text(f"{100 * done // total}%"))
 
-    agents = Table(box=None, header_style="bold", pad_edge=False, expand=False)
-    for column in ("agent", "state", "task", "heartbeat", "lease left", "cost", "last output"):
-        agents.add_column(column, no_wrap=True, overflow="ellipsis", max_width=60 if column == "last output" else None)
-    for a in data["agents"]:
-        style = {"dead": "red", "working": "green", "idle": "dim", "done": "cyan"}.get(a["state"], "")
-        agents.add_row(
+    agents = Table(box=None, header_style="bold", pad_edge=False, expand=False, collapse_padding=True)
+    rows = [
+        (
             a["id"],
-            Text(a["state"], style=style),
+            a["state"],
             a["task"] or "-",
             _age(a["heartbeat_age_s"]),
             _age(a["lease_left_s"]),
             f"${a['cost_usd']:.2f}" if a["cost_usd"] else "-",
-            (a["last_output"] or "").strip()[:60],
+            (a["last_output"] or "").strip(),
         )
+        for a in data["agents"]
+    ]
+    headers = ("agent", "state", "task", "heartbeat", "lease left", "cost", "last output")
+    for index, column in enumerate(headers):
+        if column == "last output":
+            # The only column that gives way on a narrow terminal; ids and states are never cut.
+            agents.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1, min_width=10, max_width=60)
+        else:
+            width = max([len(column), *(len(row[index]) for row in rows)])
+            agents.add_column(column, no_wrap=True, min_width=width)
+    for row in rows:
+        style = {"dead": "red", "working": "green", "idle": "dim", "done": "cyan"}.get(row[1], "")
+        agents.add_row(row[0], Text(row[1], style=style), *row[2:])
 
     tasks = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("task", "state", "owner", "tries", "commit", "title"):
-        tasks.add_column(column, no_wrap=column != "title", overflow="ellipsis")
+        tasks.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1 if column == "title" else None)
     colours = {"done": "green", "claimed": "yellow", "dead": "red", "cancelled": "dim", "blocked": "dim"}
     for t in snap.tasks:
         tasks.add_row(

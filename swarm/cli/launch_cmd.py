@@ -106,6 +106,15 @@ def follow(swarm: SwarmRecord, loaded: LoadedConfig, *, timeout: float | None) -
                         out.print(line)
                         last_line = line
                 if snap.finished:
+                    # Give idle workers a moment to notice and exit, so the last picture is the final one.
+                    settle = time.monotonic() + 5
+                    while time.monotonic() < settle and any(
+                        a.pid and procs.alive(a.pid) and a.state in ("idle", "working") for a in snap.agents
+                    ):
+                        time.sleep(0.1)
+                        snap = dashboard.take(store, loaded, store.get_swarm(swarm.id))
+                    if live:
+                        live.update(dashboard.render(snap))
                     break
                 workers = [a.pid for a in snap.agents if a.pid]
                 if snap.agents and not any(procs.alive(pid) for pid in workers):
