@@ -153,3 +153,30 @@ class AgentRecord:
     last_output_at: float | None = None
     detail: str | None = None
     created_at: float | None = None
+
+
+#: Message types of DESIGN 7; ``signal.*`` is open-ended.
+MESSAGE_TYPES: tuple[str, ...] = (
+    "chat",
+    "question",
+    "answer",
+    "shutdown_request",
+    "shutdown_response",
+    "escalation",
+)
+#: The lead's author name.
+LEAD = "lead"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One entry of a thread."""
+
+    thread: str
+    seq: int
+    author: str
+    recipient: str | None
+    type: str
+    body: str
+    reply_to: int | None
+    created_at: float

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarm.models import AgentRecord, Claim, Event, Spec, Task, TaskState
+from swarm.models import AgentRecord, Claim, Event, Message, Spec, Task, TaskState
 
 Clock = Callable[[], float]
 
@@ -154,6 +154,73 @@ class Store(ABC):
     ) -> list[str]:
         """Return every task these agents hold to the queue without spending an attempt (their leases
         become stale). Used by teardown, which has no lease tokens. Returns the task ids."""
+
+    # -- identity --------------------------------------------------------------------------------
+    @abstractmethod
+    def set_token_hash(self, identity: str, token_hash: str) -> None:
+        """Record the hash of an identity's secret: an agent id (must exist) or ``lead``."""
+
+    @abstractmethod
+    def token_hash(self, identity: str) -> str | None:
+        """The recorded hash of an identity's secret, or None when it has none."""
+
+    @abstractmethod
+    def known_identities(self) -> set[str]:
+        """Every agent id the database knows, plus ``lead``: the possible authors and recipients."""
+
+    # -- threads ---------------------------------------------------------------------------------
+    @abstractmethod
+    def append_message(
+        self,
+        thread: str,
+        author: str,
+        type_: str,
+        body: str,
+        *,
+        recipient: str | None = None,
+        reply_to: int | None = None,
+    ) -> Message:
+        """Append to a thread (created on first use) under the next sequence number, in commit order.
+
+        ``reply_to`` must name an entry of the same thread (BadInput otherwise)."""
+
+    @abstractmethod
+    def list_messages(self, thread: str, *, since: int = 0, limit: int = 10_000) -> list[Message]:
+        """Entries after ``since``, in sequence order."""
+
+    @abstractmethod
+    def get_message(self, thread: str, seq: int) -> Message:
+        """One entry; BadInput when absent."""
+
+    @abstractmethod
+    def next_message_for(
+        self,
+        thread: str,
+        identity: str,
+        *,
+        after: int,
+        from_author: str | None = None,
+        reply_to: int | None = None,
+        type_: str | None = None,
+    ) -> Message | None:
+        """The first entry after ``after`` that ``identity`` did not write and that is addressed to it or to
+        all (optionally from one author, or replying to one entry)."""
+
+    @abstractmethod
+    def thread_tail(self, thread: str) -> int:
+        """The last sequence number of a thread (0 when empty or absent)."""
+
+    @abstractmethod
+    def get_cursor(self, identity: str, thread: str) -> int | None:
+        """Where ``identity``'s waits left off in ``thread``."""
+
+    @abstractmethod
+    def set_cursor(self, identity: str, thread: str, seq: int) -> None:
+        """Move the cursor forward (never back)."""
+
+    @abstractmethod
+    def unanswered_questions(self, recipient: str = "lead") -> list[Message]:
+        """Questions to ``recipient`` that have no answer yet, oldest first."""
 
     # -- tasks -----------------------------------------------------------------------------------
     @abstractmethod

@@ -38,7 +38,7 @@ from swarm.errors import (
     SwarmError,
     UnknownTask,
 )
-from swarm.models import STATE_ORDER, AgentRecord, Claim, Event, Spec, Task, TaskState, is_valid_id
+from swarm.models import LEAD, STATE_ORDER, AgentRecord, Claim, Event, Message, Spec, Task, TaskState, is_valid_id
 from swarm.store.base import AddResult, Reaped, Store, StoreOptions, SwarmRecord
 from swarm.store.sqlfile import migrations, queries
 
@@ -330,6 +330,144 @@ class SQLiteStore(Store):
             return returned
 
         return self._run_write(op)
+
+    # -- identity --------------------------------------------------------------------------------
+    def set_token_hash(self, identity: str, token_hash: str) -> None:
+        """Record an identity's secret hash."""
+
+        def op(cur: sqlite3.Cursor) -> None:
+            if identity == LEAD:
+                cur.execute(_Q["set_meta"], {"key": "lead_token_hash", "value": token_hash})
+            elif cur.execute(_Q["set_agent_token"], {"id": identity, "hash": token_hash}).rowcount == 0:
+                raise BadInput(f"no agent {identity!r} to give a token to")
+
+        self._run_write(op)
+
+    def token_hash(self, identity: str) -> str | None:
+        """An identity's secret hash."""
+        with self._read() as cur:
+            if identity == LEAD:
+                row = cur.execute(_Q["get_meta"], {"key": "lead_token_hash"}).fetchone()
+            else:
+                row = cur.execute(_Q["agent_token"], {"id": identity}).fetchone()
+        return row[0] if row and row[0] else None
+
+    def known_identities(self) -> set[str]:
+        """Agent ids plus the lead."""
+        with self._read() as cur:
+            return {r[0] for r in cur.execute(_Q["agent_ids"])} | {LEAD}
+
+    # -- threads ---------------------------------------------------------------------------------
+    def append_message(
+        self,
+        thread: str,
+        author: str,
+        type_: str,
+        body: str,
+        *,
+        recipient: str | None = None,
+        reply_to: int | None = None,
+    ) -> Message:
+        """Append under the next sequence number of the thread."""
+
+        def op(cur: sqlite3.Cursor) -> Message:
+            now = self.options.clock()
+            cur.execute(_Q["ensure_thread"], {"thread": thread, "now": now})
+            if (
+                reply_to is not None
+                and not cur.execute(_Q["message_exists"], {"thread": thread, "seq": reply_to}).fetchone()
+            ):
+                raise BadInput(
+                    f"no entry {reply_to} in thread {thread!r} to reply to",
+                    hint="see 'swarm msg list' for the sequence numbers",
+                )
+            seq = cur.execute(_Q["next_seq"], {"thread": thread}).fetchone()[0]
+            cur.execute(
+                _Q["insert_message"],
+                {
+                    "thread": thread,
+                    "seq": seq,
+                    "author": author,
+                    "recipient": recipient,
+                    "type": type_,
+                    "body": body,
+                    "reply_to": reply_to,
+                    "now": now,
+                },
+            )
+            return Message(
+                thread=thread,
+                seq=seq,
+                author=author,
+                recipient=recipient,
+                type=type_,
+                body=body,
+                reply_to=reply_to,
+                created_at=now,
+            )
+
+        return self._run_write(op)
+
+    def list_messages(self, thread: str, *, since: int = 0, limit: int = 10_000) -> list[Message]:
+        """Entries after ``since``."""
+        with self._read() as cur:
+            rows = cur.execute(_Q["list_messages"], {"thread": thread, "since": since, "limit": limit}).fetchall()
+        return [_message(r) for r in rows]
+
+    def get_message(self, thread: str, seq: int) -> Message:
+        """One entry."""
+        with self._read() as cur:
+            row = cur.execute(_Q["get_message"], {"thread": thread, "seq": seq}).fetchone()
+        if row is None:
+            raise BadInput(f"no entry {seq} in thread {thread!r}", hint="see 'swarm msg list' for the sequence numbers")
+        return _message(row)
+
+    def next_message_for(
+        self,
+        thread: str,
+        identity: str,
+        *,
+        after: int,
+        from_author: str | None = None,
+        reply_to: int | None = None,
+        type_: str | None = None,
+    ) -> Message | None:
+        """The next entry for ``identity``."""
+        with self._read() as cur:
+            row = cur.execute(
+                _Q["next_for"],
+                {
+                    "thread": thread,
+                    "identity": identity,
+                    "after": after,
+                    "from_author": from_author,
+                    "reply_to": reply_to,
+                    "type": type_,
+                },
+            ).fetchone()
+        return _message(row) if row else None
+
+    def thread_tail(self, thread: str) -> int:
+        """Last sequence number."""
+        with self._read() as cur:
+            row = cur.execute(_Q["thread_tail"], {"thread": thread}).fetchone()
+        return int(row[0]) if row else 0
+
+    def get_cursor(self, identity: str, thread: str) -> int | None:
+        """Where identity's waits left off."""
+        with self._read() as cur:
+            row = cur.execute(_Q["get_cursor"], {"identity": identity, "thread": thread}).fetchone()
+        return int(row[0]) if row else None
+
+    def set_cursor(self, identity: str, thread: str, seq: int) -> None:
+        """Move a cursor forward."""
+        self._run_write(lambda cur: cur.execute(_Q["set_cursor"], {"identity": identity, "thread": thread, "seq": seq}))
+
+    def unanswered_questions(self, recipient: str = LEAD) -> list[Message]:
+        """Open questions to ``recipient``."""
+        with self._read() as cur:
+            rows = cur.execute(_Q["unanswered"], {"recipient": recipient}).fetchall()
+        return [_message(r) for r in rows]
 
     # -- tasks -----------------------------------------------------------------------------------
     def add_tasks(self, specs: Sequence[Spec], *, actor: str = "lead", swarm_id: str | None = None) -> AddResult:
@@ -783,6 +921,19 @@ _AGENT_FIELDS = frozenset(
         "restarts",
     }
 )
+
+
+def _message(row: Sequence[Any]) -> Message:
+    return Message(
+        thread=row[0],
+        seq=row[1],
+        author=row[2],
+        recipient=row[3],
+        type=row[4],
+        body=row[5],
+        reply_to=row[6],
+        created_at=row[7],
+    )
 
 
 def _swarm(row: Sequence[Any]) -> SwarmRecord:

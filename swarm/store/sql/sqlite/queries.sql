@@ -225,3 +225,66 @@ SELECT value FROM meta WHERE key = :key;
 -- name: set_meta
 INSERT INTO meta (key, value) VALUES (:key, :value)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: ensure_thread
+INSERT INTO threads (name, last_seq, created_at) VALUES (:thread, 0, :now) ON CONFLICT (name) DO NOTHING;
+
+-- name: next_seq
+UPDATE threads SET last_seq = last_seq + 1 WHERE name = :thread RETURNING last_seq;
+
+-- name: thread_tail
+SELECT last_seq FROM threads WHERE name = :thread;
+
+-- name: insert_message
+INSERT INTO messages (thread, seq, author, recipient, type, body, reply_to, created_at)
+VALUES (:thread, :seq, :author, :recipient, :type, :body, :reply_to, :now);
+
+-- name: message_exists
+SELECT 1 FROM messages WHERE thread = :thread AND seq = :seq;
+
+-- name: get_message
+SELECT thread, seq, author, recipient, type, body, reply_to, created_at
+FROM messages WHERE thread = :thread AND seq = :seq;
+
+-- name: list_messages
+SELECT thread, seq, author, recipient, type, body, reply_to, created_at
+FROM messages
+WHERE thread = :thread AND seq > :since
+ORDER BY seq
+LIMIT :limit;
+
+-- name: next_for
+-- The next entry this identity did not write that is addressed to it or to all.
+SELECT thread, seq, author, recipient, type, body, reply_to, created_at
+FROM messages
+WHERE thread = :thread AND seq > :after AND author != :identity
+  AND (recipient IS NULL OR recipient = :identity)
+  AND (:from_author IS NULL OR author = :from_author)
+  AND (:reply_to IS NULL OR reply_to = :reply_to)
+  AND (:type IS NULL OR type = :type)
+ORDER BY seq
+LIMIT 1;
+
+-- name: unanswered
+SELECT q.thread, q.seq, q.author, q.recipient, q.type, q.body, q.reply_to, q.created_at
+FROM messages AS q
+WHERE q.type = 'question' AND q.recipient = :recipient
+  AND NOT EXISTS (SELECT 1 FROM messages AS a
+                  WHERE a.thread = q.thread AND a.reply_to = q.seq AND a.type = 'answer')
+ORDER BY q.created_at, q.seq;
+
+-- name: get_cursor
+SELECT seq FROM cursors WHERE identity = :identity AND thread = :thread;
+
+-- name: set_cursor
+INSERT INTO cursors (identity, thread, seq) VALUES (:identity, :thread, :seq)
+ON CONFLICT (identity, thread) DO UPDATE SET seq = max(cursors.seq, excluded.seq);
+
+-- name: set_agent_token
+UPDATE agents SET token_hash = :hash WHERE id = :id;
+
+-- name: agent_token
+SELECT token_hash FROM agents WHERE id = :id;
+
+-- name: agent_ids
+SELECT id FROM agents;
