@@ -29,8 +29,9 @@ from swarm.agents import check_agent_cli, load_template, root_permission_problem
 from swarm.backlog import load_backlog
 from swarm.config import LoadedConfig, load_config
 from swarm.errors import BadInput, SwarmError
-from swarm.models import AgentRecord, AgentState
-from swarm.queue import QueuedEpic, backlog_folder, open_queue, queue_epic
+from swarm.identity import hash_token, lead_token
+from swarm.models import LEAD, AgentRecord, AgentState
+from swarm.queue import QueuedEpic, backlog_folder, lead_token_path, open_queue, queue_epic
 from swarm.runtime import procs
 from swarm.runtime.git import GitRepo, open_repo
 from swarm.runtime.runfile import AgentRun, run_file_path, write_run_file
@@ -177,6 +178,8 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
                     )
                 result.resumed_sessions.append(run.session)
                 continue
+            # A resumed session keeps the token it started with; a new one gets a new token.
+            store.set_token_hash(run.agent_id, hash_token(run.token))
             run_file = write_run_file(run)
             pid = tmux.new_session(
                 run.session,
@@ -291,6 +294,7 @@ class TeardownReport:
 
     swarm_id: str | None = None
     stopped_gracefully: list[str] = field(default_factory=list)
+    responses: dict[str, str] = field(default_factory=dict)
     killed: list[int] = field(default_factory=list)
     returned_tasks: list[str] = field(default_factory=list)
     wip_commits: dict[str, str] = field(default_factory=dict)
@@ -333,8 +337,15 @@ def teardown(
         socket_name = str(swarm.settings.get("tmux_socket") or loaded.config.swarm.tmux_socket)
         tmux = Tmux(socket_name)
         mode = "now" if now else "finish"
-        store.request_stop(swarm.id, mode)
         live = {a.id: a.pid for a in agents if a.pid and procs.alive(a.pid)}
+        # Ask through the thread first (each worker answers with a shutdown_response), and set the swarm's
+        # stop flag so that a worker started late, or one that misses the message, stops too.
+        lead_token(store, lead_token_path(loaded))
+        requests = {
+            agent_id: store.append_message("team", LEAD, "shutdown_request", mode, recipient=agent_id).seq
+            for agent_id in live
+        }
+        store.request_stop(swarm.id, mode)
         if live:
             wait = grace if grace is not None else (15.0 if now else 30.0)
             say(
@@ -345,6 +356,10 @@ def teardown(
             while time.monotonic() < deadline and any(procs.alive(pid) for pid in live.values()):
                 time.sleep(0.1)
             report.stopped_gracefully = [a for a, pid in live.items() if not procs.alive(pid)]
+            for agent_id, seq in requests.items():
+                answer = store.next_message_for("team", LEAD, after=seq, from_author=agent_id, reply_to=seq)
+                if answer is not None:
+                    report.responses[agent_id] = answer.body
         # Whatever is still running now is stopped by PID and process group, never by name.
         pids = [pid for pid in live.values() if procs.alive(pid)]
         stragglers = procs.processes_with_env("SWARM_ID", swarm.id)

@@ -9,7 +9,7 @@ from typing import Any
 
 from swarm.backlog import Backlog
 from swarm.config import LoadedConfig
-from swarm.errors import BadInput
+from swarm.errors import BadInput, SwarmError
 from swarm.models import Spec, TaskState
 from swarm.store import RetryPolicy, Store, StoreOptions, SwarmRecord, open_store
 from swarm.store.sqlite import path_from_url
@@ -100,3 +100,79 @@ def backlog_folder(loaded: LoadedConfig, override: Path | None = None) -> Path:
     """The backlog folder: a flag, else ``queue.backlog`` relative to the repository."""
     folder = override or Path(loaded.config.queue.backlog)
     return folder if folder.is_absolute() else loaded.repo / folder
+
+
+def lead_token_path(loaded: LoadedConfig) -> Path:
+    """The lead's token lives beside the SQLite database (``.swarm/lead.token``), else in the repo's ``.swarm``."""
+    url = loaded.database_url()
+    if url.startswith("sqlite:"):
+        return path_from_url(url).parent / "lead.token"
+    return loaded.repo / ".swarm" / "lead.token"
+
+
+#: How many fresh ids ``add_task`` tries when others add tasks at the same moment.
+_ADD_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class AddedTask:
+    """A task added by hand or by an agent."""
+
+    id: str
+    epic: str
+    state: TaskState
+
+
+def add_task(
+    store: Store,
+    *,
+    title: str,
+    body: str | None = None,
+    task_id: str | None = None,
+    epic: str | None = None,
+    depends_on: tuple[str, ...] = (),
+    priority: int = 0,
+    requires: tuple[str, ...] = (),
+    max_attempts: int | None = None,
+    actor: str = "lead",
+) -> AddedTask:
+    """Add one task to the current swarm (CLI ``queue add`` and MCP ``queue_add``).
+
+    Without ``task_id`` it takes the next free ``Qnnnn``; when another writer takes that id first, it tries
+    the next one, so two agents adding at once never lose a task.
+    """
+    clean = title.strip()
+    if not clean:
+        raise BadInput("the title is empty", hint="give the task a one-line title")
+    current = store.current_swarm()
+    chosen_epic = epic or (current.epic if current else "adhoc")
+    for _ in range(_ADD_ATTEMPTS):
+        known = {t.id for t in store.list_tasks()}
+        candidate = task_id
+        if candidate is None:
+            number = len(known) + 1
+            while f"Q{number:04d}" in known:
+                number += 1
+            candidate = f"Q{number:04d}"
+        elif candidate in known:
+            raise BadInput(f"task {candidate} is already queued", hint="choose another --id")
+        spec = Spec(
+            id=candidate,
+            epic=chosen_epic,
+            title=clean,
+            body=(body or clean).strip() or clean,
+            depends_on=depends_on,
+            priority=priority,
+            requires=requires,
+            max_attempts=max_attempts,
+        )
+        result = store.add_tasks([spec], actor=actor, swarm_id=current.id if current else None)
+        if candidate in result.added:
+            state = TaskState.READY if candidate in result.ready else TaskState.BLOCKED
+            return AddedTask(id=candidate, epic=chosen_epic, state=state)
+        if task_id is not None:
+            raise BadInput(f"task {candidate} is already queued", hint="choose another --id")
+    raise SwarmError(
+        f"could not find a free task id after {_ADD_ATTEMPTS} tries",
+        hint="others are adding tasks at the same time; try again",
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from swarm.config import LoadedConfig
-from swarm.models import STATE_ORDER, AgentRecord, AgentState, Task, TaskState
+from swarm.models import LEAD, STATE_ORDER, AgentRecord, AgentState, Message, Task, TaskState
 from swarm.runtime import procs
 from swarm.store import Store, SwarmRecord
 
@@ -30,6 +30,7 @@ class Snapshot:
     tasks: list[Task]
     agents: list[AgentRecord]
     taken_at: float
+    questions: list[Message] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -51,6 +52,7 @@ def take(store: Store, loaded: LoadedConfig, swarm: SwarmRecord) -> Snapshot:
         tasks=store.list_tasks(swarm_id=swarm.id),
         agents=store.list_agents(swarm.id),
         taken_at=time.time(),
+        questions=store.unanswered_questions(LEAD),
     )
 
 
@@ -115,7 +117,7 @@ def to_json(snap: Snapshot) -> dict[str, Any]:
             for t in snap.tasks
         ],
         "agents": agents,
-        "questions": [],
+        "questions": [{"seq": q.seq, "from": q.author, "body": q.body, "thread": q.thread} for q in snap.questions],
     }
 
 
@@ -187,4 +189,7 @@ def render(snap: Snapshot) -> RenderableType:
     if snap.agents:
         parts += [agents, Text("")]
     parts.append(tasks)
+    if snap.questions:
+        parts.append(Text("\nopen questions to the lead (answer with: swarm msg reply SEQ TEXT)", style="bold yellow"))
+        parts.extend(Text(f"  #{q.seq} {q.author}: {q.body[:200]}") for q in snap.questions)
     return Group(*parts)

@@ -186,6 +186,7 @@ def _report_json(report: TeardownReport) -> dict[str, object]:
     return {
         "swarm": report.swarm_id,
         "stopped_gracefully": report.stopped_gracefully,
+        "shutdown_responses": report.responses,
         "killed": report.killed,
         "returned_tasks": report.returned_tasks,
         "wip_commits": report.wip_commits,

@@ -41,7 +41,17 @@ def _root(
 
 def _register() -> None:
     # Imported here so that each command group stays its own module and the app is assembled once.
-    from swarm.cli import agent_cmd, config_cmd, demo_cmd, doctor_cmd, launch_cmd, queue_cmd, status_cmd
+    from swarm.cli import (
+        agent_cmd,
+        config_cmd,
+        demo_cmd,
+        doctor_cmd,
+        launch_cmd,
+        mcp_cmd,
+        msg_cmd,
+        queue_cmd,
+        status_cmd,
+    )
 
     # Registration order is the order of `swarm --help`: the everyday commands first.
     config_cmd.register(app)
@@ -49,6 +59,8 @@ def _register() -> None:
     status_cmd.register(app)
     agent_cmd.register(app)
     queue_cmd.register(app)
+    msg_cmd.register(app)
+    mcp_cmd.register(app)
     doctor_cmd.register(app)
     demo_cmd.register(app)
 

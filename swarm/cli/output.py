@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from swarm.models import Claim, Task
+from swarm.models import Claim, Message, Task
 
 
 def console() -> Console:
@@ -76,3 +76,17 @@ def split_list(value: str | None) -> list[str]:
     if not value:
         return []
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """A thread entry (DESIGN 8): ``seq, thread, author, to, type, body, reply_to, created_at``."""
+    return {
+        "seq": message.seq,
+        "thread": message.thread,
+        "author": message.author,
+        "to": message.recipient,
+        "type": message.type,
+        "body": message.body,
+        "reply_to": message.reply_to,
+        "created_at": iso(message.created_at),
+    }

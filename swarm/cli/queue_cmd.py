@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -9,12 +10,14 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from swarm import identity
 from swarm.backlog import load_backlog
 from swarm.cli.output import claim_json, console, emit_json, iso, split_list, task_json
 from swarm.config import LoadedConfig, load_config
 from swarm.errors import BadInput
-from swarm.models import STATE_ORDER, Spec, TaskState, is_valid_id
-from swarm.queue import backlog_folder, open_queue, queue_epic
+from swarm.models import STATE_ORDER, TaskState, is_valid_id
+from swarm.queue import add_task, backlog_folder, lead_token_path, open_queue, queue_epic
+from swarm.store import Store
 
 queue_app = typer.Typer(
     help="Work the task queue by hand or from an agent: init, claim, heartbeat, release, status, add, "
@@ -42,6 +45,12 @@ TTL_OPTION = typer.Option(None, "--ttl", min=0.001, help="Lease length in second
 
 def _config(db: str | None) -> LoadedConfig:
     return load_config(overrides={"queue.database": db})
+
+
+def _prove(store: Store, loaded: LoadedConfig, agent_id: str) -> None:
+    """Writes on behalf of an agent must come from that agent (its SWARM_TOKEN), or from the lead for agent
+    ids no launch gave a token to."""
+    identity.resolve(store, lead_token_path(loaded), os.environ, acting_as=agent_id)
 
 
 def _ttl(loaded: LoadedConfig, ttl: float | None) -> float:
@@ -106,6 +115,7 @@ def claim_cmd(
     """Claim the next eligible task (highest priority, then oldest) and print it with its lease."""
     loaded = _config(db)
     with open_queue(loaded) as store:
+        _prove(store, loaded, agent_id)
         got = store.claim(agent_id, split_list(capabilities), ttl_seconds=_ttl(loaded, ttl), host=socket.gethostname())
     if as_json:
         emit_json(claim_json(got))
@@ -130,6 +140,7 @@ def heartbeat_cmd(
     """Extend the lease on a claimed task. Exits 1 with "lease lost" if the task is no longer yours."""
     loaded = _config(db)
     with open_queue(loaded) as store:
+        _prove(store, loaded, agent_id)
         until = store.heartbeat(task_id, agent_id, lease_token, ttl_seconds=_ttl(loaded, ttl))
     if as_json:
         emit_json({"task_id": task_id, "lease_until": iso(until)})
@@ -172,6 +183,7 @@ def release_cmd(
     loaded = _config(db)
     result: dict[str, Any] = {"task_id": task_id}
     with open_queue(loaded) as store:
+        _prove(store, loaded, agent_id)
         if completed:
             promoted = store.complete(task_id, agent_id, lease_token, commit=commit, cost_usd=cost_usd)
             result.update(outcome="completed", state="done", promoted=promoted)
@@ -260,29 +272,19 @@ def add_cmd(
             raise BadInput(f"invalid capability {cap!r}", hint="capabilities match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
     loaded = _config(db)
     with open_queue(loaded, create=True) as store:
-        known = {t.id for t in store.list_tasks()}
-        if task_id is None:
-            number = len(known) + 1
-            while f"Q{number:04d}" in known:
-                number += 1
-            task_id = f"Q{number:04d}"
-        elif task_id in known:
-            raise BadInput(f"task {task_id} is already queued", hint="choose another --id")
-        if epic is None:
-            current = store.current_swarm()
-            epic = current.epic if current else "adhoc"
-        spec = Spec(
-            id=task_id,
+        added = add_task(
+            store,
+            title=title,
+            body=body,
+            task_id=task_id,
             epic=epic,
-            title=title.strip(),
-            body=(body or title).strip() or title,
             depends_on=tuple(split_list(depends_on)),
             priority=priority,
             requires=tuple(split_list(requires)),
             max_attempts=max_attempts,
+            actor=identity.resolve(store, lead_token_path(loaded), os.environ),
         )
-        result = store.add_tasks([spec])
-    state = "ready" if result.ready else "blocked"
+    task_id, epic, state = added.id, added.epic, added.state.value
     if as_json:
         emit_json({"id": task_id, "epic": epic, "state": state})
     else:

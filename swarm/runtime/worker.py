@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from swarm.agents import build_command, load_template, render_prompt
 from swarm.errors import LeaseLost, SwarmError
-from swarm.models import AgentState, Claim
+from swarm.models import LEAD, AgentState, Claim, Message
 from swarm.runtime import procs
 from swarm.runtime.git import Worktree, open_repo
 from swarm.runtime.runfile import AgentRun
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 TAIL_LINES = 20
 #: How long a killed agent gets between SIGTERM and SIGKILL.
 KILL_GRACE_SECONDS = 5.0
+#: Shutdown requests and signals travel on the default thread.
+CONTROL_THREAD = "team"
 #: Do not write "last output" to the database more often than this.
 OUTPUT_NOTE_SECONDS = 2.0
 
@@ -79,6 +81,12 @@ class Worker:
         self.logfile = run.log_path.open("ab", buffering=0)
         self._state: str | None = None
         self._terminated = False
+        self._stop: str | None = None
+        self._stop_marker: int | None = None
+        self._stop_request: Message | None = None
+        # Shutdown requests sent before this worker started (an earlier teardown) are not for it.
+        self._control_after = self.store.thread_tail(CONTROL_THREAD)
+        self._outcome = "not started"
 
     # -- output ----------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -95,18 +103,53 @@ class Worker:
         with contextlib.suppress(OSError):
             self.logfile.write(data)
 
-    def _set_state(self, state: AgentState, task_id: str | None = None, detail: str | None = None) -> None:
-        # Posted once per change, never repeatedly: the dashboard reads it, nobody should poll-spam it.
+    def _set_state(self, state: AgentState, task_id: str | None = None, detail: str | None = None) -> bool:
+        # Written once per change, never repeatedly: returns whether this was a change.
         key = f"{state}|{task_id}|{detail}"
         if key == self._state:
-            return
+            return False
         self._state = key
         self.store.update_agent(self.run.agent_id, state=state.value, task_id=task_id, detail=detail)
+        return True
+
+    def _signal(self, name: str, body: str) -> None:
+        """A signal.* entry to the lead (once per state change; --hide-signals hides them)."""
+        with contextlib.suppress(SwarmError):
+            self.store.append_message(CONTROL_THREAD, self.run.agent_id, f"signal.{name}", body, recipient=LEAD)
 
     # -- loop ------------------------------------------------------------------------------------
     def stop_mode(self) -> str | None:
-        """The swarm's stop request, if any."""
-        return self.store.get_swarm(self.run.swarm_id).stop_mode
+        """``finish`` or ``now`` once a shutdown_request for this agent (or everyone) arrived, or the swarm's
+        stop flag is set; None otherwise. Looks only when the database changed since the last look."""
+        if self._stop is not None:
+            return self._stop
+        marker = self.store.change_marker()
+        if marker == self._stop_marker:
+            return None
+        self._stop_marker = marker
+        request = self.store.next_message_for(
+            CONTROL_THREAD, self.run.agent_id, after=self._control_after, type_="shutdown_request"
+        )
+        if request is not None:
+            self._stop_request = request
+            self._stop = "now" if request.body.strip().lower() == "now" else "finish"
+        else:
+            self._stop = self.store.get_swarm(self.run.swarm_id).stop_mode
+        return self._stop
+
+    def _answer_shutdown(self, outcome: str) -> None:
+        request = self._stop_request
+        if request is None:
+            return
+        with contextlib.suppress(SwarmError):
+            self.store.append_message(
+                CONTROL_THREAD,
+                self.run.agent_id,
+                "shutdown_response",
+                outcome,
+                recipient=request.author,
+                reply_to=request.seq,
+            )
 
     def loop(self) -> int:
         """Work until the swarm is finished or asked to stop. Returns the process exit code."""
@@ -120,6 +163,7 @@ class Worker:
                 mode = self.stop_mode()
                 if mode is not None:
                     self.say(f"stop requested ({mode}); exiting")
+                    self._answer_shutdown(f"stopped ({mode}); no task in hand")
                     break
                 claim = self.store.claim(
                     run.agent_id,
@@ -134,7 +178,8 @@ class Worker:
                         self.say(self._finished_text(counts))
                         final = AgentState.DONE
                         break
-                    self._set_state(AgentState.IDLE)
+                    if self._set_state(AgentState.IDLE):
+                        self._signal("idle", f"nothing to claim: {counts['ready']} ready, {counts['claimed']} claimed")
                     self._wait_for_change(run.idle_poll_seconds)
                     continue
                 try:
@@ -145,6 +190,7 @@ class Worker:
                     self._release_failed(claim, exc.render()[:2000], RunResult())
                 if self.stop_mode() is not None:
                     self.say("stop requested; exiting after this task")
+                    self._answer_shutdown(f"stopped after {claim.task_id} ({self._outcome})")
                     break
         except Terminated:
             self.say("terminated by a signal")
@@ -249,6 +295,22 @@ class Worker:
             env["SWARM_TMUX_SOCKET"] = run.tmux_socket
         return env
 
+    def write_mcp_config(self, env: dict[str, str]) -> Path:
+        """Give Claude Code the ``swarm`` MCP server: ``<worktree>/.swarm/mcp.json`` (0600, never committed:
+        launch excludes ``/.swarm/`` in every worktree). The server proves the agent with its token."""
+        path = Path(self.run.worktree) / ".swarm" / "mcp.json"
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        identity = {k: env[k] for k in ("SWARM_ID", "SWARM_AGENT_ID", "SWARM_TOKEN", "SWARM_DATABASE_URL") if k in env}
+        config = {
+            "mcpServers": {
+                "swarm": {"type": "stdio", "command": sys.executable, "args": ["-m", "swarm", "mcp"], "env": identity}
+            }
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(config, handle, indent=2)
+        return path
+
     def run_agent(self, claim: Claim, prompt: str, prompt_file: Path) -> RunResult:
         """Run the agent command for one task, heartbeating, watching for stop requests and the timeout."""
         run = self.run
@@ -263,6 +325,8 @@ class Worker:
         )
         env = self.agent_env(claim, prompt_file)
         env.update(command.env)
+        if self.template.kind == "claude":
+            command.argv.extend(["--mcp-config", str(self.write_mcp_config(env))])
         result = RunResult()
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         try:
@@ -357,6 +421,15 @@ class Worker:
     def finish(self, claim: Claim, result: RunResult) -> None:
         """Commit and complete, or fail, or return; keep every change somewhere."""
         run = self.run
+        self._outcome = (
+            "lease lost"
+            if result.lease_lost
+            else "returned"
+            if result.stopped
+            else "done"
+            if result.exit_code == 0 and not result.timed_out
+            else "failed"
+        )
         if result.lease_lost is not None:
             self._stash(claim, "lease lost")
             return

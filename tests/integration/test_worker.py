@@ -258,3 +258,52 @@ def test_parse_usage(line: str, expected: dict[str, object]) -> None:
     usage: dict[str, object] = {}
     _parse_usage(line, usage)
     assert usage == expected
+
+
+def test_claude_agents_get_the_swarm_mcp_server(repo: Path, make_worker: MakeWorker, tmp_path: Path) -> None:
+    """The claude template runs `claude -p ... --mcp-config <worktree>/.swarm/mcp.json`, never committed."""
+    import json
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "claude-argv.json"
+    fake = bin_dir / "claude"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "argv = sys.argv[1:]\n"
+        "config = json.load(open(argv[argv.index('--mcp-config') + 1]))\n"
+        f"json.dump({{'argv': argv, 'config': config, 'stdin': sys.stdin.read()}}, open({str(record)!r}, 'w'))\n"
+        "open('work.txt', 'w').write('done')\n"
+        'print(json.dumps({"type": "result", "total_cost_usd": 0.01, "usage": {"output_tokens": 3}}))\n'
+    )
+    fake.chmod(0o755)
+    open_repo(repo).ensure_excluded("/.swarm/")
+    queue(repo, spec("A"))
+    worker = make_worker(
+        "agent-1",
+        None,
+        kind="claude",
+        model="sonnet",
+        permission_mode="acceptEdits",
+        env={"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin"},
+    )
+    worker.loop()
+    seen = json.loads(record.read_text())
+    argv = seen["argv"]
+    assert argv[:2] == ["-p", "--model"]
+    assert "--output-format" in argv
+    assert argv[argv.index("--permission-mode") + 1] == "acceptEdits"
+    server = seen["config"]["mcpServers"]["swarm"]
+    assert server["args"] == ["-m", "swarm", "mcp"]
+    assert server["env"]["SWARM_AGENT_ID"] == "agent-1"
+    assert server["env"]["SWARM_TOKEN"] == "tok"
+    assert "do A" in seen["stdin"]
+    a = task(repo, "A")
+    assert a.state == TaskState.DONE  # type: ignore[attr-defined]
+    committed = git(repo, "ls-tree", "-r", "--name-only", a.commit).split()  # type: ignore[attr-defined]
+    assert "work.txt" in committed
+    assert not any(name.startswith(".swarm") for name in committed)  # the token never lands in git
+    config_file = repo / ".worktrees" / "agent-1" / ".swarm" / "mcp.json"
+    assert config_file.stat().st_mode & 0o777 == 0o600

@@ -1,0 +1,190 @@
+"""``swarm msg ...``: durable threads between agents and the lead (DESIGN 7)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import typer
+
+from swarm import identity, threads
+from swarm.cli.output import console, emit_json, message_json
+from swarm.config import find_repo_root, load_config
+from swarm.models import LEAD, Message
+from swarm.queue import lead_token_path, open_queue
+from swarm.store import Store
+
+#: `timeout`'s convention, so shell scripts can tell "nothing came" from a failure.
+EXIT_TIMEOUT = 124
+
+msg_app = typer.Typer(
+    help="Talk over durable threads: send, list, wait, ask the lead, reply.",
+    no_args_is_help=True,
+)
+
+THREAD_OPTION = typer.Option(threads.DEFAULT_THREAD, "--thread", help="Thread name.")
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON (one object per entry).")
+DB_OPTION = typer.Option(None, "--db", help="Database URL (default: queue.database).")
+
+
+def _line(message: Message) -> str:
+    to = f" -> {message.recipient}" if message.recipient else ""
+    reply = f" (re #{message.reply_to})" if message.reply_to else ""
+    return f"#{message.seq} {message.author}{to} [{message.type}]{reply}: {message.body}"
+
+
+def _show(message: Message, as_json: bool) -> None:
+    if as_json:
+        emit_json(message_json(message))
+    else:
+        console().print(_line(message), markup=False)
+
+
+class _Session:
+    """The store and the proven identity of the caller."""
+
+    def __init__(self, db: str | None) -> None:
+        self.loaded = load_config(find_repo_root(), overrides={"queue.database": db})
+        self.store: Store = open_queue(self.loaded)
+        try:
+            self.me = identity.resolve(self.store, lead_token_path(self.loaded), os.environ)
+        except BaseException:
+            self.store.close()
+            raise
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@msg_app.command("send")
+def send_cmd(
+    text: str = typer.Argument(..., help="The message; '-' reads it from stdin (for long bodies)."),
+    to: str | None = typer.Option(None, "--to", help="Recipient (an agent id or 'lead'); default: everyone."),
+    type_: str = typer.Option("chat", "--type", help="chat, question, answer, escalation, signal.<name>, ..."),
+    thread: str = THREAD_OPTION,
+    reply_to: int | None = typer.Option(None, "--reply-to", min=1, help="The entry this one answers."),
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Append a message to a thread."""
+    if text == "-":
+        text = sys.stdin.read()
+    session = _Session(db)
+    try:
+        message = threads.send(session.store, session.me, text, to=to, type_=type_, thread=thread, reply_to=reply_to)
+    finally:
+        session.close()
+    if as_json:
+        emit_json(message_json(message))
+    else:
+        console().print(f"sent #{message.seq} on {thread}" + (f" to {to}" if to else " to everyone"))
+
+
+@msg_app.command("list")
+def list_cmd(
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new entries as they arrive."),
+    since: int = typer.Option(0, "--since", min=0, help="Only entries after this sequence number."),
+    type_: str | None = typer.Option(None, "--type", help="Only entries of this type."),
+    hide_signals: bool = typer.Option(False, "--hide-signals", help="Leave out signal.* entries."),
+    thread: str = THREAD_OPTION,
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Print a thread's entries in sequence order."""
+    threads.check_thread(thread)
+    loaded = load_config(find_repo_root(), overrides={"queue.database": db})
+    with open_queue(loaded) as store:
+        last = since
+        while True:
+            marker = store.change_marker()
+            for message in store.list_messages(thread, since=last):
+                last = message.seq
+                if type_ is not None and message.type != type_:
+                    continue
+                if hide_signals and message.type.startswith("signal."):
+                    continue
+                _show(message, as_json)
+            if not follow:
+                return
+            while store.change_marker() == marker:
+                time.sleep(threads.POLL_SECONDS * 5)
+
+
+@msg_app.command("wait")
+def wait_cmd(
+    timeout: float | None = typer.Option(None, "--timeout", min=0.0, help="Give up after S seconds (exit 124)."),
+    from_agent: str | None = typer.Option(None, "--from", help="Only an entry from this author."),
+    reply_to: int | None = typer.Option(None, "--reply-to", min=1, help="Only an entry answering this one."),
+    thread: str = THREAD_OPTION,
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Block until the next entry you did not write that is addressed to you or to everyone; print it."""
+    session = _Session(db)
+    try:
+        spec = threads.WaitSpec(identity=session.me, thread=thread, from_author=from_agent, reply_to=reply_to)
+        message = threads.wait(session.store, spec, timeout)
+    finally:
+        session.close()
+    if message is None:
+        typer.echo(f"swarm: no message within {timeout:g}s", err=True)
+        raise typer.Exit(EXIT_TIMEOUT)
+    _show(message, as_json)
+
+
+@msg_app.command("ask")
+def ask_cmd(
+    text: str = typer.Argument(..., help="The question."),
+    to: str = typer.Option(LEAD, "--to", help="Who should answer (default: the lead)."),
+    timeout: float | None = typer.Option(None, "--timeout", min=0.0, help="Give up after S seconds (exit 124)."),
+    thread: str = THREAD_OPTION,
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Ask a question and wait for its answer; print the answer."""
+    session = _Session(db)
+    try:
+        if session.me != LEAD:
+            session.store.update_agent(session.me, detail="waiting for an answer")
+        question, answer = threads.ask(session.store, session.me, text, to=to, thread=thread, timeout=timeout)
+        if session.me != LEAD:
+            session.store.update_agent(session.me, detail=None)
+    finally:
+        session.close()
+    if answer is None:
+        typer.echo(
+            f"swarm: no answer to #{question.seq} within {timeout:g}s; keep waiting with "
+            f"'swarm msg wait --reply-to {question.seq}'",
+            err=True,
+        )
+        raise typer.Exit(EXIT_TIMEOUT)
+    if as_json:
+        emit_json({"question": message_json(question), "answer": message_json(answer)})
+    else:
+        console().print(answer.body, markup=False)
+
+
+@msg_app.command("reply")
+def reply_cmd(
+    seq: int = typer.Argument(..., min=1, help="The entry to answer."),
+    text: str = typer.Argument(..., help="The answer."),
+    thread: str = THREAD_OPTION,
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Answer an entry (usually a question): the answer goes to its author."""
+    session = _Session(db)
+    try:
+        message = threads.reply(session.store, session.me, seq, text, thread=thread)
+    finally:
+        session.close()
+    if as_json:
+        emit_json(message_json(message))
+    else:
+        console().print(f"answered #{seq} as #{message.seq} (to {message.recipient})")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``swarm msg``."""
+    app.add_typer(msg_app, name="msg")
