@@ -195,7 +195,7 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
 
 def worker_command(run_file: Path) -> list[str]:
     """The argv each agent session runs."""
-    return [sys.executable, "-m", "swarm", "worker", "--run-file", str(run_file)]
+    return [sys.executable, "-m", "swarm.runtime.worker", "--run-file", str(run_file)]
 
 
 def _session_env(launch_env: dict[str, str], run: AgentRun) -> dict[str, str]:
@@ -372,32 +372,35 @@ def teardown(
             procs.stop_processes(targets, groups=groups, grace=5.0)
         report.returned_tasks = store.return_claims([a.id for a in agents], reason="returned by teardown")
         tasks = {t.id: t for t in store.list_tasks(swarm_id=swarm.id)}
-        for agent in agents:
-            if not agent.worktree or not Path(agent.worktree).exists():
-                continue
-            worktree = repo.worktree(Path(agent.worktree))
-            if worktree.has_changes():
-                task = tasks.get(agent.task_id or "")
-                label = f"WIP {task.id}: {task.title}" if task else "WIP: uncommitted work saved by swarm teardown"
-                sha = worktree.commit_all(label, loaded.config.swarm.commit_author, allow_empty=False)
-                if sha:
-                    report.wip_commits[agent.id] = sha
-                    say(f"saved uncommitted work of {agent.id} as {sha[:12]} on {agent.branch}")
+        author = loaded.config.swarm.commit_author
+
+        def save(agent: AgentRecord) -> str | None:
+            # Never lose work: commit whatever is uncommitted on the agent's branch before anything is removed.
+            worktree = repo.worktree(Path(agent.worktree or ""))
+            if not worktree.has_changes():
+                return None
+            task = tasks.get(agent.task_id or "")
+            label = f"WIP {task.id}: {task.title}" if task else "WIP: uncommitted work saved by swarm teardown"
+            return worktree.commit_all(label, author, allow_empty=False)
+
+        present = [a for a in agents if a.worktree and Path(a.worktree).exists()]
+        # Worktrees are independent: check and commit them in parallel (git status is the slow part).
+        with ThreadPoolExecutor(max_workers=min(8, len(present) or 1)) as pool:
+            saved = list(pool.map(save, present))
+        for agent, sha in zip(present, saved, strict=True):
+            if sha:
+                report.wip_commits[agent.id] = sha
+                say(f"saved uncommitted work of {agent.id} as {sha[:12]} on {agent.branch}")
         for name in tmux.tagged_sessions(swarm.id):
             if tmux.kill_session(name, swarm.id):
                 report.sessions_killed.append(name)
-        for agent in agents:
-            if not agent.worktree:
-                continue
-            path = Path(agent.worktree)
-            if keep_worktrees:
-                if path.exists():
-                    report.worktrees_kept.append(str(path))
-                continue
-            if path.exists():
-                # The work is committed above, so a forced removal drops only ignored files (builds, caches).
-                repo.remove_worktree(path, force=True)
-                report.worktrees_removed.append(str(path))
+        if keep_worktrees:
+            report.worktrees_kept = [str(a.worktree) for a in present]
+        else:
+            # The work is committed above, so a forced removal drops only ignored files (builds, caches).
+            with ThreadPoolExecutor(max_workers=min(8, len(present) or 1)) as pool:
+                list(pool.map(lambda a: repo.remove_worktree(Path(a.worktree or ""), force=True, prune=False), present))
+            report.worktrees_removed = [str(a.worktree) for a in present]
         repo.prune_worktrees()
         if delete_branches:
             for agent in agents:

@@ -443,7 +443,7 @@ class GitRepo:
         out = self._git.run("worktree", "list", "--porcelain", what="list worktrees", retry=True).out
         return _parse_worktrees(out)
 
-    def remove_worktree(self, path: Path, *, force: bool = False) -> None:
+    def remove_worktree(self, path: Path, *, force: bool = False, prune: bool = True) -> None:
         """Remove the worktree at ``path`` (its branch stays); nothing happens if it is already gone.
 
         Without ``force`` git refuses a worktree with uncommitted changes, and so does this. Then prunes
@@ -462,7 +462,8 @@ class GitRepo:
                     hint = "commit or discard its changes, or remove it with force"
                 raise self._git.error(result, args, what=f"remove worktree {path}", hint=hint)
             logger.info("removed worktree %s", path)
-        self.prune_worktrees()
+        if prune:  # callers removing several worktrees at once prune once at the end
+            self.prune_worktrees()
 
     def prune_worktrees(self) -> None:
         """Forget registered worktrees whose directories no longer exist."""

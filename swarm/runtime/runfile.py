@@ -41,7 +41,7 @@ class AgentRun(BaseModel):
     token: str
     env: dict[str, str] = {}
     idle_poll_seconds: float = 2.0
-    stop_poll_seconds: float = 0.5
+    stop_poll_seconds: float = 0.25
 
     @property
     def swarm_dir(self) -> Path:

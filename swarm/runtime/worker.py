@@ -411,9 +411,14 @@ class Worker:
                     self.store.update_agent(self.run.agent_id, last_output=text[-200:], last_output_at=time.time())
 
     def _kill(self, proc: subprocess.Popen[bytes]) -> None:
-        survivors = procs.stop_processes([proc.pid], groups=[proc.pid], grace=KILL_GRACE_SECONDS)
-        if survivors:
-            self.say(f"could not stop agent processes {survivors}")
+        # The agent leads its own process group: TERM the group, give it the grace period, then KILL whatever
+        # of the group is left. (A process that left the group is still found by teardown through SWARM_ID.)
+        procs.signal_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.say("the agent ignored SIGTERM; killing it")
+        procs.signal_group(proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
 
@@ -528,3 +533,27 @@ def run_worker(run: AgentRun) -> int:
     """Entry point of ``swarm worker``."""
     worker = Worker(run)
     return worker.loop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m swarm.runtime.worker --run-file F``: what launch starts in each tmux session.
+
+    The same loop as ``swarm worker``, without loading the command-line stack (typer, rich, the MCP SDK):
+    a worker idles for hours, so every megabyte counts times the number of agents.
+    """
+    import argparse
+
+    from swarm.runtime.runfile import read_run_file
+
+    parser = argparse.ArgumentParser(prog="swarm-worker", description=main.__doc__)
+    parser.add_argument("--run-file", required=True, type=Path, help="the agent's run file, written by launch")
+    args = parser.parse_args(argv)
+    try:
+        return run_worker(read_run_file(args.run_file))
+    except SwarmError as exc:
+        print(f"swarm worker: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -307,3 +307,27 @@ def test_claude_agents_get_the_swarm_mcp_server(repo: Path, make_worker: MakeWor
     assert not any(name.startswith(".swarm") for name in committed)  # the token never lands in git
     config_file = repo / ".worktrees" / "agent-1" / ".swarm" / "mcp.json"
     assert config_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_worker_entry_point_without_the_cli_stack(tmp_path: Path) -> None:
+    """Launch starts `python -m swarm.runtime.worker`; a bad run file is one line and exit 2."""
+    result = subprocess.run(
+        [sys.executable, "-m", "swarm.runtime.worker", "--run-file", str(tmp_path / "missing.json")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("swarm worker: no run file at")
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, swarm.runtime.worker; print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('typer', 'rich', 'mcp', 'libtmux')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.strip() == "[]"  # a worker does not pay for the command line
