@@ -83,6 +83,7 @@ class SQLiteStore(Store):
         self.path = path_from_url(url)
         self._lock = threading.RLock()
         self._local_commits = 0
+        self._agent_seen: dict[tuple[str, str, str], float] = {}
         self._conn = self._connect()
         self._run_write(self._migrate)
 
@@ -583,10 +584,18 @@ class SQLiteStore(Store):
         caps = json.dumps(sorted(set(capabilities)))
         token = secrets.token_hex(16)
 
+        seen = (agent_id, host, caps)
+        refreshed: list[float] = []
+
         def op(cur: sqlite3.Cursor) -> Claim | None:
+            refreshed.clear()  # a retried transaction starts over
             now = self.options.clock()
             self._reap_in(cur, now)
-            cur.execute(_Q["upsert_agent"], {"agent": agent_id, "host": host, "caps": caps, "now": now})
+            # The agent row only says "seen lately": refresh it at most every few seconds per connection,
+            # which keeps a statement (and, every few seconds, a page) off the hottest path.
+            if now - self._agent_seen.get(seen, float("-inf")) >= _AGENT_SEEN_SECONDS:
+                cur.execute(_Q["upsert_agent"], {"agent": agent_id, "host": host, "caps": caps, "now": now})
+                refreshed.append(now)
             row = cur.execute(
                 _Q["claim"],
                 {
@@ -625,7 +634,10 @@ class SQLiteStore(Store):
                 timeout_seconds=timeout,
             )
 
-        return self._run_write(op)
+        claimed = self._run_write(op)
+        if refreshed:  # only once the refresh is committed
+            self._agent_seen[seen] = refreshed[0]
+        return claimed
 
     def _lease_lost(self, cur: sqlite3.Cursor, task_id: str, agent_id: str, token: str) -> SwarmError:
         row = cur.execute(_Q["fence_probe"], {"id": task_id}).fetchone()
@@ -907,6 +919,9 @@ def _check_agent(agent_id: str) -> None:
             hint="agent ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}, e.g. agent-1",
         )
 
+
+#: How stale an agent's last_seen may get from claims alone (heartbeats and updates refresh it too).
+_AGENT_SEEN_SECONDS = 5.0
 
 _AGENT_FIELDS = frozenset(
     {

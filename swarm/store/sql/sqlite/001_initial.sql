@@ -73,7 +73,7 @@ CREATE TABLE events (
     to_state   TEXT NOT NULL,
     reason     TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX events_task ON events (task_id, seq);
+-- (no index on task_id: every state change would pay for it; per-task history is read rarely)
 
 -- The event log is append-only: history is evidence, so the database itself refuses to rewrite it.
 CREATE TRIGGER events_no_update BEFORE UPDATE ON events
