@@ -139,6 +139,14 @@ def _kind(value: str) -> str:
     return value
 
 
+def _host_label(value: str) -> str:
+    if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,30}", value):
+        raise PydanticCustomError(
+            "host_label", "a host label of 1-31 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return value
+
+
 def _relative_path(value: str) -> str:
     _non_empty(value)
     if Path(value).is_absolute():
@@ -212,6 +220,8 @@ class SwarmSettings(_Section):
     max_restarts: Annotated[int, Field(ge=0)] = 3
     commit_author: Annotated[str, AfterValidator(_author)] = "swarm <swarm@localhost>"
     tmux_socket: Annotated[str, AfterValidator(_tmux_socket)] = ""
+    remote: Annotated[str, AfterValidator(_no_newline)] = "origin"
+    host_label: Annotated[str, AfterValidator(_host_label)] = ""
 
 
 class AgentSettings(_Section):
@@ -521,6 +531,32 @@ def _warn_misspelt_env(env: Mapping[str, str]) -> None:
             log.warning("ignoring environment variable %s: not a setting; did you mean %s?", name, match[0])
 
 
+#: Where launch remembers a database given with --db, so later commands in the repository use it too.
+REMEMBERED_DATABASE = Path(".swarm") / "database_url"
+
+
+def _remembered_layer(root: Path) -> _Layer:
+    path = root / REMEMBERED_DATABASE
+    try:
+        url = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return _Layer({}, {})
+    if not url:
+        return _Layer({}, {})
+    return _Layer({"queue.database": url}, {"queue.database": f"remembered in {REMEMBERED_DATABASE}"})
+
+
+def remember_database(repo: Path, url: str) -> None:
+    """Make ``url`` the database of later commands in ``repo`` (below environment and flags)."""
+    path = repo / REMEMBERED_DATABASE
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a URL may carry a password
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(url + "\n")
+    os.replace(tmp, path)
+
+
 def _flag_layer(overrides: Mapping[str, object]) -> _Layer:
     given = {key: value for key, value in overrides.items() if value is not None}
     for key in given:
@@ -605,6 +641,7 @@ def load_config(
     layers = [
         _default_layer(),
         toml.read(),
+        _remembered_layer(root),
         _env_layer(os.environ if env is None else env),
         _flag_layer(overrides or {}),
     ]

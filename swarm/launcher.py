@@ -27,7 +27,7 @@ from pathlib import Path
 
 from swarm.agents import check_agent_cli, load_template, root_permission_problem
 from swarm.backlog import load_backlog
-from swarm.config import LoadedConfig, load_config
+from swarm.config import LoadedConfig, load_config, remember_database
 from swarm.errors import BadInput, SwarmError
 from swarm.identity import hash_token, lead_token
 from swarm.models import LEAD, AgentRecord, AgentState
@@ -45,6 +45,14 @@ Say = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     return None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def repo_slug(repo: Path) -> str:
@@ -70,6 +78,7 @@ class LaunchRequest:
     base: str | None = None
     capabilities: tuple[str, ...] = ()
     db: str | None = None
+    host_label: str | None = None
 
 
 @dataclass
@@ -91,7 +100,11 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
     launch_env = dict(os.environ if env is None else env)
     # -- validate everything before the first write -------------------------------------------
     repo = open_repo(cwd)
-    overrides: dict[str, object] = {"queue.database": request.db, "agent.model": request.model}
+    overrides: dict[str, object] = {
+        "queue.database": request.db,
+        "agent.model": request.model,
+        "swarm.host_label": request.host_label,
+    }
     if request.command is not None:
         if request.kind not in (None, "command"):
             raise BadInput(
@@ -140,6 +153,13 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
         loaded, backlog, request.epic, max_agents=request.agents, repo=str(repo.root), settings=settings
     )
     swarm = queued.swarm
+    if request.db:
+        remember_database(repo.root, request.db)  # later commands in this repository use it too
+    if is_shared(loaded) and not repo.remote_exists(cfg.swarm.remote):
+        warnings.append(
+            f"no git remote {cfg.swarm.remote!r}: agents on other machines cannot get this machine's commits "
+            "(set swarm.remote, or add the remote)"
+        )
     with open_queue(loaded) as store:
         open_tasks = sum(
             1 for t in store.list_tasks(swarm_id=swarm.id) if t.state.value in ("ready", "blocked", "claimed")
@@ -206,6 +226,21 @@ def _session_env(launch_env: dict[str, str], run: AgentRun) -> dict[str, str]:
     return keep
 
 
+def is_shared(loaded: LoadedConfig) -> bool:
+    """Whether other clones may work this queue too: a server database, or any database once a host label is
+    set (several clones on one machine can share one SQLite file). Shared swarms exchange task commits
+    through the remote."""
+    return bool(loaded.config.swarm.host_label) or not loaded.database_url().startswith("sqlite:")
+
+
+def host_prefix(loaded: LoadedConfig) -> str:
+    """``<label>-`` before agent ids when machines share the queue (DESIGN 6), else nothing."""
+    label = loaded.config.swarm.host_label
+    if not label and is_shared(loaded):
+        label = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname().split(".")[0]).strip("-")[:31] or "host"
+    return f"{label}-" if label else ""
+
+
 def _plan_agents(
     repo: GitRepo,
     loaded: LoadedConfig,
@@ -219,9 +254,12 @@ def _plan_agents(
     existing = {a.id: a for a in store.list_agents(swarm.id)}
     host = socket.gethostname()
     env = {k: v for k, v in launch_env.items() if not k.startswith("SWARM_")}
+    prefix = host_prefix(loaded)
+    shared = is_shared(loaded)
+    push_remote = cfg.swarm.remote if shared and repo.remote_exists(cfg.swarm.remote) else None
     runs: list[AgentRun] = []
     for n in range(1, count + 1):
-        agent_id = f"agent-{n}"
+        agent_id = f"{prefix}agent-{n}"
         worktree = (repo.root / cfg.swarm.worktree_base / agent_id).resolve()
         previous = existing.get(agent_id)
         runs.append(
@@ -247,6 +285,7 @@ def _plan_agents(
                 tmux_socket=cfg.swarm.tmux_socket,
                 token=secrets.token_urlsafe(24),
                 env=env,
+                push_remote=push_remote,
             )
         )
     return runs
@@ -321,9 +360,11 @@ def teardown(
     delete_branches: bool = False,
     grace: float | None = None,
     db: str | None = None,
+    all_hosts: bool = False,
     say: Say = _quiet,
 ) -> TeardownReport:
-    """Stop everything the current swarm owns and lose nothing."""
+    """Stop everything the current swarm owns on this host (and ask every host's workers with ``all_hosts``),
+    and lose nothing."""
     repo = open_repo(cwd)
     loaded = load_config(repo.root, overrides={"queue.database": db})
     report = TeardownReport()
@@ -333,19 +374,26 @@ def teardown(
             say("no swarm in this repository; nothing to tear down")
             return report
         report.swarm_id = swarm.id
-        agents = store.list_agents(swarm.id)
-        socket_name = str(swarm.settings.get("tmux_socket") or loaded.config.swarm.tmux_socket)
+        everyone = store.list_agents(swarm.id)
+        # This host's agents are those whose worktrees live in this repository; other clones (other machines,
+        # or another checkout on this one) tear down their own.
+        agents = [a for a in everyone if a.worktree and _inside(Path(a.worktree), repo.root)]
+        others = [a for a in everyone if a not in agents]
+        socket_name = str(loaded.config.swarm.tmux_socket or swarm.settings.get("tmux_socket") or "")
         tmux = Tmux(socket_name)
         mode = "now" if now else "finish"
         live = {a.id: a.pid for a in agents if a.pid and procs.alive(a.pid)}
-        # Ask through the thread first (each worker answers with a shutdown_response), and set the swarm's
-        # stop flag so that a worker started late, or one that misses the message, stops too.
+        # Ask through the thread first (each worker answers with a shutdown_response). The swarm-wide stop flag
+        # also stops a worker started late or one that misses the message, but it stops every host: it is set
+        # only when this host is the whole swarm, or with --all-hosts.
         lead_token(store, lead_token_path(loaded))
+        asked = [*live, *(a.id for a in others)] if all_hosts else list(live)
         requests = {
             agent_id: store.append_message("team", LEAD, "shutdown_request", mode, recipient=agent_id).seq
-            for agent_id in live
+            for agent_id in asked
         }
-        store.request_stop(swarm.id, mode)
+        if all_hosts or not others:
+            store.request_stop(swarm.id, mode)
         if live:
             wait = grace if grace is not None else (15.0 if now else 30.0)
             say(
@@ -356,13 +404,14 @@ def teardown(
             while time.monotonic() < deadline and any(procs.alive(pid) for pid in live.values()):
                 time.sleep(0.1)
             report.stopped_gracefully = [a for a, pid in live.items() if not procs.alive(pid)]
-            for agent_id, seq in requests.items():
+            for agent_id, seq in ((a, q) for a, q in requests.items() if a in live):
                 answer = store.next_message_for("team", LEAD, after=seq, from_author=agent_id, reply_to=seq)
                 if answer is not None:
                     report.responses[agent_id] = answer.body
         # Whatever is still running now is stopped by PID and process group, never by name.
         pids = [pid for pid in live.values() if procs.alive(pid)]
-        stragglers = procs.processes_with_env("SWARM_ID", swarm.id)
+        local_ids = {a.id for a in agents}
+        stragglers = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
         # A recorded agent process group is signalled only while a process of this swarm still leads it:
         # after a crash the number may have been reused by someone else's process.
         groups = [a.agent_pid for a in store.list_agents(swarm.id) if a.agent_pid and a.agent_pid in stragglers]
@@ -391,8 +440,9 @@ def teardown(
             if sha:
                 report.wip_commits[agent.id] = sha
                 say(f"saved uncommitted work of {agent.id} as {sha[:12]} on {agent.branch}")
+        local_sessions = {a.session for a in agents if a.session}
         for name in tmux.tagged_sessions(swarm.id):
-            if tmux.kill_session(name, swarm.id):
+            if name in local_sessions and tmux.kill_session(name, swarm.id):
                 report.sessions_killed.append(name)
         if keep_worktrees:
             report.worktrees_kept = [str(a.worktree) for a in present]
@@ -414,7 +464,7 @@ def teardown(
             # The run file holds the launching environment (API keys) and the agent's token: gone with the agent.
             run_file_path(repo.root, agent.id).unlink(missing_ok=True)
         # Verify: nothing that carries this swarm's id is alive, and no session of ours remains.
-        report.survivors = procs.processes_with_env("SWARM_ID", swarm.id)
-        report.sessions_left = tmux.tagged_sessions(swarm.id)
+        report.survivors = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
+        report.sessions_left = [n for n in tmux.tagged_sessions(swarm.id) if n in local_sessions]
         tmux.kill_server_if_empty()
     return report

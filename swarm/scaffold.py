@@ -68,6 +68,10 @@ max_restarts = 3
 commit_author = "swarm <swarm@localhost>"
 # tmux socket name (as in tmux -L); empty means your default tmux server (also: SWARM_TMUX_SOCKET).
 tmux_socket = ""
+# Remote that finished task commits are pushed to when several machines share a PostgreSQL queue.
+remote = "origin"
+# Prefix of this machine's agent ids on a shared queue (host-agent-1); empty means the hostname.
+host_label = ""
 
 [agent]
 # The agent program: a template of templates/agents/ (claude, codex, aider, command).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,9 +57,19 @@ def take(store: Store, loaded: LoadedConfig, swarm: SwarmRecord) -> Snapshot:
     )
 
 
-def agent_state(agent: AgentRecord) -> str:
-    """The recorded state, corrected by liveness: a 'working' agent whose worker is gone is dead."""
-    if agent.state in _LIVE_STATES and agent.pid is not None and not procs.alive(agent.pid):
+#: An agent of another machine whose row has not moved for this long is shown as unreachable.
+REMOTE_SILENCE_SECONDS = 120.0
+
+
+def agent_state(agent: AgentRecord, now: float | None = None) -> str:
+    """The recorded state, corrected by liveness: a 'working' agent whose worker is gone is dead. Agents of
+    other machines are judged by their heartbeats (their processes cannot be seen from here)."""
+    if agent.state not in _LIVE_STATES:
+        return agent.state
+    if agent.host and agent.host != socket.gethostname():
+        seen = agent.last_seen or 0.0
+        return "unreachable" if (now or time.time()) - seen > REMOTE_SILENCE_SECONDS else agent.state
+    if agent.pid is not None and not procs.alive(agent.pid):
         return AgentState.DEAD.value
     return agent.state
 
@@ -79,7 +90,7 @@ def to_json(snap: Snapshot) -> dict[str, Any]:
                 "session": a.session,
                 "branch": a.branch,
                 "worktree": a.worktree,
-                "state": agent_state(a),
+                "state": agent_state(a, now),
                 "task": a.task_id,
                 "heartbeat_age_s": round(now - beat, 1) if beat else None,
                 "lease_left_s": round(held.lease_until - now, 1) if held and held.lease_until else None,

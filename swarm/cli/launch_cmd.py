@@ -35,7 +35,12 @@ def launch_cmd(
     capabilities: str | None = typer.Option(
         None, "--capabilities", help="Comma-separated capabilities the agents offer."
     ),
-    db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
+    db: str | None = typer.Option(
+        None, "--db", help="Database URL (default: queue.database); remembered for this repo."
+    ),
+    host_label: str | None = typer.Option(
+        None, "--host-label", help="Prefix of this machine's agent ids on a shared queue (default: the hostname)."
+    ),
     wait: bool = typer.Option(
         False, "--wait", help="Follow progress until the epic is finished; exit 0 only if all done."
     ),
@@ -54,6 +59,7 @@ def launch_cmd(
         base=base,
         capabilities=tuple(split_list(capabilities)),
         db=db,
+        host_label=host_label,
     )
     result = launch(request, cwd=Path.cwd(), say=out.print)
     for warning in result.warnings:
@@ -157,6 +163,9 @@ def teardown_cmd(
         None, "--grace", min=0.0, help="Seconds to wait for workers (default 30, 15 with --now)."
     ),
     db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
+    all_hosts: bool = typer.Option(
+        False, "--all-hosts", help="Also ask the workers of every other host through the database to stop."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Stop everything this swarm owns, return unfinished tasks, save uncommitted work, remove worktrees."""
@@ -169,6 +178,7 @@ def teardown_cmd(
         delete_branches=delete_branches,
         grace=grace,
         db=db,
+        all_hosts=all_hosts,
         say=(lambda _: None) if as_json else out.print,
     )
     if as_json:

@@ -347,6 +347,10 @@ class GitRepo:
                 fh.write(prefix + "".join(f"{p.strip()}\n" for p in missing))
             logger.debug("added %s to %s", missing, exclude)
 
+    def remote_exists(self, name: str) -> bool:
+        """Whether ``git remote get-url name`` works."""
+        return self._git.run("remote", "get-url", name, check=False).status == 0
+
     def branch_exists(self, name: str) -> bool:
         """True if the local branch ``name`` exists."""
         _check_ref_text(name, "branch")
@@ -553,6 +557,32 @@ class Worktree:
     def has_changes(self) -> bool:
         """True if there is any tracked change or untracked file that is not ignored."""
         return _has_changes(self._git)
+
+    def has_commit(self, sha: str) -> bool:
+        """Whether the object store (shared by every worktree) holds this commit."""
+        return self._git.run("cat-file", "-e", f"{sha}^{{commit}}", check=False).status == 0
+
+    def push(self, remote: str, refspecs: Sequence[str]) -> None:
+        """``git push <remote> <refspecs>`` (how task commits reach the other machines of a shared swarm)."""
+        self._git.run(
+            "push",
+            "--quiet",
+            remote,
+            *refspecs,
+            what=f"push {', '.join(refspecs)} to {remote}",
+            hint=f"check that the remote {remote!r} is reachable and accepts pushes",
+        )
+
+    def fetch(self, remote: str, refspecs: Sequence[str]) -> None:
+        """``git fetch <remote> <refspecs>`` (bring in the commits of tasks done on other machines)."""
+        self._git.run(
+            "fetch",
+            "--quiet",
+            remote,
+            *refspecs,
+            what=f"fetch {', '.join(refspecs)} from {remote}",
+            hint=f"check that the remote {remote!r} is reachable and the task was pushed",
+        )
 
     def commit_all(self, message: str, author: str, *, allow_empty: bool = True) -> str | None:
         """Stage everything and commit as ``author`` (``Name <email>``, also the committer); return the sha.

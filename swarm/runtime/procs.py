@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import psutil
@@ -197,9 +197,11 @@ def stop_processes(pids: Iterable[int], *, grace: float = 5.0, groups: Iterable[
     return sorted(p.pid for p in left)
 
 
-def processes_with_env(name: str, value: str) -> list[int]:
+def processes_with_env(name: str, value: str, *, among: tuple[str, Collection[str]] | None = None) -> list[int]:
     """Pids of this user's processes whose environment holds ``name=value`` (not counting our own).
 
+    ``among=("SWARM_AGENT_ID", {"agent-1"})`` also requires that variable to hold one of those values (so a
+    host tears down only its own agents when another clone on the same machine works the same swarm).
     Processes whose environment cannot be read (other users, zombies, kernel threads) are skipped.
     """
     uid = os.getuid()
@@ -211,8 +213,12 @@ def processes_with_env(name: str, value: str) -> list[int]:
         try:
             if proc.uids().real != uid:
                 continue
-            if proc.environ().get(name) == value and _is_alive(proc):
-                found.append(proc.pid)
+            environ = proc.environ()
+            if environ.get(name) != value or not _is_alive(proc):
+                continue
+            if among is not None and environ.get(among[0]) not in among[1]:
+                continue
+            found.append(proc.pid)
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             continue
         except OSError as err:

@@ -40,6 +40,8 @@ class AgentRun(BaseModel):
     tmux_socket: str = ""
     token: str
     env: dict[str, str] = {}
+    #: Remote that task commits are pushed to and fetched from when machines share the queue (None: one host).
+    push_remote: str | None = None
     idle_poll_seconds: float = 2.0
     stop_poll_seconds: float = 0.25
 

@@ -243,6 +243,7 @@ class Worker:
             self._stash(claim, "changes left in the worktree before this task started")
         deps = [self.store.get_task(dep) for dep in claim.depends_on]
         refs = [d.commit for d in deps if d.commit]
+        self._fetch_missing([(d.id, d.commit) for d in deps if d.commit])
         if refs:
             merged = self.worktree.merge(refs, f"Merge dependencies of {claim.task_id}: {', '.join(claim.depends_on)}")
             if not merged.ok:
@@ -267,6 +268,19 @@ class Worker:
             handle.write(prompt)
         result = self.run_agent(claim, prompt, prompt_file)
         self.finish(claim, result)
+
+    def _fetch_missing(self, commits: list[tuple[str, str]]) -> None:
+        """Dependencies done on another machine: their commits come from the shared remote."""
+        missing = [(task_id, sha) for task_id, sha in commits if not self.worktree.has_commit(sha)]
+        if not missing:
+            return
+        if not self.run.push_remote:
+            raise SwarmError(
+                f"the commits of {', '.join(t for t, _ in missing)} are not in this repository",
+                hint="they were made on another machine; give the swarm a shared remote (swarm.remote)",
+            )
+        self.say(f"fetching {', '.join(t for t, _ in missing)} from {self.run.push_remote}")
+        self.worktree.fetch(self.run.push_remote, [f"+{_task_ref(t)}:{_task_ref(t)}" for t, _ in missing])
 
     def agent_env(self, claim: Claim, prompt_file: Path) -> dict[str, str]:
         """DESIGN 6: the launching environment plus the swarm's variables; ``swarm`` on PATH."""
@@ -350,6 +364,7 @@ class Worker:
         if command.stdin_prompt:
             threading.Thread(target=_feed, args=(proc, prompt), daemon=True).start()
         started = time.monotonic()
+        limit = float(claim.timeout_seconds or run.task_timeout_seconds)  # a spec's own timeout wins
         next_beat = started + run.heartbeat_seconds
         next_stop_check = started + run.stop_poll_seconds
         try:
@@ -363,6 +378,7 @@ class Worker:
                         self.store.heartbeat(
                             claim.task_id, run.agent_id, claim.lease_token, ttl_seconds=run.lease_ttl_seconds
                         )
+                        self.store.update_agent(run.agent_id)  # last_seen: other hosts judge us by it
                     except LeaseLost as exc:
                         result.lease_lost = exc
                         self.say(f"{exc.render()}; stopping the agent")
@@ -375,9 +391,9 @@ class Worker:
                         self.say(f"stop requested (now): stopping the agent on {claim.task_id}")
                         self._kill(proc)
                         break
-                if now - started > run.task_timeout_seconds:
+                if now - started > limit:
                     result.timed_out = True
-                    self.say(f"{claim.task_id} timed out after {run.task_timeout_seconds:.0f}s; stopping the agent")
+                    self.say(f"{claim.task_id} timed out after {limit:.0f}s; stopping the agent")
                     self._kill(proc)
                     break
         except Terminated:
@@ -447,7 +463,8 @@ class Worker:
             return
         if result.timed_out:
             self._stash(claim, "timed out")
-            self._release_failed(claim, f"timed out after {run.task_timeout_seconds:.0f}s", result)
+            limit = claim.timeout_seconds or run.task_timeout_seconds
+            self._release_failed(claim, f"timed out after {limit:.0f}s", result)
             return
         if result.exit_code != 0:
             self._stash(claim, f"exit {result.exit_code}")
@@ -455,6 +472,13 @@ class Worker:
             self._release_failed(claim, f"agent exited {result.exit_code}: {last}"[:2000], result)
             return
         sha = self.worktree.commit_all(f"{claim.task_id}: {claim.title}", run.commit_author)
+        if run.push_remote and sha:
+            # Other machines fetch this task's commit by its ref before they merge it.
+            try:
+                self.worktree.push(run.push_remote, [f"+{sha}:{_task_ref(claim.task_id)}"])
+            except SwarmError as exc:
+                self._release_failed(claim, f"could not share the commit {sha[:12]}: {exc.render()}", result)
+                return
         try:
             promoted = self.store.complete(
                 claim.task_id,
@@ -494,6 +518,11 @@ class Worker:
             return
         ref = self.worktree.stash(f"swarm: {claim.task_id} attempt {claim.attempt} ({why})")
         self.say(f"saved the partial changes of {claim.task_id} in {ref} ('git stash list' shows them)")
+
+
+def _task_ref(task_id: str) -> str:
+    """Where a finished task's commit is published on the shared remote."""
+    return f"refs/swarm/tasks/{task_id}"
 
 
 def _feed(proc: subprocess.Popen[bytes], prompt: str) -> None:

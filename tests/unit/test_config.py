@@ -86,6 +86,8 @@ def test_defaults_match_the_design() -> None:
         "swarm.max_restarts": 3,
         "swarm.commit_author": "swarm <swarm@localhost>",
         "swarm.tmux_socket": "",
+        "swarm.remote": "origin",
+        "swarm.host_label": "",
         "agent.kind": "claude",
         "agent.model": "sonnet",
         "agent.permission_mode": "bypassPermissions",
