@@ -1,0 +1,37 @@
+"""README and --help stay in sync: every command the CLI has is documented in the README."""
+
+from __future__ import annotations
+
+import re
+
+import typer
+
+from swarm.cli.main import app
+from tests.helpers import REPO_ROOT
+
+README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_command_is_in_the_readme() -> None:
+    root = typer.main.get_command(app)
+    missing: list[str] = []
+    for name, command in getattr(root, "commands", {}).items():
+        subs = getattr(command, "commands", None)
+        if subs:
+            for sub in subs:
+                # Groups are documented as `swarm queue init|claim|...` or one line per verb.
+                if not re.search(rf"swarm {name} [^\n]*\b{sub}\b", README):
+                    missing.append(f"swarm {name} {sub}")
+        elif f"swarm {name}" not in README:
+            missing.append(f"swarm {name}")
+    assert missing == [], f"commands missing from README.md: {missing}"
+
+
+def test_every_launch_and_teardown_flag_is_in_the_readme() -> None:
+    root = typer.main.get_command(app)
+    commands = getattr(root, "commands", {})
+    for name in ("launch", "teardown", "status"):
+        for param in commands[name].params:
+            for flag in getattr(param, "opts", []):
+                if flag.startswith("--") and flag not in ("--help", "--json"):
+                    assert flag in README, f"swarm {name} {flag} is not in README.md"
