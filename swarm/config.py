@@ -220,6 +220,9 @@ class SwarmSettings(_Section):
     max_restarts: Annotated[int, Field(ge=0)] = 3
     commit_author: Annotated[str, AfterValidator(_author)] = "swarm <swarm@localhost>"
     tmux_socket: Annotated[str, AfterValidator(_tmux_socket)] = ""
+    stall_seconds: Annotated[float, Field(gt=0)] = 300.0
+    restart_backoff_seconds: Annotated[float, Field(ge=0)] = 2.0
+    monitor_interval_seconds: Annotated[float, Field(gt=0)] = 2.0
     remote: Annotated[str, AfterValidator(_no_newline)] = "origin"
     host_label: Annotated[str, AfterValidator(_host_label)] = ""
 
@@ -531,30 +534,43 @@ def _warn_misspelt_env(env: Mapping[str, str]) -> None:
             log.warning("ignoring environment variable %s: not a setting; did you mean %s?", name, match[0])
 
 
-#: Where launch remembers a database given with --db, so later commands in the repository use it too.
-REMEMBERED_DATABASE = Path(".swarm") / "database_url"
+#: Where launch remembers what it was told with --db and --host-label, so later commands in the repository
+#: (status, teardown, msg, the monitor) act on the same database and agents without repeating the flags.
+REMEMBERED: dict[str, Path] = {
+    "queue.database": Path(".swarm") / "database_url",
+    "swarm.host_label": Path(".swarm") / "host_label",
+}
+REMEMBERED_DATABASE = REMEMBERED["queue.database"]
 
 
 def _remembered_layer(root: Path) -> _Layer:
-    path = root / REMEMBERED_DATABASE
-    try:
-        url = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
-        return _Layer({}, {})
-    if not url:
-        return _Layer({}, {})
-    return _Layer({"queue.database": url}, {"queue.database": f"remembered in {REMEMBERED_DATABASE}"})
+    values: dict[str, object] = {}
+    origins: dict[str, str] = {}
+    for key, relative in REMEMBERED.items():
+        try:
+            value = (root / relative).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if value:
+            values[key] = value
+            origins[key] = f"remembered in {relative}"
+    return _Layer(values, origins)
+
+
+def remember(repo: Path, key: str, value: str) -> None:
+    """Make ``value`` the setting ``key`` of later commands in ``repo`` (below environment and flags)."""
+    path = repo / REMEMBERED[key]
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a database URL may carry a password
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
+    os.replace(tmp, path)
 
 
 def remember_database(repo: Path, url: str) -> None:
-    """Make ``url`` the database of later commands in ``repo`` (below environment and flags)."""
-    path = repo / REMEMBERED_DATABASE
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a URL may carry a password
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(url + "\n")
-    os.replace(tmp, path)
+    """Make ``url`` the database of later commands in ``repo``."""
+    remember(repo, "queue.database", url)
 
 
 def _flag_layer(overrides: Mapping[str, object]) -> _Layer:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from swarm.agents import check_agent_cli, load_template, root_permission_problem
 from swarm.backlog import load_backlog
-from swarm.config import LoadedConfig, load_config, remember_database
+from swarm.config import LoadedConfig, load_config, remember
 from swarm.errors import BadInput, SwarmError
 from swarm.identity import hash_token, lead_token
 from swarm.models import LEAD, AgentRecord, AgentState
@@ -154,7 +154,9 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
     )
     swarm = queued.swarm
     if request.db:
-        remember_database(repo.root, request.db)  # later commands in this repository use it too
+        remember(repo.root, "queue.database", request.db)  # later commands in this repository use it too
+    if request.host_label:
+        remember(repo.root, "swarm.host_label", request.host_label)
     if is_shared(loaded) and not repo.remote_exists(cfg.swarm.remote):
         warnings.append(
             f"no git remote {cfg.swarm.remote!r}: agents on other machines cannot get this machine's commits "
@@ -205,12 +207,32 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
                 run.session,
                 worker_command(run_file),
                 cwd=Path(run.worktree),
-                env=_session_env(launch_env, run),
+                env=session_env(launch_env, run),
                 tag=swarm.id,
             )
             store.update_agent(run.agent_id, pid=pid, state=AgentState.STARTING.value)
             result.started_sessions.append(run.session)
+        if _start_monitor(tmux, repo.root, swarm.id, host_prefix(loaded), launch_env):
+            result.started_sessions.append(monitor_session(repo.root, host_prefix(loaded)))
     return result
+
+
+def monitor_session(repo: Path, prefix: str) -> str:
+    """The monitor's tmux session on this host."""
+    return session_name(repo, f"{prefix}monitor")
+
+
+def _start_monitor(tmux: Tmux, repo: Path, swarm_id: str, prefix: str, launch_env: dict[str, str]) -> bool:
+    """Start this host's monitor unless it runs already (launch restarts it when it is missing)."""
+    name = monitor_session(repo, prefix)
+    if tmux.has_session(name):
+        return False
+    keep = {k: v for k, v in launch_env.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "USER")}
+    keep.update({"SWARM_ID": swarm_id, "SWARM_AGENT_ID": f"{prefix}monitor", "PYTHONUNBUFFERED": "1"})
+    keep.update({k: v for k, v in launch_env.items() if k.startswith("SWARM_") and k not in keep})
+    command = [sys.executable, "-m", "swarm.runtime.monitor", "--repo", str(repo), "--swarm-id", swarm_id]
+    tmux.new_session(name, command, cwd=repo, env=keep, tag=swarm_id)
+    return True
 
 
 def worker_command(run_file: Path) -> list[str]:
@@ -218,7 +240,8 @@ def worker_command(run_file: Path) -> list[str]:
     return [sys.executable, "-m", "swarm.runtime.worker", "--run-file", str(run_file)]
 
 
-def _session_env(launch_env: dict[str, str], run: AgentRun) -> dict[str, str]:
+def session_env(launch_env: dict[str, str], run: AgentRun) -> dict[str, str]:
+    """The environment of an agent's tmux session: enough to start Python, marked with the swarm's ids."""
     # The worker gets the full launching environment from its run file; the session itself needs only
     # enough to start Python and to be recognised as this swarm's (SWARM_ID marks every process we start).
     keep = {k: v for k, v in launch_env.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER")}
@@ -382,6 +405,10 @@ def teardown(
         socket_name = str(loaded.config.swarm.tmux_socket or swarm.settings.get("tmux_socket") or "")
         tmux = Tmux(socket_name)
         mode = "now" if now else "finish"
+        # The monitor goes first, or it would restart the workers teardown is stopping.
+        monitor = monitor_session(repo.root, host_prefix(loaded))
+        if tmux.kill_session(monitor, swarm.id):
+            report.sessions_killed.append(monitor)
         live = {a.id: a.pid for a in agents if a.pid and procs.alive(a.pid)}
         # Ask through the thread first (each worker answers with a shutdown_response). The swarm-wide stop flag
         # also stops a worker started late or one that misses the message, but it stops every host: it is set
@@ -410,7 +437,7 @@ def teardown(
                     report.responses[agent_id] = answer.body
         # Whatever is still running now is stopped by PID and process group, never by name.
         pids = [pid for pid in live.values() if procs.alive(pid)]
-        local_ids = {a.id for a in agents}
+        local_ids = {a.id for a in agents} | {f"{host_prefix(loaded)}monitor"}
         stragglers = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
         # A recorded agent process group is signalled only while a process of this swarm still leads it:
         # after a crash the number may have been reused by someone else's process.

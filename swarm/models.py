@@ -153,6 +153,7 @@ class AgentRecord:
     last_output_at: float | None = None
     detail: str | None = None
     created_at: float | None = None
+    next_restart_at: float = 0.0
 
 
 #: Message types of DESIGN 7; ``signal.*`` is open-ended.

@@ -64,6 +64,12 @@ setup = []
 task_timeout_seconds = 1800
 # Times a crashed agent is restarted before it is given up.
 max_restarts = 3
+# An agent that neither uses CPU nor prints anything for this long is stalled, and restarted.
+stall_seconds = 300.0
+# Restarts of one agent wait 2 s, 4 s, 8 s ... (times this base) so a crash loop cannot spin.
+restart_backoff_seconds = 2.0
+# How often the monitor looks at every agent.
+monitor_interval_seconds = 2.0
 # Author of the commits the agents make, "Name <email>".
 commit_author = "swarm <swarm@localhost>"
 # tmux socket name (as in tmux -L); empty means your default tmux server (also: SWARM_TMUX_SOCKET).

@@ -32,6 +32,8 @@ class Snapshot:
     agents: list[AgentRecord]
     taken_at: float
     questions: list[Message] = field(default_factory=list)
+    paused_until: float = 0.0
+    pause_reason: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -46,6 +48,7 @@ class Snapshot:
 
 def take(store: Store, loaded: LoadedConfig, swarm: SwarmRecord) -> Snapshot:
     """Read a snapshot of ``swarm``."""
+    paused_until, pause_reason = store.claims_paused(swarm.id)
     return Snapshot(
         swarm=swarm,
         database=loaded.database_url(),
@@ -54,6 +57,8 @@ def take(store: Store, loaded: LoadedConfig, swarm: SwarmRecord) -> Snapshot:
         agents=store.list_agents(swarm.id),
         taken_at=time.time(),
         questions=store.unanswered_questions(LEAD),
+        paused_until=paused_until,
+        pause_reason=pause_reason,
     )
 
 
@@ -108,6 +113,8 @@ def to_json(snap: Snapshot) -> dict[str, Any]:
             "database": snap.database,
             "repo": snap.swarm.repo,
             "stop_requested": snap.swarm.stop_requested,
+            "claims_paused_until": snap.paused_until if snap.paused_until > now else None,
+            "pause_reason": snap.pause_reason if snap.paused_until > now else None,
             "finished": snap.finished,
         },
         "counts": snap.counts,
@@ -153,6 +160,9 @@ def render(snap: Snapshot) -> RenderableType:
         (f"{done}/{total} done", "bold green" if done == total else "bold"),
         f"  cost ${cost:.2f}" if cost else "",
         ("  (stop requested)", "yellow") if snap.swarm.stop_requested else "",
+        (f"  (claims paused {snap.paused_until - snap.taken_at:.0f}s: {snap.pause_reason})", "yellow")
+        if snap.paused_until > snap.taken_at
+        else "",
     )
     counts = Text("  ".join(f"{snap.counts[s.value]} {s.value}" for s in STATE_ORDER), style="dim")
     bar = Table.grid(padding=(0, 1))

@@ -83,3 +83,21 @@ def register(app: typer.Typer) -> None:
     app.command("attach")(attach_cmd)
     app.command("logs")(logs_cmd)
     app.command("worker")(worker_cmd)
+    app.command("monitor")(monitor_cmd)
+
+
+def monitor_cmd(
+    swarm_id: str | None = typer.Option(None, "--swarm-id", help="The swarm to watch (default: the current one)."),
+    db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
+) -> None:
+    """Watch this host's agents, restart dead or stalled ones, escalate to the lead (started by launch)."""
+    from swarm.runtime.monitor import Monitor
+
+    loaded = load_config(find_repo_root(), overrides={"queue.database": db})
+    if swarm_id is None:
+        with open_queue(loaded) as store:
+            current = store.current_swarm()
+        if current is None:
+            raise BadInput("no swarm in this database yet", hint="start one with 'swarm launch EPIC'")
+        swarm_id = current.id
+    raise typer.Exit(Monitor(loaded.repo, swarm_id, loaded=loaded).run())

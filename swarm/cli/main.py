@@ -48,6 +48,7 @@ def _register() -> None:
         doctor_cmd,
         launch_cmd,
         mcp_cmd,
+        merge_cmd,
         msg_cmd,
         queue_cmd,
         status_cmd,
@@ -57,6 +58,7 @@ def _register() -> None:
     config_cmd.register(app)
     launch_cmd.register(app)
     status_cmd.register(app)
+    merge_cmd.register(app)
     agent_cmd.register(app)
     queue_cmd.register(app)
     msg_cmd.register(app)

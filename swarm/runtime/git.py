@@ -397,6 +397,16 @@ class GitRepo:
         logger.info("created worktree %s on %s", path, branch)
         return True
 
+    def check_branch_name(self, name: str) -> None:
+        """Raise :class:`BadInput` unless ``name`` is a valid branch name (``git check-ref-format --branch``).
+
+        ``@{-N}`` is refused too: check-ref-format would expand it to the previous branch's name, but the
+        caller means a branch literally called that, and no valid ref name contains ``@{``.
+        """
+        if "@{" in name:
+            raise BadInput(f"invalid branch name {name!r}", hint="a branch name cannot contain '@{'")
+        self._check_branch_name(name)
+
     def _check_branch_name(self, name: str) -> None:
         _check_ref_text(name, "branch")
         if not self._git.ok("check-ref-format", "--branch", name):
@@ -673,6 +683,23 @@ class Worktree:
             )
         detail = f"merged {len(merged)} commit(s)" + (f", {skipped} already present" if skipped else "")
         return MergeResult(ok=True, merged=merged, detail=detail)
+
+    def contains(self, sha: str) -> bool:
+        """Whether HEAD already holds the commit ``sha`` (it is HEAD or one of HEAD's ancestors)."""
+        _check_ref_text(sha, "commit")
+        return _is_ancestor(self._git, sha, "HEAD")
+
+    def reset_hard(self, sha: str) -> None:
+        """Point the checked-out branch at ``sha`` and make the tree match it exactly.
+
+        Drops every change, untracked files included (``git clean -fd``); ignored files stay, so build caches
+        survive. For a worktree swarm owns and nobody edits by hand, such as the merge command's temporary
+        one: it undoes a merge that broke the tests and whatever the test command left behind.
+        """
+        _check_ref_text(sha, "commit")
+        what = f"reset {self.path} to {sha[:12]}"
+        self._git.run("reset", "--hard", "--quiet", sha, what=what, retry=True)
+        self._git.run("clean", "-fd", "--quiet", what=what)
 
     def _resolve(self, ref: str) -> str:
         result = self._git.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)

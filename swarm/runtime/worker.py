@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 TAIL_LINES = 20
 #: How long a killed agent gets between SIGTERM and SIGKILL.
 KILL_GRACE_SECONDS = 5.0
+#: Claims pause this long after a rate-limit message that names no reset time.
+RATE_LIMIT_BACKOFF_SECONDS = 60.0
 #: Shutdown requests and signals travel on the default thread.
 CONTROL_THREAD = "team"
 #: Do not write "last output" to the database more often than this.
@@ -87,6 +90,7 @@ class Worker:
         # Shutdown requests sent before this worker started (an earlier teardown) are not for it.
         self._control_after = self.store.thread_tail(CONTROL_THREAD)
         self._outcome = "not started"
+        self._rate_patterns = [re.compile(p) for p in self.template.rate_limit_patterns]
 
     # -- output ----------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -165,6 +169,14 @@ class Worker:
                     self.say(f"stop requested ({mode}); exiting")
                     self._answer_shutdown(f"stopped ({mode}); no task in hand")
                     break
+                paused_until, reason = self.store.claims_paused(run.swarm_id)
+                if time.time() < paused_until:
+                    # A provider said "slow down": nobody in the swarm claims until the stated reset.
+                    until = datetime.fromtimestamp(paused_until).strftime("%H:%M:%S")
+                    if self._set_state(AgentState.IDLE, detail=f"claims paused until {until}: {reason}"):
+                        self.say(f"claims paused until {until} ({reason})")
+                    self._wait_for_change(min(run.idle_poll_seconds, max(0.1, paused_until - time.time())))
+                    continue
                 claim = self.store.claim(
                     run.agent_id,
                     run.capabilities,
@@ -411,20 +423,40 @@ class Worker:
         return result
 
     def _pump(self, proc: subprocess.Popen[bytes], tail: deque[str], usage: dict[str, Any]) -> None:
-        """Copy the agent's output to the pane and the log; keep the tail; note progress and cost."""
+        """Copy the agent's output to the pane and the log; keep the tail; note progress, cost, rate limits."""
         assert proc.stdout is not None
         last_note = 0.0
+        pending: str | None = None
         for raw in iter(proc.stdout.readline, b""):
             self._emit(raw)
-            text = raw.decode("utf-8", "replace").rstrip()
-            if text:
-                tail.append(text)
-                _parse_usage(text, usage)
+            text = raw.decode("utf-8", "replace").strip()
+            if not text:
+                continue
+            tail.append(text)
+            _parse_usage(text, usage)
+            self._watch_rate_limit(text)
+            pending = text
             now = time.monotonic()
-            if now - last_note >= OUTPUT_NOTE_SECONDS and text:
+            if now - last_note >= OUTPUT_NOTE_SECONDS:
                 last_note = now
-                with contextlib.suppress(SwarmError):
-                    self.store.update_agent(self.run.agent_id, last_output=text[-200:], last_output_at=time.time())
+                self._note_output(pending)
+                pending = None
+        if pending is not None:
+            self._note_output(pending)
+
+    def _note_output(self, text: str) -> None:
+        # Throttled by the caller: progress shows in status without a database write per output line.
+        with contextlib.suppress(SwarmError):
+            self.store.update_agent(self.run.agent_id, last_output=text[-200:], last_output_at=time.time())
+
+    def _watch_rate_limit(self, text: str) -> None:
+        """A provider rate-limit message pauses the swarm's claims until its stated reset (or a backoff)."""
+        if not self._rate_patterns or not any(p.search(text) for p in self._rate_patterns):
+            return
+        wait = _reset_seconds(text) or RATE_LIMIT_BACKOFF_SECONDS
+        with contextlib.suppress(SwarmError):
+            self.store.pause_claims(self.run.swarm_id, time.time() + wait, f"rate limit seen by {self.run.agent_id}")
+            self._signal("rate_limited", f"claims paused for {wait:.0f}s: {text[:200]}")
 
     def _kill(self, proc: subprocess.Popen[bytes]) -> None:
         # The agent leads its own process group: TERM the group, give it the grace period, then KILL whatever
@@ -518,6 +550,22 @@ class Worker:
             return
         ref = self.worktree.stash(f"swarm: {claim.task_id} attempt {claim.attempt} ({why})")
         self.say(f"saved the partial changes of {claim.task_id} in {ref} ('git stash list' shows them)")
+
+
+_RESET = re.compile(
+    r"(?i)(?:try again|retry|resets?|available again)\D{0,20}?in\s+(\d+(?:\.\d+)?)\s*"
+    r"(s|sec|secs|seconds?|m|mins?|minutes?|h|hours?)\b"
+)
+
+
+def _reset_seconds(text: str) -> float | None:
+    """ "try again in 30 seconds" / "resets in 2 min" -> seconds; None when the message names no delay."""
+    match = _RESET.search(text)
+    if not match:
+        return None
+    amount = float(match.group(1))
+    unit = match.group(2).lower()
+    return amount * (3600 if unit.startswith("h") else 60 if unit.startswith("m") else 1)
 
 
 def _task_ref(task_id: str) -> str:

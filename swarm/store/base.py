@@ -134,6 +134,18 @@ class Store(ABC):
     def request_stop(self, swarm_id: str, mode: str) -> None:
         """Ask the swarm's workers to stop: ``finish`` their task first, or stop ``now``."""
 
+    @abstractmethod
+    def pause_claims(self, swarm_id: str, until: float, reason: str) -> None:
+        """Pause the swarm's claims until ``until`` (never shortening a longer pause), e.g. on a rate limit."""
+
+    @abstractmethod
+    def claims_paused(self, swarm_id: str) -> tuple[float, str | None]:
+        """``(paused_until, reason)``; claims are paused while the clock is before ``paused_until``."""
+
+    @abstractmethod
+    def record_incident(self, swarm_id: str, key: str) -> bool:
+        """Remember an incident; True the first time ``key`` is seen (escalate once per incident)."""
+
     # -- agents ----------------------------------------------------------------------------------
     @abstractmethod
     def register_agent(self, agent: AgentRecord) -> None:
@@ -142,7 +154,7 @@ class Store(ABC):
     @abstractmethod
     def update_agent(self, agent_id: str, **fields: Any) -> None:
         """Set some of: pid, agent_pid, state, task_id, detail, last_output, last_output_at, cost_usd
-        (added to the total), restarts. ``last_seen`` is set to now on every update."""
+        (added to the total), restarts, next_restart_at. ``last_seen`` is set to now on every update."""
 
     @abstractmethod
     def list_agents(self, swarm_id: str | None = None) -> list[AgentRecord]:

@@ -268,6 +268,25 @@ class SQLiteStore(Store):
             raise BadInput(f"unknown stop mode {mode!r}", hint="use 'finish' or 'now'")
         self._run_write(lambda cur: cur.execute(_Q["request_stop"], {"id": swarm_id, "mode": mode}))
 
+    def pause_claims(self, swarm_id: str, until: float, reason: str) -> None:
+        """Pause claims until ``until``."""
+        self._run_write(lambda cur: cur.execute(_Q["pause_claims"], {"id": swarm_id, "until": until, "reason": reason}))
+
+    def claims_paused(self, swarm_id: str) -> tuple[float, str | None]:
+        """The pause of a swarm's claims."""
+        with self._read() as cur:
+            row = cur.execute(_Q["swarm_pause"], {"id": swarm_id}).fetchone()
+        return (float(row[0]), row[1]) if row else (0.0, None)
+
+    def record_incident(self, swarm_id: str, key: str) -> bool:
+        """True the first time ``key`` is recorded."""
+        now = self.options.clock()
+        return bool(
+            self._run_write(
+                lambda cur: cur.execute(_Q["record_incident"], {"key": key, "swarm": swarm_id, "now": now}).rowcount
+            )
+        )
+
     # -- agents ----------------------------------------------------------------------------------
     def register_agent(self, agent: AgentRecord) -> None:
         """Create or update an agent slot."""
@@ -934,6 +953,7 @@ _AGENT_FIELDS = frozenset(
         "last_output_at",
         "cost_usd",
         "restarts",
+        "next_restart_at",
     }
 )
 
@@ -983,6 +1003,7 @@ def _agent(row: Sequence[Any]) -> AgentRecord:
         last_output_at=row[15],
         detail=row[16],
         created_at=row[17],
+        next_restart_at=row[18] or 0.0,
     )
 
 

@@ -84,7 +84,12 @@ def test_relaunch_during_a_run_duplicates_nothing_and_foreign_sessions_survive(
     first = run("launch", "E1", "--agents", "2", "--command", slow)
     assert first.returncode == 0, first.stderr
     sessions = set(tmux_sessions(tmux_socket))
-    assert sessions == {foreign, f"swarm-{repo_name}-agent-1", f"swarm-{repo_name}-agent-2"}
+    assert sessions == {
+        foreign,
+        f"swarm-{repo_name}-agent-1",
+        f"swarm-{repo_name}-agent-2",
+        f"swarm-{repo_name}-monitor",
+    }
     worktrees_before = git(project, "worktree", "list")
 
     again = run("launch", "E1", "--agents", "2", "--command", slow)

@@ -622,3 +622,23 @@ def test_tokens_and_cost_accumulate_over_attempts(store: Store, clock: FakeClock
     task = store.get_task("A")
     assert task.cost_usd == pytest.approx(0.3)
     assert task.tokens == 150
+
+
+# -- health ---------------------------------------------------------------------------------------
+
+
+def test_claims_can_be_paused_and_pauses_never_shrink(store: Store, clock: FakeClock) -> None:
+    record = store.ensure_swarm("E1")
+    assert store.claims_paused(record.id) == (0.0, None)
+    store.pause_claims(record.id, clock.now + 60, "rate limit")
+    store.pause_claims(record.id, clock.now + 10, "shorter")
+    until, reason = store.claims_paused(record.id)
+    assert until == pytest.approx(clock.now + 60)
+    assert reason == "shorter"
+
+
+def test_incidents_are_recorded_once(store: Store) -> None:
+    record = store.ensure_swarm("E1")
+    assert store.record_incident(record.id, "agent-1 stalled on S1") is True
+    assert store.record_incident(record.id, "agent-1 stalled on S1") is False
+    assert store.record_incident(record.id, "agent-1 stalled on S2") is True

@@ -205,7 +205,7 @@ ON CONFLICT (id) DO UPDATE SET
 
 -- name: select_agents
 SELECT id, swarm_id, host, session, branch, worktree, capabilities, pid, agent_pid, state, task_id,
-       restarts, cost_usd, last_seen, last_output, last_output_at, detail, created_at
+       restarts, cost_usd, last_seen, last_output, last_output_at, detail, created_at, next_restart_at
 FROM agents
 WHERE (:swarm IS NULL OR swarm_id = :swarm)
 ORDER BY length(id), id;
@@ -288,3 +288,12 @@ SELECT token_hash FROM agents WHERE id = :id;
 
 -- name: agent_ids
 SELECT id FROM agents;
+
+-- name: pause_claims
+UPDATE swarms SET paused_until = max(paused_until, :until), pause_reason = :reason WHERE id = :id;
+
+-- name: swarm_pause
+SELECT paused_until, pause_reason FROM swarms WHERE id = :id;
+
+-- name: record_incident
+INSERT INTO incidents (key, swarm_id, created_at) VALUES (:key, :swarm, :now) ON CONFLICT (key) DO NOTHING;

@@ -1,0 +1,135 @@
+"""Health end to end: real workers and agents killed, stopped, blocked and rate-limited under a real monitor."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from swarm.runtime import procs
+from tests.acceptance.conftest import DEMO_AGENT, Run, status_json
+from tests.helpers import retry_until
+
+# Fast health settings for tests: a monitor look every 0.3 s, stalls after 3 s, short restart backoff.
+FAST = {
+    "SWARM_SWARM_MONITOR_INTERVAL_SECONDS": "0.3",
+    "SWARM_SWARM_STALL_SECONDS": "3",
+    "SWARM_SWARM_RESTART_BACKOFF_SECONDS": "0.2",
+    "SWARM_QUEUE_RETRY_BACKOFF_SECONDS": "0.2",
+}
+
+
+def _escalations(run: Run) -> list[dict[str, Any]]:
+    result = run("msg", "list", "--json", "--type", "escalation")
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def _agent(run: Run, agent_id: str) -> dict[str, Any]:
+    return next(a for a in status_json(run)["agents"] if a["id"] == agent_id)
+
+
+def _monitor_looks(project: Path) -> int:
+    try:
+        return int(json.loads((project / ".swarm" / "monitor.json").read_text())["looks"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _finished(run: Run) -> bool:
+    done: int = status_json(run)["counts"]["done"]
+    return done == 4
+
+
+def test_a_killed_worker_is_respawned_and_the_epic_finishes(project: Path, run: Run, tmp_path: Path) -> None:
+    flag = tmp_path / "slow-once"
+    agent = f"[ -e {flag} ] || {{ touch {flag}; sleep 3; }}; {DEMO_AGENT}"
+    launched = run("launch", "E1", "--agents", "1", "--command", agent, env=FAST)
+    assert launched.returncode == 0, launched.stderr
+    retry_until(flag.exists, seconds=30)
+    worker = _agent(run, "agent-1")["pid"]
+    os.kill(worker, signal.SIGKILL)
+    retry_until(lambda: _finished(run), seconds=60, interval=0.3)
+    agent1 = _agent(run, "agent-1")
+    assert agent1["restarts"] == 1
+    assert agent1["pid"] != worker
+    notes = _escalations(run)
+    assert len(notes) == 1
+    assert "agent-1 was dead" in notes[0]["body"]
+    assert run("teardown").returncode == 0
+
+
+def test_a_stopped_agent_is_stalled_then_restarted(project: Path, run: Run, tmp_path: Path) -> None:
+    flag = tmp_path / "stall-once"
+    agent = f"if [ ! -e {flag} ]; then touch {flag}; echo working; sleep 600; fi; {DEMO_AGENT}"
+    launched = run("launch", "E1", "--agents", "1", "--command", agent, env=FAST)
+    assert launched.returncode == 0, launched.stderr
+    retry_until(lambda: flag.exists() and _agent(run, "agent-1")["state"] == "working", seconds=30)
+    data = json.loads(run("status", "--json").stdout)
+    stuck = next(a for a in data["agents"] if a["id"] == "agent-1")
+    from swarm.store import open_store
+
+    with open_store(f"sqlite:///{project}/.swarm/swarm.db") as store:
+        agent_pid = store.list_agents()[0].agent_pid
+    assert agent_pid
+    os.killpg(agent_pid, signal.SIGSTOP)  # alive, but neither CPU nor output: stalled
+    retry_until(lambda: _finished(run), seconds=90, interval=0.3)
+    assert _agent(run, "agent-1")["restarts"] == 1
+    notes = _escalations(run)
+    assert [n for n in notes if "stalled" in n["body"]], notes
+    assert not procs.alive(agent_pid)  # the stopped agent was killed, not left behind
+    assert stuck["task"] == "A"
+    assert run("teardown").returncode == 0
+
+
+def test_a_blocked_prompt_is_waiting_for_input_with_one_escalation(project: Path, run: Run) -> None:
+    agent = 'echo "Do you want to proceed? (y/n)"; sleep 600'
+    env = {**FAST, "SWARM_SWARM_STALL_SECONDS": "120"}
+    launched = run("launch", "E1", "--agents", "1", "--command", agent, env=env)
+    assert launched.returncode == 0, launched.stderr
+    retry_until(lambda: _agent(run, "agent-1")["state"] == "waiting-for-input", seconds=30, interval=0.3)
+    looks = _monitor_looks(project)
+    retry_until(lambda: _monitor_looks(project) >= looks + 5, seconds=30, interval=0.2)  # several more looks
+    notes = _escalations(run)
+    assert len(notes) == 1, notes  # once per incident, however many looks
+    assert "waiting for input on A" in notes[0]["body"]
+    assert _agent(run, "agent-1")["restarts"] == 0
+    assert run("teardown", "--now").returncode == 0
+
+
+def test_a_rate_limit_pauses_claims_then_resumes(project: Path, run: Run, tmp_path: Path) -> None:
+    flag = tmp_path / "limited-once"
+    agent = (
+        f'if [ ! -e {flag} ]; then touch {flag}; echo "API error: rate limit exceeded, try again in 2 seconds"; '
+        f"exit 1; fi; {DEMO_AGENT}"
+    )
+    launched = run("launch", "E1", "--agents", "2", "--command", agent, env=FAST)
+    assert launched.returncode == 0, launched.stderr
+    retry_until(lambda: _finished(run), seconds=60, interval=0.3)
+    signals = [
+        json.loads(line) for line in run("msg", "list", "--json", "--type", "signal.rate_limited").stdout.splitlines()
+    ]
+    assert len(signals) == 1
+    paused_at = signals[0]["created_at"]
+    from datetime import datetime
+
+    from swarm.store import open_store
+
+    with open_store(f"sqlite:///{project}/.swarm/swarm.db") as store:
+        until, reason = store.claims_paused(data_swarm(run))
+        claims_after = [e.at for e in store.events() if e.to_state == "claimed"]
+    start = datetime.fromisoformat(paused_at.replace("Z", "+00:00")).timestamp()
+    assert until >= start + 1.5
+    assert reason is not None
+    assert "rate limit" in reason
+    # No claim happened while claims were paused.
+    assert not [at for at in claims_after if start + 0.2 < at < until - 0.2]
+    assert run("teardown").returncode == 0
+
+
+def data_swarm(run: Run) -> str:
+    """The current swarm's id."""
+    swarm_id: str = status_json(run)["swarm"]["id"]
+    return swarm_id
