@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import typer
+from rich.console import Group, RenderableType
 from rich.live import Live
+from rich.text import Text
 
 from swarm import status as dashboard
-from swarm.cli.output import console, emit_json
+from swarm.cli.output import console, emit_json, iso
 from swarm.config import find_repo_root, load_config
 from swarm.errors import BadInput
+from swarm.models import Event
 from swarm.queue import open_queue
+
+#: Events shown under the live dashboard.
+RECENT_EVENTS = 6
 
 
 def status_cmd(
@@ -33,11 +40,29 @@ def status_cmd(
         if not watch:
             out.print(dashboard.render(snap))
             return
-        with Live(dashboard.render(snap), console=out, refresh_per_second=4, screen=False) as live:
+        # Recent events are followed incrementally: the log is read once, then only what is new.
+        events = store.events()
+        recent: deque[Event] = deque(events[-RECENT_EVENTS:], maxlen=RECENT_EVENTS)
+        last = events[-1].seq if events else 0
+
+        def frame() -> RenderableType:
+            nonlocal last
+            for event in store.events(since=last):
+                recent.append(event)
+                last = event.seq
+            current = dashboard.take(store, loaded, store.get_swarm(swarm.id))
+            lines = [
+                Text(f"{iso(e.at)} {e.task_id} {e.from_state or '-'} -> {e.to_state} by {e.actor}: {e.reason}"[:160])
+                for e in recent
+            ]
+            return Group(dashboard.render(current), Text("\nrecent events", style="bold"), *lines)
+
+        # transient=False and a fixed refresh keep the screen steady: rich redraws in place, no flicker.
+        with Live(frame(), console=out, refresh_per_second=4, screen=False) as live:
             try:
                 while True:
                     time.sleep(1.0)
-                    live.update(dashboard.render(dashboard.take(store, loaded, store.get_swarm(swarm.id))))
+                    live.update(frame())
             except KeyboardInterrupt:
                 return
 
