@@ -51,6 +51,7 @@ def _register() -> None:
         merge_cmd,
         msg_cmd,
         queue_cmd,
+        repair_cmd,
         status_cmd,
     )
 
@@ -64,6 +65,7 @@ def _register() -> None:
     msg_cmd.register(app)
     mcp_cmd.register(app)
     doctor_cmd.register(app)
+    repair_cmd.register(app)
     demo_cmd.register(app)
 
 

@@ -90,6 +90,7 @@ class Worker:
         # Shutdown requests sent before this worker started (an earlier teardown) are not for it.
         self._control_after = self.store.thread_tail(CONTROL_THREAD)
         self._outcome = "not started"
+        self._current: Claim | None = None
         self._rate_patterns = [re.compile(p) for p in self.template.rate_limit_patterns]
 
     # -- output ----------------------------------------------------------------------------------
@@ -206,6 +207,12 @@ class Worker:
                     break
         except Terminated:
             self.say("terminated by a signal")
+            claim = self._current
+            if claim is not None:
+                # We still hold the lease: give the task back now instead of letting it expire.
+                with contextlib.suppress(SwarmError):
+                    self.store.return_task(claim.task_id, run.agent_id, claim.lease_token, "worker terminated")
+                    self.say(f"returned {claim.task_id}; its uncommitted work stays in the worktree")
         finally:
             with contextlib.suppress(SwarmError):
                 self.store.update_agent(run.agent_id, state=final.value, task_id=None, agent_pid=None)
@@ -247,6 +254,13 @@ class Worker:
     # -- one task --------------------------------------------------------------------------------
     def work(self, claim: Claim) -> None:
         """Do one claimed task from merge to release."""
+        self._current = claim
+        try:
+            self._work(claim)
+        finally:
+            self._current = None
+
+    def _work(self, claim: Claim) -> None:
         run = self.run
         self._set_state(AgentState.WORKING, claim.task_id)
         self.say(f"claimed {claim.task_id} (attempt {claim.attempt}): {claim.title}")
