@@ -31,6 +31,17 @@ check_tools() {
     fi
 }
 
+# The real Claude Code CLI, for the test that proves the `claude` template end to end against the scripted
+# API stand-in in ../shared/tools. Installed once into .cache/claude-code (git-ignored).
+ensure_claude_cli() {
+    local prefix="$ROOT/.cache/claude-code"
+    [ -x "$prefix/node_modules/.bin/claude" ] && return 0
+    command -v npm >/dev/null 2>&1 || die "npm is needed to install the Claude Code CLI for the tests; install Node.js (apt-get install nodejs npm) and run this again"
+    say "installing the Claude Code CLI into .cache/claude-code (once)"
+    npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error @anthropic-ai/claude-code >&2 \
+        || die "npm could not install @anthropic-ai/claude-code; see the messages above"
+}
+
 ensure_venv() {
     check_tools
     local want
