@@ -51,7 +51,7 @@ def test_parse_spec_text_never_crashes(text: str) -> None:
 
 
 @settings(
-    max_examples=EXAMPLES // 4,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
