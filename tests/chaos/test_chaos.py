@@ -116,7 +116,10 @@ class Chaos:
                 if not target or target not in procs.processes_with_env("SWARM_ID", swarm_id):
                     continue
                 before = self._done()
-                os.kill(target, signal.SIGKILL)
+                try:
+                    os.kill(target, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue  # it finished on its own a moment ago: pick another victim
                 self.kills.append(("worker" if target == worker else "agent", target))
                 if lease:
                     self.stale.append((lease[0], agent, lease[1]))
