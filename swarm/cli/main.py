@@ -13,14 +13,39 @@ from swarm.errors import EXIT_RUNTIME, SwarmError
 
 log = logging.getLogger(__name__)
 
-app = typer.Typer(
-    name="swarm",
-    help="Run a team of coding agents on one git repository in parallel.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
+#: Which module defines each top-level command. A command line loads only the module it needs (the full tree
+#: only for `swarm --help`): start-up time is paid on every `swarm status`, by people and by agents.
+MODULE_OF = {
+    "init": "config_cmd",
+    "config": "config_cmd",
+    "launch": "launch_cmd",
+    "teardown": "launch_cmd",
+    "status": "status_cmd",
+    "merge": "merge_cmd",
+    "attach": "agent_cmd",
+    "logs": "agent_cmd",
+    "worker": "agent_cmd",
+    "monitor": "agent_cmd",
+    "queue": "queue_cmd",
+    "msg": "msg_cmd",
+    "mcp": "mcp_cmd",
+    "doctor": "doctor_cmd",
+    "repair": "repair_cmd",
+    "demo": "demo_cmd",
+}
+#: Registration order is the order of `swarm --help`: the everyday commands first.
+_ORDER = (
+    "config_cmd",
+    "launch_cmd",
+    "status_cmd",
+    "merge_cmd",
+    "agent_cmd",
+    "queue_cmd",
+    "msg_cmd",
+    "mcp_cmd",
+    "doctor_cmd",
+    "repair_cmd",
+    "demo_cmd",
 )
 
 
@@ -30,7 +55,6 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
@@ -39,37 +63,40 @@ def _root(
     """Run a team of coding agents on one git repository in parallel."""
 
 
-def _register() -> None:
-    # Imported here so that each command group stays its own module and the app is assembled once.
-    from swarm.cli import (
-        agent_cmd,
-        config_cmd,
-        demo_cmd,
-        doctor_cmd,
-        launch_cmd,
-        mcp_cmd,
-        merge_cmd,
-        msg_cmd,
-        queue_cmd,
-        repair_cmd,
-        status_cmd,
+def build_app(only: str | None = None) -> typer.Typer:
+    """The typer application: every command, or only the one named ``only`` (a top-level command name)."""
+    import importlib
+
+    app = typer.Typer(
+        name="swarm",
+        help="Run a team of coding agents on one git repository in parallel.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
-
-    # Registration order is the order of `swarm --help`: the everyday commands first.
-    config_cmd.register(app)
-    launch_cmd.register(app)
-    status_cmd.register(app)
-    merge_cmd.register(app)
-    agent_cmd.register(app)
-    queue_cmd.register(app)
-    msg_cmd.register(app)
-    mcp_cmd.register(app)
-    doctor_cmd.register(app)
-    repair_cmd.register(app)
-    demo_cmd.register(app)
+    app.callback()(_root)
+    modules = _ORDER if only not in MODULE_OF else (MODULE_OF[only],)
+    for name in modules:
+        importlib.import_module(f"swarm.cli.{name}").register(app)
+    return app
 
 
-_register()
+def __getattr__(name: str) -> typer.Typer:
+    # `from swarm.cli.main import app` (tests, docs) still gets the whole tree, built on first use.
+    if name == "app":
+        return build_app()
+    raise AttributeError(name)
+
+
+def _command_of(argv: list[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+        if arg in ("-h", "--help", "--version"):
+            return None
+    return None
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -81,7 +108,8 @@ def run(argv: list[str] | None = None) -> int:
     )
     try:
         # Standalone mode: typer prints usage errors itself and exits 2, --help exits 0.
-        app(args=argv, prog_name="swarm")
+        args = sys.argv[1:] if argv is None else argv
+        build_app(_command_of(args))(args=args, prog_name="swarm")
     except SystemExit as exc:
         return _exit_code(exc.code)
     except SwarmError as exc:

@@ -79,6 +79,9 @@ class Monitor:
         self.interval = cfg.monitor_interval_seconds
         self.progress: dict[str, _Progress] = {}
         self._patterns: dict[str, list[re.Pattern[str]]] = {}
+        self._cpu: dict[int, float] = {}
+        self._roots: dict[str, Path] = {}
+        self._log_seen: dict[str, tuple[float, int, bool]] = {}
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -114,10 +117,13 @@ class Monitor:
         root = self.repo.resolve()
         mine: list[AgentRecord] = []
         for agent in self.store.list_agents(self.swarm_id):
-            with contextlib.suppress(ValueError):
-                if agent.worktree:
-                    Path(agent.worktree).resolve().relative_to(root)
-                    mine.append(agent)
+            if not agent.worktree:
+                continue
+            resolved = self._roots.get(agent.worktree)
+            if resolved is None:  # resolving touches the file system: once per worktree is enough
+                resolved = self._roots[agent.worktree] = Path(agent.worktree).resolve()
+            if resolved == root or root in resolved.parents:
+                mine.append(agent)
         return mine
 
     def look(self) -> list[Verdict]:
@@ -125,7 +131,9 @@ class Monitor:
         self.store.reap()
         now = time.time()
         verdicts: list[Verdict] = []
-        for agent in self.local_agents():
+        agents = self.local_agents()
+        self._cpu = procs.tree_cpu_seconds([a.agent_pid for a in agents if a.agent_pid])
+        for agent in agents:
             verdict = self.classify(agent, now)
             verdicts.append(verdict)
             self.act(agent, verdict, now)
@@ -142,7 +150,7 @@ class Monitor:
             self.progress.pop(agent.id, None)
             return Verdict(agent.id, agent.state)
         seen = self.progress.setdefault(agent.id, _Progress(task=agent.task_id))
-        cpu = procs.usage(agent.agent_pid).cpu_seconds if agent.agent_pid else 0.0
+        cpu = self._cpu.get(agent.agent_pid, 0.0) if agent.agent_pid else 0.0
         if seen.task != agent.task_id or cpu != seen.cpu or agent.last_output_at != seen.output_at:
             seen.task, seen.cpu, seen.output_at, seen.changed_at = agent.task_id, cpu, agent.last_output_at, now
         quiet = now - seen.changed_at
@@ -158,16 +166,23 @@ class Monitor:
             return False
         log_path = self.repo / ".swarm" / "logs" / f"{agent.id}.log"
         try:
+            stat = log_path.stat()
+        except OSError:
+            return False
+        seen = self._log_seen.get(agent.id)
+        if seen is not None and seen[:2] == (stat.st_mtime, stat.st_size):
+            return seen[2]  # the log did not change since the last look
+        try:
             with log_path.open("rb") as handle:
-                handle.seek(0, 2)
-                size = handle.tell()
-                handle.seek(max(0, size - LOG_TAIL_BYTES))
+                handle.seek(max(0, stat.st_size - LOG_TAIL_BYTES))
                 tail = handle.read().decode("utf-8", "replace").strip().splitlines()[-3:]
         except OSError:
             return False
         text = "\n".join(tail)
         # The worker's own lines start with "[swarm"; only the agent's output can show a prompt.
-        return not (tail and tail[-1].startswith("[swarm ")) and any(p.search(text) for p in patterns)
+        waiting = not (tail and tail[-1].startswith("[swarm ")) and any(p.search(text) for p in patterns)
+        self._log_seen[agent.id] = (stat.st_mtime, stat.st_size, waiting)
+        return waiting
 
     def _patterns_for(self, agent: AgentRecord) -> list[re.Pattern[str]]:
         if agent.id not in self._patterns:

@@ -255,6 +255,36 @@ def usage(pid: int) -> ProcUsage:
     return ProcUsage(rss_bytes=rss, cpu_seconds=cpu, num_children=max(len(tree) - 1, 0))
 
 
+def tree_cpu_seconds(roots: Collection[int]) -> dict[int, float]:
+    """CPU time (user + system, reaped children included) of each root's process tree, from ONE pass over the
+    process table: the monitor asks for every agent at once, and a scan per agent would cost agents x processes
+    reads of /proc. A root that is gone maps to 0.0."""
+    wanted = set(roots)
+    if not wanted:
+        return {}
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for proc in psutil.process_iter(["ppid", "cpu_times"]):
+        info = proc.info
+        times = info.get("cpu_times")
+        if times is None:
+            continue
+        cpu[proc.pid] = times.user + times.system + times.children_user + times.children_system
+        children.setdefault(info.get("ppid") or 0, []).append(proc.pid)
+    totals: dict[int, float] = {}
+    for root in wanted:
+        total, stack, seen = 0.0, [root], set()
+        while stack:
+            pid = stack.pop()
+            if pid in seen or pid not in cpu:
+                continue
+            seen.add(pid)
+            total += cpu[pid]
+            stack.extend(children.get(pid, ()))
+        totals[root] = total
+    return totals
+
+
 def cpu_percent(pid: int, interval: float) -> float:
     """CPU use of ``pid`` and its descendants over the next ``interval`` seconds, in percent of one CPU.
 

@@ -1007,6 +1007,14 @@ def _agent(row: Sequence[Any]) -> AgentRecord:
     )
 
 
+def _json_tuple(text: str | None) -> tuple[str, ...]:
+    # Most tasks have no requirements or dependencies: skip the parser for the empty array (status reads
+    # 10,000 rows at a time).
+    if not text or text == "[]":
+        return ()
+    return tuple(json.loads(text))
+
+
 def _task(row: Sequence[Any]) -> Task:
     return Task(
         id=row[0],
@@ -1015,7 +1023,7 @@ def _task(row: Sequence[Any]) -> Task:
         body=row[3],
         state=TaskState(row[4]),
         priority=row[5],
-        requires=tuple(json.loads(row[6])),
+        requires=_json_tuple(row[6]),
         attempts=row[7],
         max_attempts=row[8],
         owner=row[9],
@@ -1029,7 +1037,7 @@ def _task(row: Sequence[Any]) -> Task:
         timeout_seconds=row[17],
         tokens=row[18],
         heartbeat_at=row[19],
-        depends_on=tuple(json.loads(row[20])) if row[20] else (),
+        depends_on=_json_tuple(row[20]),
     )
 
 

@@ -221,3 +221,23 @@ def test_cpu_percent(spawn: Spawn) -> None:
     assert procs.cpu_percent(2**22 + 7, 0.1) == 0.0
     with pytest.raises(ValueError, match="positive"):
         procs.cpu_percent(idle.pid, 0)
+
+
+def test_tree_cpu_seconds_sums_each_tree_in_one_pass() -> None:
+    """CPU of a busy tree is counted for its root; a gone root maps to 0.0."""
+    import subprocess
+    import sys
+
+    from swarm.runtime import procs
+    from tests.helpers import retry_until
+
+    busy = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; subprocess.run([sys.executable, '-c', 'while True: pass'])"]
+    )
+    try:
+        retry_until(lambda: procs.tree_cpu_seconds([busy.pid])[busy.pid] > 0.2, seconds=30)
+        assert procs.tree_cpu_seconds([999_999_999]) == {999_999_999: 0.0}
+        assert procs.tree_cpu_seconds([]) == {}
+    finally:
+        procs.stop_processes([busy.pid], grace=2)
+        busy.wait(timeout=10)

@@ -53,7 +53,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_errors_become_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], exc: Exception, code: int, text: str
 ) -> None:
-    monkeypatch.setattr(cli_main, "app", lambda **_: _fail_with(exc))
+    monkeypatch.setattr(cli_main, "build_app", lambda _only=None: lambda **_: _fail_with(exc))
     monkeypatch.delenv("SWARM_DEBUG", raising=False)
     assert cli_main.run(["x"]) == code
     err = capsys.readouterr().err
@@ -63,7 +63,7 @@ def test_errors_become_one_line(
 
 
 def test_debug_shows_traceback(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(cli_main, "app", lambda **_: _fail_with(BadInput("bad thing")))
+    monkeypatch.setattr(cli_main, "build_app", lambda _only=None: lambda **_: _fail_with(BadInput("bad thing")))
     monkeypatch.setenv("SWARM_DEBUG", "1")
     assert cli_main.run(["x"]) == 2
     assert "Traceback" in capsys.readouterr().err

@@ -51,3 +51,13 @@ def test_command_has_help(path: tuple[str, ...], command: Any) -> None:
     result = CliRunner().invoke(app, [*path, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
+
+
+def test_every_command_loads_on_its_own() -> None:
+    """A command line loads only its command's module: each command must be found that way too."""
+    from swarm.cli.main import MODULE_OF, build_app
+
+    top = set(getattr(typer.main.get_command(app), "commands", {}))
+    assert top == set(MODULE_OF)
+    for name in MODULE_OF:
+        assert name in getattr(typer.main.get_command(build_app(name)), "commands", {})
