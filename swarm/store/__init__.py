@@ -18,10 +18,9 @@ def open_store(url: str, options: StoreOptions | None = None) -> Store:
 
         return SQLiteStore(url, options)
     if scheme in ("postgresql", "postgres"):
-        raise BadInput(
-            f"the PostgreSQL backend is not part of this version of swarm (database {url!r})",
-            hint="use the default SQLite database (sqlite:///.swarm/swarm.db) for now",
-        )
+        from swarm.store.postgres import PostgresStore  # imports psycopg only when a PostgreSQL URL is used
+
+        return PostgresStore(url, options)
     raise BadInput(
         f"unsupported database URL {url!r}",
         hint="use sqlite:///path/to/swarm.db or postgresql://user@host/db",

@@ -9,10 +9,11 @@ import pytest
 
 from swarm.store import RetryPolicy, Store, StoreOptions, open_store
 from tests.conftest import FakeClock
+from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures: the postgresql backend's server and databases)
 
 StoreFactory = Callable[..., Store]
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -20,6 +21,10 @@ def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database URL for each backend."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/contract.db"
+    if request.param == "postgresql":
+        # A fresh database on the session's throwaway server (tests/pg.py); never skipped when unavailable.
+        url: str = request.getfixturevalue("pg_url")
+        return url
     raise AssertionError(f"unknown backend {request.param}")
 
 
