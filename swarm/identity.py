@@ -34,14 +34,25 @@ def hash_token(token: str) -> str:
 
 
 def _matches(expected: str | None, token: str) -> bool:
-    return expected is not None and hmac.compare_digest(expected, hash_token(token))
+    # The lead may hold one token per clone of the repository (several machines share one queue): the
+    # database keeps their hashes comma-separated.
+    if not expected:
+        return False
+    digest = hash_token(token)
+    return any(hmac.compare_digest(known, digest) for known in expected.split(","))
 
 
 def lead_token(store: Store, path: Path) -> str:
-    """Read the lead's token, creating it (0600) and recording its hash on first use."""
+    """Read this clone's lead token, creating it (0600) and recording its hash on first use."""
     try:
         token = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
+        if (path.parent.parent / ".git").is_file():
+            # An agent's worktree has a .git file: minting a lead token there would let an agent speak as the lead.
+            raise BadInput(
+                "the lead writes from the repository's main checkout, not from an agent's worktree",
+                hint="run this command in the main checkout, or as the agent (SWARM_AGENT_ID and SWARM_TOKEN)",
+            ) from None
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         token = new_token()
         try:
@@ -51,12 +62,17 @@ def lead_token(store: Store, path: Path) -> str:
         else:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(token + "\n")
+        known = store.token_hash(LEAD)
+        if not _matches(known, token):
+            # A new clone of the repository joins as the lead too (another machine of a shared queue).
+            store.set_token_hash(LEAD, ",".join(filter(None, [known, hash_token(token)])))
+        return token
     except OSError as exc:
         raise SwarmError(f"cannot read the lead token {path}: {exc.strerror}", hint="check its permissions") from exc
-    expected = store.token_hash(LEAD)
-    if expected is None:
+    known = store.token_hash(LEAD)
+    if known is None:
         store.set_token_hash(LEAD, hash_token(token))
-    elif not _matches(expected, token):
+    elif not _matches(known, token):
         raise BadInput(
             f"the lead token in {path} does not match this database",
             hint="use the repository that created the swarm, or set SWARM_TOKEN to the lead's token",

@@ -18,6 +18,7 @@ import pytest
 from swarm.runtime import procs
 from tests.acceptance.conftest import DEMO_AGENT, git, tmux_sessions
 from tests.helpers import swarm_cli
+from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures: a throwaway PostgreSQL and its databases)
 
 # An 8-task epic whose dependencies cross hosts whatever the schedule: a diamond of diamonds.
 GRAPH = {
@@ -78,8 +79,17 @@ def _status(host: tuple[Path, str, str]) -> dict[str, Any]:
     return data
 
 
-def test_two_clones_share_one_queue(hosts: list[tuple[Path, str, str]], tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/shared/swarm.db"
+@pytest.fixture(params=["postgresql", "sqlite"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database both clones use: a real PostgreSQL (how machines share a queue), or one SQLite file."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return f"sqlite:///{tmp_path}/shared/swarm.db"
+
+
+def test_two_clones_share_one_queue(hosts: list[tuple[Path, str, str]], shared_url: str) -> None:
+    url = shared_url
     first, second = hosts
     a = _run(first, "launch", "E8", "--agents", "2", "--db", url, "--host-label", "h1", "--command", DEMO_AGENT)
     assert a.returncode == 0, a.stderr
@@ -135,8 +145,8 @@ def _events(host: tuple[Path, str, str]) -> list[str]:
     return [json.loads(line)["to"] for line in result.stdout.splitlines()]
 
 
-def test_teardown_of_one_host_keeps_the_other_running(hosts: list[tuple[Path, str, str]], tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/shared/swarm.db"
+def test_teardown_of_one_host_keeps_the_other_running(hosts: list[tuple[Path, str, str]], shared_url: str) -> None:
+    url = shared_url
     first, second = hosts
     slow = "sleep 600"
     assert (
