@@ -74,11 +74,11 @@ from swarm.errors import (
 )
 from swarm.models import LEAD, STATE_ORDER, AgentRecord, Claim, Event, Message, Spec, Task, TaskState, is_valid_id
 from swarm.store.base import AddResult, Reaped, Store, StoreOptions, SwarmRecord
-from swarm.store.sqlfile import migrations, queries
 
 # The id checks, the agent-field whitelist and the batch ordering are backend-independent; sharing them keeps
 # both backends' rules and messages identical.
-from swarm.store.sqlite import _AGENT_FIELDS, _AGENT_SEEN_SECONDS, _check_agent, _topological
+from swarm.store.common import AGENT_FIELDS, AGENT_SEEN_SECONDS, check_agent, topological
+from swarm.store.sqlfile import migrations, queries
 
 log = logging.getLogger(__name__)
 
@@ -643,7 +643,7 @@ class PostgresStore(Store):
     # -- agents ----------------------------------------------------------------------------------
     def register_agent(self, agent: AgentRecord) -> None:
         """Create or update an agent slot."""
-        _check_agent(agent.id)
+        check_agent(agent.id)
 
         def op(cur: Cursor) -> None:
             cur.execute(
@@ -665,7 +665,7 @@ class PostgresStore(Store):
 
     def update_agent(self, agent_id: str, **fields: Any) -> None:
         """Set some runtime fields of an agent; cost_usd is added to its total."""
-        unknown = set(fields) - _AGENT_FIELDS
+        unknown = set(fields) - AGENT_FIELDS
         if unknown:
             raise ValueError(f"unknown agent fields: {sorted(unknown)}")
         assignments: list[sql.Composable] = [sql.SQL("last_seen = %(now)s")]
@@ -866,7 +866,7 @@ class PostgresStore(Store):
                             f"task {spec.id} depends on {dep}, which is neither queued nor being added",
                             hint="add the dependency first or remove it from depends_on",
                         )
-            ordered = _topological(fresh)
+            ordered = topological(fresh)
             ids = [s.id for s in ordered]
             ready_set: set[str] = set()
             if ordered:
@@ -934,7 +934,7 @@ class PostgresStore(Store):
         swarm_id: str | None = None,
     ) -> Claim | None:
         """Reap, then claim the next eligible task atomically."""
-        _check_agent(agent_id)
+        check_agent(agent_id)
         if ttl_seconds <= 0:
             raise BadInput(f"lease TTL must be positive, got {ttl_seconds}")
         caps = sorted(set(capabilities))
@@ -948,7 +948,7 @@ class PostgresStore(Store):
             self._reap_in(cur, now)
             # The agent row only says "seen lately": refresh it at most every few seconds per store, which
             # keeps a row write (and a notification) off the hottest path.
-            if now - self._agent_seen.get(seen, float("-inf")) >= _AGENT_SEEN_SECONDS:
+            if now - self._agent_seen.get(seen, float("-inf")) >= AGENT_SEEN_SECONDS:
                 cur.execute(_Q["upsert_agent"], {"agent": agent_id, "host": host, "caps": caps, "now": now})
                 refreshed.append(now)
             row = cur.execute(

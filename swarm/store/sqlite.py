@@ -40,6 +40,7 @@ from swarm.errors import (
 )
 from swarm.models import LEAD, STATE_ORDER, AgentRecord, Claim, Event, Message, Spec, Task, TaskState, is_valid_id
 from swarm.store.base import AddResult, Reaped, Store, StoreOptions, SwarmRecord
+from swarm.store.common import AGENT_FIELDS, AGENT_SEEN_SECONDS, check_agent, topological
 from swarm.store.sqlfile import migrations, queries
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,7 @@ class SQLiteStore(Store):
     # -- agents ----------------------------------------------------------------------------------
     def register_agent(self, agent: AgentRecord) -> None:
         """Create or update an agent slot."""
-        _check_agent(agent.id)
+        check_agent(agent.id)
         params = {
             "id": agent.id,
             "swarm_id": agent.swarm_id,
@@ -306,7 +307,7 @@ class SQLiteStore(Store):
 
     def update_agent(self, agent_id: str, **fields: Any) -> None:
         """Set some runtime fields of an agent; cost_usd is added to its total."""
-        unknown = set(fields) - _AGENT_FIELDS
+        unknown = set(fields) - AGENT_FIELDS
         if unknown:
             raise ValueError(f"unknown agent fields: {sorted(unknown)}")
         assignments = ["last_seen = :now"]
@@ -510,7 +511,7 @@ class SQLiteStore(Store):
                             f"task {spec.id} depends on {dep}, which is neither queued nor being added",
                             hint="add the dependency first or remove it from depends_on",
                         )
-            ordered = _topological(fresh)
+            ordered = topological(fresh)
             cur.executemany(
                 _Q["insert_task"],
                 [
@@ -597,7 +598,7 @@ class SQLiteStore(Store):
         swarm_id: str | None = None,
     ) -> Claim | None:
         """Reap, then claim the next eligible task atomically."""
-        _check_agent(agent_id)
+        check_agent(agent_id)
         if ttl_seconds <= 0:
             raise BadInput(f"lease TTL must be positive, got {ttl_seconds}")
         caps = json.dumps(sorted(set(capabilities)))
@@ -612,7 +613,7 @@ class SQLiteStore(Store):
             self._reap_in(cur, now)
             # The agent row only says "seen lately": refresh it at most every few seconds per connection,
             # which keeps a statement (and, every few seconds, a page) off the hottest path.
-            if now - self._agent_seen.get(seen, float("-inf")) >= _AGENT_SEEN_SECONDS:
+            if now - self._agent_seen.get(seen, float("-inf")) >= AGENT_SEEN_SECONDS:
                 cur.execute(_Q["upsert_agent"], {"agent": agent_id, "host": host, "caps": caps, "now": now})
                 refreshed.append(now)
             row = cur.execute(
@@ -931,33 +932,6 @@ class SQLiteStore(Store):
             return (version << 32) | (self._local_commits & 0xFFFFFFFF)
 
 
-def _check_agent(agent_id: str) -> None:
-    if not is_valid_id(agent_id):
-        raise BadInput(
-            f"invalid agent id {agent_id!r}",
-            hint="agent ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}, e.g. agent-1",
-        )
-
-
-#: How stale an agent's last_seen may get from claims alone (heartbeats and updates refresh it too).
-_AGENT_SEEN_SECONDS = 5.0
-
-_AGENT_FIELDS = frozenset(
-    {
-        "pid",
-        "agent_pid",
-        "state",
-        "task_id",
-        "detail",
-        "last_output",
-        "last_output_at",
-        "cost_usd",
-        "restarts",
-        "next_restart_at",
-    }
-)
-
-
 def _message(row: Sequence[Any]) -> Message:
     return Message(
         thread=row[0],
@@ -1039,31 +1013,6 @@ def _task(row: Sequence[Any]) -> Task:
         heartbeat_at=row[19],
         depends_on=_json_tuple(row[20]),
     )
-
-
-def _topological(specs: dict[str, Spec]) -> list[Spec]:
-    """Order ``specs`` so that every spec follows its dependencies within the batch (Kahn, ties by id)."""
-    import heapq
-
-    waiting = {sid: {d for d in s.depends_on if d in specs} for sid, s in specs.items()}
-    dependents: dict[str, list[str]] = {}
-    for sid, deps in waiting.items():
-        for dep in deps:
-            dependents.setdefault(dep, []).append(sid)
-    heap = [sid for sid, deps in waiting.items() if not deps]
-    heapq.heapify(heap)
-    ordered: list[Spec] = []
-    while heap:
-        sid = heapq.heappop(heap)
-        ordered.append(specs[sid])
-        for child in dependents.get(sid, ()):
-            waiting[child].discard(sid)
-            if not waiting[child]:
-                heapq.heappush(heap, child)
-    if len(ordered) != len(specs):
-        stuck = sorted(sid for sid, deps in waiting.items() if deps)
-        raise BadInput(f"dependency cycle among tasks {', '.join(stuck)}", hint="remove one dependency of the cycle")
-    return ordered
 
 
 def _split_statements(script: str) -> list[str]:
