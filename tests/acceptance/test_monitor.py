@@ -48,10 +48,10 @@ def test_a_killed_worker_is_respawned_and_the_epic_finishes(project: Path, run: 
     agent = f"[ -e {flag} ] || {{ touch {flag}; sleep 3; }}; {DEMO_AGENT}"
     launched = run("launch", "E1", "--agents", "1", "--command", agent, env=FAST)
     assert launched.returncode == 0, launched.stderr
-    retry_until(flag.exists, seconds=30)
+    retry_until(flag.exists, seconds=120)
     worker = _agent(run, "agent-1")["pid"]
     os.kill(worker, signal.SIGKILL)
-    retry_until(lambda: _finished(run), seconds=60, interval=0.3)
+    retry_until(lambda: _finished(run), seconds=240, interval=0.3)
     agent1 = _agent(run, "agent-1")
     assert agent1["restarts"] == 1
     assert agent1["pid"] != worker
@@ -66,7 +66,7 @@ def test_a_stopped_agent_is_stalled_then_restarted(project: Path, run: Run, tmp_
     agent = f"if [ ! -e {flag} ]; then touch {flag}; echo working; sleep 600; fi; {DEMO_AGENT}"
     launched = run("launch", "E1", "--agents", "1", "--command", agent, env=FAST)
     assert launched.returncode == 0, launched.stderr
-    retry_until(lambda: flag.exists() and _agent(run, "agent-1")["state"] == "working", seconds=30)
+    retry_until(lambda: flag.exists() and _agent(run, "agent-1")["state"] == "working", seconds=120)
     data = json.loads(run("status", "--json").stdout)
     stuck = next(a for a in data["agents"] if a["id"] == "agent-1")
     from swarm.store import open_store
@@ -75,7 +75,7 @@ def test_a_stopped_agent_is_stalled_then_restarted(project: Path, run: Run, tmp_
         agent_pid = store.list_agents()[0].agent_pid
     assert agent_pid
     os.killpg(agent_pid, signal.SIGSTOP)  # alive, but neither CPU nor output: stalled
-    retry_until(lambda: _finished(run), seconds=90, interval=0.3)
+    retry_until(lambda: _finished(run), seconds=240, interval=0.3)
     assert _agent(run, "agent-1")["restarts"] == 1
     notes = _escalations(run)
     assert [n for n in notes if "stalled" in n["body"]], notes
@@ -89,9 +89,9 @@ def test_a_blocked_prompt_is_waiting_for_input_with_one_escalation(project: Path
     env = {**FAST, "SWARM_SWARM_STALL_SECONDS": "120"}
     launched = run("launch", "E1", "--agents", "1", "--command", agent, env=env)
     assert launched.returncode == 0, launched.stderr
-    retry_until(lambda: _agent(run, "agent-1")["state"] == "waiting-for-input", seconds=30, interval=0.3)
+    retry_until(lambda: _agent(run, "agent-1")["state"] == "waiting-for-input", seconds=120, interval=0.3)
     looks = _monitor_looks(project)
-    retry_until(lambda: _monitor_looks(project) >= looks + 5, seconds=30, interval=0.2)  # several more looks
+    retry_until(lambda: _monitor_looks(project) >= looks + 5, seconds=120, interval=0.2)  # several more looks
     notes = _escalations(run)
     assert len(notes) == 1, notes  # once per incident, however many looks
     assert "waiting for input on A" in notes[0]["body"]
@@ -107,7 +107,7 @@ def test_a_rate_limit_pauses_claims_then_resumes(project: Path, run: Run, tmp_pa
     )
     launched = run("launch", "E1", "--agents", "2", "--command", agent, env=FAST)
     assert launched.returncode == 0, launched.stderr
-    retry_until(lambda: _finished(run), seconds=60, interval=0.3)
+    retry_until(lambda: _finished(run), seconds=240, interval=0.3)
     signals = [
         json.loads(line) for line in run("msg", "list", "--json", "--type", "signal.rate_limited").stdout.splitlines()
     ]

@@ -39,12 +39,12 @@ def test_agent_asks_the_lead_and_gets_the_answer(project: Path, run: Run, tmux_s
         open_questions = status_json(run)["questions"]
         return open_questions[0] if open_questions else None
 
-    asked = retry_until(question, seconds=30, interval=0.2)
+    asked = retry_until(question, seconds=120, interval=0.2)
     assert asked["from"] == "agent-1"
     assert asked["body"] == "which base?"
     replied = run("msg", "reply", str(asked["seq"]), "use main")
     assert replied.returncode == 0, replied.stderr
-    retry_until(lambda: answer_file.exists() and answer_file.read_text().strip() == "use main", seconds=30)
+    retry_until(lambda: answer_file.exists() and answer_file.read_text().strip() == "use main", seconds=120)
 
     entries = _entries(run)
     exchange = [(e["author"], e["to"], e["type"], e["body"]) for e in entries if not e["type"].startswith("signal.")]
@@ -61,7 +61,7 @@ def test_teardown_goes_through_shutdown_request_and_response(
     project: Path, run: Run, tmux_socket: str, tmp_path: Path
 ) -> None:
     data = _launch_idle_swarm(run, tmp_path)
-    retry_until(lambda: status_json(run)["counts"]["claimed"] == 1, seconds=30)
+    retry_until(lambda: status_json(run)["counts"]["claimed"] == 1, seconds=120)
     down = run("teardown", "--now", "--json")
     assert down.returncode == 0, down.stderr
     report = json.loads(down.stdout)
@@ -84,7 +84,7 @@ def test_a_worker_that_ignores_shutdown_is_still_stopped(
     stubborn = "trap '' TERM; while true; do sleep 0.2; done"
     launched = run("launch", "E1", "--agents", "1", "--command", stubborn)
     assert launched.returncode == 0, launched.stderr
-    retry_until(lambda: status_json(run)["counts"]["claimed"] == 1, seconds=30)
+    retry_until(lambda: status_json(run)["counts"]["claimed"] == 1, seconds=120)
     data = status_json(run)
     worker = data["agents"][0]["pid"]
     down = run("teardown", "--now", "--grace", "1", "--json")

@@ -71,7 +71,7 @@ def test_a_tagged_session_without_an_agent_is_killed_and_an_untagged_one_survive
     subprocess.run([*tmux, "new-session", "-d", "-s", ghost, "sleep 600"], check=True)
     subprocess.run([*tmux, "set-option", "-t", f"={ghost}:", "@swarm_id", swarm_id], check=True)
     subprocess.run([*tmux, "new-session", "-d", "-s", lookalike, "sleep 600"], check=True)
-    retry_until(lambda: _task_claimed(run), seconds=30)
+    retry_until(lambda: _task_claimed(run), seconds=120)
     before = _snapshot(project, run, tmux_socket)
 
     dry = _repair(run, "--dry-run")
@@ -105,13 +105,13 @@ def test_an_agent_whose_session_was_killed_gets_its_task_returned_and_a_relaunch
     flag = tmp_path / "held-once"
     agent = f"[ -e {flag} ] || {{ touch {flag}; sleep 600; }}; {DEMO_AGENT}"
     swarm_id = _launch(run, agent)
-    retry_until(lambda: flag.exists() and _task_claimed(run), seconds=30)
+    retry_until(lambda: flag.exists() and _task_claimed(run), seconds=120)
     worker = status_json(run)["agents"][0]["pid"]
     tmux = ["tmux", "-L", tmux_socket]
     # The monitor goes first: left running, it would restart the agent itself before repair looks.
     subprocess.run([*tmux, "kill-session", "-t", f"=swarm-{project.name}-monitor"], check=True)
     subprocess.run([*tmux, "kill-session", "-t", f"=swarm-{project.name}-agent-1"], check=True)
-    retry_until(lambda: not procs.alive(worker), seconds=30)
+    retry_until(lambda: not procs.alive(worker), seconds=120)
     before = _snapshot(project, run, tmux_socket)
     assert before["tasks"]["A"][0] == "claimed"
 
@@ -145,7 +145,7 @@ def test_a_worktree_without_an_agent_has_its_work_committed_then_is_removed(
     project: Path, run: Run, tmux_socket: str
 ) -> None:
     swarm_id = _launch(run, SLEEP)
-    retry_until(lambda: _task_claimed(run), seconds=30)
+    retry_until(lambda: _task_claimed(run), seconds=120)
     stray = project / ".worktrees" / "stray"
     git(project, "worktree", "add", "-q", "-b", "stray-work", str(stray))
     (stray / "notes.txt").write_text("unsaved work\n")
@@ -178,7 +178,7 @@ def test_a_worktree_without_an_agent_has_its_work_committed_then_is_removed(
 
 def test_a_consistent_swarm_has_nothing_to_repair(project: Path, run: Run, tmux_socket: str) -> None:
     swarm_id = _launch(run, SLEEP)
-    retry_until(lambda: _task_claimed(run), seconds=30)
+    retry_until(lambda: _task_claimed(run), seconds=120)
     before = _snapshot(project, run, tmux_socket)
 
     clean = run("repair")

@@ -123,7 +123,7 @@ def test_teardown_now_keeps_uncommitted_work_and_returns_the_task(
     busy = 'mkdir -p out && echo "half done" > out/partial.txt && touch "$STARTED_FLAG" && sleep 600'
     launched = run("launch", "E1", "--agents", "1", "--command", busy, env={"STARTED_FLAG": str(flag)})
     assert launched.returncode == 0, launched.stderr
-    retry_until(flag.exists, seconds=30)
+    retry_until(flag.exists, seconds=120)
     data = status_json(run)
     assert data["counts"]["claimed"] == 1
 
