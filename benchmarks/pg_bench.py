@@ -1,0 +1,913 @@
+"""swarm on PostgreSQL: claim+complete throughput against swarm on SQLite and procrastinate, and message wake
+latency, all in one run on one throwaway PostgreSQL server.
+
+Run: ``.venv/bin/python benchmarks/pg_bench.py [--workers 1,8,16] [--jobs-per-worker N] [--repeat R]
+[--waiters N] [--messages N] [--interval-ms MS] [--durable] [--json]``
+
+procrastinate is a benchmark-only dependency: ``.venv/bin/pip install -e '.[bench]'`` (or
+``.venv/bin/pip install 'procrastinate>=3'``).
+
+One PostgreSQL server is started for the whole run (``initdb`` in a temporary folder, loopback TCP on a free
+port, as the ``postgres`` user when run as root) and stopped at the end. By default it runs with
+``fsync=off, synchronous_commit=off, full_page_writes=off`` as the test server does, so the figures measure
+round trips and CPU, not the disk; ``--durable`` turns all three on. Both PostgreSQL contenders use the same
+server with the same settings, each in a fresh database per measurement.
+
+For every worker count, three contenders, one right after the other (interleaved across repeats):
+
+* **swarm-pg**: W processes each open ``open_store("postgresql://...")`` and loop ``claim`` then
+  ``complete`` until the queue is empty: the full domain path (reaper, agent refresh, event log, dependency
+  promotion, NOTIFY).
+* **swarm-sqlite**: the same on a fresh SQLite file (WAL, synchronous=NORMAL, swarm's defaults).
+* **procrastinate**: W processes each open a procrastinate ``App`` on ``PsycopgConnector`` (its own pool of
+  one connection, with procrastinate's default connection check) on procrastinate's own schema in a separate
+  database of the same server, register as a worker and loop ``JobManager.fetch_job(queues=None, ...)`` then
+  ``JobManager.finish_job(job, status=succeeded, delete_job=False)``: exactly what a procrastinate worker does
+  around a task, without running one. The jobs are deferred beforehand, outside the timed span.
+
+Every process is spawned, opens its database, then waits at a start barrier; all are released at once and
+the clock runs from the release until the last one has reported. Afterwards every task/job must have been
+claimed exactly once, by the process that says it claimed it, and be done (swarm: state ``done``,
+``attempts = 1``, owner = claimer; procrastinate: status ``succeeded``, ``attempts = 1``, ``worker_id`` =
+claimer, one ``started`` event).
+
+Message wake latency: ``--waiters`` processes (registered agents) loop ``threads.wait`` on the PostgreSQL
+store while this process, as ``lead``, sends ``--messages`` entries to all, one every ``--interval-ms``, each
+carrying its ``time.time()`` send stamp; latency = return of the wait - send stamp (send call included). Every
+waiter must receive every entry exactly once, in order.
+
+A failed check exits with status 1. The script never judges speed by its exit status: benchmarks print
+figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import glob
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import math
+import multiprocessing
+import os
+import platform
+import pwd
+import queue
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import psycopg
+from psycopg import sql
+
+from swarm import threads
+from swarm.models import LEAD, AgentRecord, Spec
+from swarm.store import RetryPolicy, StoreOptions, open_store
+
+if TYPE_CHECKING:
+    from multiprocessing.context import SpawnContext, SpawnProcess
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Event, Semaphore
+
+T = TypeVar("T")
+Kind = Literal["swarm-pg", "swarm-sqlite", "procrastinate"]
+KINDS: tuple[Kind, ...] = ("swarm-pg", "procrastinate", "swarm-sqlite")
+
+GOAL_WORKERS = 8
+GOAL_RATIO = 1.5
+GOAL_P99_MS = 20.0
+EPIC = "bench"
+THREAD = "team"
+QUEUE = "bench"
+LEASE_TTL_SECONDS = 300.0
+# Time for the released waiters to get back into their wait before the first entry is sent.
+SETTLE_SECONDS = 0.5
+# A waiter that hears nothing for this long has missed an entry; it stops and the check reports the gap.
+WAIT_TIMEOUT_SECONDS = 30.0
+# Generous: a process that has not reported by then is stuck, and a hung benchmark helps nobody.
+SETUP_TIMEOUT_SECONDS = 180.0
+RUN_TIMEOUT_SECONDS = 600.0
+PG_START_TIMEOUT = 60
+# The 1-minute load average when the script started (the report prints after the load it caused itself).
+LOAD_BEFORE = round(os.getloadavg()[0], 2)
+MISSING_PROCRASTINATE = (
+    "procrastinate is not installed; it is a benchmark-only dependency: "
+    ".venv/bin/pip install -e '.[bench]' (or .venv/bin/pip install 'procrastinate>=3')"
+)
+
+
+class BenchError(Exception):
+    """A correctness check failed: the figures of this run must not be trusted."""
+
+
+class ServerError(Exception):
+    """The PostgreSQL server could not be found, started or used."""
+
+
+# -- the PostgreSQL server ------------------------------------------------------------------------------
+
+
+def _find_pg_bin() -> Path:
+    """The newest ``/usr/lib/postgresql/*/bin`` with initdb and pg_ctl, else the one on PATH."""
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parent.name.split(".")],
+        reverse=True,
+    )
+    for folder in candidates:
+        if all((Path(folder) / tool).exists() for tool in ("initdb", "pg_ctl")):
+            return Path(folder)
+    on_path = shutil.which("pg_ctl")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).resolve().parent
+    raise ServerError("PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or on PATH")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PgServer:
+    """One PostgreSQL cluster in a temporary folder, loopback only, owned by this run (a trimmed tests/pg.py)."""
+
+    def __init__(self, durable: bool) -> None:
+        self.bin_dir = _find_pg_bin()
+        self.root = Path(tempfile.mkdtemp(prefix="swarm-pg-bench-"))
+        self.data_dir = self.root / "data"
+        self.socket_dir = self.root / "sock"
+        self.log_file = self.root / "server.log"
+        self.port = _free_port()
+        self.running = False
+        self._counter = 0
+        flag = "on" if durable else "off"
+        #: The settings that differ from initdb's defaults (shown in the report).
+        self.settings = {
+            "fsync": flag,
+            "synchronous_commit": flag,
+            "full_page_writes": flag,
+            "shared_buffers": "128MB",
+            "max_connections": "200",
+        }
+
+    @classmethod
+    @contextlib.contextmanager
+    def running_server(cls, durable: bool) -> Iterator[PgServer]:
+        """Start a server, yield it, and always stop it (and remove its files)."""
+        server = cls(durable)
+        atexit.register(server.stop)  # also on an abort; stop() is idempotent
+        try:
+            server._start()
+            yield server
+        finally:
+            server.stop()
+
+    def _as_postgres(self, argv: Sequence[str]) -> list[str]:
+        # initdb and pg_ctl refuse to run as root.
+        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else list(argv)
+
+    def _run(self, *argv: str) -> None:
+        try:
+            proc = subprocess.run(
+                self._as_postgres(argv), capture_output=True, text=True, timeout=120, check=False, cwd=self.root
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ServerError(f"{Path(argv[0]).name} failed: {exc}") from exc
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip().replace("\n", " | ")
+            raise ServerError(f"{Path(argv[0]).name} {argv[1:2]} failed (exit {proc.returncode}): {detail}")
+
+    def _read_log(self) -> str:
+        try:
+            return self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def _start(self) -> None:
+        self.socket_dir.mkdir()
+        if os.geteuid() == 0:
+            try:
+                pg = pwd.getpwnam("postgres")
+            except KeyError as exc:
+                raise ServerError("running as root, but there is no 'postgres' user to run initdb as") from exc
+            for path in (self.root, self.socket_dir):
+                os.chown(path, pg.pw_uid, pg.pw_gid)
+        self._run(
+            str(self.bin_dir / "initdb"),
+            *("-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale"),
+            "--no-sync",
+        )
+        conf = {
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            "log_min_messages": "warning",
+            **self.settings,
+        }
+        with open(self.data_dir / "postgresql.conf", "a", encoding="utf-8") as handle:
+            handle.write("\n# swarm pg_bench\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
+        (self.data_dir / "pg_hba.conf").write_text(
+            "local all all trust\nhost all all 127.0.0.1/32 trust\n", encoding="utf-8"
+        )
+        for attempt in range(3):
+            # The last setting of a name wins, so a new port is simply appended.
+            with open(self.data_dir / "postgresql.conf", "a", encoding="utf-8") as handle:
+                handle.write(f"port = {self.port}\n")
+            try:
+                self._pg_ctl("start", "-w", "-t", str(PG_START_TIMEOUT), "-l", str(self.log_file))
+                break
+            except ServerError:
+                # A port found free may be taken by the time the server binds it: try another one.
+                if attempt == 2 or "could not bind" not in self._read_log():
+                    raise
+                self.port = _free_port()
+        self.running = True
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args)
+
+    def stop(self) -> None:
+        """Stop the server this object started (fast shutdown) and remove its files; safe to call twice."""
+        if self.running or (self.data_dir / "postmaster.pid").exists():
+            self.running = False
+            with contextlib.suppress(ServerError):
+                self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(self, dbname: str = "postgres") -> str:
+        """A ``postgresql://`` URL for ``dbname`` over loopback TCP."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def _admin(self) -> psycopg.Connection[tuple[Any, ...]]:
+        return psycopg.connect(self.url(), autocommit=True, application_name="pg-bench-admin")
+
+    def version(self) -> str:
+        """The server's version string, e.g. ``15.18``."""
+        with self._admin() as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return str(row[0]).split()[0] if row else "?"
+
+    def create_database(self, prefix: str) -> str:
+        """A fresh empty database; returns its name."""
+        self._counter += 1
+        name = f"{prefix}_{self._counter}"
+        with self._admin() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop a database, cutting whatever is still connected to it."""
+        with self._admin() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# -- child processes (module level so that the spawn start method can import them) -----------------------
+
+
+@dataclass
+class Report:
+    """What one child process sends back."""
+
+    name: str
+    claimed: list[str] = field(default_factory=list)  # task / job ids, in claim order
+    received: list[tuple[int, str, float]] = field(default_factory=list)  # (seq, body, time.time() at return)
+    worker_id: int | None = None  # procrastinate's worker row
+    error: str | None = None
+
+
+def _start_barrier(ready: Semaphore, go: Event) -> None:
+    # Releasing the semaphore tells the parent this process is ready; the event is the starting gun, fired
+    # after the parent has read the clock, so no process starts before the timed span.
+    ready.release()
+    if not go.wait(SETUP_TIMEOUT_SECONDS):
+        raise TimeoutError("the parent never released the processes")
+
+
+def swarm_worker(url: str, name: str, ready: Semaphore, go: Event, results: Queue[Report]) -> None:
+    """Open the store (PostgreSQL or SQLite), wait for the start, then claim+complete until the queue is empty."""
+    report = Report(name=name)
+    try:
+        # No retry backoff: nothing fails here (as in queue_bench).
+        store = open_store(url, StoreOptions(retry=RetryPolicy(0, 0)))
+        try:
+            _start_barrier(ready, go)
+            while True:
+                got = store.claim(name, ttl_seconds=LEASE_TTL_SECONDS)
+                if got is None:
+                    break
+                report.claimed.append(got.task_id)
+                store.complete(got.task_id, name, got.lease_token, commit=f"sha-{got.task_id}")
+        finally:
+            store.close()
+    except BaseException:
+        # Reported, not raised: the parent turns it into a failed check and exit status 1.
+        report.error = traceback.format_exc()
+    results.put(report)
+
+
+def _procrastinate() -> Any:
+    """The procrastinate package, or a clear error when the benchmark extra is not installed."""
+    try:
+        import procrastinate
+        import procrastinate.jobs
+    except ImportError as exc:
+        raise BenchError(MISSING_PROCRASTINATE) from exc
+    # "App is instantiated in the main Python module": a hint for apps whose workers import tasks by path;
+    # nothing here runs a task, so it is noise.
+    logging.getLogger("procrastinate.blueprints").setLevel(logging.ERROR)
+    return procrastinate
+
+
+def _procrastinate_app(url: str) -> Any:
+    """An App on procrastinate's own psycopg connector, with a pool of one connection (one per process, as
+    swarm uses); procrastinate's default connection check stays on."""
+    procrastinate = _procrastinate()
+    return procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=1))
+
+
+async def _procrastinate_loop(url: str, ready: Semaphore, go: Event, report: Report) -> None:
+    procrastinate = _procrastinate()
+    succeeded = procrastinate.jobs.Status.SUCCEEDED
+    app = _procrastinate_app(url)
+    async with app.open_async():
+        manager = app.job_manager
+        # The worker row stays (the database is dropped afterwards): the check compares each job's worker_id.
+        worker_id = int(await manager.register_worker())
+        report.worker_id = worker_id
+        ready.release()
+        if not await asyncio.to_thread(go.wait, SETUP_TIMEOUT_SECONDS):
+            raise TimeoutError("the parent never released the processes")
+        while True:
+            job = await manager.fetch_job(queues=None, worker_id=worker_id)
+            if job is None:
+                break
+            report.claimed.append(str(job.id))
+            await manager.finish_job(job, status=succeeded, delete_job=False)
+
+
+def procrastinate_worker(url: str, name: str, ready: Semaphore, go: Event, results: Queue[Report]) -> None:
+    """Fetch and finish procrastinate jobs until none is left (one asyncio loop in this process)."""
+    report = Report(name=name)
+    try:
+        asyncio.run(_procrastinate_loop(url, ready, go, report))
+    except BaseException:
+        report.error = traceback.format_exc()
+    results.put(report)
+
+
+def wake_waiter(url: str, identity: str, expected: int, ready: Semaphore, go: Event, results: Queue[Report]) -> None:
+    """Wait for ``expected`` entries on the PostgreSQL store, noting the time each wait returns."""
+    report = Report(name=identity)
+    try:
+        store = open_store(url)
+        try:
+            spec = threads.WaitSpec(identity=identity, thread=THREAD)
+            threads.wait(store, spec, timeout=0)  # places the cursor at the thread's end, as a first wait does
+            _start_barrier(ready, go)
+            while len(report.received) < expected:
+                msg = threads.wait(store, spec, timeout=WAIT_TIMEOUT_SECONDS)
+                now = time.time()
+                if msg is None:
+                    break  # the parent's check names what is missing
+                report.received.append((msg.seq, msg.body, now))
+        finally:
+            store.close()
+    except BaseException:
+        report.error = traceback.format_exc()
+    results.put(report)
+
+
+# -- running a group of processes -----------------------------------------------------------------------
+
+
+def _drain(results: Queue[Report]) -> list[Report]:
+    """Reports already sent (used to explain a failure, so it never blocks long)."""
+    found: list[Report] = []
+    with contextlib.suppress(queue.Empty):
+        while True:
+            found.append(results.get(timeout=0.2))
+    return found
+
+
+def _failure(what: str, reports: Sequence[Report]) -> BenchError:
+    """A BenchError that names the failed processes, each distinct traceback printed once."""
+    by_error: dict[str, list[str]] = {}
+    for r in reports:
+        if r.error:
+            by_error.setdefault(r.error, []).append(r.name)
+    lines = [what] + [f"{', '.join(names)}:\n{error.rstrip()}" for error, names in by_error.items()]
+    return BenchError("\n".join(lines))
+
+
+def run_group(
+    label: str, targets: Sequence[tuple[str, Callable[..., None], tuple[Any, ...]]], during: Callable[[], T]
+) -> tuple[T, list[Report], float]:
+    """Spawn ``targets`` (name, function, leading args), release them together, run ``during`` here, then
+    collect one report from each. Returns ``during``'s result, the reports, and the seconds from the release
+    until the last report. Any child error fails the run."""
+    ctx: SpawnContext = multiprocessing.get_context("spawn")
+    ready = ctx.Semaphore(0)
+    go = ctx.Event()
+    results: Queue[Report] = ctx.Queue()
+    procs: list[SpawnProcess] = [
+        ctx.Process(target=fn, args=(*args, ready, go, results), name=f"pg-bench-{name}") for name, fn, args in targets
+    ]
+    for proc in procs:
+        proc.start()
+    reports: list[Report] = []
+    finished = False
+    try:
+        # Wait in short slices so that a child dying before it is ready fails the run at once.
+        deadline = time.monotonic() + SETUP_TIMEOUT_SECONDS
+        waiting = len(procs)
+        while waiting:
+            if ready.acquire(timeout=0.2):
+                waiting -= 1
+            elif any(p.exitcode is not None for p in procs) or time.monotonic() > deadline:
+                raise _failure(f"{label}: a process stopped before the start", _drain(results))
+        started = time.perf_counter()
+        go.set()
+        outcome = during()
+        # Collect before joining: a child blocks on exit until its queued report has been read.
+        deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+        while len(reports) < len(procs):
+            try:
+                reports.append(results.get(timeout=0.2))
+            except queue.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                    raise _failure(
+                        f"{label}: only {len(reports)} of {len(procs)} processes reported", reports
+                    ) from None
+        elapsed = time.perf_counter() - started
+        finished = True
+    finally:
+        for proc in procs:
+            proc.join(timeout=10 if finished else 0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    if any(r.error for r in reports):
+        raise _failure(f"{label}: {sum(1 for r in reports if r.error)} process(es) failed", reports)
+    return outcome, reports, elapsed
+
+
+# -- throughput ---------------------------------------------------------------------------------------------
+
+
+def _check_claims(label: str, ids: Sequence[str], reports: Sequence[Report]) -> dict[str, str]:
+    """Every id claimed exactly once by the workers' own account; returns id -> claiming worker."""
+    claims = Counter(task for r in reports for task in r.claimed)
+    twice = sorted(task for task, n in claims.items() if n > 1)
+    missing = sorted(set(ids) - claims.keys())
+    strange = sorted(claims.keys() - set(ids))
+    if twice or missing or strange:
+        raise BenchError(
+            f"{label}: {len(twice)} claimed more than once (e.g. {twice[:3]}), "
+            f"{len(missing)} never claimed (e.g. {missing[:3]}), {len(strange)} unknown (e.g. {strange[:3]})"
+        )
+    return {task: r.name for r in reports for task in r.claimed}
+
+
+def _prepare_swarm(url: str, total: int) -> list[str]:
+    ids = [f"bench-{i:06d}" for i in range(total)]
+    with open_store(url) as store:
+        store.add_tasks([Spec(id=i, epic=EPIC, title=i, body="benchmark task") for i in ids])
+    return ids
+
+
+def _verify_swarm(label: str, url: str, ids: Sequence[str], reports: Sequence[Report]) -> None:
+    claimer = _check_claims(label, ids, reports)
+    with open_store(url) as store:
+        rows = [(t.id, t.state.value, t.attempts, t.owner) for t in store.list_tasks(EPIC)]
+    bad = [row for row in rows if row[1] != "done" or row[2] != 1 or row[3] != claimer.get(row[0])]
+    if len(rows) != len(ids) or bad:
+        raise BenchError(
+            f"{label}: the database disagrees: {len(rows)} rows for {len(ids)} tasks, "
+            f"{len(bad)} not done exactly once by their claimer (e.g. {bad[:3]})"
+        )
+
+
+async def _defer_procrastinate_jobs(url: str, total: int) -> list[str]:
+    procrastinate = _procrastinate()
+    app = _procrastinate_app(url)
+    async with app.open_async():
+        await app.schema_manager.apply_schema_async()
+        jobs = [
+            procrastinate.jobs.Job(queue=QUEUE, task_name="bench", lock=None, queueing_lock=None, task_kwargs={"n": i})
+            for i in range(total)
+        ]
+        deferred = await app.job_manager.batch_defer_jobs_async(jobs)
+    return [str(job.id) for job in deferred]
+
+
+def _verify_procrastinate(label: str, url: str, ids: Sequence[str], reports: Sequence[Report]) -> None:
+    claimer = _check_claims(label, ids, reports)
+    worker_of = {str(r.worker_id): r.name for r in reports}
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            """
+            SELECT j.id::text, j.status::text, j.attempts, j.worker_id::text,
+                   (SELECT count(*) FROM procrastinate_events AS e WHERE e.job_id = j.id AND e.type = 'started')
+            FROM procrastinate_jobs AS j
+            """
+        ).fetchall()
+    bad = [
+        row
+        for row in rows
+        if row[1] != "succeeded" or row[2] != 1 or row[4] != 1 or worker_of.get(str(row[3])) != claimer.get(row[0])
+    ]
+    if len(rows) != len(ids) or bad:
+        raise BenchError(
+            f"{label}: the database disagrees: {len(rows)} rows for {len(ids)} jobs, "
+            f"{len(bad)} not succeeded exactly once by their claimer (e.g. {bad[:3]})"
+        )
+
+
+def measure_throughput(server: PgServer, tmp: Path, kind: Kind, workers: int, per_worker: int) -> float:
+    """Seconds for ``workers`` processes to claim+complete ``workers * per_worker`` queued items; verified."""
+    label = f"{kind} with {workers} worker(s)"
+    total = workers * per_worker
+    names = [f"w{n:02d}" for n in range(workers)]
+    dbname: str | None = None
+    try:
+        if kind == "swarm-sqlite":
+            db_path = tmp / f"sqlite-{time.monotonic_ns()}.db"
+            # An absolute path gives sqlite:////tmp/..., the four-slash form swarm reads as absolute.
+            url = f"sqlite:///{db_path}"
+        else:
+            dbname = server.create_database(kind.replace("-", "_"))
+            url = server.url(dbname)
+        if kind == "procrastinate":
+            ids = asyncio.run(_defer_procrastinate_jobs(url, total))
+            target: Callable[..., None] = procrastinate_worker
+        else:
+            ids = _prepare_swarm(url, total)
+            target = swarm_worker
+        _, reports, elapsed = run_group(label, [(n, target, (url, n)) for n in names], lambda: None)
+        if kind == "procrastinate":
+            _verify_procrastinate(label, url, ids, reports)
+        else:
+            _verify_swarm(label, url, ids, reports)
+    finally:
+        if dbname is not None:
+            server.drop_database(dbname)
+        else:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    return elapsed
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the throughput table: the timings of each contender (median reported)."""
+
+    workers: int
+    jobs: int
+    samples: dict[str, tuple[float, ...]]
+
+    def seconds(self, kind: Kind) -> float:
+        """Median wall-clock seconds of one contender."""
+        return statistics.median(self.samples[kind])
+
+    def rate(self, kind: Kind) -> float:
+        """Claim+complete (fetch+finish) pairs per second."""
+        return self.jobs / self.seconds(kind)
+
+    @property
+    def ratio(self) -> float:
+        """swarm-pg / procrastinate."""
+        return self.rate("swarm-pg") / self.rate("procrastinate")
+
+    @property
+    def pg_vs_sqlite(self) -> float:
+        """swarm-pg / swarm-sqlite."""
+        return self.rate("swarm-pg") / self.rate("swarm-sqlite")
+
+
+# -- wake latency ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Percentiles of a list of latencies, in milliseconds."""
+
+    count: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Stats:
+        """Nearest-rank percentiles of ``seconds``."""
+        ordered = sorted(seconds)
+        if not ordered:
+            return cls(0, math.nan, math.nan, math.nan)
+
+        def rank(pct: float) -> float:
+            return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)] * 1000
+
+        return cls(len(ordered), rank(50), rank(99), ordered[-1] * 1000)
+
+    def as_json(self) -> dict[str, Any]:
+        """Rounded figures."""
+        return {
+            "count": self.count,
+            "p50_ms": _round(self.p50_ms),
+            "p99_ms": _round(self.p99_ms),
+            "max_ms": _round(self.max_ms),
+        }
+
+
+@dataclass(frozen=True)
+class Wake:
+    """The wake-latency figures."""
+
+    waiters: int
+    messages: int
+    interval_ms: float
+    latency: Stats
+    send: Stats
+
+
+def measure_wake(server: PgServer, waiters: int, messages: int, interval: float) -> Wake:
+    """``waiters`` processes wait on a PostgreSQL store while ``lead`` (this process) sends to all."""
+    dbname = server.create_database("wake")
+    url = server.url(dbname)
+    sent: list[tuple[int, int]] = []  # (seq, index)
+    send_seconds: list[float] = []
+    try:
+        with open_store(url) as store:
+            swarm = store.ensure_swarm(EPIC)
+            for n in range(1, waiters + 1):
+                store.register_agent(AgentRecord(id=f"agent-{n}", swarm_id=swarm.id))
+
+        def send_all() -> None:
+            with open_store(url) as store:
+                time.sleep(SETTLE_SECONDS)
+                start = time.perf_counter()
+                for i in range(messages):
+                    # A fixed schedule, not a fixed gap: a slow send does not push the later ones back.
+                    delay = start + i * interval - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    stamp = time.time()
+                    msg = threads.send(store, LEAD, json.dumps({"i": i, "sent_at": stamp}), thread=THREAD)
+                    send_seconds.append(time.time() - stamp)
+                    sent.append((msg.seq, i))
+
+        targets = [(f"agent-{n}", wake_waiter, (url, f"agent-{n}", messages)) for n in range(1, waiters + 1)]
+        _, reports, _ = run_group(f"wake latency with {waiters} waiters", targets, send_all)
+    finally:
+        server.drop_database(dbname)
+    sent_seqs = [seq for seq, _ in sent]
+    if sent_seqs != list(range(sent_seqs[0], sent_seqs[0] + messages)):
+        raise BenchError("wake latency: the sent entries got gapped or unordered sequence numbers")
+    index_of = dict(sent)
+    latencies: list[float] = []
+    for r in reports:
+        seqs = [seq for seq, _, _ in r.received]
+        if seqs != sent_seqs:
+            got = set(seqs)
+            missing = [s for s in sent_seqs if s not in got]
+            twice = sorted({s for s in seqs if seqs.count(s) > 1})
+            raise BenchError(
+                f"wake latency: {r.name} received {len(seqs)} of {messages} entries: {len(missing)} missing "
+                f"(e.g. {missing[:3]}), duplicates {twice[:3]}, in order: {seqs == sorted(seqs)}"
+            )
+        for seq, body, received_at in r.received:
+            data = json.loads(body)
+            if data["i"] != index_of[seq]:
+                raise BenchError(f"wake latency: {r.name}: entry {seq} carries the body of entry {data['i']}")
+            latencies.append(received_at - float(data["sent_at"]))
+    return Wake(waiters, messages, interval * 1000, Stats.of(latencies), Stats.of(send_seconds))
+
+
+# -- reporting ------------------------------------------------------------------------------------------------
+
+
+def _round(value: float, digits: int = 2) -> float | None:
+    return None if math.isnan(value) else round(value, digits)
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
+def machine(server_version: str) -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "postgresql": server_version,
+        "sqlite": sqlite3.sqlite_version,
+        "psycopg": _version("psycopg"),
+        "procrastinate": _version("procrastinate"),
+        "load_average": LOAD_BEFORE,
+    }
+
+
+def goals(rows: Sequence[Row], wake: Wake) -> dict[str, Any]:
+    """The targets: swarm-pg >= 1.5x procrastinate at 8 workers; p99 wake <= 20 ms."""
+    at = next((r for r in rows if r.workers == GOAL_WORKERS), None)
+    return {
+        "throughput": {
+            "figure": f"swarm-pg claim+complete pairs/s at {GOAL_WORKERS} workers, vs procrastinate",
+            "text": f">= {GOAL_RATIO}x procrastinate at {GOAL_WORKERS} workers",
+            "ratio": None if at is None else round(at.ratio, 3),
+            "baseline": "not measured" if at is None else f"procrastinate {at.rate('procrastinate'):.0f} pairs/s",
+            "swarm_pairs_per_s": None if at is None else round(at.rate("swarm-pg"), 1),
+            "met": None if at is None else at.ratio >= GOAL_RATIO,
+        },
+        "wake": {
+            "figure": f"message wake latency p99 on PostgreSQL, {wake.waiters} waiters",
+            "text": f"p99 wake <= {GOAL_P99_MS:.0f} ms",
+            "p99_ms": _round(wake.latency.p99_ms),
+            "p50_ms": _round(wake.latency.p50_ms),
+            "met": None if math.isnan(wake.latency.p99_ms) else wake.latency.p99_ms <= GOAL_P99_MS,
+        },
+    }
+
+
+def _settings_text(server: PgServer) -> str:
+    return ", ".join(f"{k}={v}" for k, v in server.settings.items())
+
+
+def render_table(
+    server: PgServer, info: dict[str, Any], rows: Sequence[Row], wake: Wake, args: argparse.Namespace
+) -> str:
+    """The plain-text report."""
+    lines = [
+        f"machine: {info['platform']} ({info['machine']}), {info['cpu_count']} CPUs, Python {info['python']}, "
+        f"PostgreSQL {info['postgresql']}, SQLite {info['sqlite']}, psycopg {info['psycopg']}, "
+        f"procrastinate {info['procrastinate']}, load average {info['load_average']} before the run",
+        f"PostgreSQL: one server for the whole run, loopback TCP, {_settings_text(server)} "
+        "(the same for swarm and procrastinate); SQLite: WAL, synchronous=NORMAL",
+        f"claim+complete (procrastinate: fetch+finish) pairs per second, {args.jobs_per_worker} per worker, "
+        f"median of {args.repeat} run(s), a fresh database per run",
+        "",
+        f"{'workers':>7} | {'swarm-pg':>9} | {'swarm-sqlite':>12} | {'procrastinate':>13} | "
+        f"{'pg/procrastinate':>16} | {'pg/sqlite':>9}",
+        f"{'-' * 7}-+-{'-' * 9}-+-{'-' * 12}-+-{'-' * 13}-+-{'-' * 16}-+-{'-' * 9}",
+    ]
+    lines.extend(
+        f"{r.workers:>7} | {r.rate('swarm-pg'):>9.0f} | {r.rate('swarm-sqlite'):>12.0f} | "
+        f"{r.rate('procrastinate'):>13.0f} | {r.ratio:>15.2f}x | {r.pg_vs_sqlite:>8.2f}x"
+        for r in rows
+    )
+    lat, snd = wake.latency, wake.send
+    lines += [
+        "",
+        f"message wake latency on PostgreSQL ({wake.waiters} waiters, {wake.messages} entries to all, one every "
+        f"{wake.interval_ms:.0f} ms; send -> wait returns): p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms, "
+        f"max {lat.max_ms:.1f} ms over {lat.count} samples; the send call itself p50 {snd.p50_ms:.1f} ms, "
+        f"p99 {snd.p99_ms:.1f} ms",
+        "",
+    ]
+    for target in goals(rows, wake).values():
+        if target["met"] is None:
+            verdict = "not measured"
+        elif "ratio" in target:
+            verdict = f"{'met' if target['met'] else 'NOT met'} ({target['ratio']:.2f}x)"
+        else:
+            verdict = f"{'met' if target['met'] else 'NOT met'} (p99 {target['p99_ms']:.1f} ms)"
+        lines.append(f"goal: {target['text']}: {verdict}")
+    return "\n".join(lines)
+
+
+def render_json(
+    server: PgServer, info: dict[str, Any], rows: Sequence[Row], wake: Wake, args: argparse.Namespace
+) -> str:
+    """The same figures as one JSON object."""
+    return json.dumps(
+        {
+            "machine": info,
+            "server_settings": server.settings,
+            "jobs_per_worker": args.jobs_per_worker,
+            "repeat": args.repeat,
+            "results": [
+                {
+                    "workers": r.workers,
+                    "jobs": r.jobs,
+                    "swarm_pg_pairs_per_s": round(r.rate("swarm-pg"), 1),
+                    "swarm_sqlite_pairs_per_s": round(r.rate("swarm-sqlite"), 1),
+                    "procrastinate_pairs_per_s": round(r.rate("procrastinate"), 1),
+                    "ratio_pg_vs_procrastinate": round(r.ratio, 3),
+                    "ratio_pg_vs_sqlite": round(r.pg_vs_sqlite, 3),
+                    "seconds": {kind: [round(s, 4) for s in r.samples[kind]] for kind in KINDS},
+                }
+                for r in rows
+            ],
+            "wake": {
+                "waiters": wake.waiters,
+                "messages": wake.messages,
+                "interval_ms": wake.interval_ms,
+                "poll_seconds": threads.POLL_SECONDS,
+                "latency": wake.latency.as_json(),
+                "send": wake.send.as_json(),
+            },
+            "goals": goals(rows, wake),
+        }
+    )
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from exc
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("worker counts must be positive")
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure, print, and return 1 if a correctness check failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--workers", type=_counts, default=[1, 8, 16], metavar="LIST", help="worker process counts (default 1,8,16)"
+    )
+    parser.add_argument(
+        "--jobs-per-worker", type=int, default=100, metavar="N", help="tasks/jobs queued per worker (default 100)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, metavar="R", help="timed runs per contender and count; median (default 3)"
+    )
+    parser.add_argument("--waiters", type=int, default=10, metavar="N", help="wake-latency waiters (default 10)")
+    parser.add_argument("--messages", type=int, default=200, metavar="N", help="entries sent to them (default 200)")
+    parser.add_argument(
+        "--interval-ms", type=float, default=30.0, metavar="MS", help="pause between two sends (default 30)"
+    )
+    parser.add_argument(
+        "--durable", action="store_true", help="run PostgreSQL with fsync, synchronous_commit, full_page_writes on"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args(argv)
+    if args.jobs_per_worker < 1 or args.repeat < 1 or args.waiters < 1 or args.messages < 1:
+        parser.error("--jobs-per-worker, --repeat, --waiters and --messages must be positive")
+    if args.interval_ms < 0:
+        parser.error("--interval-ms must not be negative")
+    if importlib.util.find_spec("procrastinate") is None:
+        print(f"error: {MISSING_PROCRASTINATE}", file=sys.stderr)
+        return 2
+
+    def progress(text: str) -> None:
+        if not args.json:
+            print(f"  {text}", file=sys.stderr, flush=True)
+
+    # A plain SIGTERM would skip the finally blocks and leave the server running: exit through them instead.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+    rows: list[Row] = []
+    try:
+        with PgServer.running_server(args.durable) as server, tempfile.TemporaryDirectory(prefix="pg-bench-") as tmp:
+            info = machine(server.version())
+            for n in args.workers:
+                samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
+                # Interleave the contenders so that a slow patch of the machine hits all, not just one.
+                for run in range(1, args.repeat + 1):
+                    for kind in KINDS:
+                        seconds = measure_throughput(server, Path(tmp), kind, n, args.jobs_per_worker)
+                        samples[kind].append(seconds)
+                        progress(f"  {n} worker(s), run {run}: {kind} {n * args.jobs_per_worker / seconds:.0f} pairs/s")
+                row = Row(n, n * args.jobs_per_worker, {k: tuple(v) for k, v in samples.items()})
+                rows.append(row)
+                progress(
+                    f"{n} worker(s): "
+                    + ", ".join(f"{kind} {row.rate(kind):.0f} pairs/s" for kind in KINDS)
+                    + f" (median of {args.repeat})"
+                )
+            wake = measure_wake(server, args.waiters, args.messages, args.interval_ms / 1000)
+            progress(f"wake latency: p50 {wake.latency.p50_ms:.1f} ms, p99 {wake.latency.p99_ms:.1f} ms")
+            print((render_json if args.json else render_table)(server, info, rows, wake, args))
+    except BenchError as exc:
+        print(f"benchmark FAILED a correctness check: {exc}", file=sys.stderr)
+        return 1
+    except (ServerError, psycopg.Error) as exc:
+        print(f"benchmark FAILED: the PostgreSQL server: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
