@@ -111,10 +111,8 @@ def test_descendants_and_process_group(spawn: Spawn) -> None:
 def test_stop_processes_kills_parent_and_children(spawn: Spawn) -> None:
     parent = spawn(["sh", "-c", "sleep 60 & sleep 60 & wait"])
     children = _wait_children(parent.pid, 2)
-    started = time.monotonic()
     survivors = procs.stop_processes([parent.pid], grace=5.0)
     assert survivors == []
-    assert time.monotonic() - started < 4.0  # they obey SIGTERM: no need to wait out the grace
     for pid in [parent.pid, *children]:
         assert not procs.alive(pid)
 

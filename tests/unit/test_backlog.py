@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -614,7 +613,8 @@ def test_ten_thousand_long_chain_loads_without_recursion_error(tmp_path: Path) -
     assert "dependency cycle C00000 -> C09999 -> C09998" in problem
 
 
-def test_two_thousand_specs_load_quickly(tmp_path: Path) -> None:
+def test_two_thousand_specs_load_in_dependency_order(tmp_path: Path) -> None:
+    # Speed belongs in benchmarks, not in a threshold here; this checks a large, deep backlog loads correctly.
     folder = tmp_path / "specs"
     folder.mkdir()
     for i in range(2000):
@@ -622,12 +622,11 @@ def test_two_thousand_specs_load_quickly(tmp_path: Path) -> None:
         (folder / f"s{i:04d}.md").write_text(
             f"---\nid: S{i}\nepic: E{i % 7}\ndepends_on: {deps}\npriority: {i % 3}\n---\n# Task {i}\n\nBody.\n"
         )
-    start = time.perf_counter()
     backlog = load_backlog(folder)
-    backlog.topological_order()
-    # The real figure is ~0.1 s; the bound only catches accidental quadratic behaviour.
-    assert time.perf_counter() - start < 3.0
+    order = backlog.topological_order()
     assert len(backlog.specs) == 2000
+    position = {sid: n for n, sid in enumerate(order)}
+    assert all(position[dep] < position[sid] for sid, spec in backlog.specs.items() for dep in spec.depends_on)
 
 
 # ------------------------------------------------------------------------------------------ properties
