@@ -545,10 +545,10 @@ def measure_throughput(server: PgServer, tmp: Path, kind: Kind, workers: int, pe
     total = workers * per_worker
     names = [f"w{n:02d}" for n in range(workers)]
     dbname: str | None = None
+    # An absolute path gives sqlite:////tmp/..., the four-slash form swarm reads as absolute.
+    db_path = tmp / f"sqlite-{time.monotonic_ns()}.db"
     try:
         if kind == "swarm-sqlite":
-            db_path = tmp / f"sqlite-{time.monotonic_ns()}.db"
-            # An absolute path gives sqlite:////tmp/..., the four-slash form swarm reads as absolute.
             url = f"sqlite:///{db_path}"
         else:
             dbname = server.create_database(kind.replace("-", "_"))
@@ -567,9 +567,8 @@ def measure_throughput(server: PgServer, tmp: Path, kind: Kind, workers: int, pe
     finally:
         if dbname is not None:
             server.drop_database(dbname)
-        else:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
     return elapsed
 
 

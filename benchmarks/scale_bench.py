@@ -32,14 +32,17 @@ How the figures are made:
   reaped in turn: the workers, the monitor, git, the agent commands. While they run, their own CPU plus what
   they reaped so far is read from ``/proc``. Swarm's CPU is all that minus the tmux server's own; the agent
   commands' share is estimated (``/bin/sh -c true`` timed here, times the number of runs) and taken out.
-  In steady state (from 10% to 90% of the tasks done, every worker running), the workers' own Python CPU and
-  their children's (git and the agent) are split per task from the samples.
+  In steady state (launch returned, every worker running, from 10% to 90% of the tasks done), the workers'
+  own Python CPU and their children's (git and the agent) are split per task from the samples, apart for
+  the intervals where tasks were ready to claim and those where none was (idle workers waiting on
+  dependencies).
 * **where the time per task goes**: in the run, from the event log (claim to done per task, done to the
   next claim per agent); and, after the teardown, one step at a time on the finished repository through
   swarm's own code (``Worktree.has_changes``, ``has_commit``, ``merge``, ``commit_all``, the agent command,
   and the store's claim, complete and agent updates on a copy of the database), with a worktree at the
-  start of the history and one at its end (the history grows by two commits per task). Python start-up is
-  timed too; a worker pays it once, not per task.
+  start of the history and one at its end (the task's commit, and a merge for most tasks: the history grows
+  by about 1.4 commits per task). Python start-up is timed too; a worker pays it once, not per task.
+* **teardown**: timed; once a second meanwhile, which of the swarm's processes are still running.
 
 The run is CPU-bound on a small machine; the machine is shared, so the load of other processes during the
 run is printed. The script exits with status 1 if the run does not finish (a task dead, no task done for
@@ -62,6 +65,7 @@ import platform
 import random
 import resource
 import shutil
+import signal
 import socket
 import sqlite3
 import statistics
@@ -73,6 +77,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import psutil
@@ -551,7 +556,6 @@ class RunFigures:
 
     launch_s: float = math.nan
     launch_cpu_s: float = math.nan
-    last_done_s: float = math.nan
     exited_s: float = math.nan
     teardown_s: float = math.nan
     teardown_cpu_s: float = math.nan
@@ -1397,6 +1401,14 @@ def warm_bytecode(env: dict[str, str]) -> None:
     )
 
 
+def _terminated(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM or SIGHUP: unwind, so that the swarm is torn down and its worktrees removed on the way out
+    (a killed benchmark would leave a hundred workers running). Further signals wait for that cleanup."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    raise BenchError(f"terminated by {signal.Signals(signum).name}")
+
+
 def _jsonable(value: Any) -> Any:
     """NaN (a figure that could not be measured) becomes null: strict JSON has no NaN."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -1438,6 +1450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         print(f"benchmark FAILED: {exc}", file=sys.stderr)
         return 1
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminated)
     socket_name = f"swarm-scale-bench-{os.getpid()}"
     profile: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="swarm-scale-bench-") as tmp_name:
