@@ -101,7 +101,7 @@ SETTLE_SECONDS = 0.5
 # A waiter that hears nothing for this long has missed an entry; it stops and the check reports the gap.
 WAIT_TIMEOUT_SECONDS = 30.0
 # Generous: a process that has not reported by then is stuck, and a hung benchmark helps nobody.
-SETUP_TIMEOUT_SECONDS = 180.0
+SETUP_TIMEOUT_SECONDS = 300.0
 RUN_TIMEOUT_SECONDS = 600.0
 PG_START_TIMEOUT = 60
 # The 1-minute load average when the script started (the report prints after the load it caused itself).
@@ -439,8 +439,15 @@ def run_group(
         while waiting:
             if ready.acquire(timeout=0.2):
                 waiting -= 1
-            elif any(p.exitcode is not None for p in procs) or time.monotonic() > deadline:
-                raise _failure(f"{label}: a process stopped before the start", _drain(results))
+            elif any(p.exitcode is not None for p in procs):
+                stopped = ", ".join(f"{p.name} (exit {p.exitcode})" for p in procs if p.exitcode is not None)
+                raise _failure(f"{label}: stopped before the start: {stopped}", _drain(results))
+            elif time.monotonic() > deadline:
+                raise _failure(
+                    f"{label}: {waiting} of {len(procs)} processes not ready after {SETUP_TIMEOUT_SECONDS:.0f}s "
+                    f"(load average {os.getloadavg()[0]:.1f})",
+                    _drain(results),
+                )
         started = time.perf_counter()
         go.set()
         outcome = during()
@@ -451,8 +458,11 @@ def run_group(
                 reports.append(results.get(timeout=0.2))
             except queue.Empty:
                 if any(p.exitcode not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                    crashed = ", ".join(f"{p.name} (exit {p.exitcode})" for p in procs if p.exitcode not in (None, 0))
                     raise _failure(
-                        f"{label}: only {len(reports)} of {len(procs)} processes reported", reports
+                        f"{label}: only {len(reports)} of {len(procs)} processes reported"
+                        + (f"; crashed: {crashed}" if crashed else f" within {RUN_TIMEOUT_SECONDS:.0f}s"),
+                        reports,
                     ) from None
         elapsed = time.perf_counter() - started
         finished = True

@@ -768,7 +768,7 @@ def run_scale(
 
 
 def analyse_events(db: Path, started_wall: float, agents: int) -> dict[str, Any]:
-    """Per task claim -> done, per agent done -> next claim, failed attempts, throughput along the run."""
+    """Per task claim -> done, per agent done -> next claim, attempts not ending done, throughput along the run."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
         rows = conn.execute(
@@ -1294,7 +1294,7 @@ def render_table(result: dict[str, Any], args: argparse.Namespace, info: dict[st
         f"  claim -> done per task: median {th['claim_to_done_s']['median']:.2f}s, p90 "
         f"{th['claim_to_done_s']['p90']:.2f}s; done -> next claim per agent: median "
         f"{th['done_to_next_claim_s']['median']:.2f}s, p90 {th['done_to_next_claim_s']['p90']:.2f}s",
-        f"  failed attempts: {th['failed_attempts']}"
+        f"  attempts that did not end done (failed, expired or returned): {th['failed_attempts']}"
         + (
             f" ({'; '.join(f'{k} x{v}' for k, v in th['failed_attempt_reasons'].items())})"
             if th["failed_attempts"]

@@ -475,8 +475,9 @@ def teardown(
             report.worktrees_kept = [str(a.worktree) for a in present]
         else:
             # The work is committed above, so a forced removal drops only ignored files (builds, caches).
-            with ThreadPoolExecutor(max_workers=min(8, len(present) or 1)) as pool:
-                list(pool.map(lambda a: repo.remove_worktree(Path(a.worktree or ""), force=True, prune=False), present))
+            # One at a time: parallel `git worktree remove` races on .git/worktrees ("Invalid path") at scale.
+            for agent in present:
+                repo.remove_worktree(Path(agent.worktree or ""), force=True, prune=False)
             report.worktrees_removed = [str(a.worktree) for a in present]
         repo.prune_worktrees()
         if delete_branches:
