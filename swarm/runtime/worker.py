@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -32,7 +33,7 @@ from types import FrameType
 from typing import IO, Any
 
 from swarm.agents import build_command, load_template, render_prompt
-from swarm.errors import LeaseLost, SwarmError
+from swarm.errors import BadInput, LeaseLost, SwarmError
 from swarm.models import LEAD, AgentState, Claim, Message
 from swarm.runtime import procs
 from swarm.runtime.git import Worktree, open_repo
@@ -51,6 +52,18 @@ RATE_LIMIT_BACKOFF_SECONDS = 60.0
 CONTROL_THREAD = "team"
 #: Do not write "last output" to the database more often than this.
 OUTPUT_NOTE_SECONDS = 2.0
+#: Each worker adds its new commits to the repository's commit-graph after this many tasks (see
+#: ``Worktree.update_commit_graph``); with many agents someone does it every few tasks.
+COMMIT_GRAPH_EVERY = 20
+#: An idle worker wakes when the database changes, but claims again no sooner than this after an empty claim,
+#: doubling with each empty claim up to ``IDLE_BACKOFF_MAX_SECONDS`` (jittered): a hundred idle workers that
+#: all claimed on every commit of the others made hundreds of write transactions a second. Together they still
+#: look often: with n idle workers at the cap, one of them claims every cap/n seconds on average.
+IDLE_BACKOFF_FIRST_SECONDS = 0.2
+IDLE_BACKOFF_MAX_SECONDS = 2.0
+#: An idle worker counts the swarm's tasks (a scan of the task table, to know whether the swarm is finished)
+#: at most this often, not on every wake-up.
+COUNTS_EVERY_SECONDS = 2.0
 
 
 class Terminated(Exception):
@@ -92,6 +105,10 @@ class Worker:
         self._outcome = "not started"
         self._current: Claim | None = None
         self._rate_patterns = [re.compile(p) for p in self.template.rate_limit_patterns]
+        # Spread the workers' commit-graph writes: they start together.
+        self._graph_countdown = random.randint(1, COMMIT_GRAPH_EVERY)
+        self._empty_claims = 0
+        self._next_counts = 0.0
 
     # -- output ----------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -186,15 +203,26 @@ class Worker:
                     swarm_id=run.swarm_id,
                 )
                 if claim is None:
-                    counts = self.store.counts(swarm_id=run.swarm_id)
-                    if counts["ready"] == 0 and counts["claimed"] == 0:
-                        self.say(self._finished_text(counts))
-                        final = AgentState.DONE
-                        break
-                    if self._set_state(AgentState.IDLE):
-                        self._signal("idle", f"nothing to claim: {counts['ready']} ready, {counts['claimed']} claimed")
-                    self._wait_for_change(run.idle_poll_seconds)
+                    self._empty_claims += 1
+                    now = time.monotonic()
+                    # The first empty claim after a task always counts (the idle signal says why); later ones
+                    # only every few seconds: whether the swarm is finished can wait that long.
+                    if self._empty_claims == 1 or now >= self._next_counts:
+                        self._next_counts = now + COUNTS_EVERY_SECONDS * random.uniform(0.75, 1.25)
+                        counts = self.store.counts(swarm_id=run.swarm_id)
+                        if counts["ready"] == 0 and counts["claimed"] == 0:
+                            self.say(self._finished_text(counts))
+                            final = AgentState.DONE
+                            break
+                        if self._set_state(AgentState.IDLE):
+                            self._signal(
+                                "idle", f"nothing to claim: {counts['ready']} ready, {counts['claimed']} claimed"
+                            )
+                    backoff = IDLE_BACKOFF_FIRST_SECONDS * 2 ** min(self._empty_claims - 1, 8)
+                    backoff = min(backoff, IDLE_BACKOFF_MAX_SECONDS, run.idle_poll_seconds)
+                    self._wait_for_change(run.idle_poll_seconds, not_before=backoff * random.uniform(0.5, 1.0))
                     continue
+                self._empty_claims = 0
                 try:
                     self.work(claim)
                 except SwarmError as exc:
@@ -230,13 +258,15 @@ class Worker:
             )
         return f"all {counts['done']} task(s) of the swarm are done; exiting"
 
-    def _wait_for_change(self, seconds: float) -> None:
+    def _wait_for_change(self, seconds: float, *, not_before: float = 0.0) -> None:
+        """Return when the database changed (but not before ``not_before`` seconds), or after ``seconds``."""
         # Poll the cheap change counter (PRAGMA data_version on SQLite): no writes, no busy loop on the file.
         marker = self.store.change_marker()
-        deadline = time.monotonic() + seconds
+        started = time.monotonic()
+        deadline = started + seconds
         while time.monotonic() < deadline and not self._terminated:
             time.sleep(0.2)
-            if self.store.change_marker() != marker:
+            if time.monotonic() - started >= not_before and self.store.change_marker() != marker:
                 return
         if self._terminated:
             raise Terminated
@@ -268,10 +298,24 @@ class Worker:
             # Left by a run that crashed with the worker: keep it, but do not let it leak into this task.
             self._stash(claim, "changes left in the worktree before this task started")
         deps = [self.store.get_task(dep) for dep in claim.depends_on]
-        refs = [d.commit for d in deps if d.commit]
-        self._fetch_missing([(d.id, d.commit) for d in deps if d.commit])
+        commits = [(d.id, d.commit) for d in deps if d.commit]
+        refs = [sha for _, sha in commits]
+        if run.push_remote:
+            # Dependencies done on other machines: fetch the commits this object store lacks. On one host every
+            # commit is here already, so the check (a git process per dependency) is made only if a merge
+            # cannot find one, to explain why.
+            self._fetch_missing(commits)
         if refs:
-            merged = self.worktree.merge(refs, f"Merge dependencies of {claim.task_id}: {', '.join(claim.depends_on)}")
+            try:
+                # The worktree was checked (and made) clean just above: merge need not ask git again.
+                merged = self.worktree.merge(
+                    refs,
+                    f"Merge dependencies of {claim.task_id}: {', '.join(claim.depends_on)}",
+                    known_clean=True,
+                )
+            except BadInput:
+                self._fetch_missing(commits)  # raises the explanation when a commit is missing
+                raise
             if not merged.ok:
                 reason = f"merge conflict bringing in {merged.ref}: {', '.join(merged.conflicts) or merged.detail}"
                 self.say(f"{claim.task_id}: {reason}; failing the task")
@@ -518,6 +562,10 @@ class Worker:
             self._release_failed(claim, f"agent exited {result.exit_code}: {last}"[:2000], result)
             return
         sha = self.worktree.commit_all(f"{claim.task_id}: {claim.title}", run.commit_author)
+        self._graph_countdown -= 1
+        if self._graph_countdown <= 0:
+            self._graph_countdown = COMMIT_GRAPH_EVERY
+            self.worktree.update_commit_graph()
         if run.push_remote and sha:
             # Other machines fetch this task's commit by its ref before they merge it.
             try:

@@ -493,6 +493,74 @@ def test_conflicting_merge_aborts_and_leaves_the_worktree_clean(repo: GitRepo) -
     assert (agent.path / "README.md").read_text() == "from the agent\n"
 
 
+def criss_cross(repo: GitRepo) -> tuple[Worktree, Worktree]:
+    """Two agents that merged each other's commits: their branches then have two merge bases."""
+    one, two = add_agent(repo, "agent-1"), add_agent(repo, "agent-2")
+    (one.path / "one.txt").write_text("one\n")
+    sha1 = one.commit_all("t1: one", AGENT)
+    (two.path / "two.txt").write_text("two\n")
+    sha2 = two.commit_all("t2: two", AGENT)
+    assert sha1 is not None
+    assert sha2 is not None
+    assert one.merge([sha2], "merge t2", author=AGENT).ok
+    assert two.merge([sha1], "merge t1", author=AGENT).ok
+    assert len(git(one.path, "merge-base", "--all", "HEAD", two.head_sha()).split()) == 2
+    return one, two
+
+
+def test_merge_with_several_merge_bases_makes_a_merge_commit_of_both(repo: GitRepo) -> None:
+    one, two = criss_cross(repo)
+    (one.path / "one.txt").write_text("one, changed by agent-1\n")
+    one.commit_all("t3: change one", AGENT)
+    (two.path / "three.txt").write_text("three\n")
+    dep = two.commit_all("t4: three", AGENT)
+    assert dep is not None
+    head = one.head_sha()
+
+    result = one.merge([dep], "merge t4", author=AGENT)
+
+    assert result.ok
+    assert result.merged == [dep]
+    assert git(one.path, "log", "-1", "--format=%P|%s|%an <%ae>") == f"{head} {dep}|merge t4|{AGENT}"
+    assert (one.path / "three.txt").read_text() == "three\n"
+    assert (one.path / "one.txt").read_text() == "one, changed by agent-1\n"
+    assert not one.has_changes()
+    assert git(one.path, "symbolic-ref", "--short", "HEAD") == "swarm/e/agent-1"
+    assert one.contains(dep)
+    assert one.merge([dep], "merge t4 again").merged == []
+
+
+def test_conflicting_merge_with_several_merge_bases_aborts_cleanly(repo: GitRepo) -> None:
+    one, two = criss_cross(repo)
+    (one.path / "README.md").write_text("from agent-1\n")
+    one.commit_all("t3: readme", AGENT)
+    (two.path / "README.md").write_text("from agent-2\n")
+    (two.path / "new.txt").write_text("new\n")
+    dep = two.commit_all("t4: readme too", AGENT)
+    assert dep is not None
+    head = one.head_sha()
+
+    result = one.merge([dep], "merge t4", author=AGENT)
+
+    assert not result.ok
+    assert result.conflicts == ["README.md"]
+    assert result.ref == dep
+    assert one.head_sha() == head
+    assert not one.has_changes()
+    assert not (one.path / "new.txt").exists()
+    assert (one.path / "README.md").read_text() == "from agent-1\n"
+
+
+def test_update_commit_graph_covers_every_branch(repo: GitRepo) -> None:
+    one, two = criss_cross(repo)
+    assert one.update_commit_graph()
+    git(repo.root, "commit-graph", "verify")
+    (two.path / "more.txt").write_text("more\n")
+    two.commit_all("t5: more", AGENT)
+    assert two.update_commit_graph()  # a new layer with the new commit
+    git(repo.root, "commit-graph", "verify")
+
+
 def test_merge_refuses_a_dirty_worktree_and_unknown_refs(repo: GitRepo) -> None:
     agent = add_agent(repo, "agent-1")
     with pytest.raises(BadInput, match="unknown git ref 'deadbeef'"):
