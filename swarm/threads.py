@@ -23,6 +23,8 @@ POLL_SECONDS = 0.01
 #: While nothing changes the interval grows to this, so an idle waiter costs about a fifth of the CPU; the
 #: first message after a quiet spell waits at most this long.
 IDLE_POLL_SECONDS = 0.05
+#: A wait without a timeout blocks in slices of this length (nothing is missed between two slices).
+WAIT_SLICE_SECONDS = 60.0
 _SIGNAL = re.compile(r"signal\.[a-z][a-z0-9_.-]{0,40}")
 
 
@@ -112,7 +114,6 @@ def wait(store: Store, spec: WaitSpec, timeout: float | None) -> Message | None:
             store.set_cursor(spec.identity, spec.thread, cursor)
         after = cursor
     deadline = None if timeout is None else time.monotonic() + timeout
-    interval = POLL_SECONDS
     while True:
         marker = store.change_marker()
         found = store.next_message_for(
@@ -127,12 +128,12 @@ def wait(store: Store, spec: WaitSpec, timeout: float | None) -> Message | None:
             if use_cursor:
                 store.set_cursor(spec.identity, spec.thread, found.seq)
             return found
-        while store.change_marker() == marker:
-            if deadline is not None and time.monotonic() >= deadline:
+        while True:
+            remaining = WAIT_SLICE_SECONDS if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
                 return None
-            time.sleep(interval)
-            interval = min(IDLE_POLL_SECONDS, interval * 1.15)
-        interval = POLL_SECONDS
+            if store.wait_for_change(marker, remaining, first=POLL_SECONDS, most=IDLE_POLL_SECONDS) != marker:
+                break
 
 
 def ask(

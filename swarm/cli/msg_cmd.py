@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import typer
 
@@ -107,8 +106,8 @@ def list_cmd(
                 _show(message, as_json)
             if not follow:
                 return
-            while store.change_marker() == marker:
-                time.sleep(threads.POLL_SECONDS * 5)
+            while store.wait_for_change(marker, 60.0, first=threads.IDLE_POLL_SECONDS) == marker:
+                pass
 
 
 @msg_app.command("wait")

@@ -324,3 +324,20 @@ class Store(ABC):
     @abstractmethod
     def change_marker(self) -> int:
         """A cheap number that changes when another connection commits; waiters poll it to wake up."""
+
+    def wait_for_change(self, marker: int, timeout: float, *, first: float = 0.01, most: float = 0.05) -> int:
+        """Block until :meth:`change_marker` differs from ``marker`` or ``timeout`` seconds pass; return it.
+
+        This default polls the marker, ``first`` seconds apart after a change and backing off to ``most``
+        while nothing happens (so an idle waiter stays cheap). A backend that is told of commits overrides it
+        to wake at once (PostgreSQL: LISTEN/NOTIFY); ``first`` and ``most`` then only pace its fallback.
+        """
+        deadline = time.monotonic() + timeout
+        interval = first
+        while True:
+            current = self.change_marker()
+            remaining = deadline - time.monotonic()
+            if current != marker or remaining <= 0:
+                return current
+            time.sleep(min(interval, remaining))
+            interval = min(most, interval * 1.15)

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -449,15 +449,34 @@ def test_connection_lost_during_commit_asks_the_server_what_happened(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = _pg(pg_store)
-    _slow_commits(pg_url, "cursors", 1.0)  # the test cuts the connection while the COMMIT is in progress
-    setter = threading.Thread(target=lambda: store.set_cursor("agent-1", "team", 7))
-    with caplog.at_level(logging.INFO, logger="swarm.store.postgres"), psycopg.connect(pg_url, autocommit=True) as conn:
-        setter.start()
-        pid = retry_until(lambda: _backend_in_commit(conn), seconds=10, interval=0.01)
-        conn.execute("SELECT pg_terminate_backend(%s)", [pid])
-        setter.join(timeout=30)
-    assert store.get_cursor("agent-1", "team") == 7
-    assert "rolled back by the lost connection; running it again" in caplog.text
+    swarm = store.ensure_swarm("E1")
+    store.add_tasks(_specs(2))
+    held = store.claim("agent-1", ttl_seconds=60)
+    assert held is not None
+    # The test cuts the connection while the COMMIT is in progress: once for a plain write transaction, once
+    # for a pipelined one (a completion), whose COMMIT travels apart from its statements.
+    _slow_commits(pg_url, "swarms", 1.0)
+    _slow_commits(pg_url, "events", 1.0)
+    writes: list[Callable[[], object]] = [
+        lambda: store.pause_claims(swarm.id, 1e12, "test"),
+        lambda: store.complete(held.task_id, "agent-1", held.lease_token, commit="abc"),
+    ]
+    for write in writes:
+        caplog.clear()
+        writer = threading.Thread(target=write)
+        with (
+            caplog.at_level(logging.INFO, logger="swarm.store.postgres"),
+            psycopg.connect(pg_url, autocommit=True) as conn,
+        ):
+            writer.start()
+            pid = retry_until(lambda: _backend_in_commit(conn), seconds=10, interval=0.01)
+            conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+            writer.join(timeout=30)
+        assert not writer.is_alive()
+        assert "rolled back by the lost connection; running it again" in caplog.text
+    assert store.claims_paused(swarm.id) == (1e12, "test")
+    assert store.get_task(held.task_id).state == TaskState.DONE
+    assert [e.to_state for e in store.events(held.task_id)].count("done") == 1
 
     # The resolver itself: a committed transaction is reported committed, an aborted one aborted.
     with psycopg.connect(pg_url) as conn:

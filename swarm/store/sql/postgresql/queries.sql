@@ -12,6 +12,10 @@ SELECT x::text,
        (SELECT count(*) FROM (SELECT pg_notify('swarm_changes', '') WHERE x IS NOT NULL) AS n)
 FROM (SELECT pg_current_xact_id_if_assigned() AS x) AS s;
 
+-- name: finish_quietly
+-- finish_write without the notification, for writes that cannot end anybody's wait (heartbeats, agent rows).
+SELECT pg_current_xact_id_if_assigned()::text;
+
 -- name: xact_status
 SELECT pg_xact_status(%(xid)s::xid8);
 
@@ -32,74 +36,18 @@ SELECT to_regclass('meta') IS NOT NULL;
 
 -- name: reap
 -- Lock the expired leases nobody else is touching (SKIP LOCKED: a concurrent reaper or heartbeat has them),
--- re-check them under the lock (the UPDATE's WHERE), return each to ready or dead and log it, in one
--- statement. Two reapers never count one expiry twice.
-WITH expired AS MATERIALIZED (
-    SELECT id, owner, attempts, max_attempts, lease_until
-    FROM tasks
-    WHERE state = 'claimed' AND lease_until < %(now)s
-    ORDER BY lease_until, id
-    FOR UPDATE SKIP LOCKED
-), changed AS (
-    UPDATE tasks AS t
-    SET state = CASE WHEN e.attempts >= e.max_attempts THEN 'dead' ELSE 'ready' END,
-        owner = CASE WHEN e.attempts >= e.max_attempts THEN t.owner END,
-        lease_token = NULL, lease_until = NULL, updated_at = %(now)s,
-        last_error = CASE WHEN e.attempts >= e.max_attempts THEN 'lease expired on the last attempt'
-                          ELSE t.last_error END
-    FROM expired AS e
-    WHERE t.id = e.id AND t.state = 'claimed' AND t.lease_until < %(now)s
-    RETURNING t.id, e.owner, t.state, e.attempts, e.max_attempts, e.lease_until
-), logged AS (
-    INSERT INTO events (task_id, at, actor, from_state, to_state, reason)
-    SELECT id, %(now)s, 'reaper', 'claimed', state,
-           CASE WHEN state = 'dead'
-                THEN 'lease of ' || coalesce(owner, 'None') || ' expired on attempt ' || attempts
-                     || ' of ' || max_attempts
-                ELSE 'lease of ' || coalesce(owner, 'None') || ' expired (attempt ' || attempts
-                     || ' of ' || max_attempts || ')' END
-    FROM changed
-    ORDER BY lease_until, id
-)
-SELECT id, owner, state FROM changed ORDER BY lease_until, id;
+-- re-check them under the lock, return each to ready or dead and log it (swarm_reap, 005_functions.sql).
+-- Two reapers never count one expiry twice.
+SELECT task_id, task_owner, task_state FROM swarm_reap(%(now)s::float8);
 
 -- name: claim
--- Pick the first eligible ready task in claim order that no other transaction has locked (a concurrent
--- claimer's pick is skipped, not waited for), take it, log it. MATERIALIZED keeps the LIMIT 1 pick from
--- being inlined into the UPDATE.
-WITH picked AS MATERIALIZED (
-    SELECT t.id FROM tasks AS t
-    WHERE t.state = 'ready' AND t.not_before <= %(now)s
-      AND t.requires <@ %(caps)s::text[]
-      AND (%(swarm)s::text IS NULL OR EXISTS (
-          SELECT 1 FROM swarm_tasks AS m WHERE m.swarm_id = %(swarm)s::text AND m.task_id = t.id
-      ))
-    ORDER BY t.priority DESC, t.created_at ASC, t.id ASC
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE tasks AS t
-    SET state = 'claimed', owner = %(agent)s, lease_token = %(token)s, lease_until = %(until)s,
-        heartbeat_at = %(now)s, attempts = t.attempts + 1, updated_at = %(now)s
-    FROM picked
-    WHERE t.id = picked.id
-    RETURNING t.id, t.epic, t.title, t.body, t.attempts, t.lease_until, t.timeout_seconds
-), logged AS (
-    INSERT INTO events (task_id, at, actor, from_state, to_state, reason)
-    SELECT id, %(now)s, %(agent)s, 'ready', 'claimed', 'attempt ' || attempts FROM claimed
-)
-SELECT c.id, c.epic, c.title, c.body, c.attempts, c.lease_until, c.timeout_seconds,
-       ARRAY(SELECT d.depends_on FROM deps AS d WHERE d.task_id = c.id ORDER BY d.depends_on)
-FROM claimed AS c;
-
--- name: upsert_agent
-INSERT INTO agents (id, host, capabilities, created_at, last_seen)
-VALUES (%(agent)s, %(host)s, %(caps)s::text[], %(now)s, %(now)s)
-ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, capabilities = excluded.capabilities,
-    host = CASE WHEN excluded.host = '' THEN agents.host ELSE excluded.host END
--- Rewriting the row on every claim would cost a write per claim; a few seconds of staleness is fine.
-WHERE agents.last_seen < excluded.last_seen - 5 OR agents.capabilities IS DISTINCT FROM excluded.capabilities
-   OR (excluded.host != '' AND agents.host != excluded.host);
+-- Reap, refresh the agent row if asked, pick the first eligible ready task in claim order that no other
+-- transaction has locked (a concurrent claimer's pick is skipped, not waited for), take it, log it; returns
+-- the transaction id and notifies when it wrote anything (swarm_claim, 005_functions.sql).
+SELECT reaped, task_id, task_epic, task_title, task_body, task_attempts, task_lease_until, task_timeout,
+       task_deps, xid
+FROM swarm_claim(%(agent)s::text, %(token)s::text, %(until)s::float8, %(now)s::float8, %(caps)s::text[],
+                 %(swarm)s::text, %(host)s::text, %(refresh)s::boolean);
 
 -- name: heartbeat
 UPDATE tasks
@@ -108,51 +56,11 @@ WHERE id = %(id)s AND state = 'claimed' AND owner = %(agent)s AND lease_token = 
 RETURNING lease_until;
 
 -- name: complete
--- Mark the task done (fenced) and log it, in one statement.
-WITH done AS (
-    UPDATE tasks
-    SET state = 'done', lease_token = NULL, lease_until = NULL, updated_at = %(now)s,
-        commit_sha = %(commit)s, last_error = NULL,
-        tokens = CASE WHEN %(tokens)s::bigint IS NULL THEN tokens
-                      ELSE coalesce(tokens, 0) + %(tokens)s::bigint END,
-        cost_usd = CASE WHEN %(cost)s::float8 IS NULL THEN cost_usd
-                        ELSE coalesce(cost_usd, 0) + %(cost)s::float8 END
-    WHERE id = %(id)s AND state = 'claimed' AND owner = %(agent)s AND lease_token = %(token)s
-    RETURNING id
-), logged AS (
-    INSERT INTO events (task_id, at, actor, from_state, to_state, reason)
-    SELECT id, %(now)s, %(agent)s, 'claimed', 'done', %(reason)s::text FROM done
-)
-SELECT id FROM done;
-
--- name: promote_dependents
--- Count the completed task's dependents down, promote those it was the last dependency of, log them.
--- A separate statement from "complete" on purpose: at READ COMMITTED each statement takes a new snapshot,
--- and this one starts after "complete" holds the task's row lock, so it sees every dependent that add_tasks
--- committed meanwhile (add_tasks holds FOR SHARE on the unfinished dependencies it links to, so it either
--- commits before the completion can lock the row, or waits for it and then counts the task as done).
--- Dependents are locked in id order first, so two completions that share dependents never deadlock.
-WITH targets AS MATERIALIZED (
-    SELECT t.id FROM tasks AS t
-    WHERE t.id IN (SELECT d.task_id FROM deps AS d WHERE d.depends_on = %(id)s)
-    ORDER BY t.id
-    FOR UPDATE
-), counted AS (
-    UPDATE tasks AS t
-    SET pending = t.pending - 1,
-        state = CASE WHEN t.state = 'blocked' AND t.pending <= 1 THEN 'ready' ELSE t.state END,
-        not_before = CASE WHEN t.state = 'blocked' AND t.pending <= 1 THEN 0 ELSE t.not_before END,
-        updated_at = %(now)s
-    FROM targets
-    WHERE t.id = targets.id
-    RETURNING t.id, t.state, t.pending
-), promoted AS (
-    SELECT id FROM counted WHERE state = 'ready' AND pending <= 0
-), logged AS (
-    INSERT INTO events (task_id, at, actor, from_state, to_state, reason)
-    SELECT id, %(now)s, %(agent)s, 'blocked', 'ready', %(reason)s::text FROM promoted ORDER BY id
-)
-SELECT id FROM promoted ORDER BY id;
+-- Mark the task done (fenced), log it, then promote the dependents it was the last dependency of, in a later
+-- snapshot (swarm_complete, 005_functions.sql). done is false when the fence refused: nothing was written.
+SELECT done, promoted, xid
+FROM swarm_complete(%(id)s::text, %(agent)s::text, %(token)s::text, %(now)s::float8, %(commit)s::text,
+                    %(cost)s::float8, %(tokens)s::bigint, %(reason)s::text, %(promote_reason)s::text);
 
 -- name: fail
 -- Back to ready with attempts left (after the backoff), else dead; one statement for both.
@@ -200,6 +108,9 @@ INSERT INTO tasks (id, epic, title, body, state, priority, requires, pending, at
                    timeout_seconds, source, created_at, updated_at)
 VALUES (%(id)s, %(epic)s, %(title)s, %(body)s, 'blocked', %(priority)s, %(requires)s::text[], 0, 0,
         %(max_attempts)s, %(timeout_seconds)s, %(source)s, %(now)s, %(now)s);
+
+-- name: analyze_tasks
+ANALYZE tasks, deps, swarm_tasks;
 
 -- name: insert_dep
 INSERT INTO deps (task_id, depends_on) VALUES (%(id)s, %(dep)s) ON CONFLICT DO NOTHING;

@@ -1,0 +1,3 @@
+-- swarm schema v5 (mirrors postgresql/005_functions.sql): nothing to do on SQLite. PostgreSQL gained
+-- server-side functions for its hottest operations (fewer round trips); SQLite runs in-process and has no
+-- round trips to save. The version number stays in step so both backends report the same schema version.
