@@ -16,8 +16,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from psycopg import sql
 
 from swarm import threads
@@ -221,57 +219,6 @@ def _thread_db(server: PgServer) -> str:
         for n in range(1, 9):
             store.register_agent(AgentRecord(id=f"agent-{n}", swarm_id=swarm.id))
     return url
-
-
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(appenders=st.integers(1, 4), waiters=st.integers(1, 4), per_appender=st.integers(1, 15))
-def test_every_waiter_sees_every_entry_in_order_once(
-    pg_server: PgServer,
-    appenders: int,
-    waiters: int,
-    per_appender: int,
-) -> None:
-    url = _thread_db(pg_server)
-    writers = [f"agent-{n}" for n in range(1, appenders + 1)]
-    readers = [f"agent-{n}" for n in range(5, 5 + waiters)]
-    total = appenders * per_appender
-    seen: dict[str, list[int]] = {r: [] for r in readers}
-    errors: list[BaseException] = []
-    ready = threading.Barrier(len(readers) + 1)
-
-    def reader(name: str) -> None:
-        try:
-            with open_store(url) as store:
-                store.set_cursor(name, "team", 0)
-                ready.wait()
-                while len(seen[name]) < total:
-                    got = threads.wait(store, threads.WaitSpec(identity=name), timeout=30)
-                    assert got is not None, f"{name} timed out after {len(seen[name])} entries"
-                    seen[name].append(got.seq)
-        except BaseException as exc:
-            errors.append(exc)
-
-    def writer(name: str) -> None:
-        try:
-            with open_store(url) as store:
-                for i in range(per_appender):
-                    threads.send(store, name, f"{name} #{i}")
-        except BaseException as exc:
-            errors.append(exc)
-
-    pool = [threading.Thread(target=reader, args=(r,)) for r in readers]
-    for t in pool:
-        t.start()
-    ready.wait()
-    writers_pool = [threading.Thread(target=writer, args=(w,)) for w in writers]
-    for t in writers_pool:
-        t.start()
-    for t in [*writers_pool, *pool]:
-        t.join(timeout=60)
-    assert errors == []
-    for name in readers:
-        assert seen[name] == list(range(1, total + 1)), f"{name} saw {seen[name]}"
-    pg_server.drop_database(dbname_of(url))
 
 
 def test_threads_and_events_are_append_only(pg_store: Store, pg_url: str) -> None:

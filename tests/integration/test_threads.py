@@ -1,10 +1,14 @@
-"""Threads on a real SQLite file: sequence order under concurrency, waits, cursors, identities."""
+"""Threads on both backends (a real SQLite file, a real PostgreSQL database): sequence order under
+concurrency, waits, cursors, identities."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,23 +17,44 @@ from swarm import identity, threads
 from swarm.errors import BadInput
 from swarm.models import LEAD, AgentRecord
 from swarm.store import Store, open_store
+from tests import pg as pg_fixtures
+from tests.pg import dbname_of
+
+pg_server = pg_fixtures.pg_server
+
+BACKENDS = ["sqlite", "postgresql"]
 
 
-def _store(folder: Path) -> Store:
-    store = open_store(f"sqlite:///{folder}/t.db")
+def _new_url(backend: str, request: pytest.FixtureRequest, folder: Path) -> str:
+    """A fresh database of ``backend``; a PostgreSQL one is dropped when the test ends."""
+    if backend == "sqlite":
+        return f"sqlite:///{folder}/t.db"
+    server: pg_fixtures.PgServer = request.getfixturevalue("pg_server")  # never skipped when unavailable
+    url = server.create_database()
+    request.addfinalizer(lambda: server.drop_database(dbname_of(url)))
+    return url
+
+
+def _store(url: str) -> Store:
+    store = open_store(url)
     swarm = store.ensure_swarm("E")
     for n in range(1, 9):
         store.register_agent(AgentRecord(id=f"agent-{n}", swarm_id=swarm.id))
     return store
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(appenders=st.integers(1, 4), waiters=st.integers(1, 4), per_appender=st.integers(1, 15))
 def test_every_waiter_sees_every_entry_in_order_once(
-    tmp_path_factory: pytest.TempPathFactory, appenders: int, waiters: int, per_appender: int
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    appenders: int,
+    waiters: int,
+    per_appender: int,
 ) -> None:
-    folder = tmp_path_factory.mktemp("thread")
-    setup = _store(folder)
+    setup = _store(_new_url(backend, request, tmp_path_factory.mktemp("thread")))
     url = setup.url
     setup.close()
     # Identities: appenders are agent-1..A, waiters agent-5..; a waiter that is also an author is not needed.
@@ -74,10 +99,12 @@ def test_every_waiter_sees_every_entry_in_order_once(
         assert seen[name] == list(range(1, total + 1)), f"{name} saw {seen[name]}"
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    """A store with agents agent-1..agent-8."""
-    return _store(tmp_path)
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A store with agents agent-1..agent-8, on each backend."""
+    opened = _store(_new_url(request.param, request, tmp_path))
+    yield opened
+    opened.close()
 
 
 def test_wait_skips_own_entries_and_entries_for_others(store: Store) -> None:
@@ -179,16 +206,21 @@ class TestRefusals:
             threads.reply(store, LEAD, 42, "answer")
 
     def test_threads_are_append_only(self, store: Store) -> None:
-        import sqlite3
-
         threads.send(store, "agent-1", "hi")
-        path = store.url.removeprefix("sqlite:///")
-        conn = sqlite3.connect(path)
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            conn.execute("UPDATE messages SET body = 'rewritten'")
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            conn.execute("DELETE FROM messages")
-        conn.close()
+        for statement in ("UPDATE messages SET body = 'rewritten'", "DELETE FROM messages"):
+            # Straight to the database, around swarm: the database itself refuses.
+            if store.url.startswith("sqlite:///"):
+                conn = sqlite3.connect(store.url.removeprefix("sqlite:///"))
+                with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                    conn.execute(statement)
+                conn.close()
+            else:
+                with (
+                    psycopg.connect(store.url, autocommit=True) as pg,
+                    pytest.raises(psycopg.Error, match="append-only"),
+                ):
+                    pg.execute(statement)
+        assert [m.body for m in store.list_messages("team")] == ["hi"]
 
 
 class TestIdentity:
