@@ -163,6 +163,22 @@ def test_merge_conflict_fails_the_task_with_the_reason(repo: Path, make_worker: 
     assert not (worktree / "C.txt").exists()
 
 
+def test_a_dependency_commit_missing_on_one_host_fails_the_task_with_the_reason(
+    repo: Path, make_worker: MakeWorker
+) -> None:
+    queue(repo, spec("A"), spec("B", "A"))
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        a = store.claim("agent-9", ttl_seconds=60)
+        assert a is not None
+        store.complete("A", "agent-9", a.lease_token, commit="1" * 40)  # a commit this repository lacks
+    worker = make_worker("agent-1", "echo never > B.txt")
+    worker.loop()
+    b = task(repo, "B")
+    assert b.state == TaskState.DEAD  # type: ignore[attr-defined]
+    assert "not in this repository" in b.last_error  # type: ignore[attr-defined]
+    assert not (repo / ".worktrees" / "agent-1" / "B.txt").exists()
+
+
 def test_timeout_kills_the_agent_group_and_fails(repo: Path, make_worker: MakeWorker) -> None:
     queue(repo, spec("A"))
     marker = repo / "child.pid"
