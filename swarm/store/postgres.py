@@ -472,9 +472,23 @@ class PostgresStore(Store):
 
     def _write_call(self, fn: Callable[[Cursor], tuple[T, str | None]]) -> T:
         """Run a write made of one call of a server-side function (``005_functions.sql``) that ends the way
-        every write transaction ends: ``fn`` returns its result and the transaction id the function reported
-        (None when it wrote nothing), so no separate closing statement is needed: BEGIN, the call, COMMIT."""
+        every write transaction ends. ``fn`` opens the transaction and calls the function with :meth:`_call`,
+        and returns its result and the transaction id the function reported (None when it wrote nothing).
+        Two round trips: BEGIN with the call, then COMMIT once the transaction id is known."""
         return cast(T, self._attempt(fn, mode="call"))
+
+    @staticmethod
+    def _call(cur: Cursor, name: str, params: dict[str, Any]) -> tuple[Any, ...]:
+        """``BEGIN`` and the named query, sent as one query string: the simple query protocol runs several
+        statements in one round trip where the extended one (server-side parameters) takes one each; the
+        parameters are bound client-side by psycopg, quoted as literals, never pasted by hand."""
+        client: psycopg.ClientCursor[tuple[Any, ...]] = psycopg.ClientCursor(cur.connection)
+        client.execute(f"BEGIN; {_Q[name]}", params)
+        client.nextset()  # past BEGIN's empty result
+        row = client.fetchone()
+        if row is None:
+            raise StoreError(f"the server-side function of {name} returned no row", hint="run 'swarm doctor'")
+        return row
 
     def _attempt(self, fn: Callable[[Cursor], Any], *, mode: str, notify: bool = True) -> Any:
         deadline = time.monotonic() + self.options.busy_timeout_seconds
@@ -488,9 +502,13 @@ class PostgresStore(Store):
                 phase = "statements"
                 with conn.cursor() as cur:
                     if mode == "call":
-                        with conn.transaction():
-                            result, xid = fn(cur)
-                            phase = "commit"  # the next thing that can fail is the COMMIT
+                        try:
+                            result, xid = fn(cur)  # the transaction is open from here on
+                        except BaseException:
+                            _rollback(conn)
+                            raise
+                        phase = "commit"  # the next thing that can fail is the COMMIT
+                        cur.execute(b"COMMIT")
                     elif mode == "write":
                         with conn.transaction():
                             result = fn(cur)
@@ -1002,8 +1020,9 @@ class PostgresStore(Store):
             # The agent row only says "seen lately": refresh it at most every few seconds per store, which
             # keeps a row write (and a notification) off the hottest path.
             refresh = now - self._agent_seen.get(seen, float("-inf")) >= AGENT_SEEN_SECONDS
-            row = cur.execute(
-                _Q["claim"],
+            row = self._call(
+                cur,
+                "claim",
                 {
                     "agent": agent_id,
                     "token": token,
@@ -1014,8 +1033,7 @@ class PostgresStore(Store):
                     "host": host,
                     "refresh": refresh,
                 },
-            ).fetchone()
-            assert row is not None  # the function returns one row whatever happens
+            )
             reaped, task_id, epic, title, body, attempts, lease_until, timeout, deps, xid = row
             if refresh:
                 refreshed.append(now)
@@ -1087,8 +1105,9 @@ class PostgresStore(Store):
 
         def op(cur: Cursor) -> tuple[list[str], str | None]:
             now = self.options.clock()
-            row = cur.execute(
-                _Q["complete"],
+            row = self._call(
+                cur,
+                "complete",
                 {
                     "id": task_id,
                     "agent": agent_id,
@@ -1100,8 +1119,7 @@ class PostgresStore(Store):
                     "reason": f"completed{f' at {commit}' if commit else ''}",
                     "promote_reason": f"dependencies done (last: {task_id})",
                 },
-            ).fetchone()
-            assert row is not None  # the function returns one row whatever happens
+            )
             done, promoted, xid = row
             if not done:
                 raise self._lease_lost(cur, task_id, agent_id, lease_token)
@@ -1342,6 +1360,13 @@ class PostgresStore(Store):
                 conn.close()
                 self._drop_idle()
             self._poll_retry_at = now + POLL_SECONDS
+
+
+def _rollback(conn: Conn) -> None:
+    """End a transaction opened by hand (a refusal, an error); a connection that broke needs nothing."""
+    if not conn.closed and not conn.broken and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(b"ROLLBACK")
 
 
 def _message(row: Sequence[Any]) -> Message:
