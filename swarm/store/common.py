@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from swarm.errors import BadInput
-from swarm.models import Spec, is_valid_id
+from swarm.errors import BadInput, LeaseLost, SwarmError, UnknownTask
+from swarm.models import Spec, TaskState, is_valid_id
 
 
 def check_agent(agent_id: str) -> None:
@@ -59,3 +61,46 @@ def topological(specs: dict[str, Spec]) -> list[Spec]:
         stuck = sorted(sid for sid, deps in waiting.items() if deps)
         raise BadInput(f"dependency cycle among tasks {', '.join(stuck)}", hint="remove one dependency of the cycle")
     return ordered
+
+
+def check_task_ids(specs: Sequence[Spec]) -> None:
+    """BadInput naming the first spec whose id is not a valid task id."""
+    for spec in specs:
+        if not is_valid_id(spec.id):
+            raise BadInput(f"invalid task id {spec.id!r}", hint="ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def new_specs_in_order(specs: Sequence[Spec], existing: Mapping[str, Any]) -> list[Spec]:
+    """The specs of a batch that are not queued yet (``existing`` holds the queued ids), each after its
+    dependencies; BadInput for a dependency that is neither queued nor in the batch, or for a cycle."""
+    fresh: dict[str, Spec] = {}
+    for spec in specs:
+        if spec.id not in existing:
+            fresh[spec.id] = spec
+    for spec in fresh.values():
+        for dep in spec.depends_on:
+            if dep not in existing and dep not in fresh:
+                raise BadInput(
+                    f"task {spec.id} depends on {dep}, which is neither queued nor being added",
+                    hint="add the dependency first or remove it from depends_on",
+                )
+    return topological(fresh)
+
+
+def lease_lost(task_id: str, agent_id: str, token: str, probe: Sequence[Any] | None) -> SwarmError:
+    """Why a fenced write was refused, from the task's ``(state, owner, lease_token, attempts)`` (``probe``,
+    None when the task does not exist)."""
+    if probe is None:
+        return UnknownTask(task_id)
+    state, owner, current_token, attempts = probe
+    if state == TaskState.CLAIMED and current_token == token and owner != agent_id:
+        why = f"the lease belongs to {owner}, not {agent_id}"
+    elif state == TaskState.CLAIMED and owner == agent_id:
+        why = f"the lease token does not match {owner}'s current lease (attempt {attempts})"
+    elif state == TaskState.CLAIMED:
+        why = f"the task is held by {owner} under a newer lease (attempt {attempts})"
+    elif state == TaskState.DONE:
+        why = "the task is already done"
+    else:
+        why = f"the task is {state} now (lease expired, returned or cancelled)"
+    return LeaseLost(task_id, why)

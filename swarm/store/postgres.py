@@ -68,19 +68,25 @@ from psycopg.conninfo import conninfo_to_dict
 from swarm.errors import (
     BadInput,
     InvalidTransition,
-    LeaseLost,
     SchemaTooNew,
     StoreBusy,
     StoreError,
     SwarmError,
     UnknownTask,
 )
-from swarm.models import LEAD, STATE_ORDER, AgentRecord, Claim, Event, Message, Spec, Task, TaskState, is_valid_id
+from swarm.models import LEAD, STATE_ORDER, AgentRecord, Claim, Event, Message, Spec, Task, TaskState
 from swarm.store.base import AddResult, Reaped, Store, StoreOptions, SwarmRecord
 
 # The id checks, the agent-field whitelist and the batch ordering are backend-independent; sharing them keeps
 # both backends' rules and messages identical.
-from swarm.store.common import AGENT_FIELDS, AGENT_SEEN_SECONDS, check_agent, topological
+from swarm.store.common import (
+    AGENT_FIELDS,
+    AGENT_SEEN_SECONDS,
+    check_agent,
+    check_task_ids,
+    lease_lost,
+    new_specs_in_order,
+)
 from swarm.store.sqlfile import migrations, queries
 
 log = logging.getLogger(__name__)
@@ -910,9 +916,7 @@ class PostgresStore(Store):
     def add_tasks(self, specs: Sequence[Spec], *, actor: str = "lead", swarm_id: str | None = None) -> AddResult:
         """Queue the specs that are not queued yet, in one transaction."""
         default_attempts = self.options.default_max_attempts
-        for spec in specs:
-            if not is_valid_id(spec.id):
-                raise BadInput(f"invalid task id {spec.id!r}", hint="ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+        check_task_ids(specs)
         dependencies = sorted({d for s in specs for d in s.depends_on})
         wanted = sorted({s.id for s in specs} | set(dependencies))
 
@@ -922,18 +926,7 @@ class PostgresStore(Store):
             if dependencies:
                 cur.execute(_Q["lock_dependencies"], {"ids": dependencies})
             existing: dict[str, str] = dict(cur.execute(_Q["existing_ids"], {"ids": wanted}).fetchall())
-            fresh: dict[str, Spec] = {}
-            for spec in specs:
-                if spec.id not in existing:
-                    fresh[spec.id] = spec
-            for spec in fresh.values():
-                for dep in spec.depends_on:
-                    if dep not in existing and dep not in fresh:
-                        raise BadInput(
-                            f"task {spec.id} depends on {dep}, which is neither queued nor being added",
-                            hint="add the dependency first or remove it from depends_on",
-                        )
-            ordered = topological(fresh)
+            ordered = new_specs_in_order(specs, existing)
             ids = [s.id for s in ordered]
             ready_set: set[str] = set()
             if ordered:
@@ -1060,21 +1053,7 @@ class PostgresStore(Store):
         return claimed
 
     def _lease_lost(self, cur: Cursor, task_id: str, agent_id: str, token: str) -> SwarmError:
-        row = cur.execute(_Q["fence_probe"], {"id": task_id}).fetchone()
-        if row is None:
-            return UnknownTask(task_id)
-        state, owner, current_token, attempts = row
-        if state == TaskState.CLAIMED and current_token == token and owner != agent_id:
-            why = f"the lease belongs to {owner}, not {agent_id}"
-        elif state == TaskState.CLAIMED and owner == agent_id:
-            why = f"the lease token does not match {owner}'s current lease (attempt {attempts})"
-        elif state == TaskState.CLAIMED:
-            why = f"the task is held by {owner} under a newer lease (attempt {attempts})"
-        elif state == TaskState.DONE:
-            why = "the task is already done"
-        else:
-            why = f"the task is {state} now (lease expired, returned or cancelled)"
-        return LeaseLost(task_id, why)
+        return lease_lost(task_id, agent_id, token, cur.execute(_Q["fence_probe"], {"id": task_id}).fetchone())
 
     def heartbeat(self, task_id: str, agent_id: str, lease_token: str, *, ttl_seconds: float) -> float:
         """Extend a lease."""

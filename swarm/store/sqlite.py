@@ -31,16 +31,22 @@ from urllib.parse import unquote, urlsplit
 from swarm.errors import (
     BadInput,
     InvalidTransition,
-    LeaseLost,
     SchemaTooNew,
     StoreBusy,
     StoreError,
     SwarmError,
     UnknownTask,
 )
-from swarm.models import LEAD, STATE_ORDER, AgentRecord, Claim, Event, Message, Spec, Task, TaskState, is_valid_id
+from swarm.models import LEAD, STATE_ORDER, AgentRecord, Claim, Event, Message, Spec, Task, TaskState
 from swarm.store.base import AddResult, Reaped, Store, StoreOptions, SwarmRecord
-from swarm.store.common import AGENT_FIELDS, AGENT_SEEN_SECONDS, check_agent, topological
+from swarm.store.common import (
+    AGENT_FIELDS,
+    AGENT_SEEN_SECONDS,
+    check_agent,
+    check_task_ids,
+    lease_lost,
+    new_specs_in_order,
+)
 from swarm.store.sqlfile import migrations, queries
 
 log = logging.getLogger(__name__)
@@ -497,21 +503,9 @@ class SQLiteStore(Store):
         default_attempts = self.options.default_max_attempts
 
         def op(cur: sqlite3.Cursor) -> AddResult:
+            check_task_ids(specs)
             existing = dict(cur.execute(_Q["existing_ids"]).fetchall())
-            fresh: dict[str, Spec] = {}
-            for spec in specs:
-                if not is_valid_id(spec.id):
-                    raise BadInput(f"invalid task id {spec.id!r}", hint="ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-                if spec.id not in existing:
-                    fresh[spec.id] = spec
-            for spec in fresh.values():
-                for dep in spec.depends_on:
-                    if dep not in existing and dep not in fresh:
-                        raise BadInput(
-                            f"task {spec.id} depends on {dep}, which is neither queued nor being added",
-                            hint="add the dependency first or remove it from depends_on",
-                        )
-            ordered = topological(fresh)
+            ordered = new_specs_in_order(specs, existing)
             cur.executemany(
                 _Q["insert_task"],
                 [
@@ -660,21 +654,7 @@ class SQLiteStore(Store):
         return claimed
 
     def _lease_lost(self, cur: sqlite3.Cursor, task_id: str, agent_id: str, token: str) -> SwarmError:
-        row = cur.execute(_Q["fence_probe"], {"id": task_id}).fetchone()
-        if row is None:
-            return UnknownTask(task_id)
-        state, owner, current_token, attempts = row
-        if state == TaskState.CLAIMED and current_token == token and owner != agent_id:
-            why = f"the lease belongs to {owner}, not {agent_id}"
-        elif state == TaskState.CLAIMED and owner == agent_id:
-            why = f"the lease token does not match {owner}'s current lease (attempt {attempts})"
-        elif state == TaskState.CLAIMED:
-            why = f"the task is held by {owner} under a newer lease (attempt {attempts})"
-        elif state == TaskState.DONE:
-            why = "the task is already done"
-        else:
-            why = f"the task is {state} now (lease expired, returned or cancelled)"
-        return LeaseLost(task_id, why)
+        return lease_lost(task_id, agent_id, token, cur.execute(_Q["fence_probe"], {"id": task_id}).fetchone())
 
     def heartbeat(self, task_id: str, agent_id: str, lease_token: str, *, ttl_seconds: float) -> float:
         """Extend a lease."""
