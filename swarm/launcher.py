@@ -179,6 +179,11 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
         repo.ensure_excluded("/.swarm/", f"/{cfg.swarm.worktree_base.strip('/')}/")
         result.created_worktrees = _create_worktrees(repo, loaded, runs, base, say)
         tmux = Tmux(socket_name)
+        # Every agent is registered (and its run file written) before the first session starts: once workers
+        # run, each database write of launch waits its turn behind theirs, and with 100 agents the last
+        # sessions started tens of seconds late. One list-sessions instead of a has-session per agent.
+        existing = set(tmux.sessions())
+        to_start: list[tuple[AgentRun, Path]] = []
         for run in runs:
             store.register_agent(
                 AgentRecord(
@@ -192,7 +197,7 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
                     state=AgentState.STARTING.value,
                 )
             )
-            if tmux.has_session(run.session):
+            if run.session in existing:
                 if tmux.session_tag(run.session) != swarm.id:
                     raise SwarmError(
                         f"a tmux session named {run.session} exists and does not belong to swarm {swarm.id}",
@@ -202,7 +207,8 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
                 continue
             # A resumed session keeps the token it started with; a new one gets a new token.
             store.set_token_hash(run.agent_id, hash_token(run.token))
-            run_file = write_run_file(run)
+            to_start.append((run, write_run_file(run)))
+        for run, run_file in to_start:
             pid = tmux.new_session(
                 run.session,
                 worker_command(run_file),
@@ -210,7 +216,8 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
                 env=session_env(launch_env, run),
                 tag=swarm.id,
             )
-            store.update_agent(run.agent_id, pid=pid, state=AgentState.STARTING.value)
+            # The pid only: the worker may already have recorded a later state than "starting".
+            store.update_agent(run.agent_id, pid=pid)
             result.started_sessions.append(run.session)
         if _start_monitor(tmux, repo.root, swarm.id, host_prefix(loaded), launch_env):
             result.started_sessions.append(monitor_session(repo.root, host_prefix(loaded)))
