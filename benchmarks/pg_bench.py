@@ -25,6 +25,11 @@ For every worker count, three contenders, one right after the other (interleaved
   ``JobManager.finish_job(job, status=succeeded, delete_job=False)``: exactly what a procrastinate worker does
   around a task, without running one. The jobs are deferred beforehand, outside the timed span.
 
+Each worker handles ``--jobs-per-worker`` items (default 500), so that the timed span (about 3 s at 8
+workers) measures the steady state a long-lived worker lives in: a process's first claim+complete costs
+several times a later one on either side (each new session plans its statements and functions), and with 100
+per worker the whole span was under a second, mostly that warm-up. Smaller runs: ``--jobs-per-worker 100``.
+
 Every process is spawned, opens its database, then waits at a start barrier; all are released at once and
 the clock runs from the release until the last one has reported. Afterwards every task/job must have been
 claimed exactly once, by the process that says it claimed it, and be done (swarm: state ``done``,
@@ -86,6 +91,9 @@ if TYPE_CHECKING:
     from multiprocessing.synchronize import Event, Semaphore
 
 T = TypeVar("T")
+#: Items per worker by default (see the module docstring for why not fewer).
+JOBS_PER_WORKER = 500
+
 Kind = Literal["swarm-pg", "swarm-sqlite", "procrastinate"]
 KINDS: tuple[Kind, ...] = ("swarm-pg", "procrastinate", "swarm-sqlite")
 
@@ -857,7 +865,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers", type=_counts, default=[1, 8, 16], metavar="LIST", help="worker process counts (default 1,8,16)"
     )
     parser.add_argument(
-        "--jobs-per-worker", type=int, default=100, metavar="N", help="tasks/jobs queued per worker (default 100)"
+        "--jobs-per-worker",
+        type=int,
+        default=JOBS_PER_WORKER,
+        metavar="N",
+        help=f"tasks/jobs queued per worker (default {JOBS_PER_WORKER})",
     )
     parser.add_argument(
         "--repeat", type=int, default=3, metavar="R", help="timed runs per contender and count; median (default 3)"

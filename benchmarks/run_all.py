@@ -754,10 +754,11 @@ def pg_section(data: dict[str, Any]) -> list[str]:
 
 def _pg_throughput_limit(data: dict[str, Any], ctx: Context) -> str:
     return (
-        "swarm's claim and complete each run the full domain path in one transaction (lease reaping, the agent "
-        "refresh, the event log, dependency promotion, NOTIFY): several statements and round trips where "
-        "procrastinate's fetch_job and finish_job are one stored-procedure call each. The PostgreSQL server and "
-        f"the worker processes share {ctx.cpus} CPUs."
+        "swarm's claim and complete each run the full domain path (lease reaping, the agent refresh, the event "
+        "log, dependency promotion, NOTIFY on completion) as one server-side function call inside an explicit "
+        "transaction: two round trips each (BEGIN with the call, then COMMIT once the transaction id is known, "
+        "so a COMMIT lost with its connection can be resolved), where procrastinate's fetch_job and finish_job "
+        f"are one autocommit call each. The PostgreSQL server and the worker processes share {ctx.cpus} CPUs."
     )
 
 
