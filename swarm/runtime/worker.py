@@ -52,6 +52,8 @@ RATE_LIMIT_BACKOFF_SECONDS = 60.0
 CONTROL_THREAD = "team"
 #: Do not write "last output" to the database more often than this.
 OUTPUT_NOTE_SECONDS = 2.0
+#: How often an idle worker looks at the database's change marker (where the backend cannot wake it).
+IDLE_POLL_SECONDS = 0.2
 #: Each worker adds its new commits to the repository's commit-graph after this many tasks (see
 #: ``Worktree.update_commit_graph``); with many agents someone does it every few tasks.
 COMMIT_GRAPH_EVERY = 20
@@ -260,13 +262,24 @@ class Worker:
 
     def _wait_for_change(self, seconds: float, *, not_before: float = 0.0) -> None:
         """Return when the database changed (but not before ``not_before`` seconds), or after ``seconds``."""
-        # Poll the cheap change counter (PRAGMA data_version on SQLite): no writes, no busy loop on the file.
+        # The store's change marker: SQLite's PRAGMA data_version polled every 0.2 s (no writes, no busy loop on
+        # the file); PostgreSQL wakes at once on a notification. Slices of 0.2 s notice a termination too.
         marker = self.store.change_marker()
         started = time.monotonic()
         deadline = started + seconds
-        while time.monotonic() < deadline and not self._terminated:
-            time.sleep(0.2)
-            if time.monotonic() - started >= not_before and self.store.change_marker() != marker:
+        while not self._terminated:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if now - started < not_before:
+                time.sleep(min(IDLE_POLL_SECONDS, started + not_before - now))
+                continue
+            if (
+                self.store.wait_for_change(
+                    marker, min(IDLE_POLL_SECONDS, deadline - now), first=IDLE_POLL_SECONDS, most=IDLE_POLL_SECONDS
+                )
+                != marker
+            ):
                 return
         if self._terminated:
             raise Terminated
