@@ -42,11 +42,21 @@ ensure_claude_cli() {
         || die "npm could not install @anthropic-ai/claude-code; see the messages above"
 }
 
+# Every `swarm` process (each agent's `swarm msg`, each worker, each test's subprocess) imports the package
+# afresh. Where PYTHONDONTWRITEBYTECODE is set (as on these machines), Python never caches the bytecode of the
+# editable checkout and compiles every module again on each start. Compile it once here; compileall skips
+# files whose bytecode is current, so this is quick when nothing changed.
+compile_package() {
+    "$VENV/bin/python" -m compileall -q -j 0 "$ROOT/swarm" >/dev/null \
+        || die "could not compile the swarm package; see the messages above"
+}
+
 ensure_venv() {
     check_tools
     local want
     want="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/_setup.sh" | sha256sum | cut -d' ' -f1)"
     if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+        compile_package
         return 0
     fi
     local python
@@ -59,4 +69,5 @@ ensure_venv() {
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev]" \
         || die "pip could not install the project; see the messages above"
     printf '%s' "$want" >"$STAMP"
+    compile_package
 }
