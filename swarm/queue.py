@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from swarm.backlog import Backlog
 from swarm.config import LoadedConfig
 from swarm.errors import BadInput, SwarmError
 from swarm.models import Spec, TaskState
 from swarm.store import RetryPolicy, Store, StoreOptions, SwarmRecord, open_store
 from swarm.store.sqlite import path_from_url
+
+if TYPE_CHECKING:
+    from swarm.backlog import Backlog
 
 log = logging.getLogger(__name__)
 

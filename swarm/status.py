@@ -5,17 +5,15 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-from rich.console import Group, RenderableType
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from swarm.config import LoadedConfig
 from swarm.models import LEAD, STATE_ORDER, AgentRecord, AgentState, Message, Task, TaskState
 from swarm.runtime import procs
 from swarm.store import Store, SwarmRecord
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 #: Agent states that mean the worker process is expected to be alive.
 _LIVE_STATES = {AgentState.STARTING.value, AgentState.WORKING.value, AgentState.IDLE.value}
@@ -149,6 +147,12 @@ def _age(seconds: float | None) -> str:
 
 def render(snap: Snapshot) -> RenderableType:
     """The dashboard: totals with a progress bar, then one row per agent, then the tasks."""
+    # rich is imported here: `swarm status --json` (scripts, agents, the benchmark) never draws.
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
     data = to_json(snap)
     total = sum(snap.counts.values()) or 1
     done = snap.counts["done"]

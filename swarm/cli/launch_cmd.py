@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import typer
-from rich.live import Live
 
 from swarm import status as dashboard
 from swarm.cli.output import console, emit_json, split_list
@@ -89,6 +88,8 @@ def launch_cmd(
 
 def follow(swarm: SwarmRecord, loaded: LoadedConfig, *, timeout: float | None) -> dashboard.Snapshot:
     """Block until the swarm is finished; raise unless every task is done. Live display on a terminal."""
+    from rich.live import Live
+
     out = console()
     deadline = None if timeout is None else time.monotonic() + timeout
     with open_queue(loaded) as store:

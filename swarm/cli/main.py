@@ -77,7 +77,10 @@ def build_app(only: str | None = None) -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_root)
-    modules = _ORDER if only not in MODULE_OF else (MODULE_OF[only],)
+    if only == "--version":
+        modules: tuple[str, ...] = ()  # the root callback prints it: no command module is needed
+    else:
+        modules = _ORDER if only not in MODULE_OF else (MODULE_OF[only],)
     for name in modules:
         importlib.import_module(f"swarm.cli.{name}").register(app)
     return app
@@ -94,8 +97,10 @@ def _command_of(argv: list[str]) -> str | None:
     for arg in argv:
         if not arg.startswith("-"):
             return arg
-        if arg in ("-h", "--help", "--version"):
+        if arg in ("-h", "--help"):
             return None
+        if arg == "--version":
+            return arg
     return None
 
 

@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from swarm.models import Claim, Message, Task
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def console() -> Console:
     """A console on stdout; plain text (no colour codes) when stdout is not a terminal."""
+    # Imported here: rich costs tens of milliseconds at start-up, and the commands agents call most
+    # (`swarm msg`, `swarm queue ... --json`) never print through it.
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=True)
 
 

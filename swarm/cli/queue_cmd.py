@@ -8,10 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from swarm import identity
-from swarm.backlog import load_backlog
 from swarm.cli.output import claim_json, console, emit_json, iso, split_list, task_json
 from swarm.config import LoadedConfig, load_config
 from swarm.errors import BadInput
@@ -67,6 +65,8 @@ def init_cmd(
 ) -> None:
     """Validate the backlog and queue an epic, plus the undone specs it depends on. Safe to re-run."""
     loaded = _config(db)
+    from swarm.backlog import load_backlog  # YAML parsing: loaded only by the commands that read specs
+
     specs = load_backlog(backlog_folder(loaded, backlog))  # validates everything before any write
     result = queue_epic(loaded, specs, epic, max_agents=max_agents)
     if as_json:
@@ -225,6 +225,8 @@ def status_cmd(
     out.print(f"{total} task(s): " + ", ".join(f"{counts[s.value]} {s.value}" for s in STATE_ORDER))
     if not tasks:
         return
+    from rich.table import Table
+
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for column in ("task", "state", "owner", "attempts", "depends on", "title / last error"):
         table.add_column(column)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Group, RenderableType
-from rich.live import Live
-from rich.text import Text
 
 from swarm import status as dashboard
 from swarm.cli.output import console, emit_json, iso
@@ -16,6 +14,9 @@ from swarm.config import find_repo_root, load_config
 from swarm.errors import BadInput
 from swarm.models import Event
 from swarm.queue import open_queue
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 #: Events shown under the live dashboard.
 RECENT_EVENTS = 6
@@ -40,6 +41,10 @@ def status_cmd(
         if not watch:
             out.print(dashboard.render(snap))
             return
+        from rich.console import Group
+        from rich.live import Live
+        from rich.text import Text
+
         # Recent events are followed incrementally: the log is read once, then only what is new.
         events = store.events()
         recent: deque[Event] = deque(events[-RECENT_EVENTS:], maxlen=RECENT_EVENTS)
