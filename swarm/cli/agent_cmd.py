@@ -14,7 +14,6 @@ from swarm.errors import BadInput
 from swarm.models import AgentRecord
 from swarm.queue import open_queue
 from swarm.runtime.runfile import read_run_file
-from swarm.runtime.tmux import Tmux
 
 
 def _agent(agent_id: str, db: str | None) -> tuple[AgentRecord, str]:
@@ -34,6 +33,9 @@ def attach_cmd(
     db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
 ) -> None:
     """Attach your terminal to an agent's tmux session (detach with the tmux prefix, then d)."""
+    # libtmux is imported here: every worker process starts through this module and never drives tmux.
+    from swarm.runtime.tmux import Tmux
+
     agent, socket = _agent(agent_id, db)
     tmux = Tmux(socket)
     if not agent.session or not tmux.has_session(agent.session):
