@@ -39,9 +39,7 @@ import contextlib
 import json
 import math
 import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +50,22 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _common import (
+    MB,
+    WORKTREE_DIR,
+    BenchError,
+    clean_env,
+    cpu_seconds,
+    force_cleanup,
+    init_repo,
+    kill_tmux_server,
+    leftovers,
+    machine,
+    median,
+    run_command,
+    swarm_cli,
+    warm_bytecode,
+)
 
 from swarm.runtime import procs
 from swarm.store import open_store
@@ -60,8 +74,6 @@ EPIC = "BENCH"
 AGENT_COMMAND = "sleep 30"
 RAW_COMMAND = "sleep 600"
 TEARDOWN_GRACE = "5"
-WORKTREE_DIR = ".worktrees"
-GIT_IDENTITY = ("-c", "user.name=launch-bench", "-c", "user.email=launch-bench@example.invalid")
 
 GOAL_LAUNCH_RATIO = 1.0
 GOAL_TEARDOWN_RATIO = 1.0
@@ -77,14 +89,8 @@ SETTLE_SECONDS = 1.0
 MEASURE_DEADLINE = 25.0
 # Generous: ten Python workers starting on two cores take a few seconds; a minute means something is stuck.
 START_TIMEOUT = 90.0
-COMMAND_TIMEOUT = 180.0
 RUNNING_STATES = ("working", "idle")
 FAILED_STATES = ("dead", "failed", "done", "stopped", "stalled")
-MB = 1024 * 1024
-
-
-class BenchError(Exception):
-    """A step failed or something survived teardown: the figures of this run must not be trusted."""
 
 
 @dataclass(frozen=True)
@@ -113,67 +119,10 @@ class Samples:
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
-def _run(argv: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None, what: str) -> str:
-    """Run a command; BenchError with its stderr if it fails. Returns stdout."""
-    try:
-        done = subprocess.run(
-            list(argv), cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=COMMAND_TIMEOUT
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"{what}: timed out after {COMMAND_TIMEOUT:.0f}s") from exc
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise BenchError(f"{what}: exit {done.returncode}: {' | '.join(tail) or 'no output'}")
-    return done.stdout
-
-
 def _timed(argv: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None, what: str) -> float:
     started = time.perf_counter()
-    _run(argv, cwd=cwd, env=env, what=what)
+    run_command(argv, cwd=cwd, env=env, what=what)
     return time.perf_counter() - started
-
-
-def _tool_version(argv: Sequence[str]) -> str:
-    try:
-        out = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=10).stdout
-    except OSError:
-        return "missing"
-    return out.strip().split()[-1] if out.strip() else "unknown"
-
-
-def _clean_env(socket_name: str, pycache: Path) -> dict[str, str]:
-    """The launching environment without any swarm setting or tmux client of the caller's own.
-
-    Python's bytecode cache goes to a private folder (never next to swarm's sources) and is always written:
-    an installed swarm has its ``.pyc`` files, so compiling swarm's modules in every process (as
-    ``PYTHONDONTWRITEBYTECODE`` would make it) is not part of what is measured. The tmux server is started
-    by ``swarm launch`` with this environment, so the workers in its panes get the same cache.
-    """
-    drop = ("TMUX", "TMUX_PANE", "PYTHONDONTWRITEBYTECODE")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_") and k not in drop}
-    env["SWARM_TMUX_SOCKET"] = socket_name
-    env["PYTHONPYCACHEPREFIX"] = str(pycache)
-    return env
-
-
-def _tmux_sessions(socket_name: str) -> list[str]:
-    """Session names on the benchmark's tmux server; none when the server is gone."""
-    done = subprocess.run(
-        ["tmux", "-L", socket_name, "list-sessions", "-F", "#{session_name}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.split() if done.returncode == 0 else []
-
-
-def _leftover_worktrees(repo: Path) -> list[str]:
-    base = repo / WORKTREE_DIR
-    return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
-
-
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else math.nan
 
 
 # -- the repository ------------------------------------------------------------------------------------
@@ -206,20 +155,16 @@ def build_repo(root: Path, files: int, agents: int) -> None:
             encoding="utf-8",
         )
     (root / "README.md").write_text("# launch benchmark\n", encoding="utf-8")
-    _run(["git", "init", "-q", "-b", "main"], cwd=root, what="git init")
-    _run(["git", "add", "-A"], cwd=root, what="git add")
-    _run(["git", *GIT_IDENTITY, "commit", "-q", "-m", "initial"], cwd=root, what="git commit")
+    init_repo(root, "launch-bench")
 
 
 # -- swarm -------------------------------------------------------------------------------------------------
 
 
-def _swarm(*args: str) -> list[str]:
-    return [sys.executable, "-m", "swarm", *args]
-
-
 def _status(repo: Path, env: dict[str, str]) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(_run(_swarm("status", "--json"), cwd=repo, env=env, what="swarm status"))
+    data: dict[str, Any] = json.loads(
+        run_command(swarm_cli("status", "--json"), cwd=repo, env=env, what="swarm status")
+    )
     return data
 
 
@@ -263,25 +208,6 @@ def _running_snapshot(repo: Path, env: dict[str, str], agents: int) -> dict[str,
     raise BenchError(f"swarm status does not show every worker running: {states}")
 
 
-def _cpu_seconds(proc: psutil.Process) -> float:
-    """CPU time the process (all its threads, not its children) has used so far.
-
-    Read from ``/proc/<pid>/task/*/schedstat`` where it exists: nanoseconds on the CPU, where psutil's
-    ``cpu_times`` counts clock ticks (10 ms). Over a 3 s window a tick is 0.33% CPU, too coarse for a 0.5%
-    goal. Elsewhere psutil's figure is used.
-    """
-    tasks = Path(f"/proc/{proc.pid}/task")
-    if tasks.is_dir():
-        total_ns = 0
-        for task in tasks.iterdir():
-            with contextlib.suppress(OSError, ValueError, IndexError):  # a thread that ended meanwhile
-                total_ns += int((task / "schedstat").read_text().split()[0])
-        if total_ns:
-            return total_ns / 1e9
-    times = proc.cpu_times()
-    return float(times.user + times.system)
-
-
 def measure_workers(snap: dict[str, Any]) -> list[WorkerSample]:
     """RSS of each worker process alone, and its CPU over one window shared by all workers.
 
@@ -300,9 +226,9 @@ def measure_workers(snap: dict[str, Any]) -> list[WorkerSample]:
         handles.append((agent, proc))
     time.sleep(SETTLE_SECONDS)
     try:
-        before = [(_cpu_seconds(proc), time.perf_counter()) for _, proc in handles]
+        before = [(cpu_seconds(proc), time.perf_counter()) for _, proc in handles]
         time.sleep(CPU_INTERVAL)  # the measurement window itself
-        after = [(_cpu_seconds(proc), time.perf_counter()) for _, proc in handles]
+        after = [(cpu_seconds(proc), time.perf_counter()) for _, proc in handles]
         rss = [proc.memory_info().rss for _, proc in handles]
     except psutil.Error as exc:
         raise BenchError(f"a worker ended while it was measured: {exc}") from exc
@@ -321,28 +247,13 @@ def measure_workers(snap: dict[str, Any]) -> list[WorkerSample]:
     return samples
 
 
-def _force_cleanup(repo: Path, env: dict[str, str], swarm_id: str | None) -> None:
-    """After a failure: stop what this run started (by its SWARM_ID, never by name)."""
-    with contextlib.suppress(subprocess.SubprocessError, OSError):
-        subprocess.run(
-            _swarm("teardown", "--now", "--grace", "1"),
-            cwd=repo,
-            env=env,
-            capture_output=True,
-            check=False,
-            timeout=COMMAND_TIMEOUT,
-        )
-    if swarm_id:
-        procs.stop_processes(procs.processes_with_env("SWARM_ID", swarm_id), grace=2.0)
-
-
 def run_swarm(repo: Path, socket_name: str, env: dict[str, str], agents: int, samples: Samples) -> None:
     """Launch, wait for the workers, measure them, tear down, verify; the figures go into ``samples``."""
     swarm_id: str | None = None
     clean = False
     try:
         launch_s = _timed(
-            _swarm("launch", EPIC, "--agents", str(agents), "--command", AGENT_COMMAND),
+            swarm_cli("launch", EPIC, "--agents", str(agents), "--command", AGENT_COMMAND),
             cwd=repo,
             env=env,
             what="swarm launch",
@@ -358,13 +269,13 @@ def run_swarm(repo: Path, socket_name: str, env: dict[str, str], agents: int, sa
                 f"'{AGENT_COMMAND}' may already have ended; the machine is too busy for this benchmark"
             )
         teardown_s = _timed(
-            _swarm("teardown", "--now", "--grace", TEARDOWN_GRACE), cwd=repo, env=env, what="swarm teardown"
+            swarm_cli("teardown", "--now", "--grace", TEARDOWN_GRACE), cwd=repo, env=env, what="swarm teardown"
         )
         _verify_gone(repo, socket_name, swarm_id, "swarm")
         clean = True
     finally:
         if not clean:
-            _force_cleanup(repo, env, swarm_id)
+            force_cleanup(repo, env, swarm_id, grace=1)
     samples.swarm_launch.append(launch_s)
     samples.swarm_ready.append(ready_s)
     samples.swarm_teardown.append(teardown_s)
@@ -372,17 +283,7 @@ def run_swarm(repo: Path, socket_name: str, env: dict[str, str], agents: int, sa
 
 
 def _verify_gone(repo: Path, socket_name: str, swarm_id: str | None, side: str) -> None:
-    problems: list[str] = []
-    sessions = _tmux_sessions(socket_name)
-    if sessions:
-        problems.append(f"tmux sessions left: {', '.join(sessions)}")
-    worktrees = _leftover_worktrees(repo)
-    if worktrees:
-        problems.append(f"worktree dirs left: {', '.join(worktrees)}")
-    if swarm_id:
-        survivors = procs.processes_with_env("SWARM_ID", swarm_id)
-        if survivors:
-            problems.append(f"processes with SWARM_ID={swarm_id} alive: {survivors}")
+    problems = leftovers(repo, socket_name, swarm_id)
     if problems:
         raise BenchError(f"{side} teardown left things behind: " + "; ".join(problems))
 
@@ -396,12 +297,12 @@ def run_raw(repo: Path, socket_name: str, agents: int) -> tuple[float, float]:
     started = time.perf_counter()
     try:
         for name in names:
-            _run(
+            run_command(
                 ["git", "worktree", "add", "-q", "-b", f"bench/{name}", f"{WORKTREE_DIR}/{name}", "HEAD"],
                 cwd=repo,
                 what="git worktree add",
             )
-            _run(
+            run_command(
                 ["tmux", "-L", socket_name, "new-session", "-d", "-s", f"raw-{name}", RAW_COMMAND],
                 cwd=repo / WORKTREE_DIR / name,
                 what="tmux new-session",
@@ -409,10 +310,14 @@ def run_raw(repo: Path, socket_name: str, agents: int) -> tuple[float, float]:
         launch_s = time.perf_counter() - started
         started = time.perf_counter()
         for name in names:
-            _run(["tmux", "-L", socket_name, "kill-session", "-t", f"=raw-{name}"], cwd=repo, what="tmux kill-session")
+            run_command(
+                ["tmux", "-L", socket_name, "kill-session", "-t", f"=raw-{name}"], cwd=repo, what="tmux kill-session"
+            )
         for name in names:
-            _run(["git", "worktree", "remove", "--force", f"{WORKTREE_DIR}/{name}"], cwd=repo, what="git worktree rm")
-        _run(["git", "worktree", "prune"], cwd=repo, what="git worktree prune")
+            run_command(
+                ["git", "worktree", "remove", "--force", f"{WORKTREE_DIR}/{name}"], cwd=repo, what="git worktree rm"
+            )
+        run_command(["git", "worktree", "prune"], cwd=repo, what="git worktree prune")
         teardown_s = time.perf_counter() - started
     except BenchError:
         for name in names:
@@ -466,33 +371,11 @@ def run_once(setup: Setup, index: int, samples: Samples) -> None:
             side()
 
 
-def warm_bytecode(env: dict[str, str]) -> None:
-    """Compile swarm's modules into the private bytecode cache once, before anything is timed."""
-    _run(
-        [sys.executable, "-c", "import swarm.cli.main, swarm.runtime.worker, swarm.launcher, swarm.status"],
-        cwd=Path(tempfile.gettempdir()),
-        env=env,
-        what="warm up the bytecode cache",
-    )
-
-
 # -- reporting ------------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "git": _tool_version(["git", "--version"]),
-        "tmux": _tool_version(["tmux", "-V"]),
-    }
-
-
 def _stats(values: Sequence[float]) -> dict[str, float]:
-    return {"median": _median(values), "max": max(values) if values else math.nan}
+    return {"median": median(values), "max": max(values) if values else math.nan}
 
 
 def summary(samples: Samples) -> dict[str, Any]:
@@ -502,7 +385,7 @@ def summary(samples: Samples) -> dict[str, Any]:
         ("launch", samples.swarm_launch, samples.raw_launch, GOAL_LAUNCH_RATIO),
         ("teardown", samples.swarm_teardown, samples.raw_teardown, GOAL_TEARDOWN_RATIO),
     ):
-        swarm_s, raw_s = _median(swarm_values), _median(raw_values)
+        swarm_s, raw_s = median(swarm_values), median(raw_values)
         ratio = swarm_s / raw_s if raw_s > 0 else math.inf
         phases[phase] = {
             "swarm_s": round(swarm_s, 3),
@@ -541,7 +424,7 @@ def summary(samples: Samples) -> dict[str, Any]:
     }
     ready = {
         "text": "seconds from launch returning until every worker reports working or idle",
-        "swarm_s": round(_median(samples.swarm_ready), 3),
+        "swarm_s": round(median(samples.swarm_ready), 3),
         "samples": [round(v, 3) for v in samples.swarm_ready],
     }
     return {"phases": phases, "workers_ready": ready, "workers": workers, "goals": goals}
@@ -549,7 +432,7 @@ def summary(samples: Samples) -> dict[str, Any]:
 
 def render_table(result: dict[str, Any], args: argparse.Namespace) -> str:
     """The plain-text report."""
-    info = machine()
+    info = machine(tools=True)
     lines = [
         f"machine: {info['platform']} ({info['machine']}), {info['cpu_count']} CPUs, Python {info['python']}, "
         f"git {info['git']}, tmux {info['tmux']}",
@@ -602,9 +485,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     socket_name = f"swarm-launch-bench-{os.getpid()}"
     samples = Samples()
     with tempfile.TemporaryDirectory(prefix="swarm-launch-bench-pyc-") as pycache:
-        setup = Setup(args.files, args.agents, socket_name, _clean_env(socket_name, Path(pycache)))
+        setup = Setup(args.files, args.agents, socket_name, clean_env(socket_name, Path(pycache)))
         try:
-            warm_bytecode(setup.env)
+            warm_bytecode(setup.env, ("swarm.cli.main", "swarm.runtime.worker", "swarm.launcher", "swarm.status"))
             for n in range(args.repeat):
                 run_once(setup, n, samples)
                 if not args.json:
@@ -620,12 +503,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"benchmark FAILED: {exc}", file=sys.stderr)
             return 1
         finally:
-            subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True, check=False)
+            kill_tmux_server(socket_name)
     result = summary(samples)
     if args.json:
         print(
             json.dumps(
-                {"machine": machine(), "agents": args.agents, "files": args.files, "repeat": args.repeat, **result}
+                {
+                    "machine": machine(tools=True),
+                    "agents": args.agents,
+                    "files": args.files,
+                    "repeat": args.repeat,
+                    **result,
+                }
             )
         )
     else:

@@ -27,88 +27,48 @@ never judges speed by its exit status: benchmarks print figures.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
-import multiprocessing
 import os
-import platform
-import queue
-import sqlite3
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
+
+from _common import (
+    THREAD,
+    WAIT_TIMEOUT_SECONDS,
+    BenchError,
+    Report,
+    Stats,
+    broadcast,
+    count_list,
+    load_average,
+    machine,
+    prime_and_start,
+    register_agents,
+    run_group,
+    sqlite_url,
+    start_barrier,
+)
 
 from swarm import threads
-from swarm.models import LEAD, AgentRecord
+from swarm.models import LEAD
 from swarm.store import Store, open_store
 
 if TYPE_CHECKING:
-    from multiprocessing.context import SpawnContext, SpawnProcess
     from multiprocessing.queues import Queue
     from multiprocessing.synchronize import Event, Semaphore
 
-T = TypeVar("T")
-
 EPIC = "E"
-THREAD = "team"
 ASKER = "agent-1"
 GOAL_WAITERS = 50
 GOAL_P99_MS = 100.0
-# Time for the released waiters to get back into their wait before the first entry is sent.
-SETTLE_SECONDS = 0.5
-# A waiter that hears nothing for this long has missed an entry; it stops and the check reports the gap.
-WAIT_TIMEOUT_SECONDS = 30.0
-# Generous: a process that has not reported by then is stuck, and a hung benchmark helps nobody.
-SETUP_TIMEOUT_SECONDS = 180.0
-RUN_TIMEOUT_SECONDS = 600.0
 # The 1-minute load average when the script started (the report prints after the load it caused itself).
-LOAD_BEFORE = round(os.getloadavg()[0], 2)
-
-
-class BenchError(Exception):
-    """A correctness check failed: the figures of this run must not be trusted."""
-
-
-@dataclass
-class Report:
-    """What one child process sends back."""
-
-    name: str
-    # broadcast waiter: (seq, body, time.time() at return); lead of ask/answer: (seq, body, 0.0)
-    received: list[tuple[int, str, float]] = field(default_factory=list)
-    # asker: seconds per round trip
-    samples: list[float] = field(default_factory=list)
-    cpu_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Percentiles of a list of latencies, in milliseconds."""
-
-    count: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-
-    @classmethod
-    def of(cls, seconds: Sequence[float]) -> Stats:
-        """Nearest-rank percentiles of ``seconds``."""
-        ordered = sorted(seconds)
-        if not ordered:
-            return cls(0, math.nan, math.nan, math.nan)
-        return cls(len(ordered), _rank(ordered, 50) * 1000, _rank(ordered, 99) * 1000, ordered[-1] * 1000)
-
-
-def _rank(ordered: Sequence[float], pct: float) -> float:
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+LOAD_BEFORE = load_average()[0]
 
 
 @dataclass(frozen=True)
@@ -144,11 +104,7 @@ class Idle:
 
 
 # -- child processes (module level so that the spawn start method can import them) -----------------------
-
-
-def _url(db_path: str) -> str:
-    # An absolute path gives sqlite:////tmp/..., the four-slash form swarm reads as absolute.
-    return f"sqlite:///{db_path}"
+# (the broadcast waiters are :func:`_common.broadcast_waiter`)
 
 
 def _child(
@@ -162,7 +118,7 @@ def _child(
     """Open the store, run ``body``, and always report (an error is reported, not raised)."""
     report = Report(name=name)
     try:
-        store = open_store(_url(db_path))
+        store = open_store(sqlite_url(db_path))
         try:
             body(store, report, ready, go)
         finally:
@@ -173,42 +129,13 @@ def _child(
     results.put(report)
 
 
-def _prime_and_start(store: Store, identity: str, ready: Semaphore, go: Event) -> None:
-    """Make the first wait (places the cursor at the thread's end), then pass the start barrier."""
-    threads.wait(store, threads.WaitSpec(identity=identity, thread=THREAD), timeout=0)
-    ready.release()
-    if not go.wait(SETUP_TIMEOUT_SECONDS):
-        raise TimeoutError("the parent never released the processes")
-
-
-def broadcast_waiter(
-    db_path: str, identity: str, expected: int, ready: Semaphore, go: Event, results: Queue[Report]
-) -> None:
-    """Wait for ``expected`` entries, noting the time each wait returns."""
-
-    def body(store: Store, report: Report, ready: Semaphore, go: Event) -> None:
-        _prime_and_start(store, identity, ready, go)
-        spec = threads.WaitSpec(identity=identity, thread=THREAD)
-        cpu, wall = time.process_time(), time.perf_counter()
-        while len(report.received) < expected:
-            msg = threads.wait(store, spec, timeout=WAIT_TIMEOUT_SECONDS)
-            now = time.time()
-            if msg is None:
-                break  # the parent's check names what is missing
-            report.received.append((msg.seq, msg.body, now))
-        report.cpu_seconds = time.process_time() - cpu
-        report.wall_seconds = time.perf_counter() - wall
-
-    _child(body, db_path, identity, ready, go, results)
-
-
 def idle_waiter(
     db_path: str, identity: str, seconds: float, ready: Semaphore, go: Event, results: Queue[Report]
 ) -> None:
     """Sit in one wait that nothing ends; measure the CPU time it costs."""
 
     def body(store: Store, report: Report, ready: Semaphore, go: Event) -> None:
-        _prime_and_start(store, identity, ready, go)
+        prime_and_start(store, identity, ready, go)
         cpu, wall = time.process_time(), time.perf_counter()
         msg = threads.wait(store, threads.WaitSpec(identity=identity, thread=THREAD), timeout=seconds)
         report.cpu_seconds = time.process_time() - cpu
@@ -223,7 +150,7 @@ def answering_lead(db_path: str, rounds: int, ready: Semaphore, go: Event, resul
     """Wait as ``lead`` and answer each question."""
 
     def body(store: Store, report: Report, ready: Semaphore, go: Event) -> None:
-        _prime_and_start(store, LEAD, ready, go)
+        prime_and_start(store, LEAD, ready, go)
         spec = threads.WaitSpec(identity=LEAD, thread=THREAD)
         while len(report.received) < rounds:
             msg = threads.wait(store, spec, timeout=WAIT_TIMEOUT_SECONDS)
@@ -239,9 +166,7 @@ def asking_agent(db_path: str, rounds: int, ready: Semaphore, go: Event, results
     """Ask ``rounds`` questions one after the other, timing each ``ask``; check every answer."""
 
     def body(store: Store, report: Report, ready: Semaphore, go: Event) -> None:
-        ready.release()  # asks need no cursor: an answer is found by its reply_to
-        if not go.wait(SETUP_TIMEOUT_SECONDS):
-            raise TimeoutError("the parent never released the processes")
+        start_barrier(ready, go)  # asks need no cursor: an answer is found by its reply_to
         for i in range(rounds):
             text = f"question {i}"
             started = time.perf_counter()
@@ -255,130 +180,16 @@ def asking_agent(db_path: str, rounds: int, ready: Semaphore, go: Event, results
     _child(body, db_path, ASKER, ready, go, results)
 
 
-# -- running a group of processes -----------------------------------------------------------------------
-
-
-def _prepare(db_path: str, agents: int) -> None:
-    """A fresh database with swarm ``E`` and agents ``agent-1`` .. ``agent-<agents>`` (known recipients)."""
-    with open_store(_url(db_path)) as store:
-        swarm = store.ensure_swarm(EPIC)
-        for n in range(1, agents + 1):
-            store.register_agent(AgentRecord(id=f"agent-{n}", swarm_id=swarm.id))
-
-
-def _drain(results: Queue[Report]) -> list[Report]:
-    """Reports already sent (used to explain a failure, so it never blocks long)."""
-    found: list[Report] = []
-    with contextlib.suppress(queue.Empty):
-        while True:
-            found.append(results.get(timeout=0.2))
-    return found
-
-
-def _failure(what: str, reports: Sequence[Report]) -> BenchError:
-    """A BenchError that names the failed processes, each distinct traceback printed once."""
-    by_error: dict[str, list[str]] = {}
-    for r in reports:
-        if r.error:
-            by_error.setdefault(r.error, []).append(r.name)
-    lines = [what] + [f"{', '.join(names)}:\n{error.rstrip()}" for error, names in by_error.items()]
-    return BenchError("\n".join(lines))
-
-
-def run_group(
-    targets: Sequence[tuple[str, Callable[..., None], tuple[Any, ...]]], during: Callable[[], T]
-) -> tuple[T, list[Report]]:
-    """Spawn ``targets`` (name, function, leading args), release them together, run ``during`` in this process,
-    then collect one report from each. Any child error fails the run."""
-    ctx: SpawnContext = multiprocessing.get_context("spawn")
-    ready = ctx.Semaphore(0)
-    go = ctx.Event()
-    results: Queue[Report] = ctx.Queue()
-    procs: list[SpawnProcess] = [
-        ctx.Process(target=fn, args=(*args, ready, go, results), name=f"msg-bench-{name}") for name, fn, args in targets
-    ]
-    for proc in procs:
-        proc.start()
-    reports: list[Report] = []
-    finished = False
-    try:
-        # Wait in short slices so that a child dying before it is ready fails the run at once.
-        deadline = time.monotonic() + SETUP_TIMEOUT_SECONDS
-        waiting = len(procs)
-        while waiting:
-            if ready.acquire(timeout=0.2):
-                waiting -= 1
-            elif any(p.exitcode is not None for p in procs) or time.monotonic() > deadline:
-                raise _failure("a process stopped before the start", _drain(results))
-        go.set()
-        outcome = during()
-        # Collect before joining: a child blocks on exit until its queued report has been read.
-        deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-        while len(reports) < len(procs):
-            try:
-                reports.append(results.get(timeout=0.2))
-            except queue.Empty:
-                if any(p.exitcode not in (None, 0) for p in procs) or time.monotonic() > deadline:
-                    raise _failure(f"only {len(reports)} of {len(procs)} processes reported", reports) from None
-        finished = True
-    finally:
-        for proc in procs:
-            proc.join(timeout=10 if finished else 0)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-    if any(r.error for r in reports):
-        raise _failure(f"{sum(1 for r in reports if r.error)} process(es) failed", reports)
-    return outcome, reports
-
-
 # -- the three measurements ------------------------------------------------------------------------------
 
 
 def measure_broadcast(tmp: Path, waiters: int, messages: int, interval: float) -> BroadcastRow:
     """``waiters`` processes wait while ``lead`` (this process) sends ``messages`` entries to all."""
     db_path = str(tmp / f"broadcast-{waiters}.db")
-    _prepare(db_path, waiters)
-    sent: list[tuple[int, int]] = []  # (seq, index)
-    send_seconds: list[float] = []
-
-    def send_all() -> None:
-        with open_store(_url(db_path)) as store:
-            time.sleep(SETTLE_SECONDS)
-            start = time.perf_counter()
-            for i in range(messages):
-                # A fixed schedule, not a fixed gap: a slow send does not push the later ones back.
-                delay = start + i * interval - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                stamp = time.time()
-                msg = threads.send(store, LEAD, json.dumps({"i": i, "sent_at": stamp}), thread=THREAD)
-                send_seconds.append(time.time() - stamp)
-                sent.append((msg.seq, i))
-
-    targets = [(f"agent-{n}", broadcast_waiter, (db_path, f"agent-{n}", messages)) for n in range(1, waiters + 1)]
-    _, reports = run_group(targets, send_all)
-    sent_seqs = [seq for seq, _ in sent]
-    if sent_seqs != list(range(sent_seqs[0], sent_seqs[0] + messages)):
-        raise BenchError(f"{waiters} waiters: the sent entries got gapped or unordered sequence numbers")
-    index_of = dict(sent)
-    latencies: list[float] = []
-    for r in reports:
-        seqs = [seq for seq, _, _ in r.received]
-        if seqs != sent_seqs:
-            got = set(seqs)
-            missing = [s for s in sent_seqs if s not in got]
-            twice = sorted({s for s in seqs if seqs.count(s) > 1})
-            raise BenchError(
-                f"{waiters} waiters: {r.name} received {len(seqs)} of {messages} entries: "
-                f"{len(missing)} missing (e.g. {missing[:3]}), duplicates {twice[:3]}, "
-                f"in order: {seqs == sorted(seqs)}"
-            )
-        for seq, body, received_at in r.received:
-            data = json.loads(body)
-            if data["i"] != index_of[seq]:
-                raise BenchError(f"{r.name}: entry {seq} carries the body of entry {data['i']}")
-            latencies.append(received_at - float(data["sent_at"]))
+    register_agents(sqlite_url(db_path), EPIC, waiters)
+    latencies, send_seconds, reports = broadcast(
+        f"{waiters} waiters", sqlite_url(db_path), waiters, messages, interval, prefix="msg-bench"
+    )
     cpu = sum(r.cpu_seconds / r.wall_seconds for r in reports if r.wall_seconds > 0) * 100
     return BroadcastRow(waiters, messages, Stats.of(latencies), Stats.of(send_seconds), cpu)
 
@@ -386,9 +197,9 @@ def measure_broadcast(tmp: Path, waiters: int, messages: int, interval: float) -
 def measure_round_trips(tmp: Path, rounds: int) -> RoundTrip:
     """``agent-1`` asks, ``lead`` answers, ``rounds`` times in a row."""
     db_path = str(tmp / "ask.db")
-    _prepare(db_path, 1)
+    register_agents(sqlite_url(db_path), EPIC, 1)
     targets = [(LEAD, answering_lead, (db_path, rounds)), (ASKER, asking_agent, (db_path, rounds))]
-    _, reports = run_group(targets, lambda: None)
+    _, reports, _ = run_group("ask/answer", targets, lambda: None, prefix="msg-bench")
     lead = next(r for r in reports if r.name == LEAD)
     asker = next(r for r in reports if r.name == ASKER)
     bodies = [body for _, body, _ in lead.received]
@@ -400,9 +211,9 @@ def measure_round_trips(tmp: Path, rounds: int) -> RoundTrip:
 def measure_idle(tmp: Path, waiters: int, seconds: float) -> Idle:
     """``waiters`` processes wait ``seconds`` with nothing sent; their summed CPU time over wall time."""
     db_path = str(tmp / "idle.db")
-    _prepare(db_path, waiters)
+    register_agents(sqlite_url(db_path), EPIC, waiters)
     targets = [(f"agent-{n}", idle_waiter, (db_path, f"agent-{n}", seconds)) for n in range(1, waiters + 1)]
-    _, reports = run_group(targets, lambda: None)
+    _, reports, _ = run_group("idle", targets, lambda: None, prefix="msg-bench")
     cpu = sum(r.cpu_seconds / r.wall_seconds for r in reports if r.wall_seconds > 0) * 100
     return Idle(waiters, seconds, cpu)
 
@@ -410,17 +221,9 @@ def measure_idle(tmp: Path, waiters: int, seconds: float) -> Idle:
 # -- reporting --------------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        # Latency tails are sensitive to other work on the machine; this says how busy it was.
-        "load_average": LOAD_BEFORE,
-    }
+def _machine() -> dict[str, Any]:
+    # Latency tails are sensitive to other work on the machine; the load average says how busy it was.
+    return machine(sqlite=True, load_average=LOAD_BEFORE)
 
 
 def goal(rows: Sequence[BroadcastRow]) -> dict[str, Any]:
@@ -437,7 +240,7 @@ def render_table(
     rows: Sequence[BroadcastRow], trip: RoundTrip, idle: Idle, interval: float, args: argparse.Namespace
 ) -> str:
     """The plain-text report."""
-    info = machine()
+    info = _machine()
     lines = [
         f"machine: {info['platform']} ({info['machine']}), {info['cpu_count']} CPUs, "
         f"Python {info['python']}, SQLite {info['sqlite']}, load average {info['load_average']} before the run",
@@ -476,31 +279,22 @@ def render_json(
     rows: Sequence[BroadcastRow], trip: RoundTrip, idle: Idle, interval: float, args: argparse.Namespace
 ) -> str:
     """The same figures as one JSON object."""
-
-    def stats(s: Stats) -> dict[str, Any]:
-        return {
-            "count": s.count,
-            "p50_ms": round(s.p50_ms, 2),
-            "p99_ms": round(s.p99_ms, 2),
-            "max_ms": round(s.max_ms, 2),
-        }
-
     return json.dumps(
         {
-            "machine": machine(),
+            "machine": _machine(),
             "poll_seconds": threads.POLL_SECONDS,
             "messages": args.messages,
             "interval_ms": interval * 1000,
             "broadcast": [
                 {
                     "waiters": r.waiters,
-                    "latency": stats(r.latency),
-                    "send": stats(r.send),
+                    "latency": r.latency.as_json(),
+                    "send": r.send.as_json(),
                     "waiter_cpu_percent": round(r.waiter_cpu_percent, 1),
                 }
                 for r in rows
             ],
-            "ask_answer": stats(trip.latency),
+            "ask_answer": trip.latency.as_json(),
             "idle": {
                 "waiters": idle.waiters,
                 "seconds": idle.seconds,
@@ -512,21 +306,15 @@ def render_json(
     )
 
 
-def _counts(text: str) -> list[int]:
-    try:
-        counts = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from exc
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError("waiter counts must be positive")
-    return counts
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure, print, and return 1 if a correctness check failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--waiters", type=_counts, default=[1, 10, 50], metavar="LIST", help="waiter counts (default 1,10,50)"
+        "--waiters",
+        type=count_list("waiter"),
+        default=[1, 10, 50],
+        metavar="LIST",
+        help="waiter counts (default 1,10,50)",
     )
     parser.add_argument("--messages", type=int, default=200, metavar="N", help="entries sent per row (default 200)")
     parser.add_argument(

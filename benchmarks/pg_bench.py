@@ -51,46 +51,58 @@ import argparse
 import asyncio
 import atexit
 import contextlib
-import glob
 import importlib.metadata
 import importlib.util
 import json
 import logging
 import math
-import multiprocessing
 import os
-import platform
 import pwd
-import queue
 import shutil
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
+from _common import (
+    BenchError,
+    Report,
+    Stats,
+    Target,
+    broadcast,
+    check_claims,
+    check_done,
+    count_list,
+    load_average,
+    machine,
+    pg_bin_dir,
+    queue_tasks,
+    register_agents,
+    round_or_none,
+    run_group,
+    sqlite_url,
+    start_barrier,
+    swarm_task_rows,
+    swarm_worker,
+    task_ids,
+)
 from psycopg import sql
 
 from swarm import threads
-from swarm.models import LEAD, AgentRecord, Spec
-from swarm.store import RetryPolicy, StoreOptions, open_store
 
 if TYPE_CHECKING:
-    from multiprocessing.context import SpawnContext, SpawnProcess
     from multiprocessing.queues import Queue
     from multiprocessing.synchronize import Event, Semaphore
 
-T = TypeVar("T")
 #: Items per worker by default (see the module docstring for why not fewer).
 JOBS_PER_WORKER = 500
 
@@ -101,27 +113,15 @@ GOAL_WORKERS = 8
 GOAL_RATIO = 1.5
 GOAL_P99_MS = 20.0
 EPIC = "bench"
-THREAD = "team"
 QUEUE = "bench"
 LEASE_TTL_SECONDS = 300.0
-# Time for the released waiters to get back into their wait before the first entry is sent.
-SETTLE_SECONDS = 0.5
-# A waiter that hears nothing for this long has missed an entry; it stops and the check reports the gap.
-WAIT_TIMEOUT_SECONDS = 30.0
-# Generous: a process that has not reported by then is stuck, and a hung benchmark helps nobody.
-SETUP_TIMEOUT_SECONDS = 300.0
-RUN_TIMEOUT_SECONDS = 600.0
 PG_START_TIMEOUT = 60
 # The 1-minute load average when the script started (the report prints after the load it caused itself).
-LOAD_BEFORE = round(os.getloadavg()[0], 2)
+LOAD_BEFORE = load_average()[0]
 MISSING_PROCRASTINATE = (
     "procrastinate is not installed; it is a benchmark-only dependency: "
     ".venv/bin/pip install -e '.[bench]' (or .venv/bin/pip install 'procrastinate>=3')"
 )
-
-
-class BenchError(Exception):
-    """A correctness check failed: the figures of this run must not be trusted."""
 
 
 class ServerError(Exception):
@@ -133,18 +133,12 @@ class ServerError(Exception):
 
 def _find_pg_bin() -> Path:
     """The newest ``/usr/lib/postgresql/*/bin`` with initdb and pg_ctl, else the one on PATH."""
-    candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"),
-        key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parent.name.split(".")],
-        reverse=True,
-    )
-    for folder in candidates:
-        if all((Path(folder) / tool).exists() for tool in ("initdb", "pg_ctl")):
-            return Path(folder)
-    on_path = shutil.which("pg_ctl")
-    if on_path and shutil.which("initdb"):
-        return Path(on_path).resolve().parent
-    raise ServerError("PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or on PATH")
+    found = pg_bin_dir(("initdb", "pg_ctl"))
+    if found is None:
+        raise ServerError(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or on PATH"
+        )
+    return found
 
 
 def _free_port() -> int:
@@ -288,47 +282,6 @@ class PgServer:
 # -- child processes (module level so that the spawn start method can import them) -----------------------
 
 
-@dataclass
-class Report:
-    """What one child process sends back."""
-
-    name: str
-    claimed: list[str] = field(default_factory=list)  # task / job ids, in claim order
-    received: list[tuple[int, str, float]] = field(default_factory=list)  # (seq, body, time.time() at return)
-    worker_id: int | None = None  # procrastinate's worker row
-    error: str | None = None
-
-
-def _start_barrier(ready: Semaphore, go: Event) -> None:
-    # Releasing the semaphore tells the parent this process is ready; the event is the starting gun, fired
-    # after the parent has read the clock, so no process starts before the timed span.
-    ready.release()
-    if not go.wait(SETUP_TIMEOUT_SECONDS):
-        raise TimeoutError("the parent never released the processes")
-
-
-def swarm_worker(url: str, name: str, ready: Semaphore, go: Event, results: Queue[Report]) -> None:
-    """Open the store (PostgreSQL or SQLite), wait for the start, then claim+complete until the queue is empty."""
-    report = Report(name=name)
-    try:
-        # No retry backoff: nothing fails here (as in queue_bench).
-        store = open_store(url, StoreOptions(retry=RetryPolicy(0, 0)))
-        try:
-            _start_barrier(ready, go)
-            while True:
-                got = store.claim(name, ttl_seconds=LEASE_TTL_SECONDS)
-                if got is None:
-                    break
-                report.claimed.append(got.task_id)
-                store.complete(got.task_id, name, got.lease_token, commit=f"sha-{got.task_id}")
-        finally:
-            store.close()
-    except BaseException:
-        # Reported, not raised: the parent turns it into a failed check and exit status 1.
-        report.error = traceback.format_exc()
-    results.put(report)
-
-
 def _procrastinate() -> Any:
     """The procrastinate package, or a clear error when the benchmark extra is not installed."""
     try:
@@ -358,9 +311,7 @@ async def _procrastinate_loop(url: str, ready: Semaphore, go: Event, report: Rep
         # The worker row stays (the database is dropped afterwards): the check compares each job's worker_id.
         worker_id = int(await manager.register_worker())
         report.worker_id = worker_id
-        ready.release()
-        if not await asyncio.to_thread(go.wait, SETUP_TIMEOUT_SECONDS):
-            raise TimeoutError("the parent never released the processes")
+        await asyncio.to_thread(start_barrier, ready, go)
         while True:
             job = await manager.fetch_job(queues=None, worker_id=worker_id)
             if job is None:
@@ -379,146 +330,11 @@ def procrastinate_worker(url: str, name: str, ready: Semaphore, go: Event, resul
     results.put(report)
 
 
-def wake_waiter(url: str, identity: str, expected: int, ready: Semaphore, go: Event, results: Queue[Report]) -> None:
-    """Wait for ``expected`` entries on the PostgreSQL store, noting the time each wait returns."""
-    report = Report(name=identity)
-    try:
-        store = open_store(url)
-        try:
-            spec = threads.WaitSpec(identity=identity, thread=THREAD)
-            threads.wait(store, spec, timeout=0)  # places the cursor at the thread's end, as a first wait does
-            _start_barrier(ready, go)
-            while len(report.received) < expected:
-                msg = threads.wait(store, spec, timeout=WAIT_TIMEOUT_SECONDS)
-                now = time.time()
-                if msg is None:
-                    break  # the parent's check names what is missing
-                report.received.append((msg.seq, msg.body, now))
-        finally:
-            store.close()
-    except BaseException:
-        report.error = traceback.format_exc()
-    results.put(report)
-
-
-# -- running a group of processes -----------------------------------------------------------------------
-
-
-def _drain(results: Queue[Report]) -> list[Report]:
-    """Reports already sent (used to explain a failure, so it never blocks long)."""
-    found: list[Report] = []
-    with contextlib.suppress(queue.Empty):
-        while True:
-            found.append(results.get(timeout=0.2))
-    return found
-
-
-def _failure(what: str, reports: Sequence[Report]) -> BenchError:
-    """A BenchError that names the failed processes, each distinct traceback printed once."""
-    by_error: dict[str, list[str]] = {}
-    for r in reports:
-        if r.error:
-            by_error.setdefault(r.error, []).append(r.name)
-    lines = [what] + [f"{', '.join(names)}:\n{error.rstrip()}" for error, names in by_error.items()]
-    return BenchError("\n".join(lines))
-
-
-def run_group(
-    label: str, targets: Sequence[tuple[str, Callable[..., None], tuple[Any, ...]]], during: Callable[[], T]
-) -> tuple[T, list[Report], float]:
-    """Spawn ``targets`` (name, function, leading args), release them together, run ``during`` here, then
-    collect one report from each. Returns ``during``'s result, the reports, and the seconds from the release
-    until the last report. Any child error fails the run."""
-    ctx: SpawnContext = multiprocessing.get_context("spawn")
-    ready = ctx.Semaphore(0)
-    go = ctx.Event()
-    results: Queue[Report] = ctx.Queue()
-    procs: list[SpawnProcess] = [
-        ctx.Process(target=fn, args=(*args, ready, go, results), name=f"pg-bench-{name}") for name, fn, args in targets
-    ]
-    for proc in procs:
-        proc.start()
-    reports: list[Report] = []
-    finished = False
-    try:
-        # Wait in short slices so that a child dying before it is ready fails the run at once.
-        deadline = time.monotonic() + SETUP_TIMEOUT_SECONDS
-        waiting = len(procs)
-        while waiting:
-            if ready.acquire(timeout=0.2):
-                waiting -= 1
-            elif any(p.exitcode is not None for p in procs):
-                stopped = ", ".join(f"{p.name} (exit {p.exitcode})" for p in procs if p.exitcode is not None)
-                raise _failure(f"{label}: stopped before the start: {stopped}", _drain(results))
-            elif time.monotonic() > deadline:
-                raise _failure(
-                    f"{label}: {waiting} of {len(procs)} processes not ready after {SETUP_TIMEOUT_SECONDS:.0f}s "
-                    f"(load average {os.getloadavg()[0]:.1f})",
-                    _drain(results),
-                )
-        started = time.perf_counter()
-        go.set()
-        outcome = during()
-        # Collect before joining: a child blocks on exit until its queued report has been read.
-        deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-        while len(reports) < len(procs):
-            try:
-                reports.append(results.get(timeout=0.2))
-            except queue.Empty:
-                if any(p.exitcode not in (None, 0) for p in procs) or time.monotonic() > deadline:
-                    crashed = ", ".join(f"{p.name} (exit {p.exitcode})" for p in procs if p.exitcode not in (None, 0))
-                    raise _failure(
-                        f"{label}: only {len(reports)} of {len(procs)} processes reported"
-                        + (f"; crashed: {crashed}" if crashed else f" within {RUN_TIMEOUT_SECONDS:.0f}s"),
-                        reports,
-                    ) from None
-        elapsed = time.perf_counter() - started
-        finished = True
-    finally:
-        for proc in procs:
-            proc.join(timeout=10 if finished else 0)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-    if any(r.error for r in reports):
-        raise _failure(f"{label}: {sum(1 for r in reports if r.error)} process(es) failed", reports)
-    return outcome, reports, elapsed
-
-
 # -- throughput ---------------------------------------------------------------------------------------------
 
 
-def _check_claims(label: str, ids: Sequence[str], reports: Sequence[Report]) -> dict[str, str]:
-    """Every id claimed exactly once by the workers' own account; returns id -> claiming worker."""
-    claims = Counter(task for r in reports for task in r.claimed)
-    twice = sorted(task for task, n in claims.items() if n > 1)
-    missing = sorted(set(ids) - claims.keys())
-    strange = sorted(claims.keys() - set(ids))
-    if twice or missing or strange:
-        raise BenchError(
-            f"{label}: {len(twice)} claimed more than once (e.g. {twice[:3]}), "
-            f"{len(missing)} never claimed (e.g. {missing[:3]}), {len(strange)} unknown (e.g. {strange[:3]})"
-        )
-    return {task: r.name for r in reports for task in r.claimed}
-
-
-def _prepare_swarm(url: str, total: int) -> list[str]:
-    ids = [f"bench-{i:06d}" for i in range(total)]
-    with open_store(url) as store:
-        store.add_tasks([Spec(id=i, epic=EPIC, title=i, body="benchmark task") for i in ids])
-    return ids
-
-
 def _verify_swarm(label: str, url: str, ids: Sequence[str], reports: Sequence[Report]) -> None:
-    claimer = _check_claims(label, ids, reports)
-    with open_store(url) as store:
-        rows = [(t.id, t.state.value, t.attempts, t.owner) for t in store.list_tasks(EPIC)]
-    bad = [row for row in rows if row[1] != "done" or row[2] != 1 or row[3] != claimer.get(row[0])]
-    if len(rows) != len(ids) or bad:
-        raise BenchError(
-            f"{label}: the database disagrees: {len(rows)} rows for {len(ids)} tasks, "
-            f"{len(bad)} not done exactly once by their claimer (e.g. {bad[:3]})"
-        )
+    check_done(label, ids, reports, swarm_task_rows(url, EPIC))
 
 
 async def _defer_procrastinate_jobs(url: str, total: int) -> list[str]:
@@ -535,7 +351,7 @@ async def _defer_procrastinate_jobs(url: str, total: int) -> list[str]:
 
 
 def _verify_procrastinate(label: str, url: str, ids: Sequence[str], reports: Sequence[Report]) -> None:
-    claimer = _check_claims(label, ids, reports)
+    claimer = check_claims(label, ids, reports)
     worker_of = {str(r.worker_id): r.name for r in reports}
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
@@ -563,21 +379,22 @@ def measure_throughput(server: PgServer, tmp: Path, kind: Kind, workers: int, pe
     total = workers * per_worker
     names = [f"w{n:02d}" for n in range(workers)]
     dbname: str | None = None
-    # An absolute path gives sqlite:////tmp/..., the four-slash form swarm reads as absolute.
     db_path = tmp / f"sqlite-{time.monotonic_ns()}.db"
     try:
         if kind == "swarm-sqlite":
-            url = f"sqlite:///{db_path}"
+            url = sqlite_url(db_path)
         else:
             dbname = server.create_database(kind.replace("-", "_"))
             url = server.url(dbname)
+        targets: list[Target]
         if kind == "procrastinate":
             ids = asyncio.run(_defer_procrastinate_jobs(url, total))
-            target: Callable[..., None] = procrastinate_worker
+            targets = [(n, procrastinate_worker, (url, n)) for n in names]
         else:
-            ids = _prepare_swarm(url, total)
-            target = swarm_worker
-        _, reports, elapsed = run_group(label, [(n, target, (url, n)) for n in names], lambda: None)
+            ids = task_ids(total)
+            queue_tasks(url, EPIC, ids)
+            targets = [(n, swarm_worker, (url, n, LEASE_TTL_SECONDS)) for n in names]
+        _, reports, elapsed = run_group(label, targets, lambda: None, prefix="pg-bench")
         if kind == "procrastinate":
             _verify_procrastinate(label, url, ids, reports)
         else:
@@ -621,37 +438,6 @@ class Row:
 
 
 @dataclass(frozen=True)
-class Stats:
-    """Percentiles of a list of latencies, in milliseconds."""
-
-    count: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-
-    @classmethod
-    def of(cls, seconds: Sequence[float]) -> Stats:
-        """Nearest-rank percentiles of ``seconds``."""
-        ordered = sorted(seconds)
-        if not ordered:
-            return cls(0, math.nan, math.nan, math.nan)
-
-        def rank(pct: float) -> float:
-            return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)] * 1000
-
-        return cls(len(ordered), rank(50), rank(99), ordered[-1] * 1000)
-
-    def as_json(self) -> dict[str, Any]:
-        """Rounded figures."""
-        return {
-            "count": self.count,
-            "p50_ms": _round(self.p50_ms),
-            "p99_ms": _round(self.p99_ms),
-            "max_ms": _round(self.max_ms),
-        }
-
-
-@dataclass(frozen=True)
 class Wake:
     """The wake-latency figures."""
 
@@ -666,60 +452,15 @@ def measure_wake(server: PgServer, waiters: int, messages: int, interval: float)
     """``waiters`` processes wait on a PostgreSQL store while ``lead`` (this process) sends to all."""
     dbname = server.create_database("wake")
     url = server.url(dbname)
-    sent: list[tuple[int, int]] = []  # (seq, index)
-    send_seconds: list[float] = []
     try:
-        with open_store(url) as store:
-            swarm = store.ensure_swarm(EPIC)
-            for n in range(1, waiters + 1):
-                store.register_agent(AgentRecord(id=f"agent-{n}", swarm_id=swarm.id))
-
-        def send_all() -> None:
-            with open_store(url) as store:
-                time.sleep(SETTLE_SECONDS)
-                start = time.perf_counter()
-                for i in range(messages):
-                    # A fixed schedule, not a fixed gap: a slow send does not push the later ones back.
-                    delay = start + i * interval - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                    stamp = time.time()
-                    msg = threads.send(store, LEAD, json.dumps({"i": i, "sent_at": stamp}), thread=THREAD)
-                    send_seconds.append(time.time() - stamp)
-                    sent.append((msg.seq, i))
-
-        targets = [(f"agent-{n}", wake_waiter, (url, f"agent-{n}", messages)) for n in range(1, waiters + 1)]
-        _, reports, _ = run_group(f"wake latency with {waiters} waiters", targets, send_all)
+        register_agents(url, EPIC, waiters)
+        latencies, send_seconds, _ = broadcast("wake latency", url, waiters, messages, interval, prefix="pg-bench")
     finally:
         server.drop_database(dbname)
-    sent_seqs = [seq for seq, _ in sent]
-    if sent_seqs != list(range(sent_seqs[0], sent_seqs[0] + messages)):
-        raise BenchError("wake latency: the sent entries got gapped or unordered sequence numbers")
-    index_of = dict(sent)
-    latencies: list[float] = []
-    for r in reports:
-        seqs = [seq for seq, _, _ in r.received]
-        if seqs != sent_seqs:
-            got = set(seqs)
-            missing = [s for s in sent_seqs if s not in got]
-            twice = sorted({s for s in seqs if seqs.count(s) > 1})
-            raise BenchError(
-                f"wake latency: {r.name} received {len(seqs)} of {messages} entries: {len(missing)} missing "
-                f"(e.g. {missing[:3]}), duplicates {twice[:3]}, in order: {seqs == sorted(seqs)}"
-            )
-        for seq, body, received_at in r.received:
-            data = json.loads(body)
-            if data["i"] != index_of[seq]:
-                raise BenchError(f"wake latency: {r.name}: entry {seq} carries the body of entry {data['i']}")
-            latencies.append(received_at - float(data["sent_at"]))
     return Wake(waiters, messages, interval * 1000, Stats.of(latencies), Stats.of(send_seconds))
 
 
 # -- reporting ------------------------------------------------------------------------------------------------
-
-
-def _round(value: float, digits: int = 2) -> float | None:
-    return None if math.isnan(value) else round(value, digits)
 
 
 def _version(package: str) -> str:
@@ -729,19 +470,14 @@ def _version(package: str) -> str:
         return "missing"
 
 
-def machine(server_version: str) -> dict[str, Any]:
-    """What the figures were measured on."""
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "postgresql": server_version,
-        "sqlite": sqlite3.sqlite_version,
-        "psycopg": _version("psycopg"),
-        "procrastinate": _version("procrastinate"),
-        "load_average": LOAD_BEFORE,
-    }
+def _machine(server_version: str) -> dict[str, Any]:
+    return machine(
+        sqlite=True,
+        postgresql=server_version,
+        psycopg=_version("psycopg"),
+        procrastinate=_version("procrastinate"),
+        load_average=LOAD_BEFORE,
+    )
 
 
 def goals(rows: Sequence[Row], wake: Wake) -> dict[str, Any]:
@@ -759,8 +495,8 @@ def goals(rows: Sequence[Row], wake: Wake) -> dict[str, Any]:
         "wake": {
             "figure": f"message wake latency p99 on PostgreSQL, {wake.waiters} waiters",
             "text": f"p99 wake <= {GOAL_P99_MS:.0f} ms",
-            "p99_ms": _round(wake.latency.p99_ms),
-            "p50_ms": _round(wake.latency.p50_ms),
+            "p99_ms": round_or_none(wake.latency.p99_ms),
+            "p50_ms": round_or_none(wake.latency.p50_ms),
             "met": None if math.isnan(wake.latency.p99_ms) else wake.latency.p99_ms <= GOAL_P99_MS,
         },
     }
@@ -848,21 +584,15 @@ def render_json(
     )
 
 
-def _counts(text: str) -> list[int]:
-    try:
-        counts = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from exc
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError("worker counts must be positive")
-    return counts
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure, print, and return 1 if a correctness check failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--workers", type=_counts, default=[1, 8, 16], metavar="LIST", help="worker process counts (default 1,8,16)"
+        "--workers",
+        type=count_list("worker"),
+        default=[1, 8, 16],
+        metavar="LIST",
+        help="worker process counts (default 1,8,16)",
     )
     parser.add_argument(
         "--jobs-per-worker",
@@ -902,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     try:
         with PgServer.running_server(args.durable) as server, tempfile.TemporaryDirectory(prefix="pg-bench-") as tmp:
-            info = machine(server.version())
+            info = _machine(server.version())
             for n in args.workers:
                 samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
                 # Interleave the contenders so that a slow patch of the machine hits all, not just one.

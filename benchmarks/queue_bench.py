@@ -22,12 +22,7 @@ script exits with status 1. It never judges speed by its exit status: benchmarks
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import multiprocessing
-import os
-import platform
-import queue
 import secrets
 import sqlite3
 import statistics
@@ -35,31 +30,42 @@ import sys
 import tempfile
 import time
 import traceback
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from swarm.models import Spec
-from swarm.store import RetryPolicy, StoreOptions, open_store
+from _common import (
+    BenchError,
+    Report,
+    Target,
+    check_done,
+    count_list,
+    machine,
+    queue_tasks,
+    run_group,
+    sqlite_url,
+    start_barrier,
+    swarm_task_rows,
+    swarm_worker,
+    task_ids,
+)
+
+from swarm.store import StoreOptions
 
 if TYPE_CHECKING:
-    from multiprocessing.context import SpawnProcess
     from multiprocessing.queues import Queue
     from multiprocessing.synchronize import Event, Semaphore
 
 T = TypeVar("T")
 Kind = Literal["swarm", "raw"]
+EPIC = "bench"
 
 GOAL_PROCESSES = 8
 GOAL_RATIO = 0.5
 # swarm's default (StoreOptions.busy_timeout_seconds); the raw side uses the same so both wait alike.
 BUSY_TIMEOUT_SECONDS = StoreOptions().busy_timeout_seconds
 LEASE_TTL_SECONDS = 300.0
-# Generous: a worker that has not reported by then is stuck, and a hung benchmark helps nobody.
-SETUP_TIMEOUT_SECONDS = 120.0
-RUN_TIMEOUT_SECONDS = 600.0
 
 RAW_SCHEMA = """
 CREATE TABLE t (
@@ -82,19 +88,6 @@ WHERE id = (SELECT id FROM t WHERE state = 'ready' ORDER BY priority DESC, creat
 RETURNING id
 """
 RAW_COMPLETE = "UPDATE t SET state = 'done' WHERE id = ? AND lease_token = ?"
-
-
-class BenchError(Exception):
-    """A correctness check failed: the figures of this run must not be trusted."""
-
-
-@dataclass
-class WorkerReport:
-    """What one worker process sends back: the tasks it claimed (in order) and any error it met."""
-
-    worker: str
-    claimed: list[str] = field(default_factory=list)
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -217,74 +210,35 @@ def _raw_complete(conn: sqlite3.Connection, task_id: str, token: str) -> None:
 # -- worker processes (module level so that the spawn start method can import them) ---------------------
 
 
-def worker(kind: Kind, db_path: str, name: str, ready: Semaphore, go: Event, results: Queue[WorkerReport]) -> None:
-    """Open the database, wait for the common start, then claim+complete until the queue is empty."""
-    report = WorkerReport(worker=name)
+def raw_worker(db_path: str, name: str, ready: Semaphore, go: Event, results: Queue[Report]) -> None:
+    """Open the database, wait for the common start, then claim+complete until the raw queue is empty.
+    (The swarm side is :func:`_common.swarm_worker`.)"""
+    report = Report(name=name)
     try:
-        if kind == "swarm":
-            _swarm_loop(db_path, name, ready, go, report.claimed)
-        else:
-            _raw_loop(db_path, name, ready, go, report.claimed)
+        conn = _raw_connect(Path(db_path))
+        try:
+            start_barrier(ready, go)
+            while True:
+                got = _raw_claim(conn, name)
+                if got is None:
+                    break
+                report.claimed.append(got[0])
+                _raw_complete(conn, *got)
+        finally:
+            conn.close()
     except BaseException:
         # Reported, not raised: the parent turns it into a failed correctness check and exit status 1.
         report.error = traceback.format_exc()
     results.put(report)
 
 
-def _wait_for_start(ready: Semaphore, go: Event) -> None:
-    # Releasing the semaphore tells the parent this worker has opened its database; the event is the
-    # starting gun, fired after the parent has read the clock, so no worker starts before the timed span.
-    ready.release()
-    if not go.wait(SETUP_TIMEOUT_SECONDS):
-        raise TimeoutError("the parent never released the workers")
-
-
-def _swarm_loop(db_path: str, agent: str, ready: Semaphore, go: Event, claimed: list[str]) -> None:
-    # No retry backoff: nothing fails here, and it keeps the options equal to the multi-process tests.
-    store = open_store(_swarm_url(db_path), StoreOptions(retry=RetryPolicy(0, 0)))
-    try:
-        _wait_for_start(ready, go)
-        while True:
-            got = store.claim(agent, ttl_seconds=LEASE_TTL_SECONDS)
-            if got is None:
-                break
-            claimed.append(got.task_id)
-            store.complete(got.task_id, agent, got.lease_token, commit=f"sha-{got.task_id}")
-    finally:
-        store.close()
-
-
-def _raw_loop(db_path: str, agent: str, ready: Semaphore, go: Event, claimed: list[str]) -> None:
-    conn = _raw_connect(Path(db_path))
-    try:
-        _wait_for_start(ready, go)
-        while True:
-            got = _raw_claim(conn, agent)
-            if got is None:
-                break
-            claimed.append(got[0])
-            _raw_complete(conn, *got)
-    finally:
-        conn.close()
-
-
 # -- one measurement --------------------------------------------------------------------------------------
-
-
-def _swarm_url(db_path: str) -> str:
-    # An absolute path gives sqlite:////tmp/..., the four-slash form swarm reads as absolute.
-    return f"sqlite:///{db_path}"
-
-
-def _task_ids(total: int) -> list[str]:
-    return [f"bench-{i:06d}" for i in range(total)]
 
 
 def _prepare(kind: Kind, db_path: str, ids: Sequence[str]) -> None:
     """Create the database and queue every task as ready, before any worker starts."""
     if kind == "swarm":
-        with open_store(_swarm_url(db_path)) as store:
-            store.add_tasks([Spec(id=i, epic="bench", title=i, body="benchmark task") for i in ids])
+        queue_tasks(sqlite_url(db_path), EPIC, ids)
         return
     conn = _raw_connect(Path(db_path))
     try:
@@ -298,122 +252,38 @@ def _prepare(kind: Kind, db_path: str, ids: Sequence[str]) -> None:
         conn.close()
 
 
-def _verify(kind: Kind, db_path: str, ids: Sequence[str], reports: Sequence[WorkerReport]) -> None:
+def _verify(kind: Kind, db_path: str, ids: Sequence[str], reports: Sequence[Report]) -> None:
     """Every task claimed exactly once (by the workers' own account and by the database) and done."""
-    if any(r.error for r in reports):
-        raise _failure(kind, "", reports)
-    claims = Counter(task for r in reports for task in r.claimed)
-    twice = sorted(task for task, n in claims.items() if n > 1)
-    missing = sorted(set(ids) - claims.keys())
-    strange = sorted(claims.keys() - set(ids))
-    if twice or missing or strange:
-        raise BenchError(
-            f"{kind}: {len(twice)} task(s) claimed more than once (e.g. {twice[:3]}), "
-            f"{len(missing)} never claimed (e.g. {missing[:3]}), {len(strange)} unknown"
-        )
-    claimer = {task: r.worker for r in reports for task in r.claimed}
     if kind == "swarm":
-        with open_store(_swarm_url(db_path)) as store:
-            rows = [(t.id, t.state.value, t.attempts, t.owner) for t in store.list_tasks("bench")]
+        rows: Sequence[Sequence[Any]] = swarm_task_rows(sqlite_url(db_path), EPIC)
     else:
         conn = sqlite3.connect(db_path)
         try:
             rows = conn.execute("SELECT id, state, attempts, owner FROM t").fetchall()
         finally:
             conn.close()
-    bad = [row for row in rows if row[1] != "done" or row[2] != 1 or row[3] != claimer.get(row[0])]
-    if len(rows) != len(ids) or bad:
-        raise BenchError(
-            f"{kind}: the database disagrees: {len(rows)} rows for {len(ids)} tasks, "
-            f"{len(bad)} not done exactly once by their claimer (e.g. {bad[:3]})"
-        )
-
-
-def _drain(results: Queue[WorkerReport]) -> list[WorkerReport]:
-    """Reports already sent (used to explain a failure, so it never blocks long)."""
-    found: list[WorkerReport] = []
-    with contextlib.suppress(queue.Empty):
-        while True:
-            found.append(results.get(timeout=0.2))
-    return found
-
-
-def _failure(kind: Kind, what: str, reports: Sequence[WorkerReport]) -> BenchError:
-    """A BenchError that names the failed workers, each distinct traceback printed once."""
-    by_error: dict[str, list[str]] = {}
-    for r in reports:
-        if r.error:
-            by_error.setdefault(r.error, []).append(r.worker)
-    failed = sum(len(names) for names in by_error.values())
-    lines = [f"{kind}: {what}" if what else f"{kind}: {failed} worker(s) failed"]
-    # Workers usually fail for one shared reason; sixteen copies of one traceback would bury it.
-    lines += [f"{', '.join(names)}:\n{error.rstrip()}" for error, names in by_error.items()]
-    return BenchError("\n".join(lines))
+    check_done(kind, ids, reports, rows)
 
 
 def measure(kind: Kind, processes: int, tasks_per_process: int) -> float:
     """Seconds for ``processes`` workers to drain ``processes * tasks_per_process`` tasks; verified."""
-    ctx = multiprocessing.get_context("spawn")
-    ids = _task_ids(processes * tasks_per_process)
+    ids = task_ids(processes * tasks_per_process)
     with tempfile.TemporaryDirectory(prefix=f"swarm-bench-{kind}-") as tmp:
         db_path = str(Path(tmp) / f"{kind}.db")
         _prepare(kind, db_path, ids)
-        ready = ctx.Semaphore(0)
-        go = ctx.Event()
-        results: Queue[WorkerReport] = ctx.Queue()
-        procs: list[SpawnProcess] = [
-            ctx.Process(target=worker, args=(kind, db_path, f"w{n:02d}", ready, go, results), name=f"bench-{kind}-{n}")
-            for n in range(processes)
-        ]
-        for proc in procs:
-            proc.start()
-        reports: list[WorkerReport] = []
-        finished = False
-        try:
-            # Wait in short slices so that a worker dying before it is ready (an import error, a database
-            # that will not open) fails the run at once instead of after the setup timeout.
-            deadline = time.monotonic() + SETUP_TIMEOUT_SECONDS
-            waiting = processes
-            while waiting:
-                if ready.acquire(timeout=0.2):
-                    waiting -= 1
-                elif any(p.exitcode is not None for p in procs) or time.monotonic() > deadline:
-                    raise _failure(kind, "a worker stopped before the start", _drain(results))
-            started = time.perf_counter()
-            go.set()
-            # Collect before joining: a child blocks on exit until its queued report has been read. A
-            # worker that catches its error still reports; only a hard crash (nonzero exit) is silent.
-            deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-            while len(reports) < processes:
-                try:
-                    reports.append(results.get(timeout=0.2))
-                except queue.Empty:
-                    if any(p.exitcode not in (None, 0) for p in procs) or time.monotonic() > deadline:
-                        raise _failure(kind, f"only {len(reports)} of {processes} workers reported", reports) from None
-            elapsed = time.perf_counter() - started
-            finished = True
-        finally:
-            for proc in procs:
-                proc.join(timeout=10 if finished else 0)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
+        names = [f"w{n:02d}" for n in range(processes)]
+        targets: list[Target]
+        if kind == "swarm":
+            targets = [(name, swarm_worker, (sqlite_url(db_path), name, LEASE_TTL_SECONDS)) for name in names]
+        else:
+            targets = [(name, raw_worker, (db_path, name)) for name in names]
+        # The clock runs from the release of the workers until the last one has reported.
+        _, reports, elapsed = run_group(kind, targets, lambda: None, prefix=f"bench-{kind}")
         _verify(kind, db_path, ids, reports)
     return elapsed
 
 
 # -- reporting --------------------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-    }
 
 
 def goal(rows: Sequence[Row]) -> dict[str, Any]:
@@ -428,7 +298,7 @@ def goal(rows: Sequence[Row]) -> dict[str, Any]:
 
 def render_table(rows: Sequence[Row], tasks_per_process: int, repeat: int) -> str:
     """The plain-text report."""
-    info = machine()
+    info = machine(sqlite=True)
     lines = [
         f"machine: {info['platform']} ({info['machine']}), {info['cpu_count']} CPUs, "
         f"Python {info['python']}, SQLite {info['sqlite']}",
@@ -451,7 +321,7 @@ def render_json(rows: Sequence[Row], tasks_per_process: int, repeat: int) -> str
     """The same figures as one JSON object."""
     return json.dumps(
         {
-            "machine": machine(),
+            "machine": machine(sqlite=True),
             "tasks_per_process": tasks_per_process,
             "repeat": repeat,
             "results": [
@@ -470,16 +340,6 @@ def render_json(rows: Sequence[Row], tasks_per_process: int, repeat: int) -> str
     )
 
 
-def _process_counts(text: str) -> list[int]:
-    try:
-        counts = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from exc
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError("process counts must be positive")
-    return counts
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure, print, and return 1 if a correctness check failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -492,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--processes",
-        type=_process_counts,
+        type=count_list("process"),
         default=[1, 4, 8, 16],
         metavar="LIST",
         help="comma-separated process counts (default 1,4,8,16)",

@@ -19,14 +19,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import glob
 import json
 import math
 import os
 import platform
-import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -34,6 +31,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from _common import load_average, pg_bin_dir, tool_version
+from _common import machine as bench_machine
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -1021,7 +1021,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 def run_one(bench: Bench, extra: Sequence[str]) -> dict[str, Any]:
     """Run one benchmark with ``--json``; a record with its data, or with the reason it failed."""
     argv = [sys.executable, str(HERE / bench.script), *extra, "--json"]
-    load = [round(x, 2) for x in os.getloadavg()]
+    load = load_average()
     started = time.time()
     record: dict[str, Any] = {
         "name": bench.name,
@@ -1081,22 +1081,10 @@ def _slim(name: str, data: dict[str, Any] | None) -> dict[str, Any] | None:
 # -- the machine -------------------------------------------------------------------------------------------
 
 
-def _command_version(argv: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return "missing"
-    text = (done.stdout or done.stderr).strip().splitlines()
-    return text[0] if text and done.returncode == 0 else "missing"
-
-
-def _postgres_binary() -> str | None:
+def _postgres_binary() -> Path | None:
     """The newest ``/usr/lib/postgresql/*/bin/postgres``, else ``postgres`` on PATH (as tests/pg.py looks)."""
-    found = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/postgres"),
-        key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parent.parent.name.split(".")],
-    )
-    return found[-1] if found else shutil.which("postgres")
+    folder = pg_bin_dir(("postgres",))
+    return folder / "postgres" if folder else None
 
 
 def _cpu_model() -> str:
@@ -1107,32 +1095,25 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _ram_gb() -> str:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 1024**2:.1f} GB"
-    return "unknown"
-
-
 def machine() -> dict[str, str]:
     """What the benchmarks ran on: platform, CPUs, memory and the versions of what they use."""
+    info = bench_machine(sqlite=True, tools=True, memory=True)
     pg = _postgres_binary()
     return {
-        "platform": platform.platform(),
-        "cpus": f"{os.cpu_count()} x {_cpu_model()}",
-        "ram": _ram_gb(),
-        "python": f"{platform.python_version()} ({sys.executable})",
-        "sqlite": sqlite3.sqlite_version,
-        "git": _command_version(["git", "--version"]).removeprefix("git version "),
-        "tmux": _command_version(["tmux", "-V"]).removeprefix("tmux "),
-        "postgresql": _command_version([pg, "--version"]).removeprefix("postgres (PostgreSQL) ") if pg else "missing",
+        "platform": info["platform"],
+        "cpus": f"{info['cpu_count']} x {_cpu_model()}",
+        "ram": f"{info['memory_gb']:.1f} GB",
+        "python": f"{info['python']} ({sys.executable})",
+        "sqlite": info["sqlite"],
+        "git": info["git"],
+        "tmux": info["tmux"],
+        "postgresql": tool_version([str(pg), "--version"], "postgres (PostgreSQL) ") if pg else "missing",
     }
 
 
 def commit() -> str:
     """``git rev-parse --short HEAD``, marked when the working tree has changes (read without taking locks)."""
-    head = _command_version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    head = tool_version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
     try:
         dirty = subprocess.run(
             ["git", "--no-optional-locks", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
@@ -1318,6 +1299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--output", type=Path, default=RESULTS_MD, help="where to write (default benchmarks/RESULTS.md)"
     )
+
     args = parser.parse_args(argv)
     present = available()
     wanted = [] if args.render_only else [b for b in present if args.only is None or b.name in args.only]

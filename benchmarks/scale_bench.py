@@ -61,7 +61,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import random
 import resource
 import shutil
@@ -81,6 +80,22 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import psutil
+from _common import (
+    MB,
+    BenchError,
+    clean_env,
+    force_cleanup,
+    init_repo,
+    kill_tmux_server,
+    leftovers,
+    load_average,
+    machine,
+    median,
+    percentile,
+    run_command,
+    swarm_cli,
+    warm_bytecode,
+)
 
 from swarm.agents import build_command, load_template
 from swarm.models import Spec
@@ -94,8 +109,6 @@ AGENT_COMMAND = "true"
 DEP_WINDOW = 50
 MAX_DEPS = 2
 BRANCH_PREFIX = "swarm"  # swarm.branch_prefix's default: agent branches are swarm/SCALE/agent-N
-WORKTREE_DIR = ".worktrees"
-GIT_IDENTITY = ("-c", "user.name=scale-bench", "-c", "user.email=scale-bench@example.invalid")
 COMMIT_AUTHOR = "swarm <swarm@localhost>"  # swarm.commit_author's default
 
 SAMPLE_SECONDS = 5.0
@@ -109,38 +122,12 @@ AGENT_CALIBRATION_RUNS = 200
 
 GOAL_WORKER_RSS_MB = 40.0  # as in launch_bench.py
 GOAL_MONITOR_CPU_PERCENT = 2.0  # of one core, as in status_bench.py
-MB = 1024 * 1024
 PR_SET_CHILD_SUBREAPER = 36
 
 T = TypeVar("T")
 
 
-class BenchError(Exception):
-    """A step failed: the figures of this run must not be trusted."""
-
-
 # -- helpers ---------------------------------------------------------------------------------------------
-
-
-def _run(
-    argv: Sequence[str],
-    *,
-    cwd: Path,
-    env: dict[str, str] | None = None,
-    what: str,
-    timeout: float = COMMAND_TIMEOUT,
-) -> str:
-    """Run a command; BenchError with its stderr if it fails. Returns stdout."""
-    try:
-        done = subprocess.run(
-            list(argv), cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=timeout
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"{what}: timed out after {timeout:.0f}s") from exc
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise BenchError(f"{what}: exit {done.returncode}: {' | '.join(tail) or 'no output'}")
-    return done.stdout
 
 
 def _children_cpu() -> float:
@@ -154,61 +141,12 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _tool_version(argv: Sequence[str]) -> str:
-    try:
-        out = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=10).stdout
-    except OSError:
-        return "missing"
-    return out.strip().split()[-1] if out.strip() else "unknown"
-
-
-def _clean_env(socket_name: str, pycache: Path) -> dict[str, str]:
-    """The launching environment without any swarm setting or tmux client of the caller's own; Python's
-    bytecode cache in a private folder, always written (an installed swarm has its ``.pyc`` files)."""
-    drop = ("TMUX", "TMUX_PANE", "PYTHONDONTWRITEBYTECODE")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_") and k not in drop}
-    env["SWARM_TMUX_SOCKET"] = socket_name
-    env["PYTHONPYCACHEPREFIX"] = str(pycache)
-    return env
-
-
-def _swarm(*args: str) -> list[str]:
-    return [sys.executable, "-m", "swarm", *args]
-
-
-def _tmux_sessions(socket_name: str) -> list[str]:
-    """Session names on the benchmark's tmux server; none when the server is gone."""
-    done = subprocess.run(
-        ["tmux", "-L", socket_name, "list-sessions", "-F", "#{session_name}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.split() if done.returncode == 0 else []
-
-
 def _tmux_server_pid(socket_name: str) -> int | None:
     done = subprocess.run(
         ["tmux", "-L", socket_name, "display-message", "-p", "#{pid}"], capture_output=True, text=True, check=False
     )
     text = done.stdout.strip()
     return int(text) if done.returncode == 0 and text.isdigit() else None
-
-
-def _leftover_worktrees(repo: Path) -> list[str]:
-    base = repo / WORKTREE_DIR
-    return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
-
-
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else math.nan
-
-
-def _quantile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def _machine_busy() -> float:
@@ -248,11 +186,7 @@ def build_repo(root: Path, tasks: int, files: int, seed: int) -> dict[str, list[
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f'"""File {n}."""\n\nVALUE = {n}\n', encoding="utf-8")
     (root / "README.md").write_text("# scale benchmark\n", encoding="utf-8")
-    _run(["git", "init", "-q", "-b", "main"], cwd=root, what="git init")
-    with (root / ".git" / "info" / "exclude").open("a", encoding="utf-8") as exclude:
-        exclude.write("/specs/\n")
-    _run(["git", "add", "-A"], cwd=root, what="git add")
-    _run(["git", *GIT_IDENTITY, "commit", "-q", "-m", "initial"], cwd=root, what="git commit")
+    init_repo(root, "scale-bench", exclude=["/specs/"])
     return graph
 
 
@@ -657,39 +591,12 @@ def follow(follower: Follower, launch: Launch, figures: RunFigures, total: int, 
 
 
 def _verify_gone(repo: Path, socket_name: str, swarm_id: str) -> list[str]:
-    problems: list[str] = []
-    sessions = _tmux_sessions(socket_name)
-    if sessions:
-        problems.append(f"tmux sessions left: {', '.join(sessions)}")
-    worktrees = _leftover_worktrees(repo)
-    if worktrees:
-        problems.append(f"worktree dirs left: {', '.join(worktrees[:10])}{' ...' if len(worktrees) > 10 else ''}")
-    listed = _run(["git", "worktree", "list", "--porcelain"], cwd=repo, what="git worktree list").count("worktree ")
-    if listed > 1:
-        problems.append(f"git still lists {listed - 1} linked worktree(s)")
-    survivors = procs.processes_with_env("SWARM_ID", swarm_id)
-    if survivors:
-        described = []
-        for pid in survivors[:10]:
-            with contextlib.suppress(psutil.Error):
-                described.append(f"{pid} ({' '.join(psutil.Process(pid).cmdline())[:80]})")
-        problems.append(f"processes with SWARM_ID={swarm_id} alive: {', '.join(described) or survivors}")
+    """What survived the teardown; git must not list a linked worktree either."""
+    problems = leftovers(repo, socket_name, swarm_id)
+    listed = run_command(["git", "worktree", "list", "--porcelain"], cwd=repo, what="git worktree list")
+    if listed.count("worktree ") > 1:
+        problems.append(f"git still lists {listed.count('worktree ') - 1} linked worktree(s)")
     return problems
-
-
-def _force_cleanup(repo: Path, env: dict[str, str], swarm_id: str | None) -> None:
-    """After a failure: stop what this run started (by its SWARM_ID, never by name)."""
-    with contextlib.suppress(subprocess.SubprocessError, OSError):
-        subprocess.run(
-            _swarm("teardown", "--now", "--grace", "5"),
-            cwd=repo,
-            env=env,
-            capture_output=True,
-            check=False,
-            timeout=600,
-        )
-    if swarm_id:
-        procs.stop_processes(procs.processes_with_env("SWARM_ID", swarm_id), grace=2.0)
 
 
 def teardown(repo: Path, env: dict[str, str], swarm_id: str, figures: RunFigures) -> list[str]:
@@ -699,7 +606,7 @@ def teardown(repo: Path, env: dict[str, str], swarm_id: str, figures: RunFigures
     cpu0 = _children_cpu()
     started = time.perf_counter()
     with log.open("wb") as out:
-        proc = subprocess.Popen(_swarm("teardown"), cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(swarm_cli("teardown"), cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
     seen: Counter[str] = Counter()
     try:
         while proc.poll() is None:
@@ -731,7 +638,7 @@ def run_scale(
     machine0 = _machine_busy()
     figures.started_wall = time.time()
     launch = Launch(
-        _swarm("launch", EPIC, "--agents", str(agents), "--command", AGENT_COMMAND),
+        swarm_cli("launch", EPIC, "--agents", str(agents), "--command", AGENT_COMMAND),
         repo,
         env,
         repo.parent / "launch.log",
@@ -761,7 +668,7 @@ def run_scale(
     finally:
         launch.stop()
         if not clean:
-            _force_cleanup(repo, env, swarm_id)
+            force_cleanup(repo, env, swarm_id, grace=5, timeout=600)
     return figures
 
 
@@ -832,8 +739,8 @@ def analyse_events(db: Path, started_wall: float, agents: int) -> dict[str, Any]
         "last_done_s": done_times[-1] if done_times else math.nan,
         "steady_tasks_per_s": steady,
         "tasks_per_s_by_tenth": tenths,
-        "claim_to_done_s": {"median": _median(service), "p90": _quantile(service, 0.9), "max": max(service or [0])},
-        "done_to_next_claim_s": {"median": _median(gaps), "p90": _quantile(gaps, 0.9), "max": max(gaps or [0])},
+        "claim_to_done_s": {"median": median(service), "p90": percentile(service, 90), "max": max(service or [0])},
+        "done_to_next_claim_s": {"median": median(gaps), "p90": percentile(gaps, 90), "max": max(gaps or [0])},
         "failed_attempts": dict(failures.most_common(5)),
         "failed_attempt_count": sum(failures.values()),
     }
@@ -941,7 +848,7 @@ def profile_git(
         )
         steps["commit"].add(functools.partial(worktree.commit_all, f"{task_id}: profile", COMMIT_AUTHOR))
         steps["commit_graph"].add(worktree.update_commit_graph)
-    history = int(_run(["git", "rev-list", "--count", "HEAD"], cwd=path, what="count commits").strip())
+    history = int(run_command(["git", "rev-list", "--count", "HEAD"], cwd=path, what="count commits").strip())
     git_repo.remove_worktree(path, force=True)
     return {
         "commits_in_history": history,
@@ -1003,7 +910,7 @@ def profile_python(env: dict[str, str], tmp: Path, reps: int) -> dict[str, Any]:
     }
     for _ in range(reps):
         for name, argv in argvs.items():
-            steps[name].add(functools.partial(_run, argv, cwd=tmp, env=env, what=" ".join(argv[1:])))
+            steps[name].add(functools.partial(run_command, argv, cwd=tmp, env=env, what=" ".join(argv[1:])))
     return {name: times.figures() for name, times in steps.items()}
 
 
@@ -1014,13 +921,17 @@ def profile_steps(repo: Path, tmp: Path, env: dict[str, str], swarm_id: str, rep
     with_deps = [row for row in rows if row[2]]
     if not with_deps:
         raise BenchError("profile: no done task with dependencies to replay")
-    initial = _run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=repo, what="find the initial commit").split()[0]
+    initial = run_command(
+        ["git", "rev-list", "--max-parents=0", "HEAD"], cwd=repo, what="find the initial commit"
+    ).split()[0]
     agent_branch = f"{BRANCH_PREFIX}/{EPIC}/agent-1"
     # Early: the first tasks with dependencies, merged into a branch at the initial commit (a short history).
     # Late: the last ones, merged into agent-1's branch as the run left it (the whole run's history).
     early = profile_git(repo, tmp, "early", initial, with_deps[:reps])
     late = profile_git(repo, tmp, "late", agent_branch, with_deps[-reps:])
-    _run(["git", "branch", "-D", "scale-bench/profile-early", "scale-bench/profile-late"], cwd=repo, what="branch -D")
+    run_command(
+        ["git", "branch", "-D", "scale-bench/profile-early", "scale-bench/profile-late"], cwd=repo, what="branch -D"
+    )
     return {
         "reps": reps,
         "deps_per_task": sum(len(r[2]) for r in rows) / len(rows),
@@ -1121,20 +1032,6 @@ def steady_split(samples: Sequence[Sample], total: int, agents: int, launch_s: f
 # -- reporting ------------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1),
-        "python": platform.python_version(),
-        "git": _tool_version(["git", "--version"]),
-        "tmux": _tool_version(["tmux", "-V"]),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }
-
-
 def summary(
     figures: RunFigures,
     events: dict[str, Any],
@@ -1196,7 +1093,7 @@ def summary(
             "failed_attempt_reasons": events["failed_attempts"],
         },
         "memory": {
-            "worker_rss_mb": {"median": _r(_median(worker_peaks)), "max": _r(max(worker_peaks or [math.nan]))},
+            "worker_rss_mb": {"median": _r(median(worker_peaks)), "max": _r(max(worker_peaks or [math.nan]))},
             "workers_seen": len(workers),
             "monitor_rss_mb": _r(max((t.peak_rss / MB for t in monitors), default=math.nan)),
             "total_rss_mb_peak": _r(peak.rss_mb) if peak else math.nan,
@@ -1211,9 +1108,9 @@ def summary(
             "swarm_cpu_ms_per_task": _r(1000 * swarm_cpu / done, 1) if done else math.nan,
             "workers_python_cpu_s": _r(worker_self, 1),
             "workers_children_cpu_s": _r(worker_children, 1),
-            "workers_python_percent_of_core_median": _r(_median(worker_rate), 2),
+            "workers_python_percent_of_core_median": _r(median(worker_rate), 2),
             "monitor_cpu_s": _r(monitor_cpu, 1),
-            "monitor_percent_of_core": _r(_median(monitor_rate), 2),
+            "monitor_percent_of_core": _r(median(monitor_rate), 2),
             "detached_git_cpu_s": _r(sum(t.cpu_self + t.cpu_children for t in detached), 1),
             "detached_git_processes": len(detached),
             "detached_git_commands": sorted({t.command for t in detached})[:5],
@@ -1395,16 +1292,6 @@ def render_table(result: dict[str, Any], args: argparse.Namespace, info: dict[st
     return "\n".join(line for line in lines if line is not None)
 
 
-def warm_bytecode(env: dict[str, str]) -> None:
-    """Compile swarm's modules into the private bytecode cache once, before anything is timed."""
-    _run(
-        [sys.executable, "-c", "import swarm.cli.main, swarm.runtime.worker, swarm.runtime.monitor, swarm.launcher"],
-        cwd=Path(tempfile.gettempdir()),
-        env=env,
-        what="warm up the bytecode cache",
-    )
-
-
 def _terminated(signum: int, _frame: FrameType | None) -> None:
     """SIGTERM or SIGHUP: unwind, so that the swarm is torn down and its worktrees removed on the way out
     (a killed benchmark would leave a hundred workers running). Further signals wait for that cleanup."""
@@ -1447,7 +1334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"benchmark needs {tool} on PATH", file=sys.stderr)
             return 1
-    info = machine()
+    info = machine(memory=True, tools=True, load_average_1m=load_average()[0])
     progress = not args.json
     try:
         become_subreaper()
@@ -1460,10 +1347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="swarm-scale-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        env = _clean_env(socket_name, tmp / "pycache")
+        env = clean_env(socket_name, tmp / "pycache")
         repo = tmp / "scale"
         try:
-            warm_bytecode(env)
+            warm_bytecode(env, ("swarm.cli.main", "swarm.runtime.worker", "swarm.runtime.monitor", "swarm.launcher"))
             started = time.perf_counter()
             build_repo(repo, args.tasks, args.files, args.seed)
             if progress:
@@ -1483,7 +1370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"benchmark FAILED: {exc}", file=sys.stderr)
             return 1
         finally:
-            subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True, check=False)
+            kill_tmux_server(socket_name)
             reap_adopted(skip=set())
     result = summary(figures, events, agent_cpu_each, profile, args.tasks, args.agents)
     if args.json:

@@ -48,13 +48,11 @@ import io
 import json
 import math
 import os
-import platform
 import pstats
 import random
 import secrets
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -66,6 +64,21 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _common import (
+    MB,
+    BenchError,
+    clean_env,
+    cpu_seconds,
+    init_repo,
+    kill_tmux_server,
+    load_average,
+    machine,
+    median,
+    percentile,
+    run_command,
+    swarm_cli,
+    warm_bytecode,
+)
 
 from swarm import status
 from swarm.config import LoadedConfig, load_config
@@ -100,13 +113,6 @@ STEADY_LOOKS = 10
 #: The monitor process must have looked this many times before the CPU window opens.
 MONITOR_WARM_LOOKS = 2
 START_TIMEOUT = 60.0
-COMMAND_TIMEOUT = 120.0
-GIT_IDENTITY = ("-c", "user.name=status-bench", "-c", "user.email=status-bench@example.invalid")
-MB = 1024 * 1024
-
-
-class BenchError(Exception):
-    """A step or a correctness check failed: the figures of this run must not be trusted."""
 
 
 @dataclass
@@ -170,60 +176,13 @@ class Started:
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
-def _run(argv: Sequence[str], *, cwd: Path, env: dict[str, str], what: str) -> str:
-    """Run a command; BenchError with its stderr if it fails. Returns stdout."""
-    try:
-        done = subprocess.run(
-            list(argv), cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=COMMAND_TIMEOUT
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"{what}: timed out after {COMMAND_TIMEOUT:.0f}s") from exc
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise BenchError(f"{what}: exit {done.returncode}: {' | '.join(tail) or 'no output'}")
-    return done.stdout
-
-
-def _clean_env(socket_name: str, pycache: Path) -> dict[str, str]:
-    """The caller's environment without swarm settings or a tmux client; a private tmux socket and a
-    private, writable bytecode cache (as an installed swarm has its ``.pyc`` files)."""
-    drop = ("TMUX", "TMUX_PANE", "PYTHONDONTWRITEBYTECODE")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_") and k not in drop}
-    env["SWARM_TMUX_SOCKET"] = socket_name
-    env["PYTHONPYCACHEPREFIX"] = str(pycache)
-    return env
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (with 10 samples, p95 is the largest)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
 def _stats_ms(seconds: Sequence[float]) -> dict[str, float]:
     ms = [s * 1000 for s in seconds]
     return {
-        "p50": round(statistics.median(ms), 2) if ms else math.nan,
-        "p95": round(_percentile(ms, 95), 2),
+        "p50": round(median(ms), 2),
+        "p95": round(percentile(ms, 95), 2),  # nearest rank: with 10 samples, the largest
         "max": round(max(ms), 2) if ms else math.nan,
     }
-
-
-def _cpu_seconds(proc: psutil.Process) -> float:
-    """CPU time the process (all its threads) has used so far, from ``/proc/<pid>/task/*/schedstat``
-    (nanoseconds) where it exists; psutil's tick-based figure (10 ms) is too coarse for a 2% goal."""
-    tasks = Path(f"/proc/{proc.pid}/task")
-    if tasks.is_dir():
-        total_ns = 0
-        for task in tasks.iterdir():
-            with contextlib.suppress(OSError, ValueError, IndexError):  # a thread that ended meanwhile
-                total_ns += int((task / "schedstat").read_text().split()[0])
-        if total_ns:
-            return total_ns / 1e9
-    times = proc.cpu_times()
-    return float(times.user + times.system)
 
 
 def _progress(quiet: bool, text: str) -> None:
@@ -284,9 +243,7 @@ def build_repo(repo: Path, socket_name: str, env: dict[str, str]) -> None:
     repo.mkdir(parents=True)
     (repo / "README.md").write_text("# status benchmark\n", encoding="utf-8")
     (repo / "swarm.toml").write_text(f'[swarm]\ntmux_socket = "{socket_name}"\n', encoding="utf-8")
-    _run(["git", "init", "-q", "-b", "main"], cwd=repo, env=env, what="git init")
-    _run(["git", "add", "-A"], cwd=repo, env=env, what="git add")
-    _run(["git", *GIT_IDENTITY, "commit", "-q", "-m", "initial"], cwd=repo, env=env, what="git commit")
+    init_repo(repo, "status-bench", env=env)
 
 
 def build_fixture(repo: Path, agents: int, tasks: int, env: dict[str, str], started: Started, quiet: bool) -> Fixture:
@@ -475,10 +432,6 @@ def _check_status(fixture: Fixture, data: dict[str, Any], source: str) -> None:
         raise BenchError(f"{source}: " + "; ".join(problems))
 
 
-def _swarm_cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "swarm", *args]
-
-
 @dataclass
 class CliSamples:
     """Seconds per run of ``swarm status --json``, of ``swarm --version`` and of a bare interpreter."""
@@ -495,7 +448,7 @@ def measure_cli(fixture: Fixture, runs: int) -> CliSamples:
     size = 0
     for n in range(runs + 1):
         started = time.perf_counter()
-        out = _run(_swarm_cli("status", "--json"), cwd=fixture.repo, env=fixture.env, what="swarm status --json")
+        out = run_command(swarm_cli("status", "--json"), cwd=fixture.repo, env=fixture.env, what="swarm status --json")
         elapsed = time.perf_counter() - started
         try:
             data = json.loads(out)
@@ -504,10 +457,10 @@ def measure_cli(fixture: Fixture, runs: int) -> CliSamples:
         _check_status(fixture, data, "swarm status --json")
         size = len(out.encode())
         started = time.perf_counter()
-        _run(_swarm_cli("--version"), cwd=fixture.repo, env=fixture.env, what="swarm --version")
+        run_command(swarm_cli("--version"), cwd=fixture.repo, env=fixture.env, what="swarm --version")
         version_elapsed = time.perf_counter() - started
         started = time.perf_counter()
-        _run([sys.executable, "-c", "pass"], cwd=fixture.repo, env=fixture.env, what="python -c pass")
+        run_command([sys.executable, "-c", "pass"], cwd=fixture.repo, env=fixture.env, what="python -c pass")
         bare_elapsed = time.perf_counter() - started
         if n:  # the first round only warms the caches
             samples.status.append(elapsed)
@@ -659,9 +612,9 @@ def measure_monitor_process(fixture: Fixture, seconds: float, started: Started, 
     now = _monitor_report(fixture.repo) or first
     before = _wait_looks(fixture.repo, proc, max(MONITOR_WARM_LOOKS, int(now["looks"]) + 1), log)
     handle = psutil.Process(proc.pid)
-    cpu0, t0 = _cpu_seconds(handle), time.perf_counter()
+    cpu0, t0 = cpu_seconds(handle), time.perf_counter()
     time.sleep(seconds)
-    cpu1, t1 = _cpu_seconds(handle), time.perf_counter()
+    cpu1, t1 = cpu_seconds(handle), time.perf_counter()
     rss = handle.memory_info().rss
     after = _monitor_report(fixture.repo) or {}
     if proc.poll() is not None:
@@ -721,17 +674,9 @@ def profiles(fixture: Fixture) -> str:
 # -- reporting -------------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
+def _machine() -> dict[str, Any]:
     """What the figures were measured on (the process count matters: psutil walks the whole table)."""
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "processes": len(psutil.pids()),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
+    return machine(sqlite=True, processes=len(psutil.pids()), load_average=load_average())
 
 
 @dataclass
@@ -848,7 +793,7 @@ def render_table(result: dict[str, Any]) -> str:
 def run(args: argparse.Namespace, scratch: Path, env: dict[str, str], started: Started) -> tuple[Results, str]:
     """Build, measure, check; the results and the profiles text (empty unless asked for)."""
     quiet = bool(args.json)
-    _run([sys.executable, "-c", "import swarm.cli.main, swarm.runtime.monitor"], cwd=scratch, env=env, what="warm-up")
+    warm_bytecode(env, ("swarm.cli.main", "swarm.runtime.monitor"))
     fixture = build_fixture(scratch / "repo", args.agents, args.tasks, env, started, quiet)
     _check_alive(fixture)
     cli = measure_cli(fixture, args.runs)
@@ -897,15 +842,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = ""
     with tempfile.TemporaryDirectory(prefix="swarm-status-bench-") as tmp:
         scratch = Path(tmp)
-        env = _clean_env(socket_name, scratch / "pycache")
+        env = clean_env(socket_name, scratch / "pycache")
         try:
             results, text = run(args, scratch, env, started)
-            result = summary(results, machine())
+            result = summary(results, _machine())
         except BenchError as exc:
             failure = str(exc)
         finally:
             left = started.stop()
-            subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True, check=False)
+            kill_tmux_server(socket_name)
         if left:
             failure = (failure + "; " if failure else "") + f"processes still running after the stop: {left}"
         if started.swarm_id:
