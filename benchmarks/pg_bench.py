@@ -2,10 +2,11 @@
 latency, all in one run on one throwaway PostgreSQL server.
 
 Run: ``.venv/bin/python benchmarks/pg_bench.py [--workers 1,8,16] [--jobs-per-worker N] [--repeat R]
-[--waiters N] [--messages N] [--interval-ms MS] [--durable] [--json]``
+[--waiters N] [--messages N] [--interval-ms MS] [--durable] [--no-procrastinate] [--json]``
 
 procrastinate is a benchmark-only dependency: ``.venv/bin/pip install -e '.[bench]'`` (or
-``.venv/bin/pip install 'procrastinate>=3'``).
+``.venv/bin/pip install 'procrastinate>=3'``). ``--no-procrastinate`` leaves it out (its figures are then
+null): swarm-pg against swarm-sqlite and the wake latency only.
 
 One PostgreSQL server is started for the whole run (``initdb`` in a temporary folder, loopback TCP on a free
 port, as the ``postgres`` user when run as root) and stopped at the end. By default it runs with
@@ -61,7 +62,6 @@ import pwd
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,6 +84,7 @@ from _common import (
     count_list,
     load_average,
     machine,
+    median,
     pg_bin_dir,
     queue_tasks,
     register_agents,
@@ -416,8 +417,8 @@ class Row:
     samples: dict[str, tuple[float, ...]]
 
     def seconds(self, kind: Kind) -> float:
-        """Median wall-clock seconds of one contender."""
-        return statistics.median(self.samples[kind])
+        """Median wall-clock seconds of one contender; NaN for one left out (``--no-procrastinate``)."""
+        return median(self.samples.get(kind, ()))
 
     def rate(self, kind: Kind) -> float:
         """Claim+complete (fetch+finish) pairs per second."""
@@ -487,10 +488,12 @@ def goals(rows: Sequence[Row], wake: Wake) -> dict[str, Any]:
         "throughput": {
             "figure": f"swarm-pg claim+complete pairs/s at {GOAL_WORKERS} workers, vs procrastinate",
             "text": f">= {GOAL_RATIO}x procrastinate at {GOAL_WORKERS} workers",
-            "ratio": None if at is None else round(at.ratio, 3),
-            "baseline": "not measured" if at is None else f"procrastinate {at.rate('procrastinate'):.0f} pairs/s",
+            "ratio": None if at is None else round_or_none(at.ratio, 3),
+            "baseline": "not measured"
+            if at is None or math.isnan(at.ratio)
+            else f"procrastinate {at.rate('procrastinate'):.0f} pairs/s",
             "swarm_pairs_per_s": None if at is None else round(at.rate("swarm-pg"), 1),
-            "met": None if at is None else at.ratio >= GOAL_RATIO,
+            "met": None if at is None or math.isnan(at.ratio) else at.ratio >= GOAL_RATIO,
         },
         "wake": {
             "figure": f"message wake latency p99 on PostgreSQL, {wake.waiters} waiters",
@@ -564,10 +567,10 @@ def render_json(
                     "jobs": r.jobs,
                     "swarm_pg_pairs_per_s": round(r.rate("swarm-pg"), 1),
                     "swarm_sqlite_pairs_per_s": round(r.rate("swarm-sqlite"), 1),
-                    "procrastinate_pairs_per_s": round(r.rate("procrastinate"), 1),
-                    "ratio_pg_vs_procrastinate": round(r.ratio, 3),
+                    "procrastinate_pairs_per_s": round_or_none(r.rate("procrastinate"), 1),
+                    "ratio_pg_vs_procrastinate": round_or_none(r.ratio, 3),
                     "ratio_pg_vs_sqlite": round(r.pg_vs_sqlite, 3),
-                    "seconds": {kind: [round(s, 4) for s in r.samples[kind]] for kind in KINDS},
+                    "seconds": {kind: [round(s, 4) for s in r.samples[kind]] for kind in KINDS if kind in r.samples},
                 }
                 for r in rows
             ],
@@ -612,14 +615,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--durable", action="store_true", help="run PostgreSQL with fsync, synchronous_commit, full_page_writes on"
     )
+    parser.add_argument(
+        "--no-procrastinate",
+        action="store_true",
+        help="leave procrastinate out (it need not be installed); its figures are null",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     if args.jobs_per_worker < 1 or args.repeat < 1 or args.waiters < 1 or args.messages < 1:
         parser.error("--jobs-per-worker, --repeat, --waiters and --messages must be positive")
     if args.interval_ms < 0:
         parser.error("--interval-ms must not be negative")
-    if importlib.util.find_spec("procrastinate") is None:
-        print(f"error: {MISSING_PROCRASTINATE}", file=sys.stderr)
+    kinds = tuple(kind for kind in KINDS if kind != "procrastinate" or not args.no_procrastinate)
+    if "procrastinate" in kinds and importlib.util.find_spec("procrastinate") is None:
+        print(f"error: {MISSING_PROCRASTINATE} (or leave it out: --no-procrastinate)", file=sys.stderr)
         return 2
 
     def progress(text: str) -> None:
@@ -634,10 +643,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with PgServer.running_server(args.durable) as server, tempfile.TemporaryDirectory(prefix="pg-bench-") as tmp:
             info = _machine(server.version())
             for n in args.workers:
-                samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
+                samples: dict[str, list[float]] = {kind: [] for kind in kinds}
                 # Interleave the contenders so that a slow patch of the machine hits all, not just one.
                 for run in range(1, args.repeat + 1):
-                    for kind in KINDS:
+                    for kind in kinds:
                         seconds = measure_throughput(server, Path(tmp), kind, n, args.jobs_per_worker)
                         samples[kind].append(seconds)
                         progress(f"  {n} worker(s), run {run}: {kind} {n * args.jobs_per_worker / seconds:.0f} pairs/s")
@@ -645,7 +654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(row)
                 progress(
                     f"{n} worker(s): "
-                    + ", ".join(f"{kind} {row.rate(kind):.0f} pairs/s" for kind in KINDS)
+                    + ", ".join(f"{kind} {row.rate(kind):.0f} pairs/s" for kind in kinds)
                     + f" (median of {args.repeat})"
                 )
             wake = measure_wake(server, args.waiters, args.messages, args.interval_ms / 1000)
