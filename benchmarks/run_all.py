@@ -1,7 +1,7 @@
 """Run every benchmark, one after the other, and write ``benchmarks/RESULTS.md``.
 
 Run: ``benchmarks/run_all [--quick] [--only NAME[,NAME]] [--render-only] [--scale-agents N] [--scale-tasks N]
-[--output PATH]``
+[--output PATH] [--cache PATH]``
 
 Each benchmark script runs as its own process with ``--json`` (never two at once: the figures are timings).
 A benchmark that fails (non-zero exit, no JSON, a timeout) is recorded as failed and the next one runs.
@@ -9,9 +9,9 @@ The file written holds a header (date, commit, machine, tool versions), one summ
 figure (swarm's figure, the baseline measured in the same run, their ratio, the goal and whether it is met),
 a note naming every goal not met with what limits it, then a short section per benchmark.
 
-Every run's records are also kept in ``benchmarks/.results.json``; ``--only`` reruns the named benchmarks and
-takes the others from that file, so RESULTS.md always covers every benchmark (each with its own date and load).
-``pg_bench.py`` is included when the file exists.
+Every run's records are also kept in ``benchmarks/.results.json`` (or the file ``--cache`` names); ``--only``
+reruns the named benchmarks and takes the others from that file, so RESULTS.md always covers every benchmark
+(each with its own date and load). ``pg_bench.py`` is included when the file exists.
 """
 
 from __future__ import annotations
@@ -1130,20 +1130,20 @@ def commit() -> str:
 # -- the cache and the report ------------------------------------------------------------------------------
 
 
-def load_cache() -> dict[str, Any]:
+def load_cache(path: Path = CACHE) -> dict[str, Any]:
     """Records of earlier runs by benchmark name; empty when there is none or it cannot be read."""
     with contextlib.suppress(OSError, ValueError):
-        cache = json.loads(CACHE.read_text(encoding="utf-8"))
+        cache = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(cache, dict) and cache.get("version") == CACHE_VERSION and isinstance(cache.get("runs"), dict):
             return cache
     return {"version": CACHE_VERSION, "runs": {}}
 
 
-def save_cache(cache: dict[str, Any]) -> None:
+def save_cache(cache: dict[str, Any], path: Path = CACHE) -> None:
     """Write the cache atomically (a half-written file would lose every earlier record)."""
-    tmp = CACHE.with_suffix(".tmp")
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(cache, indent=1, allow_nan=True) + "\n", encoding="utf-8")
-    tmp.replace(CACHE)
+    tmp.replace(path)
 
 
 def _verdict(met: bool | None, goal: str) -> str:
@@ -1299,7 +1299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--output", type=Path, default=RESULTS_MD, help="where to write (default benchmarks/RESULTS.md)"
     )
-
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=CACHE,
+        help="where the records of the runs are kept (default benchmarks/.results.json)",
+    )
     args = parser.parse_args(argv)
     present = available()
     wanted = [] if args.render_only else [b for b in present if args.only is None or b.name in args.only]
@@ -1309,7 +1314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # SIGTERM stops the running benchmark the same way as Ctrl-C: through its own cleanup, then RESULTS.md.
     signal.signal(signal.SIGTERM, _interrupt)
-    cache = load_cache()
+    cache = load_cache(args.cache)
     runs: dict[str, dict[str, Any]] = cache["runs"]
     interrupted = False
     for bench in wanted:
@@ -1322,7 +1327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"run_all: interrupted during {bench.name}; writing what has run", file=sys.stderr)
             interrupted = True
             break
-        save_cache(cache)  # after every benchmark: an interrupted run keeps what it measured
+        save_cache(cache, args.cache)  # after every benchmark: an interrupted run keeps what it measured
     present_names = {b.name for b in present}
     records = {name: rec for name, rec in runs.items() if name in present_names}
     quick = any(rec.get("quick") for rec in records.values())
