@@ -1154,13 +1154,13 @@ def summary(
         },
         "worker_rss": {
             "text": f"every worker < {GOAL_WORKER_RSS_MB:.0f} MB RSS",
-            "value": f"{worker_max} MB",
-            "met": worker_max < GOAL_WORKER_RSS_MB,
+            "value": f"{worker_max} MB" if math.isfinite(worker_max) else "no sample saw a worker",
+            "met": worker_max < GOAL_WORKER_RSS_MB if math.isfinite(worker_max) else None,
         },
         "monitor_cpu": {
             "text": f"monitor < {GOAL_MONITOR_CPU_PERCENT}% of one core",
-            "value": f"{monitor_pct}%",
-            "met": monitor_pct < GOAL_MONITOR_CPU_PERCENT,
+            "value": f"{monitor_pct}%" if math.isfinite(monitor_pct) else "no sample saw the monitor",
+            "met": monitor_pct < GOAL_MONITOR_CPU_PERCENT if math.isfinite(monitor_pct) else None,
         },
     }
     result["samples"] = [asdict(s) for s in samples]
@@ -1287,7 +1287,7 @@ def render_table(result: dict[str, Any], args: argparse.Namespace, info: dict[st
         )
     lines.append("")
     for key, goal in result["goals"].items():
-        verdict = "met" if goal["met"] else "NOT met"
+        verdict = "not measured" if goal["met"] is None else "met" if goal["met"] else "NOT met"
         lines.append(f"goal: {key} {goal['text']}: {verdict} ({goal['value']})")
     return "\n".join(line for line in lines if line is not None)
 
