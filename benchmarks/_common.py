@@ -555,8 +555,13 @@ def tmux_sessions(socket_name: str) -> list[str]:
 
 
 def kill_tmux_server(socket_name: str) -> None:
-    """Stop the benchmark's own tmux server (never the user's: it is named by its socket)."""
+    """Stop the benchmark's own tmux server (never the user's: it is named by its socket) and remove its
+    socket file, which tmux leaves behind."""
     subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True, check=False)
+    socket_file = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}" / socket_name
+    with contextlib.suppress(OSError):
+        if socket_file.is_socket():
+            socket_file.unlink()
 
 
 def leftover_worktrees(repo: Path) -> list[str]:
