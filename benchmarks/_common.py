@@ -327,26 +327,43 @@ def queue_tasks(url: str, epic: str, ids: Sequence[str]) -> None:
         store.add_tasks([Spec(id=i, epic=epic, title=i, body="benchmark task") for i in ids])
 
 
-def swarm_worker(url: str, name: str, ttl_seconds: float, ready: Semaphore, go: Event, results: Queue[Report]) -> None:
-    """Open the store, wait for the common start, then ``claim`` and ``complete`` until the queue is empty."""
+def store_child(
+    body: Callable[[Store, Report, Semaphore, Event], None],
+    url: str,
+    name: str,
+    ready: Semaphore,
+    go: Event,
+    results: Queue[Report],
+    options: StoreOptions | None = None,
+) -> None:
+    """In a child: open the store, run ``body``, and always report; an error is reported, not raised (the
+    parent turns it into a failed check and exit status 1)."""
     report = Report(name=name)
     try:
-        # No retry backoff: nothing fails here, and it keeps the options equal to the multi-process tests.
-        store = open_store(url, StoreOptions(retry=RetryPolicy(0, 0)))
+        store = open_store(url, options)
         try:
-            start_barrier(ready, go)
-            while True:
-                got = store.claim(name, ttl_seconds=ttl_seconds)
-                if got is None:
-                    break
-                report.claimed.append(got.task_id)
-                store.complete(got.task_id, name, got.lease_token, commit=f"sha-{got.task_id}")
+            body(store, report, ready, go)
         finally:
             store.close()
     except BaseException:
-        # Reported, not raised: the parent turns it into a failed check and exit status 1.
         report.error = traceback.format_exc()
     results.put(report)
+
+
+def swarm_worker(url: str, name: str, ttl_seconds: float, ready: Semaphore, go: Event, results: Queue[Report]) -> None:
+    """Open the store, wait for the common start, then ``claim`` and ``complete`` until the queue is empty."""
+
+    def body(store: Store, report: Report, ready: Semaphore, go: Event) -> None:
+        start_barrier(ready, go)
+        while True:
+            got = store.claim(name, ttl_seconds=ttl_seconds)
+            if got is None:
+                break
+            report.claimed.append(got.task_id)
+            store.complete(got.task_id, name, got.lease_token, commit=f"sha-{got.task_id}")
+
+    # No retry backoff: nothing fails here, and it keeps the options equal to the multi-process tests.
+    store_child(body, url, name, ready, go, results, StoreOptions(retry=RetryPolicy(0, 0)))
 
 
 def check_claims(label: str, ids: Sequence[str], reports: Sequence[Report]) -> dict[str, str]:
@@ -403,26 +420,21 @@ def broadcast_waiter(
     url: str, identity: str, expected: int, ready: Semaphore, go: Event, results: Queue[Report]
 ) -> None:
     """Wait for ``expected`` entries, noting the time each wait returns, and the CPU and wall time it took."""
-    report = Report(name=identity)
-    try:
-        store = open_store(url)
-        try:
-            prime_and_start(store, identity, ready, go)
-            spec = threads.WaitSpec(identity=identity, thread=THREAD)
-            cpu, wall = time.process_time(), time.perf_counter()
-            while len(report.received) < expected:
-                msg = threads.wait(store, spec, timeout=WAIT_TIMEOUT_SECONDS)
-                now = time.time()
-                if msg is None:
-                    break  # the parent's check names what is missing
-                report.received.append((msg.seq, msg.body, now))
-            report.cpu_seconds = time.process_time() - cpu
-            report.wall_seconds = time.perf_counter() - wall
-        finally:
-            store.close()
-    except BaseException:
-        report.error = traceback.format_exc()
-    results.put(report)
+
+    def body(store: Store, report: Report, ready: Semaphore, go: Event) -> None:
+        prime_and_start(store, identity, ready, go)
+        spec = threads.WaitSpec(identity=identity, thread=THREAD)
+        cpu, wall = time.process_time(), time.perf_counter()
+        while len(report.received) < expected:
+            msg = threads.wait(store, spec, timeout=WAIT_TIMEOUT_SECONDS)
+            now = time.time()
+            if msg is None:
+                break  # the parent's check names what is missing
+            report.received.append((msg.seq, msg.body, now))
+        report.cpu_seconds = time.process_time() - cpu
+        report.wall_seconds = time.perf_counter() - wall
+
+    store_child(body, url, identity, ready, go, results)
 
 
 def broadcast(

@@ -32,8 +32,7 @@ import os
 import sys
 import tempfile
 import time
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,11 +52,12 @@ from _common import (
     run_group,
     sqlite_url,
     start_barrier,
+    store_child,
 )
 
 from swarm import threads
 from swarm.models import LEAD
-from swarm.store import Store, open_store
+from swarm.store import Store
 
 if TYPE_CHECKING:
     from multiprocessing.queues import Queue
@@ -104,29 +104,8 @@ class Idle:
 
 
 # -- child processes (module level so that the spawn start method can import them) -----------------------
-# (the broadcast waiters are :func:`_common.broadcast_waiter`)
-
-
-def _child(
-    body: Callable[[Store, Report, Semaphore, Event], None],
-    db_path: str,
-    name: str,
-    ready: Semaphore,
-    go: Event,
-    results: Queue[Report],
-) -> None:
-    """Open the store, run ``body``, and always report (an error is reported, not raised)."""
-    report = Report(name=name)
-    try:
-        store = open_store(sqlite_url(db_path))
-        try:
-            body(store, report, ready, go)
-        finally:
-            store.close()
-    except BaseException:
-        # The parent turns it into a failed correctness check and exit status 1.
-        report.error = traceback.format_exc()
-    results.put(report)
+# (the broadcast waiters are :func:`_common.broadcast_waiter`; each child reports through
+# :func:`_common.store_child`)
 
 
 def idle_waiter(
@@ -143,7 +122,7 @@ def idle_waiter(
         if msg is not None:
             raise BenchError(f"an idle wait returned entry {msg.seq}")
 
-    _child(body, db_path, identity, ready, go, results)
+    store_child(body, sqlite_url(db_path), identity, ready, go, results)
 
 
 def answering_lead(db_path: str, rounds: int, ready: Semaphore, go: Event, results: Queue[Report]) -> None:
@@ -159,7 +138,7 @@ def answering_lead(db_path: str, rounds: int, ready: Semaphore, go: Event, resul
             report.received.append((msg.seq, msg.body, 0.0))
             threads.reply(store, LEAD, msg.seq, f"answer to {msg.body}", thread=THREAD)
 
-    _child(body, db_path, LEAD, ready, go, results)
+    store_child(body, sqlite_url(db_path), LEAD, ready, go, results)
 
 
 def asking_agent(db_path: str, rounds: int, ready: Semaphore, go: Event, results: Queue[Report]) -> None:
@@ -177,7 +156,7 @@ def asking_agent(db_path: str, rounds: int, ready: Semaphore, go: Event, results
             if answer.reply_to != question.seq or answer.author != LEAD or answer.body != f"answer to {text}":
                 raise BenchError(f"entry {question.seq} got a wrong answer: {answer}")
 
-    _child(body, db_path, ASKER, ready, go, results)
+    store_child(body, sqlite_url(db_path), ASKER, ready, go, results)
 
 
 # -- the three measurements ------------------------------------------------------------------------------
