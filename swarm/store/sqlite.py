@@ -623,8 +623,8 @@ class SQLiteStore(Store):
             ).fetchone()
             if row is None:
                 return None
-            task_id, epic, title, body, attempts, lease_until, timeout, deps_json = row
-            deps = tuple(json.loads(deps_json)) if deps_json else ()
+            task_id, epic, title, body, attempts, lease_until, timeout, deps_text = row
+            deps = _id_tuple(deps_text)
             cur.execute(
                 _Q["insert_event"],
                 {
@@ -969,6 +969,11 @@ def _json_tuple(text: str | None) -> tuple[str, ...]:
     return tuple(json.loads(text))
 
 
+def _id_tuple(text: str | None) -> tuple[str, ...]:
+    # Dependencies come space-separated from group_concat (ids match ID_PATTERN: no spaces); NULL when none.
+    return tuple(text.split(" ")) if text else ()
+
+
 def _task(row: Sequence[Any]) -> Task:
     return Task(
         id=row[0],
@@ -991,7 +996,7 @@ def _task(row: Sequence[Any]) -> Task:
         timeout_seconds=row[17],
         tokens=row[18],
         heartbeat_at=row[19],
-        depends_on=_json_tuple(row[20]),
+        depends_on=_id_tuple(row[20]),
     )
 
 

@@ -36,8 +36,9 @@ WHERE id = (
     LIMIT 1
 )
 RETURNING id, epic, title, body, attempts, lease_until, timeout_seconds,
-    (SELECT json_group_array(depends_on) FROM (SELECT depends_on FROM deps WHERE task_id = tasks.id
-                                               ORDER BY depends_on));
+    -- Space-separated (task ids never hold a space): splitting is cheaper than parsing JSON for 10,000 rows.
+    (SELECT group_concat(depends_on, ' ') FROM (SELECT depends_on FROM deps WHERE task_id = tasks.id
+                                                ORDER BY depends_on));
 
 -- name: upsert_agent
 INSERT INTO agents (id, host, capabilities, created_at, last_seen)
@@ -148,8 +149,8 @@ RETURNING state;
 SELECT t.id, t.epic, t.title, t.body, t.state, t.priority, t.requires, t.attempts, t.max_attempts,
        t.owner, t.lease_until, t.not_before, t.commit_sha, t.cost_usd, t.last_error,
        t.created_at, t.updated_at, t.timeout_seconds, t.tokens, t.heartbeat_at,
-       (SELECT json_group_array(depends_on) FROM (SELECT depends_on FROM deps WHERE task_id = t.id
-                                                  ORDER BY depends_on)) AS deps
+       (SELECT group_concat(depends_on, ' ') FROM (SELECT depends_on FROM deps WHERE task_id = t.id
+                                                   ORDER BY depends_on)) AS deps
 FROM tasks AS t
 WHERE (:epic IS NULL OR t.epic = :epic) AND (:id IS NULL OR t.id = :id)
   AND (:swarm IS NULL OR EXISTS (SELECT 1 FROM swarm_tasks AS m WHERE m.swarm_id = :swarm AND m.task_id = t.id))
