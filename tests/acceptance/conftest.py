@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import swarm_cli
+from tests.helpers import stop_private_tmux, swarm_cli
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
 
@@ -29,7 +29,7 @@ def tmux_socket(tmp_path: Path) -> Iterator[str]:
     """A tmux server of this test's own; only it is killed at the end."""
     name = f"swarm-test-{uuid.uuid4().hex[:10]}"
     yield name
-    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True, check=False)
+    stop_private_tmux(name)
 
 
 def tmux_sessions(socket: str) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.conftest import git, tmux_sessions
-from tests.helpers import REPO_ROOT, retry_until, swarm_cli
+from tests.helpers import REPO_ROOT, retry_until, stop_private_tmux, swarm_cli
 
 CLAUDE_BIN = REPO_ROOT / ".cache" / "claude-code" / "node_modules" / ".bin"
 MOCK = REPO_ROOT.parent / "shared" / "tools" / "mock_anthropic.py"
@@ -119,4 +119,4 @@ def test_claude_template_runs_the_real_cli(tmp_path: Path, mock_api: tuple[int, 
         assert down.returncode == 0, down.stderr
         assert tmux_sessions(sock) == []
     finally:
-        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True, check=False)
+        stop_private_tmux(sock)

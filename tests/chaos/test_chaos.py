@@ -28,7 +28,7 @@ import pytest
 from swarm.errors import LeaseLost
 from swarm.runtime import procs
 from swarm.store import open_store
-from tests.helpers import retry_until, swarm_cli
+from tests.helpers import retry_until, stop_private_tmux, swarm_cli
 
 LONG = os.environ.get("CHAOS_LONG") == "1"
 TASKS = 40
@@ -65,7 +65,7 @@ def socket_name() -> Iterator[str]:
     """A private tmux server, killed at the end."""
     name = f"swarm-chaos-{uuid.uuid4().hex[:8]}"
     yield name
-    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True, check=False)
+    stop_private_tmux(name)
 
 
 class Chaos:
