@@ -150,7 +150,13 @@ class Monitor:
             self.progress.pop(agent.id, None)
             return Verdict(agent.id, agent.state)
         seen = self.progress.setdefault(agent.id, _Progress(task=agent.task_id))
-        cpu = self._cpu.get(agent.agent_pid, 0.0) if agent.agent_pid else 0.0
+        if not agent.agent_pid:
+            # No agent running: the worker is on its own steps (commit, complete, claim, merge). Those are not
+            # the agent's stall; on a busy machine or behind a slow hook they outlast stall_seconds, and a
+            # restart then would cost the task. A worker stuck there loses its lease, which the reaper frees.
+            seen.task, seen.cpu, seen.output_at, seen.changed_at = agent.task_id, -1.0, agent.last_output_at, now
+            return Verdict(agent.id, AgentState.WORKING.value)
+        cpu = self._cpu.get(agent.agent_pid, 0.0)
         if seen.task != agent.task_id or cpu != seen.cpu or agent.last_output_at != seen.output_at:
             seen.task, seen.cpu, seen.output_at, seen.changed_at = agent.task_id, cpu, agent.last_output_at, now
         quiet = now - seen.changed_at

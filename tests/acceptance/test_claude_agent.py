@@ -69,8 +69,17 @@ def test_claude_template_runs_the_real_cli(tmp_path: Path, mock_api: tuple[int, 
     git(repo, "commit", "-q", "-m", "initial")
     home = tmp_path / "home"
     home.mkdir()
+    # The swarm MCP server starts slowly here, as it does on a busy machine with several agents starting at
+    # once: Claude Code's own default (MCP_CONNECT_TIMEOUT_MS, 5 s) would start the task without the swarm
+    # tools; the template's longer wait must hold.
+    slow = tmp_path / "slow-mcp"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import sys, time\nif sys.orig_argv[1:4] == ['-m', 'swarm', 'mcp']:\n    time.sleep(8)\n"
+    )
     sock = f"swarm-claude-{os.getpid()}"
     env = {
+        "PYTHONPATH": str(slow),
         "PATH": f"{CLAUDE_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "HOME": str(home),
         "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",

@@ -133,3 +133,20 @@ def data_swarm(run: Run) -> str:
     """The current swarm's id."""
     swarm_id: str = status_json(run)["swarm"]["id"]
     return swarm_id
+
+
+def test_a_slow_step_of_the_worker_itself_is_not_a_stall(project: Path, run: Run, tmp_path: Path) -> None:
+    """Between two agent runs the worker commits, completes, claims and merges; on a busy machine (or behind a
+    slow hook) that takes longer than ``stall_seconds``. Stalls are judged on the agent, not on those steps:
+    here the first task commit's post-commit hook sleeps twice the stall limit, and nobody is restarted."""
+    flag = tmp_path / "hook-slept"
+    hook = project / ".git" / "hooks" / "post-commit"
+    hook.write_text(f"#!/bin/sh\n[ -e {flag} ] || {{ touch {flag}; sleep 7; }}\n")
+    hook.chmod(0o755)
+    launched = run("launch", "E1", "--agents", "1", "--command", DEMO_AGENT, env=FAST)
+    assert launched.returncode == 0, launched.stderr
+    retry_until(lambda: _finished(run), seconds=240, interval=0.3)
+    assert flag.exists()
+    assert _agent(run, "agent-1")["restarts"] == 0
+    assert not [n for n in _escalations(run) if "stalled" in n["body"]]
+    assert run("teardown").returncode == 0
