@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from swarm.runtime import procs
 from tests.acceptance.conftest import DEMO_AGENT, Run, status_json
@@ -57,6 +60,44 @@ def test_a_killed_worker_is_respawned_and_the_epic_finishes(project: Path, run: 
     assert agent1["pid"] != worker
     notes = _escalations(run)
     assert len(notes) == 1
+    assert "agent-1 was dead" in notes[0]["body"]
+    assert run("teardown").returncode == 0
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "tmux kill-session"])
+def test_a_signalled_worker_gives_its_task_back_at_once_and_is_restarted(
+    project: Path, run: Run, tmp_path: Path, tmux_socket: str, how: str
+) -> None:
+    """SIGTERM to a worker, or SIGHUP from tmux closing its session: the task goes back at once (leases are
+    300 s here, so expiry cannot be what returned it) without spending an attempt, and the monitor restarts
+    the worker, once, with one escalation."""
+    flag = tmp_path / "slow-once"
+    agent = f"[ -e {flag} ] || {{ touch {flag}; sleep 600; }}; {DEMO_AGENT}"
+    # A sleeping agent must not look stalled: only the signal may stop it.
+    env = {**FAST, "SWARM_QUEUE_LEASE_TTL_SECONDS": "300", "SWARM_SWARM_STALL_SECONDS": "600"}
+    launched = run("launch", "E1", "--agents", "1", "--command", agent, env=env)
+    assert launched.returncode == 0, launched.stderr
+    retry_until(lambda: flag.exists() and _agent(run, "agent-1")["state"] == "working", seconds=120)
+    before = _agent(run, "agent-1")
+    if how == "SIGTERM":
+        os.kill(before["pid"], signal.SIGTERM)
+    else:
+        subprocess.run(["tmux", "-L", tmux_socket, "kill-session", "-t", before["session"]], check=True)
+    retry_until(lambda: _finished(run), seconds=240, interval=0.3)
+    after = _agent(run, "agent-1")
+    assert after["restarts"] == 1
+    assert after["pid"] != before["pid"]
+    tasks = {t["id"]: t for t in status_json(run)["tasks"]}
+    assert tasks["A"]["attempts"] == 1  # the interrupted attempt was given back
+    from swarm.store import open_store
+
+    with open_store(f"sqlite:///{project}/.swarm/swarm.db") as store:
+        returned = [e.reason for e in store.events("A") if e.from_state == "claimed" and e.to_state == "ready"]
+    signame = "SIGTERM" if how == "SIGTERM" else "SIGHUP"
+    assert len(returned) == 1, returned
+    assert signame in returned[0]
+    notes = _escalations(run)
+    assert len(notes) == 1, notes
     assert "agent-1 was dead" in notes[0]["body"]
     assert run("teardown").returncode == 0
 
