@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
 from swarm.models import AgentRecord, AgentState, Spec, TaskState
 from swarm.runtime import procs
@@ -27,8 +28,13 @@ from swarm.runtime.git import open_repo
 from swarm.runtime.runfile import AgentRun, write_run_file
 from swarm.runtime.worker import Worker
 from swarm.store import RetryPolicy, Store, StoreOptions, open_store
+from tests import pg as pg_fixtures
 from tests.helpers import retry_until, swarm_cli
-from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures: the postgresql backend's server and databases)
+from tests.pg import PgServer, dbname_of
+
+# The session server and fresh databases of tests/pg.py (no conftest in this folder names them).
+pg_server = pg_fixtures.pg_server
+pg_url = pg_fixtures.pg_url
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
 LEASE = 300.0
@@ -274,6 +280,51 @@ def test_a_path_the_worker_cannot_write_pauses_the_agent_without_spending_an_att
     assert agent.state == AgentState.PAUSED.value
     assert agent.detail
     assert "A-1.md" in agent.detail
+
+
+def test_a_read_only_database_pauses_the_agent_and_the_task_goes_back_once_it_is_writable(
+    repo: Path, pg_server: PgServer, pg_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL turned read-only under a running task: the worker keeps the work, pauses, and gives the task
+    back (no attempt spent) as soon as the database takes writes again. (SQLite cannot be made read-only for
+    root without mounts; the same path handles its 'readonly database' error.)"""
+    swarm = Swarm(repo, pg_url)
+    dbname = dbname_of(pg_url)
+    flag = tmp_path / "started"
+    swarm.queue(spec("A"))
+    worker = swarm.start("agent-1", f"echo partial > half.txt; touch {flag}; sleep 600")
+    try:
+        retry_until(_working(swarm, flag), seconds=90)
+
+        def read_only(on: bool) -> None:
+            with pg_server.admin() as conn:
+                value = sql.SQL("on" if on else "off")
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = {}").format(
+                        sql.Identifier(dbname), value
+                    )
+                )
+            pg_server.terminate_backends(dbname=dbname)  # new sessions get the new default
+
+        read_only(True)
+        retry_until(lambda: "cannot give the task back yet" in swarm.log("agent-1"), seconds=90)
+        read_only(False)
+        code = _exit(worker)
+        with swarm.store() as store:
+            task = store.get_task("A")
+            events = store.events("A")
+        assert (task.state, task.attempts, task.owner) == (TaskState.READY, 0, None)
+        assert code == 1
+        assert "read-only" in events[-1].reason
+        agent = swarm.agent("agent-1")
+        assert agent.state == AgentState.PAUSED.value
+        assert agent.detail
+        assert "read-only" in agent.detail
+        assert git(repo, "show", "refs/swarm/wip/agent-1/A:half.txt") == "partial"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=30)
 
 
 def test_a_failed_task_waits_out_the_configured_retry_backoff(swarm: Swarm, tmp_path: Path) -> None:
