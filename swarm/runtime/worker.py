@@ -125,6 +125,7 @@ class Worker:
         self._state: str | None = None
         self._terminated = False
         self._signalled = False  # Terminated was raised once; later signals only set _terminated
+        self._signal_name = "SIGTERM"
         self._stop: str | None = None
         self._stop_marker: int | None = None
         self._stop_request: Message | None = None
@@ -284,6 +285,7 @@ class Worker:
             name = str(exc) or "SIGINT"
             final = self._interrupted(f"terminated by {name}")
         except Exception as exc:  # a bug, or a failure nobody foresaw: the task must not wait out its lease
+            self._signalled = True  # first: a signal now must not cut the clean-up short
             self._emit("".join(traceback.format_exception(exc)).encode("utf-8", "replace"))
             final = self._interrupted(f"crashed: {type(exc).__name__}: {exc}")
         finally:
@@ -365,7 +367,7 @@ class Worker:
         while not self._terminated and time.monotonic() < deadline:
             time.sleep(min(IDLE_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
         if self._terminated:
-            raise Terminated("SIGTERM")
+            raise Terminated(self._signal_name)
 
     def _pause(self, claim: Claim, cause: str) -> None:
         """A fault of the machine, not of the agent: keep the work, give the task back without spending an
@@ -427,15 +429,16 @@ class Worker:
             ):
                 return
         if self._terminated:
-            raise Terminated
+            raise Terminated(self._signal_name)
 
     def _install_signals(self) -> None:
         def handler(signum: int, _frame: FrameType | None) -> None:
             self._terminated = True
+            self._signal_name = signal.Signals(signum).name
             if self._signalled:
                 return  # already ending: let the clean-up (give the task back) run to its end
             self._signalled = True
-            raise Terminated(signal.Signals(signum).name)
+            raise Terminated(self._signal_name)
 
         if threading.current_thread() is not threading.main_thread():
             return  # embedded (tests): only the main thread may own signal handlers
