@@ -102,6 +102,38 @@ def test_a_signalled_worker_gives_its_task_back_at_once_and_is_restarted(
     assert run("teardown").returncode == 0
 
 
+def test_a_worker_signalled_again_and_again_is_given_up_after_max_restarts(project: Path, run: Run) -> None:
+    """Restarts are counted and bounded: past ``max_restarts`` the agent is failed, its task is back in the
+    queue with no attempt spent, and the lead heard of it once per incident."""
+    env = {
+        **FAST,
+        "SWARM_QUEUE_LEASE_TTL_SECONDS": "300",
+        "SWARM_SWARM_STALL_SECONDS": "600",
+        "SWARM_SWARM_MAX_RESTARTS": "1",
+    }
+    launched = run("launch", "E1", "--agents", "1", "--command", "sleep 600", env=env)
+    assert launched.returncode == 0, launched.stderr
+    first = retry_until(lambda: _working_agent(run), seconds=120)
+    os.kill(first["pid"], signal.SIGTERM)
+    second = retry_until(lambda: (a := _working_agent(run)) and a["pid"] != first["pid"] and a, seconds=120)
+    assert second["restarts"] == 1
+    os.kill(second["pid"], signal.SIGTERM)
+    retry_until(lambda: _agent(run, "agent-1")["state"] == "failed", seconds=120, interval=0.3)
+    assert _agent(run, "agent-1")["restarts"] == 1
+    tasks = {t["id"]: t for t in status_json(run)["tasks"]}
+    assert (tasks["A"]["state"], tasks["A"]["attempts"]) == ("ready", 0)
+    notes = [n["body"] for n in _escalations(run)]
+    assert len(notes) == 2, notes
+    assert "restarting it (restart 1 of 1)" in notes[0]
+    assert "gave up after 1 restarts" in notes[1]
+    assert run("teardown").returncode == 0
+
+
+def _working_agent(run: Run) -> dict[str, Any] | None:
+    agent = _agent(run, "agent-1")
+    return agent if agent["state"] == "working" and agent["pid"] else None
+
+
 def test_a_stopped_agent_is_stalled_then_restarted(project: Path, run: Run, tmp_path: Path) -> None:
     flag = tmp_path / "stall-once"
     agent = f"if [ ! -e {flag} ]; then touch {flag}; echo working; sleep 600; fi; {DEMO_AGENT}"
