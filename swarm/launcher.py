@@ -316,6 +316,8 @@ def _plan_agents(
                 token=secrets.token_urlsafe(24),
                 env=env,
                 push_remote=push_remote,
+                retry_backoff_seconds=cfg.queue.retry_backoff_seconds,
+                retry_backoff_max_seconds=cfg.queue.retry_backoff_max_seconds,
             )
         )
     return runs

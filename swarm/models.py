@@ -129,6 +129,9 @@ class AgentState(StrEnum):
     DONE = "done"
     STOPPED = "stopped"
     FAILED = "failed"
+    #: Stopped claiming after a fault of the machine, not of the agent (disk full, read-only database, a
+    #: refused commit); ``detail`` says why. ``swarm launch`` resumes it; the monitor leaves it alone.
+    PAUSED = "paused"
 
 
 @dataclass(frozen=True)

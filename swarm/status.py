@@ -129,12 +129,21 @@ def to_json(snap: Snapshot) -> dict[str, Any]:
                 "epic": t.epic,
                 "last_error": t.last_error,
                 "tokens": t.tokens,
+                # A ready task still waiting out its retry backoff: seconds until it may be claimed again.
+                "ready_in_s": _ready_in(t, now),
             }
             for t in snap.tasks
         ],
         "agents": agents,
         "questions": [{"seq": q.seq, "from": q.author, "body": q.body, "thread": q.thread} for q in snap.questions],
     }
+
+
+def _ready_in(task: Task, now: float) -> float | None:
+    """Seconds a ready task still waits before it may be claimed (its retry backoff), else None."""
+    if task.state != TaskState.READY or task.not_before <= now:
+        return None
+    return round(task.not_before - now, 1)
 
 
 def _age(seconds: float | None) -> str:
@@ -181,7 +190,8 @@ def render(snap: Snapshot) -> RenderableType:
             _age(a["heartbeat_age_s"]),
             _age(a["lease_left_s"]),
             f"${a['cost_usd']:.2f}" if a["cost_usd"] else "-",
-            (a["last_output"] or "").strip(),
+            # A paused or dead agent's reason matters more than its last line of output.
+            (a["detail"] if a["state"] in ("paused", "dead") and a["detail"] else a["last_output"] or "").strip(),
         )
         for a in data["agents"]
     ]
@@ -194,17 +204,20 @@ def render(snap: Snapshot) -> RenderableType:
             width = max([len(column), *(len(row[index]) for row in rows)])
             agents.add_column(column, no_wrap=True, min_width=width)
     for row in rows:
-        style = {"dead": "red", "working": "green", "idle": "dim", "done": "cyan"}.get(row[1], "")
-        agents.add_row(row[0], Text(row[1], style=style), *row[2:])
+        style = {"dead": "red", "working": "green", "idle": "dim", "done": "cyan", "paused": "yellow"}.get(row[1], "")
+        # The last column is the agent's own text (or a reason quoting it): never read as rich markup.
+        agents.add_row(row[0], Text(row[1], style=style), *row[2:-1], Text(row[-1]))
 
     tasks = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("task", "state", "owner", "tries", "commit", "title"):
         tasks.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1 if column == "title" else None)
     colours = {"done": "green", "claimed": "yellow", "dead": "red", "cancelled": "dim", "blocked": "dim"}
-    for t in snap.tasks:
+    for t, shown in zip(snap.tasks, data["tasks"], strict=True):
+        wait = shown["ready_in_s"]
+        state = f"ready in {_age(wait)}" if wait is not None else t.state.value
         tasks.add_row(
             t.id,
-            Text(t.state.value, style=colours.get(t.state.value, "")),
+            Text(state, style=colours.get(t.state.value, "")),
             t.owner or "-",
             str(t.attempts),
             (t.commit or "")[:10] or "-",

@@ -15,6 +15,7 @@ swarm from a normal shell, not from inside a git hook.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import shutil
@@ -738,6 +739,39 @@ class Worktree:
         if result.status != 0:
             logger.debug("commit-graph not written in %s: %s", self.path, _first_line(result.err))
         return result.status == 0
+
+    def save_wip(self, ref: str, message: str) -> str | None:
+        """Commit every change (untracked files included) to ``ref`` without touching the worktree, its index
+        or its branch; return the commit's sha, or None when there is nothing to save.
+
+        The commit's parent is HEAD; an earlier commit at ``ref`` becomes its second parent, so saving twice
+        loses nothing. It is never signed (``--no-gpg-sign``): it is a private safety copy, and a missing
+        signing key is one of the faults it saves work from.
+        """
+        _check_ref_text(ref)
+        if not self.has_changes():
+            return None
+        what = f"save the work in {self.path} as {ref}"
+        git_dir = Path(self._git.run("rev-parse", "--absolute-git-dir", what=what).out.strip())
+        index = git_dir / f"swarm-wip-{os.getpid()}-{threading.get_ident()}.index"
+        env = {**self._fallback_identity(), "GIT_INDEX_FILE": str(index)}
+        try:
+            head = self.head_sha()
+            self._git.run("read-tree", head, what=what, env=env)
+            self._git.run("add", "-A", what=what, env=env)
+            tree = self._git.run("write-tree", what=what, env=env).out.strip()
+            parents = ["-p", head]
+            previous = self._git.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+            if previous.status == 0 and previous.out.strip():
+                parents += ["-p", previous.out.strip()]
+            sha = self._git.run(
+                "commit-tree", "--no-gpg-sign", tree, *parents, "-m", message, what=what, env=env
+            ).out.strip()
+            self._git.run("update-ref", "-m", message, ref, sha, what=what)
+        finally:
+            index.unlink(missing_ok=True)
+        logger.info("saved the work of %s as %s (%s)", self.path, ref, sha[:12])
+        return sha
 
     def contains(self, sha: str) -> bool:
         """Whether HEAD already holds the commit ``sha`` (it is HEAD or one of HEAD's ancestors)."""

@@ -44,6 +44,10 @@ class AgentRun(BaseModel):
     push_remote: str | None = None
     idle_poll_seconds: float = 2.0
     stop_poll_seconds: float = 0.25
+    #: ``[queue] retry_backoff_seconds`` / ``retry_backoff_max_seconds``: a task this worker fails is claimed
+    #: again only after base * 2**(attempt-1) seconds, capped (the defaults are the configuration's).
+    retry_backoff_seconds: float = 10.0
+    retry_backoff_max_seconds: float = 600.0
 
     @property
     def swarm_dir(self) -> Path:

@@ -9,6 +9,13 @@ Nothing is dropped silently: when a lease is lost, a run fails or times out, the
 are stashed (``git stash``) with a message naming the task, so the next task starts clean and the work can
 still be recovered; when teardown stops a run (``--now``) the changes stay in the worktree and teardown
 commits them as WIP on the agent's branch.
+
+An end that nobody asked for (SIGTERM, SIGHUP from tmux, Ctrl-C in the pane, a crash) gives the task back at
+once without spending an attempt, saves the changes under ``refs/swarm/wip/<agent>/<task>``, writes the cause
+to the log and the event log, and leaves the agent ``dead`` so that the monitor restarts it. A fault of the
+machine rather than of the agent (disk full, a read-only file system or database, a commit git refuses, e.g.
+``commit.gpgsign`` without a usable key) does the same but leaves the agent ``paused``: it stops claiming,
+``swarm status`` says why, the lead gets one escalation, and ``swarm launch`` resumes it once it is fixed.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,10 +41,10 @@ from types import FrameType
 from typing import IO, Any
 
 from swarm.agents import build_command, load_template, render_prompt
-from swarm.errors import BadInput, LeaseLost, SwarmError
+from swarm.errors import BadInput, LeaseLost, StoreError, SwarmError
 from swarm.models import LEAD, AgentState, Claim, Message
 from swarm.runtime import procs
-from swarm.runtime.git import Worktree, open_repo
+from swarm.runtime.git import GitError, Worktree, open_repo
 from swarm.runtime.runfile import AgentRun
 from swarm.store import RetryPolicy, Store, StoreOptions, open_store
 
@@ -68,8 +76,25 @@ IDLE_BACKOFF_MAX_SECONDS = 2.0
 COUNTS_EVERY_SECONDS = 2.0
 
 
-class Terminated(Exception):
-    """SIGTERM or SIGHUP reached the worker (teardown's fallback, or tmux killing the session)."""
+#: Between two tries to give a task back while the database refuses writes (read-only, disk full).
+GIVE_BACK_RETRY_SECONDS = 5.0
+#: Messages of faults that are the machine's, not the agent's: a full disk, a read-only file system or
+#: database, a commit that git refuses to sign. They pause the agent instead of failing its task.
+_HOST_FAULT = re.compile(
+    r"(?i)no space left|disk is full|disk full|quota exceeded|read-only file system|readonly database|"
+    r"read-only transaction|could not extend file|gpg failed|failed to sign|cannot run gpg|unable to sign"
+)
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP reached the worker (teardown's fallback, or tmux killing the session).
+
+    A BaseException, so that no ``except Exception`` on the way mistakes it for a task's failure."""
+
+
+class HostFault(SwarmError):
+    """Something that is not the agent's fault kept the worker from finishing a task (the commit was refused,
+    the disk is full): the task goes back without spending an attempt and the agent pauses."""
 
 
 @dataclass
@@ -91,7 +116,7 @@ class Worker:
     def __init__(self, run: AgentRun, *, out: IO[bytes] | None = None) -> None:
         self.run = run
         self.out = out or sys.stdout.buffer
-        self.store: Store = open_store(run.database_url, StoreOptions(retry=RetryPolicy(0, 0)))
+        self.store: Store = self._open_store()
         self.worktree: Worktree = open_repo(Path(run.repo)).worktree(Path(run.worktree))
         self.template = load_template(run.kind)
         run.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,6 +124,8 @@ class Worker:
         self.logfile = run.log_path.open("ab", buffering=0)
         self._state: str | None = None
         self._terminated = False
+        self._signalled = False  # Terminated was raised once; later signals only set _terminated
+        self._signal_name = "SIGTERM"
         self._stop: str | None = None
         self._stop_marker: int | None = None
         self._stop_request: Message | None = None
@@ -111,6 +138,12 @@ class Worker:
         self._graph_countdown = random.randint(1, COMMIT_GRAPH_EVERY)
         self._empty_claims = 0
         self._next_counts = 0.0
+        self._final_detail: str | None = None
+
+    def _open_store(self) -> Store:
+        # The configured retry backoff travels in the run file: a task this worker fails waits it out.
+        policy = RetryPolicy(self.run.retry_backoff_seconds, self.run.retry_backoff_max_seconds)
+        return open_store(self.run.database_url, StoreOptions(retry=policy))
 
     # -- output ----------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -225,39 +258,153 @@ class Worker:
                     self._wait_for_change(run.idle_poll_seconds, not_before=backoff * random.uniform(0.5, 1.0))
                     continue
                 self._empty_claims = 0
+                # Until the task is released, an end of this worker gives it back (see the handlers below).
+                self._current = claim
                 try:
                     self.work(claim)
                 except SwarmError as exc:
+                    fault = _host_fault(exc)
+                    if fault is not None:
+                        self._pause(claim, fault)
+                        final = AgentState.PAUSED
+                        break
                     # A git or agent-setup failure fails this task, not the worker: the next task may be fine.
                     self.say(f"{claim.task_id}: {exc.render()}")
                     self._release_failed(claim, exc.render()[:2000], RunResult())
+                except OSError as exc:
+                    # The worker's own files (prompts, the log, .swarm/) cannot be written: the machine's fault.
+                    self._pause(claim, _os_error_text(exc))
+                    final = AgentState.PAUSED
+                    break
+                self._current = None
                 if self.stop_mode() is not None:
                     self.say("stop requested; exiting after this task")
                     self._answer_shutdown(f"stopped after {claim.task_id} ({self._outcome})")
                     break
-        except Terminated:
-            self.say("terminated by a signal")
-            claim = self._current
-            if claim is not None:
-                # We still hold the lease: give the task back now instead of letting it expire.
-                with contextlib.suppress(SwarmError):
-                    self.store.return_task(claim.task_id, run.agent_id, claim.lease_token, "worker terminated")
-                    self.say(f"returned {claim.task_id}; its uncommitted work stays in the worktree")
+        except (Terminated, KeyboardInterrupt) as exc:
+            name = str(exc) or "SIGINT"
+            final = self._interrupted(f"terminated by {name}")
+        except Exception as exc:  # a bug, or a failure nobody foresaw: the task must not wait out its lease
+            self._signalled = True  # first: a signal now must not cut the clean-up short
+            self._emit("".join(traceback.format_exception(exc)).encode("utf-8", "replace"))
+            final = self._interrupted(f"crashed: {type(exc).__name__}: {exc}")
         finally:
-            with contextlib.suppress(SwarmError):
-                self.store.update_agent(run.agent_id, state=final.value, task_id=None, agent_pid=None)
-            self.store.close()
+            fields: dict[str, Any] = {"state": final.value, "task_id": None, "agent_pid": None}
+            if self._final_detail is not None:
+                fields["detail"] = self._final_detail
+            with contextlib.suppress(Exception):
+                self.store.update_agent(run.agent_id, **fields)
+            with contextlib.suppress(Exception):
+                self.store.close()
             self.logfile.close()
-        return 0
+        return 0 if final in (AgentState.DONE, AgentState.STOPPED) else 1
+
+    def _interrupted(self, cause: str) -> AgentState:
+        """The worker ends without having been asked to: give the task back (no attempt spent), keep its work,
+        and say whether the monitor should restart this agent (``dead``) or teardown asked for it (``stopped``).
+        """
+        self._signalled = True  # a second signal during this clean-up must not cut it short
+        # The interrupted call may have left the connection in the middle of something: use a fresh one.
+        with contextlib.suppress(Exception):
+            self.store.close()
+        try:
+            self.store = self._open_store()
+        except SwarmError as exc:
+            self.say(f"{cause}; cannot reach the database to give the task back ({exc.render()})")
+            self._final_detail = f"{cause}; the database could not be reached"
+            return AgentState.DEAD
+        claim = self._current
+        task = claim.task_id if claim else None
+        self.say(f"{cause}{f' while working on {task}' if task else ''}")
+        self._give_back(claim, f"worker {cause} (not the agent's fault: no attempt spent)")
+        if claim is not None:
+            self._save_wip(claim)
+        self._stop = None
+        self._stop_marker = None
+        try:
+            requested = self.stop_mode() is not None
+        except SwarmError:
+            requested = False
+        if requested:
+            self._answer_shutdown(f"stopped ({cause}){f'; returned {task}' if task else ''}")
+            return AgentState.STOPPED
+        self._final_detail = f"{cause}{f'; {task} went back to the queue' if task else ''}"
+        self.say("not a requested stop: the monitor restarts this agent")
+        return AgentState.DEAD
+
+    def _give_back(self, claim: Claim | None, reason: str, *, retry: bool = False) -> bool:
+        """Return the task in hand without spending an attempt, by its lease token; without a claim, return
+        whatever this agent holds (a signal between the claim and its bookkeeping). ``retry``: keep trying
+        while the database refuses (read-only, full), until it takes it or a signal ends the worker."""
+        agent = self.run.agent_id
+        while True:
+            try:
+                if claim is None:
+                    returned = self.store.return_claims([agent], actor=agent, reason=reason)
+                    if returned:
+                        self.say(f"returned {', '.join(returned)} to the queue (no attempt spent)")
+                else:
+                    self.store.return_task(claim.task_id, agent, claim.lease_token, reason)
+                    self.say(f"returned {claim.task_id} to the queue (no attempt spent)")
+                self._current = None
+                return True
+            except LeaseLost as exc:
+                self.say(exc.render())
+                self._current = None
+                return False
+            except SwarmError as exc:
+                if not retry:
+                    self.say(f"cannot give {claim.task_id if claim else 'the task'} back: {exc.render()}")
+                    return False
+                self.say(
+                    f"cannot give the task back yet ({exc.render()}); trying again in {GIVE_BACK_RETRY_SECONDS:.0f}s"
+                )
+                self._sleep(GIVE_BACK_RETRY_SECONDS)
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep in short slices; a termination ends it."""
+        deadline = time.monotonic() + seconds
+        while not self._terminated and time.monotonic() < deadline:
+            time.sleep(min(IDLE_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        if self._terminated:
+            raise Terminated(self._signal_name)
+
+    def _pause(self, claim: Claim, cause: str) -> None:
+        """A fault of the machine, not of the agent: keep the work, give the task back without spending an
+        attempt, stop claiming, say why in status, and tell the lead once."""
+        run = self.run
+        self.say(f"{claim.task_id}: {cause}")
+        self.say("this is not the agent's fault: pausing this agent instead of failing the task")
+        saved = self._save_wip(claim)
+        self._give_back(claim, f"{cause} (not the agent's fault: no attempt spent; {run.agent_id} paused)", retry=True)
+        kept = f"; its work is saved as {saved}" if saved else ""
+        self._final_detail = (f"paused: {cause}{kept}; fix it, then 'swarm launch {run.epic}' resumes this agent")[
+            :1000
+        ]
+        self.say(self._final_detail)
+        with contextlib.suppress(SwarmError):
+            if self.store.record_incident(run.swarm_id, f"{run.agent_id}:paused:{claim.task_id}"):
+                self.store.append_message(
+                    CONTROL_THREAD,
+                    run.agent_id,
+                    "escalation",
+                    f"{run.agent_id} paused on {claim.task_id}: {cause}{kept}; {claim.task_id} went back to the "
+                    f"queue without spending an attempt. Fix it, then run 'swarm launch {run.epic}' to resume.",
+                    recipient=LEAD,
+                )
 
     @staticmethod
     def _finished_text(counts: dict[str, int]) -> str:
         stuck = counts["blocked"] + counts["dead"]
+        cancelled = counts.get("cancelled", 0)
         if stuck:
             return (
                 f"nothing left to do: {counts['done']} done, {counts['dead']} dead, "
-                f"{counts['blocked']} blocked behind them; exiting"
+                f"{counts['blocked']} blocked behind them"
+                f"{f', {cancelled} cancelled' if cancelled else ''}; exiting"
             )
+        if cancelled:
+            return f"nothing left to do: {counts['done']} done, {cancelled} cancelled; exiting"
         return f"all {counts['done']} task(s) of the swarm are done; exiting"
 
     def _wait_for_change(self, seconds: float, *, not_before: float = 0.0) -> None:
@@ -282,12 +429,16 @@ class Worker:
             ):
                 return
         if self._terminated:
-            raise Terminated
+            raise Terminated(self._signal_name)
 
     def _install_signals(self) -> None:
         def handler(signum: int, _frame: FrameType | None) -> None:
             self._terminated = True
-            raise Terminated(signal.Signals(signum).name)
+            self._signal_name = signal.Signals(signum).name
+            if self._signalled:
+                return  # already ending: let the clean-up (give the task back) run to its end
+            self._signalled = True
+            raise Terminated(self._signal_name)
 
         if threading.current_thread() is not threading.main_thread():
             return  # embedded (tests): only the main thread may own signal handlers
@@ -296,12 +447,13 @@ class Worker:
 
     # -- one task --------------------------------------------------------------------------------
     def work(self, claim: Claim) -> None:
-        """Do one claimed task from merge to release."""
+        """Do one claimed task from merge to release.
+
+        ``_current`` stays set when this raises: whoever handles the exception still knows which task (and
+        lease) to give back. It is cleared once the task is released."""
         self._current = claim
-        try:
-            self._work(claim)
-        finally:
-            self._current = None
+        self._work(claim)
+        self._current = None
 
     def _work(self, claim: Claim) -> None:
         run = self.run
@@ -309,7 +461,7 @@ class Worker:
         self.say(f"claimed {claim.task_id} (attempt {claim.attempt}): {claim.title}")
         if self.worktree.has_changes():
             # Left by a run that crashed with the worker: keep it, but do not let it leak into this task.
-            self._stash(claim, "changes left in the worktree before this task started")
+            self._stash(claim, "leftovers", label=self._leftovers_label(claim))
         deps = [self.store.get_task(dep) for dep in claim.depends_on]
         commits = [(d.id, d.commit) for d in deps if d.commit]
         refs = [sha for _, sha in commits]
@@ -574,7 +726,11 @@ class Worker:
             last = " | ".join(result.tail[-5:]) or "(no output)"
             self._release_failed(claim, f"agent exited {result.exit_code}: {last}"[:2000], result)
             return
-        sha = self.worktree.commit_all(f"{claim.task_id}: {claim.title}", run.commit_author)
+        try:
+            sha = self.worktree.commit_all(f"{claim.task_id}: {claim.title}", run.commit_author)
+        except SwarmError as exc:
+            # The agent did its part; the commit failing (a signing key missing, a full disk) is not its fault.
+            raise HostFault(f"git refused the commit of {claim.task_id}: {exc.message}") from exc
         self._graph_countdown -= 1
         if self._graph_countdown <= 0:
             self._graph_countdown = COMMIT_GRAPH_EVERY
@@ -620,11 +776,44 @@ class Worker:
             self.store.update_agent(self.run.agent_id, cost_usd=result.cost_usd)
         self.say(f"{claim.task_id} failed ({reason.splitlines()[0][:200]}); task is now {state.value}")
 
-    def _stash(self, claim: Claim, why: str) -> None:
+    def _stash(self, claim: Claim, why: str, *, label: str | None = None) -> None:
+        """Stash the worktree's changes: by default as the partial work of ``claim``; ``label`` names changes
+        that are not its work (leftovers found before it started)."""
         if not self.worktree.has_changes():
             return
-        ref = self.worktree.stash(f"swarm: {claim.task_id} attempt {claim.attempt} ({why})")
-        self.say(f"saved the partial changes of {claim.task_id} in {ref} ('git stash list' shows them)")
+        message = label or f"swarm: {claim.task_id} attempt {claim.attempt} ({why})"
+        ref = self.worktree.stash(message)
+        what = "the changes left in the worktree" if label else f"the partial changes of {claim.task_id}"
+        self.say(f"saved {what} in {ref} as '{message}' ('git stash list' shows them)")
+
+    def _leftovers_label(self, claim: Claim) -> str:
+        """An honest name for changes found in the worktree before ``claim`` started: they are not its work.
+        They most likely come from the last task this agent ran (whose run ended without a commit): the newest
+        prompt file in the agent's prompt folder names it, across worker restarts."""
+        last = _last_prompt(self.run.prompt_dir)
+        source = (
+            f"the last task this agent ran was {last[0]} (attempt {last[1]})"
+            if last
+            else "this agent ran no task before"
+        )
+        return f"swarm: leftovers found before {claim.task_id} started (not its work; {source})"
+
+    def _save_wip(self, claim: Claim) -> str | None:
+        """Keep the worktree's changes under ``refs/swarm/wip/<agent>/<task>`` without touching the worktree,
+        its index or the branch (a second copy: the changes also stay where they are). None when there was
+        nothing to save or git could not save it (a full disk), which is said in the log."""
+        ref = f"refs/swarm/wip/{self.run.agent_id}/{claim.task_id}"
+        try:
+            sha = self.worktree.save_wip(ref, f"WIP {claim.task_id}: {claim.title} (attempt {claim.attempt})")
+        except SwarmError as exc:
+            self.say(
+                f"could not save the work of {claim.task_id} as {ref} ({exc.render()}); it stays in {self.run.worktree}"
+            )
+            return None
+        if sha is None:
+            return None
+        self.say(f"saved the uncommitted work of {claim.task_id} as {ref} ({sha[:12]}); it also stays in the worktree")
+        return ref
 
 
 _RESET = re.compile(
@@ -641,6 +830,36 @@ def _reset_seconds(text: str) -> float | None:
     amount = float(match.group(1))
     unit = match.group(2).lower()
     return amount * (3600 if unit.startswith("h") else 60 if unit.startswith("m") else 1)
+
+
+def _host_fault(exc: SwarmError) -> str | None:
+    """The cause when ``exc`` is the machine's fault rather than the agent's (see :class:`HostFault`)."""
+    if isinstance(exc, HostFault):
+        return exc.message
+    if isinstance(exc, StoreError | GitError):
+        text = f"{exc.message} {getattr(exc, 'stderr', '')}"
+        if _HOST_FAULT.search(text):
+            return exc.message
+    return None
+
+
+def _os_error_text(exc: OSError) -> str:
+    """``cannot write /path: No space left on device`` from an OSError."""
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"the worker cannot write{where}: {exc.strerror or exc}"
+
+
+def _last_prompt(folder: Path) -> tuple[str, str] | None:
+    """``(task id, attempt)`` of the newest ``<task>-<attempt>.md`` prompt in ``folder``, or None."""
+    try:
+        found = [(entry.stat().st_mtime, entry.name) for entry in folder.iterdir()]
+    except OSError:
+        return None
+    for _, name in sorted(found, reverse=True):
+        task, sep, attempt = name.removesuffix(".md").rpartition("-")
+        if sep and task and attempt.isdigit():
+            return task, attempt
+    return None
 
 
 def _task_ref(task_id: str) -> str:

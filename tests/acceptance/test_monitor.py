@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from swarm.runtime import procs
 from tests.acceptance.conftest import DEMO_AGENT, Run, status_json
@@ -59,6 +62,76 @@ def test_a_killed_worker_is_respawned_and_the_epic_finishes(project: Path, run: 
     assert len(notes) == 1
     assert "agent-1 was dead" in notes[0]["body"]
     assert run("teardown").returncode == 0
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "tmux kill-session"])
+def test_a_signalled_worker_gives_its_task_back_at_once_and_is_restarted(
+    project: Path, run: Run, tmp_path: Path, tmux_socket: str, how: str
+) -> None:
+    """SIGTERM to a worker, or SIGHUP from tmux closing its session: the task goes back at once (leases are
+    300 s here, so expiry cannot be what returned it) without spending an attempt, and the monitor restarts
+    the worker, once, with one escalation."""
+    flag = tmp_path / "slow-once"
+    agent = f"[ -e {flag} ] || {{ touch {flag}; sleep 600; }}; {DEMO_AGENT}"
+    # A sleeping agent must not look stalled: only the signal may stop it.
+    env = {**FAST, "SWARM_QUEUE_LEASE_TTL_SECONDS": "300", "SWARM_SWARM_STALL_SECONDS": "600"}
+    launched = run("launch", "E1", "--agents", "1", "--command", agent, env=env)
+    assert launched.returncode == 0, launched.stderr
+    retry_until(lambda: flag.exists() and _agent(run, "agent-1")["state"] == "working", seconds=120)
+    before = _agent(run, "agent-1")
+    if how == "SIGTERM":
+        os.kill(before["pid"], signal.SIGTERM)
+    else:
+        subprocess.run(["tmux", "-L", tmux_socket, "kill-session", "-t", before["session"]], check=True)
+    retry_until(lambda: _finished(run), seconds=240, interval=0.3)
+    after = _agent(run, "agent-1")
+    assert after["restarts"] == 1
+    assert after["pid"] != before["pid"]
+    tasks = {t["id"]: t for t in status_json(run)["tasks"]}
+    assert tasks["A"]["attempts"] == 1  # the interrupted attempt was given back
+    from swarm.store import open_store
+
+    with open_store(f"sqlite:///{project}/.swarm/swarm.db") as store:
+        returned = [e.reason for e in store.events("A") if e.from_state == "claimed" and e.to_state == "ready"]
+    signame = "SIGTERM" if how == "SIGTERM" else "SIGHUP"
+    assert len(returned) == 1, returned
+    assert signame in returned[0]
+    notes = _escalations(run)
+    assert len(notes) == 1, notes
+    assert "agent-1 was dead" in notes[0]["body"]
+    assert run("teardown").returncode == 0
+
+
+def test_a_worker_signalled_again_and_again_is_given_up_after_max_restarts(project: Path, run: Run) -> None:
+    """Restarts are counted and bounded: past ``max_restarts`` the agent is failed, its task is back in the
+    queue with no attempt spent, and the lead heard of it once per incident."""
+    env = {
+        **FAST,
+        "SWARM_QUEUE_LEASE_TTL_SECONDS": "300",
+        "SWARM_SWARM_STALL_SECONDS": "600",
+        "SWARM_SWARM_MAX_RESTARTS": "1",
+    }
+    launched = run("launch", "E1", "--agents", "1", "--command", "sleep 600", env=env)
+    assert launched.returncode == 0, launched.stderr
+    first = retry_until(lambda: _working_agent(run), seconds=120)
+    os.kill(first["pid"], signal.SIGTERM)
+    second = retry_until(lambda: (a := _working_agent(run)) and a["pid"] != first["pid"] and a, seconds=120)
+    assert second["restarts"] == 1
+    os.kill(second["pid"], signal.SIGTERM)
+    retry_until(lambda: _agent(run, "agent-1")["state"] == "failed", seconds=120, interval=0.3)
+    assert _agent(run, "agent-1")["restarts"] == 1
+    tasks = {t["id"]: t for t in status_json(run)["tasks"]}
+    assert (tasks["A"]["state"], tasks["A"]["attempts"]) == ("ready", 0)
+    notes = [n["body"] for n in _escalations(run)]
+    assert len(notes) == 2, notes
+    assert "restarting it (restart 1 of 1)" in notes[0]
+    assert "gave up after 1 restarts" in notes[1]
+    assert run("teardown").returncode == 0
+
+
+def _working_agent(run: Run) -> dict[str, Any] | None:
+    agent = _agent(run, "agent-1")
+    return agent if agent["state"] == "working" and agent["pid"] else None
 
 
 def test_a_stopped_agent_is_stalled_then_restarted(project: Path, run: Run, tmp_path: Path) -> None:

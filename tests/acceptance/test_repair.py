@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -110,7 +112,11 @@ def test_an_agent_whose_session_was_killed_gets_its_task_returned_and_a_relaunch
     tmux = ["tmux", "-L", tmux_socket]
     # The monitor goes first: left running, it would restart the agent itself before repair looks.
     subprocess.run([*tmux, "kill-session", "-t", f"=swarm-{project.name}-monitor"], check=True)
-    subprocess.run([*tmux, "kill-session", "-t", f"=swarm-{project.name}-agent-1"], check=True)
+    # SIGKILL first: a worker that gets the session's SIGHUP gives its task back itself (see test_monitor.py),
+    # and repair is for the worker that got no chance to.
+    os.kill(worker, signal.SIGKILL)
+    # The session may already have closed with its only process.
+    subprocess.run([*tmux, "kill-session", "-t", f"=swarm-{project.name}-agent-1"], check=False, capture_output=True)
     retry_until(lambda: not procs.alive(worker), seconds=120)
     before = _snapshot(project, run, tmux_socket)
     assert before["tasks"]["A"][0] == "claimed"
