@@ -101,7 +101,9 @@ def test_a_stale_index_lock_is_removed_and_every_task_runs_once(project: Path, r
 
 def test_a_dirty_submodule_is_saved_and_the_task_runs_again(project: Path, run: Run, tmp_path: Path) -> None:
     _add_submodule(project, tmp_path)
-    _launch(run, _once("A", "echo dirt >> sub/lib.txt; exit 1", tmp_path / "dirtied"))
+    # (The agent initialises the submodule itself if launch did not: the fault is the dirt, not its absence.)
+    dirty = "git -c protocol.file.allow=always submodule update --init -q && echo dirt >> sub/lib.txt; exit 1"
+    _launch(run, _once("A", dirty, tmp_path / "dirtied"))
     data = retry_until(lambda: _settled(run), seconds=180)
     tasks = _tasks(data)
     assert data["counts"]["done"] == 4, tasks
