@@ -190,7 +190,7 @@ class _Git:
             # Popen would report a missing cwd as "git not found", which would send the user the wrong way.
             raise GitError(
                 f"cannot {what}: directory {self.cwd} does not exist",
-                hint="it may have been removed; relaunch the agent to recreate its worktree",
+                hint="it may have been removed; an agent's worker recreates its worktree before its next task",
             )
         for attempt in range(1, _ATTEMPTS + 1):
             result = self._once(args, env=env, what=what)
