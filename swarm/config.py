@@ -216,6 +216,7 @@ class SwarmSettings(_Section):
     branch_prefix: Annotated[str, AfterValidator(_branch_prefix)] = "swarm"
     copy_files: list[RelativePath] = Field(default_factory=lambda: [".env"])
     setup: list[NonEmptyStr] = Field(default_factory=list)
+    submodules: bool = True
     task_timeout_seconds: Annotated[int, Field(ge=1)] = 1800
     max_restarts: Annotated[int, Field(ge=0)] = 3
     commit_author: Annotated[str, AfterValidator(_author)] = "swarm <swarm@localhost>"

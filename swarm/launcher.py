@@ -312,6 +312,7 @@ def _plan_agents(
                 heartbeat_seconds=cfg.queue.heartbeat_seconds,
                 task_timeout_seconds=float(cfg.swarm.task_timeout_seconds),
                 commit_author=cfg.swarm.commit_author,
+                submodules=cfg.swarm.submodules,
                 tmux_socket=cfg.swarm.tmux_socket,
                 token=secrets.token_urlsafe(24),
                 env=env,
@@ -331,6 +332,8 @@ def _create_worktrees(repo: GitRepo, loaded: LoadedConfig, runs: list[AgentRun],
         path = Path(run.worktree)
         if not repo.add_worktree(path, run.branch, base):
             return None
+        if cfg.swarm.submodules:
+            repo.init_submodules(path)
         for name in cfg.swarm.copy_files:
             source = repo.root / name
             if source.is_file():
@@ -357,6 +360,15 @@ def _create_worktrees(repo: GitRepo, loaded: LoadedConfig, runs: list[AgentRun],
 
 
 # -- teardown ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Saved:
+    """What teardown's save did in one worktree; ``problem`` says why the worktree must stay."""
+
+    sha: str | None
+    notes: list[str]
+    problem: str | None
 
 
 @dataclass
@@ -459,23 +471,41 @@ def teardown(
         tasks = {t.id: t for t in store.list_tasks(swarm_id=swarm.id)}
         author = loaded.config.swarm.commit_author
 
-        def save(agent: AgentRecord) -> str | None:
+        def save(agent: AgentRecord) -> _Saved:
             # Never lose work: commit whatever is uncommitted on the agent's branch before anything is removed.
-            worktree = repo.worktree(Path(agent.worktree or ""))
-            if not worktree.has_changes():
-                return None
-            task = tasks.get(agent.task_id or "")
-            label = f"WIP {task.id}: {task.title}" if task else "WIP: uncommitted work saved by swarm teardown"
-            return worktree.commit_all(label, author, allow_empty=False)
+            try:
+                worktree = repo.worktree(Path(agent.worktree or ""))
+                task = tasks.get(agent.task_id or "")
+                label = f"WIP {task.id}: {task.title}" if task else "WIP: uncommitted work saved by swarm teardown"
+                if agent.branch:
+                    committed = worktree.commit_on_branch(agent.branch, label, author, allow_empty=False)
+                    sha, notes = committed.sha, committed.notes
+                else:
+                    sha, notes = worktree.commit_all(label, author, allow_empty=False), []
+                left = worktree.uncommitted_paths(include_submodules=True)
+            except SwarmError as exc:
+                return _Saved(None, [], exc.render())
+            if left:
+                shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+                return _Saved(sha, notes, f"uncommitted work is left in {shown}")
+            return _Saved(sha, notes, None)
 
         present = [a for a in agents if a.worktree and Path(a.worktree).exists()]
         # Worktrees are independent: check and commit them in parallel (git status is the slow part).
         with ThreadPoolExecutor(max_workers=min(8, len(present) or 1)) as pool:
             saved = list(pool.map(save, present))
-        for agent, sha in zip(present, saved, strict=True):
-            if sha:
-                report.wip_commits[agent.id] = sha
-                say(f"saved uncommitted work of {agent.id} as {sha[:12]} on {agent.branch}")
+        unsafe: list[AgentRecord] = []
+        for agent, outcome in zip(present, saved, strict=True):
+            for note in outcome.notes:
+                say(f"{agent.id}: {note}")
+            if outcome.sha:
+                report.wip_commits[agent.id] = outcome.sha
+                say(f"saved uncommitted work of {agent.id} as {outcome.sha[:12]} on {agent.branch}")
+            if outcome.problem:
+                # Removing it would delete that work: the worktree stays, whatever the flags say.
+                unsafe.append(agent)
+                say(f"kept the worktree {agent.worktree} of {agent.id}: {outcome.problem}; commit or remove it by hand")
+        removable = [a for a in present if a not in unsafe]
         local_sessions = {a.session for a in agents if a.session}
         for name in tmux.tagged_sessions(swarm.id):
             if name in local_sessions and tmux.kill_session(name, swarm.id):
@@ -485,9 +515,10 @@ def teardown(
         else:
             # The work is committed above, so a forced removal drops only ignored files (builds, caches).
             # One at a time: parallel `git worktree remove` races on .git/worktrees ("Invalid path") at scale.
-            for agent in present:
+            for agent in removable:
                 repo.remove_worktree(Path(agent.worktree or ""), force=True, prune=False)
-            report.worktrees_removed = [str(a.worktree) for a in present]
+            report.worktrees_removed = [str(a.worktree) for a in removable]
+            report.worktrees_kept = [str(a.worktree) for a in unsafe]
         repo.prune_worktrees()
         if delete_branches:
             for agent in agents:

@@ -260,8 +260,16 @@ class _Repair:
         def fix() -> None:
             # Never lose work: commit first; only then is a forced removal (which drops ignored files) safe.
             if worktree.has_changes():
-                sha = worktree.commit_all(WIP_MESSAGE, self.loaded.config.swarm.commit_author, allow_empty=False)
+                # commit_on_branch also commits inside submodules, which a plain commit would leave behind.
+                author = self.loaded.config.swarm.commit_author
+                sha = worktree.commit_on_branch(branch, WIP_MESSAGE, author, allow_empty=False).sha
                 log.info("saved the work of %s as %s on %s", info.path, sha, branch)
+            left = worktree.uncommitted_paths(include_submodules=True)
+            if left:
+                raise SwarmError(
+                    f"cannot remove the worktree {shown}: uncommitted work is left in {', '.join(left[:5])}",
+                    hint="commit or discard it there by hand, then run 'swarm repair' again",
+                )
             self.repo.remove_worktree(info.path, force=True, prune=True)
 
         return Finding(

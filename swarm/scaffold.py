@@ -59,6 +59,8 @@ branch_prefix = "swarm"
 copy_files = [".env"]
 # Shell commands run in each new worktree before its first task, e.g. ["uv sync", "npm ci"].
 setup = []
+# Initialise the repository's git submodules in each worktree; an agent's changes inside one are committed there.
+submodules = true
 # Seconds an agent may spend on one task before the attempt is stopped and fails.
 # A spec's own timeout_seconds takes precedence.
 task_timeout_seconds = 1800

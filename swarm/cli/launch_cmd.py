@@ -180,7 +180,8 @@ def teardown_cmd(
         grace=grace,
         db=db,
         all_hosts=all_hosts,
-        say=(lambda _: None) if as_json else out.print,
+        # Not markup: the lines name branches and files that agents chose.
+        say=(lambda _: None) if as_json else (lambda text: out.print(text, markup=False)),
     )
     if as_json:
         emit_json(_report_json(report))

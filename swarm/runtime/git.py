@@ -14,6 +14,7 @@ swarm from a normal shell, not from inside a git hook.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -61,6 +62,25 @@ _TRANSIENT_RE: Final = re.compile(
 _ATTEMPTS: Final = 10
 _FIRST_DELAY: Final = 0.05
 _MAX_DELAY: Final = 1.0
+
+# `git submodule` refuses to clone a submodule given as a local path (the file transport) since git 2.38.1
+# (CVE-2022-39253) unless protocol.file.allow says so. swarm clones only what the repository's own .gitmodules
+# names, into the agent's worktree, so it allows it for its submodule commands (as `-c` would; the variables
+# reach the clone that `git submodule` runs).
+_SUBMODULE_ENV: Final[Mapping[str, str]] = {
+    "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "protocol.file.allow",
+    "GIT_CONFIG_VALUE_0": "always",
+}
+
+#: Where a done task's commit is kept (locally, and on the shared remote when there is one).
+TASK_REF_PREFIX: Final = "refs/swarm/tasks/"
+#: Commits made inside a submodule of an agent's worktree live in that worktree's own copy of the submodule
+#: repository (``.git/worktrees/<name>/modules/``), which goes when the worktree is removed; a ref in the main
+#: repository under this prefix (named by the commit's sha) keeps them.
+SUBMODULE_REF_PREFIX: Final = "refs/swarm/submodules/"
+#: Work found where the agent left HEAD that could not be brought onto the agent branch.
+SAVED_REF_PREFIX: Final = "refs/swarm/saved/"
 
 _FULL_SHA_RE: Final = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
 
@@ -115,6 +135,15 @@ class MergeResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Committed:
+    """Outcome of :meth:`Worktree.commit_on_branch`: the new HEAD of the branch (None: nothing to commit) and
+    one sentence for each thing done besides the plain commit (the agent's HEAD brought back, submodules)."""
+
+    sha: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class _Result:
     status: int
     out: str
@@ -161,7 +190,7 @@ class _Git:
             # Popen would report a missing cwd as "git not found", which would send the user the wrong way.
             raise GitError(
                 f"cannot {what}: directory {self.cwd} does not exist",
-                hint="it may have been removed; relaunch the agent to recreate its worktree",
+                hint="it may have been removed; an agent's worker recreates its worktree before its next task",
             )
         for attempt in range(1, _ATTEMPTS + 1):
             result = self._once(args, env=env, what=what)
@@ -455,6 +484,83 @@ class GitRepo:
         )
         logger.info("forgot deleted worktree %s", path)
 
+    def init_submodules(self, path: Path) -> bool:
+        """Initialise and check out the submodules of the worktree at ``path`` (recursively); True if it has any.
+
+        A new linked worktree has none checked out: without this an agent finds empty submodule folders.
+        """
+        path = self._abs(path)
+        if not (path / ".gitmodules").is_file():
+            return False
+        _Git(path).run(
+            "submodule",
+            "update",
+            "--init",
+            "--recursive",
+            "--quiet",
+            what=f"initialise the submodules of {path}",
+            hint="check that the submodules' URLs in .gitmodules are reachable, or set swarm.submodules = false",
+            env=_SUBMODULE_ENV,
+            retry=True,
+        )
+        return True
+
+    def heal_worktree(self, path: Path, branch: str, *, leftovers: str, submodules: bool = True) -> list[str]:
+        """Make the agent worktree at ``path`` fit for its next task; return one sentence per repair made.
+
+        Checked, in this order, and repaired: the directory is there and registered with git (else recreated
+        from ``branch``, which holds every task commit), it is the top of a linked worktree (else ``git worktree
+        repair``), no ``index.lock`` is left by a git process that is gone (removed; one whose holder still runs
+        is an error), no change is left from outside a task (saved: committed inside submodules, then stashed
+        as ``leftovers``), HEAD is on ``branch`` (the agent's commits are brought back onto it), and with
+        ``submodules`` the submodules are initialised. Raises :class:`GitError` saying why when it cannot.
+        """
+        path = self._abs(path)
+        self._check_branch_name(branch)
+        actions: list[str] = []
+        info = next((w for w in self.list_worktrees() if w.path == path), None)
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()  # emptied by hand (rm -rf ./* .git): nothing in it to keep
+        if not path.exists():
+            if info is not None:
+                self._forget(path)
+            if not self.branch_exists(branch):
+                if info is None or not info.head:
+                    raise GitError(
+                        f"cannot recreate the deleted worktree {path}: its branch {branch!r} is gone too",
+                        hint="relaunch to start the agent from the swarm's base again",
+                    )
+                self._git.run("branch", branch, info.head, what=f"recreate branch {branch!r}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._worktree_add(path, branch, None)
+            if submodules:
+                self.init_submodules(path)
+            actions.append(f"the worktree {path} was deleted; recreated it from {branch}")
+            return actions
+        if not self._is_top(path):
+            if info is not None:
+                self._git.run("worktree", "repair", str(path), what=f"repair the worktree {path}", check=False)
+            if info is None or not self._is_top(path):
+                raise GitError(
+                    f"{path} is no longer a git worktree of {self.root}",
+                    hint=f"move its files away and run 'git worktree prune', then relaunch to recreate {path}",
+                )
+            actions.append(f"the worktree {path} had lost its link to the repository; repaired it")
+        worktree = Worktree(path)
+        actions += worktree.clear_stale_locks()
+        stashed = worktree.stash(leftovers)
+        if stashed:
+            actions.append(f"saved the changes left in {path} outside any task as stash {stashed[:12]} ({leftovers!r})")
+        actions += worktree.return_to_branch(branch)
+        if submodules and worktree.uninitialised_submodules():
+            self.init_submodules(path)
+            actions.append(f"initialised the submodules of {path}")
+        return actions
+
+    def _is_top(self, path: Path) -> bool:
+        top = _Git(path).run("rev-parse", "--show-toplevel", check=False)
+        return top.status == 0 and Path(top.out.strip()).resolve() == path
+
     def list_worktrees(self) -> list[WorktreeInfo]:
         """Every worktree of the repository, the main one first; paths are resolved."""
         out = self._git.run("worktree", "list", "--porcelain", what="list worktrees", retry=True).out
@@ -623,13 +729,19 @@ class Worktree:
         """Save every change, untracked files included, with ``git stash``; return the stash commit's sha.
 
         Leaves the worktree clean, so the next task starts from the last commit. Returns None if there was
-        nothing to save. The sha, not ``stash@{n}``, names the entry: all worktrees share one stash list, and
+        nothing to save. Changes inside submodules are committed in them first (see :meth:`commit_on_branch`).
+        The sha, not ``stash@{n}``, names the entry: all worktrees share one stash list, and
         other agents' entries push ours down.
         """
         if not self.has_changes():
             return None
         what = f"stash the changes in {self.path}"
         env = self._fallback_identity()  # a stash is a commit: it needs an identity
+        # `git stash` does not look inside submodules: their changes are committed in them first (kept by a ref
+        # of the main repository), so the stash holds the new submodule commits, and the submodules are then
+        # checked out at the recorded commits again, or the worktree would stay dirty.
+        if self._commit_submodules(message, env, keeper=self._git):
+            return self._stash_with_submodules(message, env)
         self._git.run("stash", "push", "--include-untracked", "-m", message, what=what, env=env, retry=True)
         # Newest first; another agent may have stashed since, so find ours by its message.
         out = self._git.run("reflog", "show", "--format=%H%x1f%gs", "refs/stash", "--", what=what).out
@@ -642,6 +754,305 @@ class Worktree:
             f"cannot {what}: git stored the stash, but its entry was not found",
             hint=f"run 'git stash list' in {self.path} to find it",
         )
+
+    def _stash_with_submodules(self, message: str, env: Mapping[str, str]) -> str:
+        """``git stash`` ignores submodule pointers, so build the stash entry by hand: a commit of the whole
+        tree with HEAD and an index commit as parents (the shape ``git stash apply`` expects), stored with
+        ``git stash store``; then check out HEAD and the recorded submodule commits again."""
+        what = f"stash the changes in {self.path}"
+        self._git.run("add", "-A", what=what, retry=True)
+        tree = self._git.run("write-tree", what=what).out.strip()
+        head = self.head_sha()
+        index = self._git.run("commit-tree", tree, "-p", head, "-m", f"index on {head[:12]}", what=what, env=env)
+        stash = self._git.run(
+            "commit-tree", tree, "-p", head, "-p", index.out.strip(), "-m", message, what=what, env=env
+        ).out.strip()
+        self._git.run("stash", "store", "-m", message, stash, what=what, env=env, retry=True)
+        # Everything, untracked files included, is in the stash commit now: nothing of it is lost here.
+        self._git.run("reset", "--hard", "--quiet", "HEAD", what=what, retry=True)
+        self._git.run("clean", "-fd", "--quiet", what=what)
+        self._update_submodules()
+        logger.info("stashed the changes of %s (submodules included) as %s", self.path, stash[:12])
+        return stash
+
+    def commit_on_branch(self, branch: str, message: str, author: str, *, allow_empty: bool = True) -> Committed:
+        """Commit every change on ``branch``, wherever the agent left HEAD; the result says what was done.
+
+        Like :meth:`commit_all`, plus: a stale ``index.lock`` is removed first; changes inside initialised
+        submodules are committed in each submodule (with the same message, kept reachable by
+        ``refs/swarm/submodules/<sha>`` in the main repository) so that the commit here records the new
+        pointers; and when HEAD is not on ``branch`` (the agent ran ``git checkout -b other``, ``git switch``
+        or a detached checkout), the commit is made where HEAD is and then brought onto ``branch``:
+        fast-forwarded when ``branch`` is behind it, merged when they diverged, and HEAD is put back on
+        ``branch``. A merge that conflicts raises :class:`GitError` (the work stays at ``refs/swarm/saved/``).
+        ``sha`` is None only when nothing was committed and ``branch`` did not move.
+        """
+        _check_ref_text(branch, "branch")
+        env = _identity_env(author)
+        what = f"commit in {self.path}"
+        notes = self.clear_stale_locks()
+        notes += self._commit_submodules(message, env, keeper=self._git)
+        self._git.run("add", "-A", what=what, retry=True)
+        nothing_staged = not allow_empty and self._git.ok("diff", "--cached", "--quiet")
+        current = self.branch()
+        if current == branch:
+            if nothing_staged:
+                return Committed(None, notes)
+            args = ["commit", "--no-verify", "--quiet", "-m", message]
+            if allow_empty:
+                args.append("--allow-empty")
+            self._git.run(*args, what=what, env=env, retry=True)
+            sha = self.head_sha()
+            logger.info("committed %s in %s", sha[:12], self.path)
+            return Committed(sha, notes)
+        # Plumbing, not `git commit`: HEAD may be on a branch that is not the agent's (the user's main, even),
+        # and that branch must not move.
+        head = self.head_sha()
+        if not nothing_staged:
+            tree = self._git.run("write-tree", what=what).out.strip()
+            head = self._git.run("commit-tree", tree, "-p", head, "-m", message, what=what, env=env).out.strip()
+        where = f"branch {current!r}" if current else f"a detached HEAD at {head[:12]}"
+        moved = self._bring_back(branch, head, where, notes, merge_message=message, author=author)
+        sha = self.head_sha()
+        return Committed(sha if moved or not nothing_staged else None, notes)
+
+    def return_to_branch(self, branch: str) -> list[str]:
+        """Put HEAD of a clean worktree back on ``branch``; one sentence per thing done (none if it was there).
+
+        Commits made elsewhere since are brought along when ``branch`` is behind them; commits that diverged
+        from it are not merged (they were made outside any task) but kept at ``refs/swarm/saved/<sha>``.
+        """
+        _check_ref_text(branch, "branch")
+        current = self.branch()
+        if current == branch:
+            return []
+        notes: list[str] = []
+        head = self.head_sha()
+        where = f"branch {current!r}" if current else f"a detached HEAD at {head[:12]}"
+        self._bring_back(branch, head, where, notes, merge_message=None, author=None)
+        return notes
+
+    def _bring_back(
+        self,
+        branch: str,
+        head: str,
+        where: str,
+        notes: list[str],
+        *,
+        merge_message: str | None,
+        author: str | None,
+    ) -> bool:
+        """Move ``branch`` to include ``head`` (the commit HEAD is on) and check it out; True if it moved."""
+        what = f"bring the work on {where} back onto {branch} in {self.path}"
+        ref = f"refs/heads/{branch}"
+        found = self._git.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+        tip = found.out.strip() if found.status == 0 else None
+        log_message = f"swarm: bring back the agent's work from {where}"
+        if tip is None or tip == head or _is_ancestor(self._git, tip, head):
+            if tip != head:
+                count = self._git.run("rev-list", "--count", head, *([f"^{tip}"] if tip else []), what=what).out
+                self._git.run("update-ref", "-m", log_message, ref, head, *([tip] if tip else []), what=what)
+                notes.append(
+                    f"the agent left {branch} for {where}; brought its {count.strip()} commit(s) onto {branch}"
+                )
+            else:
+                notes.append(f"the agent left {branch} for {where}; put HEAD back on {branch}")
+            # HEAD's commit is now the branch's: pointing HEAD at the branch changes no file and no index entry.
+            self._git.run("symbolic-ref", "-m", log_message, "HEAD", ref, what=what)
+            return tip != head
+        if _is_ancestor(self._git, head, tip):
+            # Nothing there that the branch lacks (an older commit was checked out): just go back.
+            self._git.run("checkout", "--quiet", "--force", branch, what=what, retry=True)
+            notes.append(f"the agent left {branch} for {where} (already in {branch}); put HEAD back on {branch}")
+            return False
+        saved = f"{SAVED_REF_PREFIX}{head}"
+        self._git.run("update-ref", "-m", log_message, saved, head, what=what)
+        # The tree is all in `head` (committed above, or clean): --force loses nothing.
+        self._git.run("checkout", "--quiet", "--force", branch, what=what, retry=True)
+        if merge_message is None:
+            notes.append(f"the agent left {branch} for {where}, which diverged from it; kept that at {saved}")
+            return False
+        merged = self.merge([head], merge_message, author=author, known_clean=True)
+        if not merged.ok:
+            raise GitError(
+                f"cannot bring the agent's work back onto {branch}: it left HEAD on {where}, which diverged "
+                f"from {branch}, and merging it conflicts in {', '.join(merged.conflicts)}",
+                hint=f"the work is kept at {saved}; merge it into {branch} by hand",
+            )
+        notes.append(f"the agent left {branch} for {where}, which diverged from it; merged its work into {branch}")
+        return True
+
+    def keep_ref(self, ref: str, sha: str) -> None:
+        """Point ``ref`` (``refs/swarm/tasks/<task>``, say) at ``sha``: the commit stays reachable whatever
+        happens to the branches."""
+        _check_ref_text(ref)
+        _check_ref_text(sha, "commit")
+        self._git.run("update-ref", ref, sha, what=f"keep {sha[:12]} at {ref}", retry=True)
+
+    def submodule_paths(self) -> list[str]:
+        """Paths, relative to the worktree, of the submodules ``.gitmodules`` declares (not nested ones)."""
+        if not (self.path / ".gitmodules").is_file():
+            return []
+        result = self._git.run(
+            "config", "--file", ".gitmodules", "-z", "--get-regexp", r"^submodule\..*\.path$", check=False
+        )
+        paths = []
+        for record in result.out.split("\0"):
+            _key, _, value = record.partition("\n")
+            if value:
+                paths.append(value)
+        return paths
+
+    def uninitialised_submodules(self) -> list[str]:
+        """Declared submodules that are not checked out here."""
+        return [rel for rel in self.submodule_paths() if not (self.path / rel / ".git").exists()]
+
+    def uncommitted_paths(self, *, include_submodules: bool = True) -> list[str]:
+        """Every path with a change not committed (untracked files included, ignored ones not).
+
+        With ``include_submodules``, changes inside a submodule are listed as ``<submodule>/<path>`` (and the
+        submodule itself when its checked-out commit is not the one recorded here); without, a changed
+        submodule is listed by its path.
+        """
+        out = self._git.run(
+            "status",
+            "--porcelain=v2",
+            "-z",
+            "--untracked-files=normal",
+            "--ignore-submodules=none",
+            what=f"read status of {self.path}",
+        ).out
+        entries = out.split("\0")
+        paths: list[str] = []
+        i = 0
+        while i < len(entries):
+            entry = entries[i]
+            i += 1
+            kind = entry[:1]
+            if kind == "?":
+                paths.append(entry[2:])
+                continue
+            splits = {"1": 8, "2": 9, "u": 10}.get(kind)
+            if splits is None:
+                continue  # "!" (ignored), "#" headers, the empty end
+            fields = entry.split(" ", splits)
+            if kind == "2":
+                i += 1  # a rename's original path follows as its own entry
+            xy, sub, path = fields[1], fields[2], fields[splits]
+            if not sub.startswith("S") or not include_submodules:
+                paths.append(path)
+                continue
+            inner: list[str] = []
+            if sub[2] == "M" or sub[3] == "U":
+                inner = [f"{path}/{p}" for p in Worktree(self.path / path).uncommitted_paths()]
+            if sub[1] == "C" or xy[0] != "." or not inner:
+                paths.append(path)
+            paths.extend(inner)
+        return paths
+
+    def clear_stale_locks(self) -> list[str]:
+        """Remove the ``index.lock`` files of this worktree and its submodules whose git process is gone.
+
+        git leaves one behind when it is killed; every later git command that writes the index then fails.
+        A lock that a running process still holds open raises :class:`GitError` naming that process.
+        """
+        gitdir = Path(
+            self._git.run("rev-parse", "--absolute-git-dir", what=f"read the git dir of {self.path}").out.strip()
+        )
+        locks = [gitdir / "index.lock", *sorted((gitdir / "modules").glob("**/index.lock"))]
+        notes = []
+        for lock in locks:
+            if not lock.exists():
+                continue
+            holders = _lock_holders(lock)
+            if holders:
+                raise GitError(
+                    f"{lock} is held by the running process {holders[0]}",
+                    hint=f"let it finish or stop it (kill {holders[0]}), then try again",
+                )
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            notes.append(f"removed a stale {lock} (the git process that left it is gone)")
+            logger.info("removed stale lock %s", lock)
+        return notes
+
+    def _commit_submodules(self, message: str, env: Mapping[str, str], *, keeper: _Git) -> list[str]:
+        """Commit the changes inside each initialised submodule (nested ones first); one note per commit.
+
+        Each commit is fetched into ``keeper``'s repository as ``refs/swarm/submodules/<sha>``: the
+        submodule's own repository here lives in this worktree's admin directory and goes with it.
+        """
+        notes = []
+        for rel in self.submodule_paths():
+            path = self.path / rel
+            if not (path / ".git").exists():
+                continue
+            sub = Worktree(path)
+            what = f"commit the changes in submodule {rel} of {self.path}"
+            try:
+                notes += [f"{rel}/ {n}" for n in sub._commit_submodules(message, env, keeper=keeper)]
+                if not sub.has_changes():
+                    continue
+                sub._git.run("add", "-A", what=what, retry=True)
+                if sub._git.ok("diff", "--cached", "--quiet"):
+                    continue  # only a nested pointer that was already staged... nothing of its own
+                # No identity given (a stash): the submodule's own git config may lack one the main one has.
+                sub_env = env or sub._fallback_identity()
+                sub._git.run("commit", "--no-verify", "--quiet", "-m", message, what=what, env=sub_env, retry=True)
+                sha = sub.head_sha()
+            except GitError as exc:
+                raise GitError(
+                    f"cannot commit the changes in submodule {rel} of {self.path}: {exc.message}",
+                    hint=f"the changes stay in {path}; commit them there by hand",
+                    command=exc.command,
+                    stderr=exc.stderr,
+                ) from exc
+            keeper.run(
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                str(path),
+                f"+HEAD:{SUBMODULE_REF_PREFIX}{sha}",
+                what=f"keep the commit {sha[:12]} of submodule {rel}",
+                env=_SUBMODULE_ENV,
+                retry=True,
+            )
+            notes.append(
+                f"committed the changes in submodule {rel} as {sha[:12]} (kept at {SUBMODULE_REF_PREFIX}{sha})"
+            )
+            logger.info("committed %s in submodule %s of %s", sha[:12], rel, self.path)
+        return notes
+
+    def _update_submodules(self) -> None:
+        """Check every submodule out at the commit recorded here (after a stash took their new pointers)."""
+        self._git.run(
+            "submodule",
+            "update",
+            "--recursive",
+            "--quiet",
+            what=f"check out the submodules of {self.path}",
+            env=_SUBMODULE_ENV,
+            retry=True,
+        )
+
+    def looks_healthy(self, branch: str) -> bool:
+        """A quick look with no git process: the worktree's ``.git`` file, HEAD on ``branch``, no index.lock.
+
+        True says only that nothing is visibly wrong; false means :meth:`GitRepo.heal_worktree` should look.
+        """
+        try:
+            link = (self.path / ".git").read_text(encoding="utf-8").strip()
+        except OSError:
+            return False
+        if not link.startswith("gitdir: "):
+            return False
+        gitdir = Path(link.removeprefix("gitdir: "))
+        gitdir = gitdir if gitdir.is_absolute() else self.path / gitdir
+        try:
+            head = (gitdir / "HEAD").read_text(encoding="utf-8").strip()
+        except OSError:
+            return False
+        return head == f"ref: refs/heads/{branch}" and not (gitdir / "index.lock").exists()
 
     def merge(
         self, refs: Sequence[str], message: str, *, author: str | None = None, known_clean: bool = False
@@ -815,6 +1226,38 @@ def _branch_of(runner: _Git) -> str | None:
     if result.status != 0:  # exit 1: HEAD is detached
         return None
     return result.out.strip() or None
+
+
+def _lock_holders(lock: Path) -> list[int]:
+    """Processes that have ``lock`` open (git holds its lock files open until it renames them).
+
+    Read from ``/proc/<pid>/fd`` (Linux); processes of other users cannot be read and are not listed. Where
+    there is no /proc, a lock younger than ten minutes counts as held by an unknown process (pid 0).
+    """
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        try:
+            young = time.time() - lock.stat().st_mtime < 600
+        except OSError:
+            return []
+        return [0] if young else []
+    target = str(lock.resolve())
+    holders = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) == target:
+                    holders.append(int(entry.name))
+                    break
+            except OSError:
+                continue
+    return holders
 
 
 def _has_changes(runner: _Git) -> bool:

@@ -210,6 +210,11 @@ class Monitor:
         if verdict.state == AgentState.WORKING.value and agent.state == AgentState.WAITING.value:
             self.store.update_agent(agent.id, state=verdict.state, detail=None)
             return
+        if verdict.state == AgentState.FAILED.value and agent.detail:
+            # A worker that stopped claiming on its own (a worktree it cannot repair) says why in its detail.
+            # Same key as a give-up below: an agent's failure is told once.
+            self.escalate(f"{agent.id}:failed", f"{agent.id} failed: {agent.detail}")
+            return
         if verdict.state not in (AgentState.DEAD.value, AgentState.STALLED.value):
             return
         incident = f"{agent.id}:{verdict.state}:{agent.task_id}:{agent.restarts}"

@@ -42,6 +42,8 @@ class AgentRun(BaseModel):
     env: dict[str, str] = {}
     #: Remote that task commits are pushed to and fetched from when machines share the queue (None: one host).
     push_remote: str | None = None
+    #: Initialise the repository's submodules in the worktree (swarm.submodules).
+    submodules: bool = True
     idle_poll_seconds: float = 2.0
     stop_poll_seconds: float = 0.25
     #: ``[queue] retry_backoff_seconds`` / ``retry_backoff_max_seconds``: a task this worker fails is claimed

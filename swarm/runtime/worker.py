@@ -44,7 +44,7 @@ from swarm.agents import build_command, load_template, render_prompt
 from swarm.errors import BadInput, LeaseLost, StoreError, SwarmError
 from swarm.models import LEAD, AgentState, Claim, Message
 from swarm.runtime import procs
-from swarm.runtime.git import GitError, Worktree, open_repo
+from swarm.runtime.git import TASK_REF_PREFIX, GitError, Worktree, open_repo
 from swarm.runtime.runfile import AgentRun
 from swarm.store import RetryPolicy, Store, StoreOptions, open_store
 
@@ -71,6 +71,10 @@ COMMIT_GRAPH_EVERY = 20
 #: look often: with n idle workers at the cap, one of them claims every cap/n seconds on average.
 IDLE_BACKOFF_FIRST_SECONDS = 0.2
 IDLE_BACKOFF_MAX_SECONDS = 2.0
+#: An idle worker checks its worktree fully (git status and friends) this often; a quick look otherwise.
+WORKTREE_CHECK_SECONDS = 10.0
+#: Tasks returned in a row because git failed before the agent ran, before the worker stops claiming.
+MAX_NOT_RUN = 3
 #: An idle worker counts the swarm's tasks (a scan of the task table, to know whether the swarm is finished)
 #: at most this often, not on every wake-up.
 COUNTS_EVERY_SECONDS = 2.0
@@ -117,7 +121,10 @@ class Worker:
         self.run = run
         self.out = out or sys.stdout.buffer
         self.store: Store = self._open_store()
-        self.worktree: Worktree = open_repo(Path(run.repo)).worktree(Path(run.worktree))
+        self.repo = open_repo(Path(run.repo))
+        # Not opened through repo.worktree(), which refuses a missing or broken worktree: the check before each
+        # claim (_worktree_ready) repairs it instead, and nothing runs git in it before that check.
+        self.worktree: Worktree = Worktree(Path(run.worktree))
         self.template = load_template(run.kind)
         run.log_path.parent.mkdir(parents=True, exist_ok=True)
         run.prompt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -138,6 +145,8 @@ class Worker:
         self._graph_countdown = random.randint(1, COMMIT_GRAPH_EVERY)
         self._empty_claims = 0
         self._next_counts = 0.0
+        self._next_full_check = 0.0
+        self._not_run = 0
         self._final_detail: str | None = None
 
     def _open_store(self) -> Store:
@@ -230,6 +239,9 @@ class Worker:
                         self.say(f"claims paused until {until} ({reason})")
                     self._wait_for_change(min(run.idle_poll_seconds, max(0.1, paused_until - time.time())))
                     continue
+                if not self._worktree_ready():
+                    final = AgentState.FAILED
+                    break
                 claim = self.store.claim(
                     run.agent_id,
                     run.capabilities,
@@ -459,9 +471,13 @@ class Worker:
         run = self.run
         self._set_state(AgentState.WORKING, claim.task_id)
         self.say(f"claimed {claim.task_id} (attempt {claim.attempt}): {claim.title}")
-        if self.worktree.has_changes():
-            # Left by a run that crashed with the worker: keep it, but do not let it leak into this task.
-            self._stash(claim, "leftovers", label=self._leftovers_label(claim))
+        try:
+            if self.worktree.has_changes():
+                # Left by a run that crashed with the worker: keep it, but do not let it leak into this task.
+                self._stash(claim, "leftovers", label=self._leftovers_label(claim))
+        except GitError as exc:
+            self._return_not_run(claim, exc)
+            return
         deps = [self.store.get_task(dep) for dep in claim.depends_on]
         commits = [(d.id, d.commit) for d in deps if d.commit]
         refs = [sha for _, sha in commits]
@@ -481,6 +497,9 @@ class Worker:
             except BadInput:
                 self._fetch_missing(commits)  # raises the explanation when a commit is missing
                 raise
+            except GitError as exc:
+                self._return_not_run(claim, exc)
+                return
             if not merged.ok:
                 reason = f"merge conflict bringing in {merged.ref}: {', '.join(merged.conflicts) or merged.detail}"
                 self.say(f"{claim.task_id}: {reason}; failing the task")
@@ -501,6 +520,7 @@ class Worker:
         fd = os.open(prompt_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(prompt)
+        self._not_run = 0
         result = self.run_agent(claim, prompt, prompt_file)
         self.finish(claim, result)
 
@@ -693,6 +713,60 @@ class Worker:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
 
+    # -- the worktree --------------------------------------------------------------------------
+    def _worktree_ready(self) -> bool:
+        """Before each claim: check the worktree and repair it; False (the agent is failed, the reason in its
+        detail) when it cannot be repaired. A quick look without git while idle; a full check after a task,
+        after a git failure, and every ``WORKTREE_CHECK_SECONDS``."""
+        run = self.run
+        now = time.monotonic()
+        if self._empty_claims and now < self._next_full_check and self.worktree.looks_healthy(run.branch):
+            return True
+        self._next_full_check = now + WORKTREE_CHECK_SECONDS
+        reason = None
+        if self._not_run >= MAX_NOT_RUN:
+            reason = f"git failed {self._not_run} times in a row before the agent could run"
+        else:
+            leftovers = f"swarm: changes left in the worktree of {run.agent_id} outside any task"
+            try:
+                for action in self.repo.heal_worktree(
+                    Path(run.worktree), run.branch, leftovers=leftovers, submodules=run.submodules
+                ):
+                    self.say(action)
+            except SwarmError as exc:
+                reason = exc.render()
+        if reason is None:
+            return True
+        detail = f"worktree {run.worktree} cannot be used: {reason}"
+        self.say(f"{detail}; not claiming any more tasks (fix it, then run 'swarm launch' again)")
+        with contextlib.suppress(SwarmError):
+            self.store.update_agent(run.agent_id, state=AgentState.FAILED.value, detail=detail[:1000])
+        return False
+
+    def _return_not_run(self, claim: Claim, exc: GitError) -> None:
+        """A git failure before the agent ran is not the task's fault: give it back without spending an
+        attempt, and have the worktree checked before the next claim."""
+        self._not_run += 1
+        self._next_full_check = 0.0
+        self.say(f"{claim.task_id}: {exc.render()}")
+        try:
+            self.store.return_task(claim.task_id, self.run.agent_id, claim.lease_token, f"not run: {exc.message}")
+        except LeaseLost as lost:
+            self.say(lost.render())
+            return
+        self.say(f"returned {claim.task_id} without running it; checking the worktree")
+
+    def _commit_task(self, claim: Claim) -> str | None:
+        """Commit the task's work on the agent branch (wherever the agent left HEAD) and keep the commit at
+        ``refs/swarm/tasks/<task>``, whatever the agent does to the branch later."""
+        run = self.run
+        committed = self.worktree.commit_on_branch(run.branch, f"{claim.task_id}: {claim.title}", run.commit_author)
+        for note in committed.notes:
+            self.say(f"{claim.task_id}: {note}")
+        if committed.sha:
+            self.worktree.keep_ref(_task_ref(claim.task_id), committed.sha)
+        return committed.sha
+
     # -- release ---------------------------------------------------------------------------------
     def finish(self, claim: Claim, result: RunResult) -> None:
         """Commit and complete, or fail, or return; keep every change somewhere."""
@@ -727,7 +801,7 @@ class Worker:
             self._release_failed(claim, f"agent exited {result.exit_code}: {last}"[:2000], result)
             return
         try:
-            sha = self.worktree.commit_all(f"{claim.task_id}: {claim.title}", run.commit_author)
+            sha = self._commit_task(claim)
         except SwarmError as exc:
             # The agent did its part; the commit failing (a signing key missing, a full disk) is not its fault.
             raise HostFault(f"git refused the commit of {claim.task_id}: {exc.message}") from exc
@@ -863,8 +937,8 @@ def _last_prompt(folder: Path) -> tuple[str, str] | None:
 
 
 def _task_ref(task_id: str) -> str:
-    """Where a finished task's commit is published on the shared remote."""
-    return f"refs/swarm/tasks/{task_id}"
+    """Where a finished task's commit is kept locally, and published on the shared remote."""
+    return f"{TASK_REF_PREFIX}{task_id}"
 
 
 def _feed(proc: subprocess.Popen[bytes], prompt: str) -> None:

@@ -201,3 +201,40 @@ def test_no_swarm_is_bad_input(project: Path, run: Run) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "swarm launch" in result.stderr
+
+
+def test_a_worktree_without_an_agent_keeps_submodule_work_repair_cannot_commit(
+    project: Path, run: Run, tmux_socket: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "libsource"
+    source.mkdir()
+    git(source, "init", "-q", "-b", "main")
+    (source / "lib.txt").write_text("lib\n")
+    git(source, "add", "-A")
+    git(source, "commit", "-q", "-m", "lib")
+    git(project, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(source), "sub")
+    git(project, "commit", "-q", "-m", "add the lib submodule")
+    swarm_id = _launch(run, SLEEP)
+    retry_until(lambda: _task_claimed(run), seconds=120)
+    stray = project / ".worktrees" / "stray"
+    git(project, "worktree", "add", "-q", "-b", "stray-work", str(stray))
+    git(stray, "-c", "protocol.file.allow=always", "submodule", "update", "--init", "-q")
+    (stray / "sub" / "lib.txt").write_text("unsaved work in the submodule\n")
+    # The submodule refuses commits (signing with a gpg that always fails): its work cannot be saved.
+    git(stray / "sub", "config", "commit.gpgsign", "true")
+    git(stray / "sub", "config", "gpg.program", "false")
+
+    fixed = run("repair", "--json")
+    data = json.loads(fixed.stdout)
+    finding = next(f for f in data["findings"] if f["subject"] == ".worktrees/stray")
+    assert finding["done"] is False
+    assert "submodule sub" in finding["error"]
+    assert (stray / "sub" / "lib.txt").read_text() == "unsaved work in the submodule\n"  # nothing lost
+    _teardown_and_check_keeping(project, run, swarm_id, stray)
+
+
+def _teardown_and_check_keeping(project: Path, run: Run, swarm_id: str, stray: Path) -> None:
+    down = run("teardown", "--now")
+    assert down.returncode == 0, down.stderr + down.stdout
+    assert procs.processes_with_env("SWARM_ID", swarm_id) == []
+    assert stray.is_dir()

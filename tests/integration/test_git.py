@@ -593,3 +593,208 @@ def test_stash_saves_tracked_and_untracked_changes_and_cleans_the_worktree(repo:
     assert git(one.path, "show", "--format=%s", "--no-patch", sha).endswith("swarm: t1 attempt 1 (exit 1)")
     assert git(one.path, "show", "--name-only", "--format=", f"{sha}^3") == "untracked.txt"
     assert git(one.path, "show", f"{sha}:README.md") == "partial edit"
+
+
+# --- broken worktrees, branch switches, submodules (issue 12: points 4, 5, 8) -----------------------------
+
+ALLOW_FILE = ["-c", "protocol.file.allow=always"]
+
+
+@pytest.fixture
+def with_submodule(repo_dir: Path, tmp_path: Path) -> Path:
+    """Give the test repository a submodule ``sub`` (a local repository with one file); return its source."""
+    source = tmp_path / "subsource"
+    source.mkdir()
+    git(source, "init", "-q", "-b", "main")
+    git(source, "config", "user.name", "Sub User")
+    git(source, "config", "user.email", "sub@example.com")
+    commit_file(source, "lib.txt", "one\n", "sub initial")
+    git(repo_dir, *ALLOW_FILE, "submodule", "add", "-q", str(source), "sub")
+    git(repo_dir, "commit", "-q", "-m", "add submodule")
+    return source
+
+
+def test_heal_leaves_a_healthy_worktree_alone(repo: GitRepo) -> None:
+    wt = add_agent(repo, "a1")
+    assert wt.looks_healthy("swarm/e/a1")
+    assert repo.heal_worktree(wt.path, "swarm/e/a1", leftovers="swarm: left") == []
+
+
+def test_heal_recreates_a_deleted_worktree_from_its_branch(repo: GitRepo) -> None:
+    wt = add_agent(repo, "a1")
+    done = wt.commit_all("T1: one", AGENT)
+    subprocess.run(["rm", "-rf", str(wt.path)], check=True)
+    assert not wt.looks_healthy("swarm/e/a1")
+    actions = repo.heal_worktree(wt.path, "swarm/e/a1", leftovers="swarm: left")
+    assert actions == [f"the worktree {wt.path} was deleted; recreated it from swarm/e/a1"]
+    assert repo.worktree(wt.path).head_sha() == done
+    assert repo.worktree(wt.path).branch() == "swarm/e/a1"
+
+
+def test_heal_recreates_an_emptied_worktree(repo: GitRepo) -> None:
+    wt = add_agent(repo, "a1")
+    for child in wt.path.iterdir():
+        subprocess.run(["rm", "-rf", str(child)], check=True)
+    actions = repo.heal_worktree(wt.path, "swarm/e/a1", leftovers="swarm: left")
+    assert "recreated" in actions[0]
+    assert (wt.path / "README.md").read_text() == "hello\n"
+
+
+def test_heal_refuses_a_path_that_is_no_worktree_with_files_in_it(repo: GitRepo) -> None:
+    wt = add_agent(repo, "a1")
+    repo.remove_worktree(wt.path)
+    wt.path.mkdir(parents=True)
+    (wt.path / "precious.txt").write_text("mine\n")
+    with pytest.raises(SwarmError, match="is no longer a git worktree"):
+        repo.heal_worktree(wt.path, "swarm/e/a1", leftovers="swarm: left")
+    assert (wt.path / "precious.txt").read_text() == "mine\n"
+
+
+def test_heal_removes_a_stale_index_lock_but_not_one_a_live_process_holds(repo: GitRepo) -> None:
+    wt = add_agent(repo, "a1")
+    lock = Path(git(wt.path, "rev-parse", "--absolute-git-dir")) / "index.lock"
+    lock.write_text("")
+    assert not wt.looks_healthy("swarm/e/a1")
+    actions = repo.heal_worktree(wt.path, "swarm/e/a1", leftovers="swarm: left")
+    assert actions == [f"removed a stale {lock} (the git process that left it is gone)"]
+    assert not lock.exists()
+    wt.commit_all("T1: works again", AGENT)
+    # Held open, as a running git holds it.
+    with lock.open("w"), pytest.raises(SwarmError, match=f"held by the running process {os.getpid()}"):
+        repo.heal_worktree(wt.path, "swarm/e/a1", leftovers="swarm: left")
+    assert lock.exists()
+
+
+def test_heal_stashes_leftovers_under_the_given_label_and_returns_to_the_branch(repo: GitRepo) -> None:
+    wt = add_agent(repo, "a1")
+    git(wt.path, "checkout", "-q", "-b", "elsewhere")
+    commit_file(wt.path, "side.txt", "side\n", "made elsewhere")
+    (wt.path / "loose.txt").write_text("loose\n")
+    actions = repo.heal_worktree(wt.path, "swarm/e/a1", leftovers="swarm: left outside a task")
+    assert "outside any task" in actions[0]
+    assert "swarm: left outside a task" in git(repo.root, "stash", "list")
+    assert actions[1] == "the agent left swarm/e/a1 for branch 'elsewhere'; brought its 1 commit(s) onto swarm/e/a1"
+    assert wt.branch() == "swarm/e/a1"
+    assert (wt.path / "side.txt").exists()
+    assert not wt.has_changes()
+
+
+def test_commit_on_branch_brings_the_agents_branch_switch_back(repo: GitRepo) -> None:
+    wt = add_agent(repo, "a1")
+    git(wt.path, "checkout", "-q", "-b", "other")
+    commit_file(wt.path, "mid.txt", "mid\n", "agent's own commit")
+    (wt.path / "end.txt").write_text("end\n")
+    result = wt.commit_on_branch("swarm/e/a1", "T1: task", AGENT)
+    assert result.notes == ["the agent left swarm/e/a1 for branch 'other'; brought its 2 commit(s) onto swarm/e/a1"]
+    assert wt.branch() == "swarm/e/a1"
+    assert git(repo.root, "rev-parse", "swarm/e/a1") == result.sha
+    assert git(repo.root, "log", "-1", "--format=%s|%an", "swarm/e/a1") == "T1: task|swarm agent-1"
+    assert git(repo.root, "show", "swarm/e/a1:end.txt") == "end"
+    assert git(repo.root, "log", "-1", "--format=%s", "other") == "agent's own commit"  # 'other' did not move
+    assert not wt.has_changes()
+
+
+def test_commit_on_branch_from_a_detached_head_and_from_a_diverged_branch(repo: GitRepo) -> None:
+    wt = add_agent(repo, "a1")
+    wt.commit_all("T0: first", AGENT)
+    git(wt.path, "checkout", "-q", "--detach")
+    (wt.path / "a.txt").write_text("a\n")
+    first = wt.commit_on_branch("swarm/e/a1", "T1: detached", AGENT)
+    assert "a detached HEAD" in first.notes[0]
+    assert wt.branch() == "swarm/e/a1"
+    # Back on main (which lacks T0 and T1): the agent's work there is merged, main itself does not move.
+    main_before = git(repo.root, "rev-parse", "main")
+    git(wt.path, "checkout", "-q", "-f", "--detach", "main")
+    (wt.path / "b.txt").write_text("b\n")
+    second = wt.commit_on_branch("swarm/e/a1", "T2: diverged", AGENT)
+    assert "diverged" in second.notes[0]
+    assert "merged" in second.notes[0]
+    assert wt.branch() == "swarm/e/a1"
+    assert git(repo.root, "rev-parse", "main") == main_before
+    files = git(repo.root, "ls-tree", "--name-only", "swarm/e/a1").split()
+    assert {"a.txt", "b.txt"} <= set(files)
+    assert git(repo.root, "log", "-1", "--format=%s", "swarm/e/a1") == "T2: diverged"
+
+
+def test_commit_on_branch_without_changes_on_the_branch_returns_none(repo: GitRepo) -> None:
+    wt = add_agent(repo, "a1")
+    assert wt.commit_on_branch("swarm/e/a1", "WIP", AGENT, allow_empty=False).sha is None
+
+
+def test_commit_on_branch_removes_a_stale_index_lock_first(repo: GitRepo) -> None:
+    wt = add_agent(repo, "a1")
+    (Path(git(wt.path, "rev-parse", "--absolute-git-dir")) / "index.lock").write_text("")
+    (wt.path / "x.txt").write_text("x\n")
+    result = wt.commit_on_branch("swarm/e/a1", "T1: x", AGENT)
+    assert "stale" in result.notes[0]
+    assert git(repo.root, "show", f"{result.sha}:x.txt") == "x"
+
+
+def test_keep_ref_keeps_a_commit_the_branch_lost(repo: GitRepo) -> None:
+    wt = add_agent(repo, "a1")
+    sha = wt.commit_all("T1: one", AGENT)
+    assert sha
+    wt.keep_ref("refs/swarm/tasks/T1", sha)
+    git(wt.path, "reset", "-q", "--hard", "HEAD~1")
+    assert git(repo.root, "rev-parse", "refs/swarm/tasks/T1") == sha
+
+
+def test_init_submodules_checks_them_out_in_a_new_worktree(repo: GitRepo, with_submodule: Path) -> None:
+    wt = add_agent(repo, "a1")
+    assert wt.uninitialised_submodules() == ["sub"]
+    assert repo.init_submodules(wt.path)
+    assert (wt.path / "sub" / "lib.txt").read_text() == "one\n"
+    assert wt.uninitialised_submodules() == []
+
+
+def test_uncommitted_paths_look_inside_submodules(repo: GitRepo, with_submodule: Path) -> None:
+    wt = add_agent(repo, "a1")
+    repo.init_submodules(wt.path)
+    assert wt.uncommitted_paths() == []
+    (wt.path / "sub" / "lib.txt").write_text("two\n")
+    (wt.path / "sub" / "new.txt").write_text("new\n")
+    (wt.path / "top.txt").write_text("top\n")
+    assert sorted(wt.uncommitted_paths()) == ["sub/lib.txt", "sub/new.txt", "top.txt"]
+    assert sorted(wt.uncommitted_paths(include_submodules=False)) == ["sub", "top.txt"]
+
+
+def test_commit_on_branch_commits_inside_the_submodule_and_keeps_its_commit(
+    repo: GitRepo, with_submodule: Path
+) -> None:
+    wt = add_agent(repo, "a1")
+    repo.init_submodules(wt.path)
+    (wt.path / "sub" / "lib.txt").write_text("two\n")
+    result = wt.commit_on_branch("swarm/e/a1", "T1: edit the lib", AGENT)
+    sub_sha = git(wt.path / "sub", "rev-parse", "HEAD")
+    assert result.notes == [
+        f"committed the changes in submodule sub as {sub_sha[:12]} (kept at refs/swarm/submodules/{sub_sha})"
+    ]
+    assert git(wt.path / "sub", "log", "-1", "--format=%s|%an") == "T1: edit the lib|swarm agent-1"
+    assert git(repo.root, "rev-parse", f"{result.sha}:sub") == sub_sha  # the pointer is in the task commit
+    assert wt.uncommitted_paths() == []
+    repo.remove_worktree(wt.path, force=True)  # the worktree's copy of the submodule goes with it ...
+    assert git(repo.root, "show", f"refs/swarm/submodules/{sub_sha}:lib.txt") == "two"  # ... its commit stays
+
+
+def test_a_submodule_commit_that_fails_names_the_submodule(repo: GitRepo, with_submodule: Path) -> None:
+    wt = add_agent(repo, "a1")
+    repo.init_submodules(wt.path)
+    (wt.path / "sub" / "lib.txt").write_text("two\n")
+    git(wt.path / "sub", "config", "commit.gpgsign", "true")
+    git(wt.path / "sub", "config", "gpg.program", "false")
+    with pytest.raises(SwarmError, match="cannot commit the changes in submodule sub of"):
+        wt.commit_on_branch("swarm/e/a1", "T1: edit", AGENT)
+    assert wt.uncommitted_paths() == ["sub/lib.txt"]
+
+
+def test_stash_saves_a_dirty_submodule_and_leaves_the_worktree_clean(repo: GitRepo, with_submodule: Path) -> None:
+    wt = add_agent(repo, "a1")
+    repo.init_submodules(wt.path)
+    (wt.path / "sub" / "lib.txt").write_text("dirty\n")
+    stash = wt.stash("swarm: T1 attempt 1 (exit 1)")
+    assert stash
+    assert wt.uncommitted_paths() == []
+    assert not wt.has_changes()
+    assert (wt.path / "sub" / "lib.txt").read_text() == "one\n"
+    kept = git(repo.root, "rev-parse", f"{stash}:sub")  # the stash records the submodule commit ...
+    assert git(repo.root, "show", f"refs/swarm/submodules/{kept}:lib.txt") == "dirty"  # ... which is kept

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.models import Spec, TaskState
+from swarm.models import AgentRecord, Spec, TaskState
 from swarm.runtime.git import open_repo
 from swarm.runtime.runfile import AgentRun
 from swarm.runtime.worker import Worker, _parse_usage
@@ -347,3 +347,104 @@ def test_worker_entry_point_without_the_cli_stack(tmp_path: Path) -> None:
         check=True,
     )
     assert probe.stdout.strip() == "[]"  # a worker does not pay for the command line
+
+
+# -- the worktree before each claim, and where task commits go (issue 12: points 4, 5) ------------------------
+
+
+def _register(repo: Path) -> None:
+    """Record agent-1 in the database, as launch does, so that its state and detail can be read back."""
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        swarm = store.ensure_swarm("E")
+        store.register_agent(AgentRecord(id="agent-1", swarm_id=swarm.id, state="starting"))
+
+
+def _agent(repo: Path) -> AgentRecord:
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        swarm = store.ensure_swarm("E")
+        return next(a for a in store.list_agents(swarm.id) if a.id == "agent-1")
+
+
+def test_a_deleted_worktree_is_recreated_before_the_next_claim(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"), spec("B", "A"))
+    worker = make_worker("agent-1", 'echo "$SWARM_TASK_ID" > "$SWARM_TASK_ID.txt"')
+    worktree = repo / ".worktrees" / "agent-1"
+    subprocess.run(["rm", "-rf", str(worktree)], check=True)
+    assert worker.loop() == 0
+    for task_id in "AB":
+        done = task(repo, task_id)
+        assert done.state == TaskState.DONE  # type: ignore[attr-defined]
+        assert done.attempts == 1  # type: ignore[attr-defined]
+    assert (worktree / "A.txt").exists()
+    assert git(repo, "rev-parse", "swarm/E/agent-1") == task(repo, "B").commit  # type: ignore[attr-defined]
+
+
+def test_leftovers_are_stashed_under_an_honest_name_before_the_claim(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"))
+    worker = make_worker("agent-1", "test ! -e stray.txt && echo ok > A.txt")
+    (repo / ".worktrees" / "agent-1" / "stray.txt").write_text("left by someone\n")
+    worker.loop()
+    assert task(repo, "A").state == TaskState.DONE  # type: ignore[attr-defined]
+    stashes = git(repo, "stash", "list")
+    assert "swarm: changes left in the worktree of agent-1 outside any task" in stashes
+    assert "A attempt" not in stashes  # not labelled after the task that found them
+
+
+def test_an_unrepairable_worktree_stops_the_worker_without_failing_tasks(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"), spec("B"))
+    worker = make_worker("agent-1", "echo never > X.txt")
+    _register(repo)
+    worktree = repo / ".worktrees" / "agent-1"
+    git(repo, "worktree", "remove", "--force", str(worktree))
+    worktree.mkdir()
+    (worktree / "precious.txt").write_text("not git's\n")  # files swarm must not delete to recreate it
+    assert worker.loop() == 0
+    agent = _agent(repo)
+    assert agent.state == "failed"
+    assert "is no longer a git worktree" in (agent.detail or "")
+    for task_id in "AB":
+        untouched = task(repo, task_id)
+        assert untouched.state == TaskState.READY  # type: ignore[attr-defined]
+        assert untouched.attempts == 0  # type: ignore[attr-defined]
+    assert (worktree / "precious.txt").read_text() == "not git's\n"
+
+
+def test_a_git_failure_before_the_agent_ran_returns_the_task_unspent(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"), spec("B", "A"))
+    # A is done with a commit of an unrelated history: merging it into B's worktree is a git failure, not a
+    # conflict, and happens before B's agent runs.
+    tree = git(repo, "rev-parse", "HEAD^{tree}")
+    orphan = git(repo, "commit-tree", tree, "-m", "unrelated")
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        a = store.claim("agent-9", ttl_seconds=60)
+        assert a is not None
+        store.complete("A", "agent-9", a.lease_token, commit=orphan)
+    worker = make_worker("agent-1", "echo ran > B.txt")
+    _register(repo)
+    assert worker.loop() == 0
+    b = task(repo, "B")
+    assert b.state == TaskState.READY  # type: ignore[attr-defined]
+    assert b.attempts == 0  # type: ignore[attr-defined]
+    agent = _agent(repo)
+    assert agent.state == "failed"
+    assert "git failed 3 times in a row before the agent could run" in (agent.detail or "")
+    assert not (repo / ".worktrees" / "agent-1" / "B.txt").exists()
+
+
+def test_task_commits_land_on_the_agent_branch_and_a_local_task_ref(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"), spec("B", "A"))
+    command = (
+        'if [ "$SWARM_TASK_ID" = A ]; then git checkout -q -b other; fi; '
+        'if [ "$SWARM_TASK_ID" = B ]; then git reset -q --hard HEAD~1; fi; echo "$SWARM_TASK_ID" > "$SWARM_TASK_ID.txt"'
+    )
+    worker = make_worker("agent-1", command)
+    worker.loop()
+    a, b = task(repo, "A"), task(repo, "B")
+    assert git(repo, "rev-parse", "refs/swarm/tasks/A") == a.commit  # type: ignore[attr-defined]
+    assert git(repo, "rev-parse", "refs/swarm/tasks/B") == b.commit  # type: ignore[attr-defined]
+    # A's commit was made on the agent branch although the agent left HEAD on 'other' ...
+    assert git(repo, "rev-parse", "swarm/E/agent-1") == b.commit  # type: ignore[attr-defined]
+    assert git(repo, "rev-parse", "other") == git(repo, "rev-parse", "main")
+    # ... and B's reset dropped it from the branch, but not from the repository.
+    assert git(repo, "show", f"{a.commit}:A.txt") == "A"  # type: ignore[attr-defined]
+    assert worker.worktree.branch() == "swarm/E/agent-1"

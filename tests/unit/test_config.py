@@ -81,6 +81,7 @@ def test_defaults_match_the_design() -> None:
         "swarm.worktree_base": ".worktrees",
         "swarm.branch_prefix": "swarm",
         "swarm.copy_files": [".env"],
+        "swarm.submodules": True,
         "swarm.setup": [],
         "swarm.task_timeout_seconds": 1800,
         "swarm.max_restarts": 3,
