@@ -11,6 +11,7 @@ removes worktrees, and verifies with the process table that nothing carrying thi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -26,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from swarm.agents import check_agent_cli, load_template, root_permission_problem
-from swarm.backlog import load_backlog
+from swarm.backlog import Backlog, load_backlog
+from swarm.cmdlock import command_lock
 from swarm.config import LoadedConfig, load_config, remember
 from swarm.errors import BadInput, SwarmError
 from swarm.identity import hash_token, lead_token
@@ -34,7 +36,7 @@ from swarm.models import LEAD, AgentRecord, AgentState
 from swarm.queue import QueuedEpic, backlog_folder, lead_token_path, open_queue, queue_epic
 from swarm.runtime import procs
 from swarm.runtime.git import GitRepo, open_repo
-from swarm.runtime.runfile import AgentRun, run_file_path, write_run_file
+from swarm.runtime.runfile import AgentRun, read_run_file, run_file_path, write_run_file
 from swarm.runtime.tmux import Tmux, tmux_available
 from swarm.store import Store, SwarmRecord
 
@@ -61,9 +63,17 @@ def repo_slug(repo: Path) -> str:
     return slug or "repo"
 
 
-def session_name(repo: Path, agent_id: str) -> str:
-    """DESIGN 6: ``swarm-<repo>-<agent-id>``."""
-    return f"swarm-{repo_slug(repo)}-{re.sub(r'[^A-Za-z0-9_-]+', '-', agent_id)}"
+def repo_hash(repo: Path) -> str:
+    """A short hash of the repository's path: tells apart two repositories of the same name."""
+    return hashlib.sha256(str(repo.resolve()).encode("utf-8")).hexdigest()[:6]
+
+
+def session_name(repo: Path, agent_id: str, *, distinct: bool = False) -> str:
+    """DESIGN 6: ``swarm-<repo>-<agent-id>``; ``distinct`` adds a hash of the repository's path
+    (``swarm-<repo>-<hash>-<agent-id>``), used when a same-named repository holds the plain name on this
+    tmux server."""
+    middle = f"{repo_slug(repo)}-{repo_hash(repo)}" if distinct else repo_slug(repo)
+    return f"swarm-{middle}-{re.sub(r'[^A-Za-z0-9_-]+', '-', agent_id)}"
 
 
 @dataclass(frozen=True)
@@ -118,7 +128,6 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
         overrides["agent.kind"] = request.kind
     loaded = load_config(repo.root, overrides=overrides, env=launch_env)
     cfg = loaded.config
-    socket_name = cfg.swarm.tmux_socket
     tmux_available()
     template = load_template(cfg.agent.kind)
     if template.kind == "command" and not (request.command or "").strip():
@@ -140,9 +149,29 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", cap):
             raise BadInput(f"invalid capability {cap!r}", hint="capabilities match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
+    # .swarm/ holds the command lock from here on: excluded first, so that it never shows as a change to commit.
+    repo.ensure_excluded("/.swarm/")
+    with command_lock(repo.root, "swarm launch", timeout=cfg.swarm.lock_timeout_seconds, say=say):
+        return _launch_locked(request, repo, loaded, backlog, template.kind, base, warnings, say, launch_env)
+
+
+def _launch_locked(
+    request: LaunchRequest,
+    repo: GitRepo,
+    loaded: LoadedConfig,
+    backlog: Backlog,
+    kind: str,
+    base: str,
+    warnings: list[str],
+    say: Say,
+    launch_env: dict[str, str],
+) -> LaunchResult:
+    """Everything launch writes, under the repository's command lock."""
+    cfg = loaded.config
+    socket_name = cfg.swarm.tmux_socket
     # -- queue ------------------------------------------------------------------------------------
     settings = {
-        "kind": template.kind,
+        "kind": kind,
         "model": cfg.agent.model,
         "command": request.command,
         "base": base,
@@ -219,27 +248,42 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
             # The pid only: the worker may already have recorded a later state than "starting".
             store.update_agent(run.agent_id, pid=pid)
             result.started_sessions.append(run.session)
-        if _start_monitor(tmux, repo.root, swarm.id, host_prefix(loaded), launch_env):
-            result.started_sessions.append(monitor_session(repo.root, host_prefix(loaded)))
+        monitor = _start_monitor(tmux, repo.root, swarm.id, host_prefix(loaded), launch_env)
+        if monitor:
+            result.started_sessions.append(monitor)
     return result
 
 
 def monitor_session(repo: Path, prefix: str) -> str:
-    """The monitor's tmux session on this host."""
+    """The monitor's tmux session on this host (its plain name; see :func:`monitor_sessions`)."""
     return session_name(repo, f"{prefix}monitor")
 
 
-def _start_monitor(tmux: Tmux, repo: Path, swarm_id: str, prefix: str, launch_env: dict[str, str]) -> bool:
-    """Start this host's monitor unless it runs already (launch restarts it when it is missing)."""
-    name = monitor_session(repo, prefix)
-    if tmux.has_session(name):
-        return False
+def monitor_sessions(repo: Path, prefix: str) -> tuple[str, str]:
+    """Both names the monitor's session may have: plain, and with the repository's hash when a same-named
+    repository's monitor holds the plain one. Which one is this swarm's is told by the tag, never the name."""
+    return session_name(repo, f"{prefix}monitor"), session_name(repo, f"{prefix}monitor", distinct=True)
+
+
+def _start_monitor(tmux: Tmux, repo: Path, swarm_id: str, prefix: str, launch_env: dict[str, str]) -> str | None:
+    """Start this host's monitor unless it runs already (launch restarts it when it is missing or dead); the
+    name of the session started, if any."""
+    plain, distinct = monitor_sessions(repo, prefix)
+    tags = {name: tmux.session_tag(name) for name in (plain, distinct) if tmux.has_session(name)}
+    if swarm_id in tags.values():
+        return None  # a monitor's session closes when the monitor exits: a session of ours is a live one
+    name = plain if plain not in tags else distinct
+    if name in tags:
+        raise SwarmError(
+            f"the tmux sessions {plain} and {distinct} exist and do not belong to swarm {swarm_id}",
+            hint="close them, or set SWARM_TMUX_SOCKET to use another tmux server",
+        )
     keep = {k: v for k, v in launch_env.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "USER")}
     keep.update({"SWARM_ID": swarm_id, "SWARM_AGENT_ID": f"{prefix}monitor", "PYTHONUNBUFFERED": "1"})
     keep.update({k: v for k, v in launch_env.items() if k.startswith("SWARM_") and k not in keep})
     command = [sys.executable, "-m", "swarm.runtime.monitor", "--repo", str(repo), "--swarm-id", swarm_id]
     tmux.new_session(name, command, cwd=repo, env=keep, tag=swarm_id)
-    return True
+    return name
 
 
 def worker_command(run_file: Path) -> list[str]:
@@ -356,6 +400,26 @@ def _create_worktrees(repo: GitRepo, loaded: LoadedConfig, runs: list[AgentRun],
 
 # -- teardown ---------------------------------------------------------------------------------------
 
+#: Agent states in which a worker is expected to run.
+_LIVE_STATES = frozenset(
+    {AgentState.STARTING.value, AgentState.WORKING.value, AgentState.IDLE.value, AgentState.WAITING.value}
+)
+
+
+def _remove_run_files(repo: Path, swarm_id: str) -> None:
+    """Every run file of this swarm, also of an agent the database never heard of (a launch stopped between
+    writing a run file and starting its session): they hold the launching environment's secrets."""
+    folder = repo / ".swarm" / "run"
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            owner = read_run_file(path).swarm_id
+        except SwarmError:
+            continue  # not a run file swarm can read: not known to be this swarm's
+        if owner == swarm_id:
+            path.unlink(missing_ok=True)
+    for tmp in sorted(folder.glob("*.tmp")) if folder.is_dir() else []:
+        tmp.unlink(missing_ok=True)  # half-written by a launch that was killed
+
 
 @dataclass
 class TeardownReport:
@@ -374,6 +438,8 @@ class TeardownReport:
     branches_kept: list[str] = field(default_factory=list)
     survivors: list[int] = field(default_factory=list)
     sessions_left: list[str] = field(default_factory=list)
+    #: Nothing of the swarm ran on this host when teardown began (a second teardown finds it so).
+    already_down: bool = False
 
     @property
     def clean(self) -> bool:
@@ -397,6 +463,35 @@ def teardown(
     and lose nothing."""
     repo = open_repo(cwd)
     loaded = load_config(repo.root, overrides={"queue.database": db})
+    timeout = loaded.config.swarm.lock_timeout_seconds
+    # Never beside a launch or repair of this repository: a launch between its worktrees and its sessions
+    # would start agents after this teardown said "down".
+    with command_lock(repo.root, "swarm teardown", timeout=timeout, say=say, create=False):
+        return _teardown_locked(
+            repo,
+            loaded,
+            now=now,
+            force=force,
+            keep_worktrees=keep_worktrees,
+            delete_branches=delete_branches,
+            grace=grace,
+            all_hosts=all_hosts,
+            say=say,
+        )
+
+
+def _teardown_locked(
+    repo: GitRepo,
+    loaded: LoadedConfig,
+    *,
+    now: bool,
+    force: bool,
+    keep_worktrees: bool,
+    delete_branches: bool,
+    grace: float | None,
+    all_hosts: bool,
+    say: Say,
+) -> TeardownReport:
     report = TeardownReport()
     with open_queue(loaded) as store:
         swarm = store.current_swarm()
@@ -412,11 +507,25 @@ def teardown(
         socket_name = str(loaded.config.swarm.tmux_socket or swarm.settings.get("tmux_socket") or "")
         tmux = Tmux(socket_name)
         mode = "now" if now else "finish"
-        # The monitor goes first, or it would restart the workers teardown is stopping.
-        monitor = monitor_session(repo.root, host_prefix(loaded))
-        if tmux.kill_session(monitor, swarm.id):
-            report.sessions_killed.append(monitor)
+        local_ids = {a.id for a in agents} | {f"{host_prefix(loaded)}monitor"}
+        local_sessions = {a.session for a in agents if a.session}
+        monitors = set(monitor_sessions(repo.root, host_prefix(loaded)))
         live = {a.id: a.pid for a in agents if a.pid and procs.alive(a.pid)}
+        # Down already (a second teardown, or one that waited for another): say so, and still do the rest,
+        # which only finds nothing to do (claims, worktrees, run files).
+        tagged = set(tmux.tagged_sessions(swarm.id))
+        report.already_down = (
+            not live
+            and not tagged & (local_sessions | monitors)
+            and all(a.state not in _LIVE_STATES for a in agents)
+            and (keep_worktrees or not any(a.worktree and Path(a.worktree).exists() for a in agents))
+            and not procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
+        )
+        # The monitor goes first, or it would restart the workers teardown is stopping. It is found by this
+        # swarm's tag, under either of the names launch gives it.
+        for monitor in sorted(monitors & tagged):
+            if tmux.kill_session(monitor, swarm.id):
+                report.sessions_killed.append(monitor)
         # Ask through the thread first (each worker answers with a shutdown_response). The swarm-wide stop flag
         # also stops a worker started late or one that misses the message, but it stops every host: it is set
         # only when this host is the whole swarm, or with --all-hosts.
@@ -444,7 +553,6 @@ def teardown(
                     report.responses[agent_id] = answer.body
         # Whatever is still running now is stopped by PID and process group, never by name.
         pids = [pid for pid in live.values() if procs.alive(pid)]
-        local_ids = {a.id for a in agents} | {f"{host_prefix(loaded)}monitor"}
         stragglers = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
         # A recorded agent process group is signalled only while a process of this swarm still leads it:
         # after a crash the number may have been reused by someone else's process.
@@ -474,7 +582,6 @@ def teardown(
             if sha:
                 report.wip_commits[agent.id] = sha
                 say(f"saved uncommitted work of {agent.id} as {sha[:12]} on {agent.branch}")
-        local_sessions = {a.session for a in agents if a.session}
         for name in tmux.tagged_sessions(swarm.id):
             if name in local_sessions and tmux.kill_session(name, swarm.id):
                 report.sessions_killed.append(name)
@@ -498,6 +605,7 @@ def teardown(
             store.update_agent(agent.id, state=AgentState.STOPPED.value, pid=None, agent_pid=None, task_id=None)
             # The run file holds the launching environment (API keys) and the agent's token: gone with the agent.
             run_file_path(repo.root, agent.id).unlink(missing_ok=True)
+        _remove_run_files(repo.root, swarm.id)
         # Verify: nothing that carries this swarm's id is alive, and no session of ours remains.
         report.survivors = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
         report.sessions_left = [n for n in tmux.tagged_sessions(swarm.id) if n in local_sessions]

@@ -180,7 +180,8 @@ def teardown_cmd(
         grace=grace,
         db=db,
         all_hosts=all_hosts,
-        say=(lambda _: None) if as_json else out.print,
+        # With --json, stdout is the report only: what teardown says on the way goes to stderr.
+        say=(lambda line: print(line, file=sys.stderr)) if as_json else out.print,
     )
     if as_json:
         emit_json(_report_json(report))
@@ -209,6 +210,7 @@ def _report_json(report: TeardownReport) -> dict[str, object]:
         "survivors": report.survivors,
         "sessions_left": report.sessions_left,
         "clean": report.clean,
+        "already_down": report.already_down,
     }
 
 
@@ -216,6 +218,9 @@ def _print_report(report: TeardownReport) -> None:
     if report.swarm_id is None:
         return
     out = console()
+    if report.already_down and report.clean:
+        out.print(f"swarm {report.swarm_id} is already down: nothing of it was running on this host")
+        return
     if report.killed:
         out.print(f"stopped {len(report.killed)} process(es) that did not exit in time")
     if report.returned_tasks:
