@@ -212,6 +212,7 @@ def _launch_locked(
         # run, each database write of launch waits its turn behind theirs, and with 100 agents the last
         # sessions started tens of seconds late. One list-sessions instead of a has-session per agent.
         existing = set(tmux.sessions())
+        _bury_dead_agents(store, swarm, [r for r in runs if r.session not in existing], say)
         to_start: list[tuple[AgentRun, Path]] = []
         for run in runs:
             store.register_agent(
@@ -252,6 +253,25 @@ def _launch_locked(
         if monitor:
             result.started_sessions.append(monitor)
     return result
+
+
+def _bury_dead_agents(store: Store, swarm: SwarmRecord, runs: list[AgentRun], say: Say) -> None:
+    """Before agents whose session is gone are started again: stop what is left of them and give their claims
+    back, or the tasks they held would wait out their leases (an interruption: no attempt is spent)."""
+    known = {a.id for a in store.list_agents(swarm.id)}
+    dead = [r.agent_id for r in runs if r.agent_id in known]
+    if not dead:
+        return
+    # Their agent commands can outlive a killed worker; they must not write to a worktree handed to a new one.
+    leftovers = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", set(dead)))
+    if leftovers:
+        procs.stop_processes(leftovers, grace=3.0)
+    for agent_id in dead:
+        returned = store.return_claims(
+            [agent_id], actor="launch", reason=f"{agent_id} was found dead; returned by launch before restarting it"
+        )
+        if returned:
+            say(f"returned {', '.join(returned)} of {agent_id} (found dead) to the queue")
 
 
 def monitor_session(repo: Path, prefix: str) -> str:
