@@ -33,7 +33,7 @@ from swarm.config import LoadedConfig, load_config, remember
 from swarm.errors import BadInput, SwarmError
 from swarm.identity import hash_token, lead_token
 from swarm.models import LEAD, AgentRecord, AgentState
-from swarm.queue import QueuedEpic, backlog_folder, lead_token_path, open_queue, queue_epic
+from swarm.queue import QueuedEpic, backlog_folder, database_exists, lead_token_path, open_queue, queue_epic
 from swarm.runtime import procs
 from swarm.runtime.git import GitRepo, open_repo
 from swarm.runtime.runfile import AgentRun, read_run_file, run_file_path, write_run_file
@@ -89,6 +89,8 @@ class LaunchRequest:
     capabilities: tuple[str, ...] = ()
     db: str | None = None
     host_label: str | None = None
+    #: Use existing branches of agent-branch names that swarm did not create (otherwise launch refuses them).
+    reuse_branches: bool = False
 
 
 @dataclass
@@ -149,10 +151,75 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", cap):
             raise BadInput(f"invalid capability {cap!r}", hint="capabilities match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
+    if not request.reuse_branches:
+        _refuse_foreign_branches(repo, loaded, request)
     # .swarm/ holds the command lock from here on: excluded first, so that it never shows as a change to commit.
     repo.ensure_excluded("/.swarm/")
     with command_lock(repo.root, "swarm launch", timeout=cfg.swarm.lock_timeout_seconds, say=say):
         return _launch_locked(request, repo, loaded, backlog, template.kind, base, warnings, say, launch_env)
+
+
+#: The git config key (``branch.<name>.swarm-id``) that marks a branch as created (or adopted) by a swarm.
+BRANCH_MARK = "swarm-id"
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+
+
+def branch_mark(root: Path, branch: str) -> str | None:
+    """The swarm id a branch was created for, or None when swarm did not create it."""
+    done = _git(root, "config", "--get", f"branch.{branch}.{BRANCH_MARK}")
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+def mark_branch(root: Path, branch: str, swarm_id: str) -> None:
+    """Record that swarm made ``branch`` its own (``git branch -d`` removes the mark with the branch)."""
+    done = _git(root, "config", f"branch.{branch}.{BRANCH_MARK}", swarm_id)
+    if done.returncode != 0:
+        raise SwarmError(
+            f"cannot record {branch} as swarm's branch in the repository's git config: "
+            + (done.stderr.strip().splitlines() or ["git config failed"])[-1],
+            hint="check that .git/config is writable, then run 'swarm launch' again (it resumes)",
+        )
+
+
+def _refuse_foreign_branches(repo: GitRepo, loaded: LoadedConfig, request: LaunchRequest) -> None:
+    """BadInput when a branch named like one of the agent branches this launch may use exists and swarm did not
+    create it: launch would build on its commits, and 'swarm merge' would carry them into the integration."""
+    cfg = loaded.config
+    epic = request.epic
+    folder = f"refs/heads/{cfg.swarm.branch_prefix}/{epic}/"
+    listed = _git(repo.root, "for-each-ref", "--format=%(refname)", folder)
+    agent_name = re.compile(rf"{re.escape(host_prefix(loaded))}agent-(\d+)")
+    found = {
+        ref.removeprefix("refs/heads/"): int(match.group(1))
+        for ref in listed.stdout.split()
+        if (match := agent_name.fullmatch(ref.removeprefix(folder)))
+    }
+    if not found:
+        return
+    known: set[str] = set()
+    limit = request.agents or cfg.swarm.max_agents
+    if database_exists(loaded.database_url()):
+        # Branches of agents this database knows are swarm's, marked or not (made before marks existed).
+        with open_queue(loaded) as store:
+            known = {a.branch for a in store.list_agents() if a.branch}
+            current = store.current_swarm()
+            if request.agents is None and current is not None and current.epic == epic and current.max_agents:
+                limit = current.max_agents  # a relaunch without --agents starts as many as the first launch
+    # Only the agents this launch may start: a branch agent-7 is not in the way of two agents.
+    candidates = sorted(b for b, n in found.items() if n <= limit)
+    foreign = [b for b in candidates if b not in known and branch_mark(repo.root, b) is None]
+    if foreign:
+        shown = ", ".join(foreign)
+        raise BadInput(
+            f"the branch {shown} has the name of an agent branch of {epic} but was not created by swarm "
+            "(launch would build on its commits and 'swarm merge' would carry them into the integration branch)",
+            hint=f"rename it (git branch -m {foreign[0]} NEW-NAME), or pass --reuse-branches to use it as it is",
+        )
 
 
 def _launch_locked(
@@ -411,6 +478,11 @@ def _create_worktrees(repo: GitRepo, loaded: LoadedConfig, runs: list[AgentRun],
                 )
         return run.agent_id
 
+    # Marked before they are made, one at a time (git config takes a lock of its own): a branch exists
+    # only once it is marked, so a concurrent look never sees one of ours unmarked.
+    for run in runs:
+        if branch_mark(repo.root, run.branch) != run.swarm_id:
+            mark_branch(repo.root, run.branch, run.swarm_id)
     with ThreadPoolExecutor(max_workers=min(8, len(runs))) as pool:
         created = [agent for agent in pool.map(one, runs) if agent]
     if created:

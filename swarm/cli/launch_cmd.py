@@ -40,6 +40,11 @@ def launch_cmd(
     host_label: str | None = typer.Option(
         None, "--host-label", help="Prefix of this machine's agent ids on a shared queue (default: the hostname)."
     ),
+    reuse_branches: bool = typer.Option(
+        False,
+        "--reuse-branches",
+        help="Use existing branches named like agent branches that swarm did not create, as they are.",
+    ),
     wait: bool = typer.Option(
         False, "--wait", help="Follow progress until the epic is finished; exit 0 only if all done."
     ),
@@ -59,6 +64,7 @@ def launch_cmd(
         capabilities=tuple(split_list(capabilities)),
         db=db,
         host_label=host_label,
+        reuse_branches=reuse_branches,
     )
     result = launch(request, cwd=Path.cwd(), say=out.print)
     for warning in result.warnings:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from swarm.runtime import procs
 from swarm.store import open_store
-from tests.acceptance.conftest import DEMO_AGENT, Run, status_json, tmux_sessions
+from tests.acceptance.conftest import DEMO_AGENT, Run, git, status_json, tmux_sessions
 from tests.helpers import retry_until
 
 #: A lease far longer than any wait below: a task must come back because someone returned it, not because
@@ -89,3 +89,48 @@ def test_the_monitor_returns_the_claim_of_a_killed_worker_before_restarting_it(
     retry_until(lambda: status_json(run)["counts"]["done"] == 4, seconds=300, interval=0.3)
     assert _claims(project)["A"] == 2
     assert run("teardown").returncode == 0
+
+
+def _user_branch(project: Path, name: str) -> str:
+    """A branch of the user's own that happens to have an agent branch's name, with an unrelated commit."""
+    git(project, "checkout", "-q", "-b", name)
+    git(project, "rm", "-q", "-r", "specs")
+    git(project, "commit", "-q", "-m", "unrelated: delete specs")
+    sha = git(project, "rev-parse", "HEAD")
+    git(project, "checkout", "-q", "main")
+    return sha
+
+
+def test_launch_refuses_a_branch_of_an_agent_name_that_swarm_did_not_create(project: Path, run: Run) -> None:
+    sha = _user_branch(project, "swarm/E1/agent-1")
+    refused = run("launch", "E1", "--agents", "1", "--command", DEMO_AGENT)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    line = refused.stderr.strip()
+    assert "\n" not in line
+    assert "swarm/E1/agent-1" in line
+    assert "not created by swarm" in line
+    assert "--reuse-branches" in line
+    assert "git branch -m" in line
+    assert not (project / ".swarm").exists()  # nothing written
+    assert not (project / ".worktrees").exists()
+    assert git(project, "rev-parse", "swarm/E1/agent-1") == sha
+
+
+def test_reuse_branches_adopts_it_and_swarm_resumes_its_own_branches(project: Path, run: Run) -> None:
+    sha = _user_branch(project, "swarm/E1/agent-2")
+    # swarm's own branches are resumed as they are: agent-1's, created by the first launch, after a teardown.
+    first = run("launch", "E1", "--agents", "1", "--command", "sleep 600")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert run("teardown", "--now").returncode == 0
+    again = run("launch", "E1", "--agents", "2", "--command", "sleep 600")
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert "swarm/E1/agent-2" in again.stderr
+    assert "swarm/E1/agent-1" not in again.stderr
+    adopted = run("launch", "E1", "--agents", "2", "--command", "sleep 600", "--reuse-branches")
+    assert adopted.returncode == 0, adopted.stdout + adopted.stderr
+    assert git(project, "merge-base", "--is-ancestor", sha, "swarm/E1/agent-2") == ""  # used as it was
+    assert run("teardown", "--now").returncode == 0
+    # Adopted on purpose once, it is swarm's from then on.
+    later = run("launch", "E1", "--agents", "2", "--command", "sleep 600")
+    assert later.returncode == 0, later.stdout + later.stderr
+    assert run("teardown", "--now").returncode == 0
