@@ -30,7 +30,7 @@ from swarm.agents import check_agent_cli, load_template, root_permission_problem
 from swarm.backlog import Backlog, load_backlog
 from swarm.cmdlock import command_lock
 from swarm.config import LoadedConfig, load_config, remember
-from swarm.errors import BadInput, SwarmError
+from swarm.errors import BadInput, StoreError, SwarmError
 from swarm.identity import hash_token, lead_token
 from swarm.models import LEAD, AgentRecord, AgentState
 from swarm.queue import QueuedEpic, backlog_folder, database_exists, lead_token_path, open_queue, queue_epic
@@ -39,6 +39,7 @@ from swarm.runtime.git import GitRepo, open_repo
 from swarm.runtime.runfile import AgentRun, read_run_file, run_file_path, write_run_file
 from swarm.runtime.tmux import Tmux, tmux_available
 from swarm.store import Store, SwarmRecord
+from swarm.store.sqlite import path_from_url
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", cap):
             raise BadInput(f"invalid capability {cap!r}", hint="capabilities match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
+    _refuse_emptied_database(repo, loaded)
     if not request.reuse_branches:
         _refuse_foreign_branches(repo, loaded, request)
     # .swarm/ holds the command lock from here on: excluded first, so that it never shows as a change to commit.
@@ -184,6 +186,38 @@ def mark_branch(root: Path, branch: str, swarm_id: str) -> None:
             + (done.stderr.strip().splitlines() or ["git config failed"])[-1],
             hint="check that .git/config is writable, then run 'swarm launch' again (it resumes)",
         )
+
+
+def _refuse_emptied_database(repo: GitRepo, loaded: LoadedConfig) -> None:
+    """StoreError when the SQLite database holds no swarm (0 bytes, or only a schema) while ``.swarm/`` shows
+    that one ran here: the file was emptied or replaced, and taking it for a new queue would run done tasks
+    again."""
+    url = loaded.database_url()
+    if not url.startswith("sqlite:"):
+        return
+    path = path_from_url(url)
+    if not path.exists():
+        return  # no database at all: a new queue, on purpose (the hint below says so)
+    folder = repo.root / ".swarm"
+    signs = {
+        "lead token": lead_token_path(loaded).exists(),
+        "agent logs": any((folder / "logs").glob("*.log")),
+        "run files": any((folder / "run").glob("*.json")),
+        "monitor state": (folder / "monitor.json").exists(),
+    }
+    seen = [name for name, present in signs.items() if present]
+    if not seen:
+        return
+    if path.stat().st_size > 0:
+        with open_queue(loaded) as store:
+            if store.current_swarm() is not None:
+                return
+    raise StoreError(
+        f"the database {path} holds no swarm, but .swarm/ holds a previous swarm's {', '.join(seen)}: "
+        "the file was emptied or replaced, and a new queue would run done tasks again",
+        hint="restore the database from a backup; or, to start over on purpose, move .swarm/ away "
+        "(mv .swarm .swarm.old) and launch again",
+    )
 
 
 def _refuse_foreign_branches(repo: GitRepo, loaded: LoadedConfig, request: LaunchRequest) -> None:
