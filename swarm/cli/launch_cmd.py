@@ -89,7 +89,16 @@ def launch_cmd(
         f"'swarm attach agent-1', '{sock}swarm teardown'"
     )
     if wait:
-        follow(result.swarm, load_config(find_repo_root(), overrides={"queue.database": db}), timeout=timeout)
+        try:
+            follow(result.swarm, load_config(find_repo_root(), overrides={"queue.database": db}), timeout=timeout)
+        except KeyboardInterrupt:
+            # Only the waiting stops: the agents work on in their sessions, which the user may not expect.
+            print(
+                f"swarm: stopped waiting; the swarm keeps running: '{sock}swarm status' to watch, "
+                f"'{sock}swarm teardown' to stop",
+                file=sys.stderr,
+            )
+            raise SystemExit(130) from None
 
 
 def follow(swarm: SwarmRecord, loaded: LoadedConfig, *, timeout: float | None) -> dashboard.Snapshot:
