@@ -313,6 +313,7 @@ def _launch_locked(
         # run, each database write of launch waits its turn behind theirs, and with 100 agents the last
         # sessions started tens of seconds late. One list-sessions instead of a has-session per agent.
         existing = set(tmux.sessions())
+        runs = result.agents = _own_session_names(tmux, repo.root, swarm.id, runs, existing)
         _bury_dead_agents(store, swarm, [r for r in runs if r.session not in existing], say)
         to_start: list[tuple[AgentRun, Path]] = []
         for run in runs:
@@ -328,12 +329,7 @@ def _launch_locked(
                     state=AgentState.STARTING.value,
                 )
             )
-            if run.session in existing:
-                if tmux.session_tag(run.session) != swarm.id:
-                    raise SwarmError(
-                        f"a tmux session named {run.session} exists and does not belong to swarm {swarm.id}",
-                        hint="rename or close that session, or set SWARM_TMUX_SOCKET to use another tmux server",
-                    )
+            if run.session in existing:  # ours: _own_session_names renamed every other one
                 result.resumed_sessions.append(run.session)
                 continue
             # A resumed session keeps the token it started with; a new one gets a new token.
@@ -354,6 +350,31 @@ def _launch_locked(
         if monitor:
             result.started_sessions.append(monitor)
     return result
+
+
+def _own_session_names(
+    tmux: Tmux, repo: Path, swarm_id: str, runs: list[AgentRun], existing: set[str]
+) -> list[AgentRun]:
+    """The runs, each with a session name no other swarm holds on this tmux server.
+
+    A same-named repository elsewhere (two ``proj`` folders) has the same plain names; a session is told to be
+    ours by its tag, and an agent whose name is taken by another's gets the name with this repository's hash.
+    Decided before any agent is registered, so a clash never leaves an agent 'starting' without a session.
+    """
+    named: list[AgentRun] = []
+    for run in runs:
+        if run.session in existing and tmux.session_tag(run.session) != swarm_id:
+            distinct = session_name(repo, run.agent_id, distinct=True)
+            if distinct in existing and tmux.session_tag(distinct) != swarm_id:
+                raise SwarmError(
+                    f"the tmux sessions {run.session} and {distinct} exist and do not belong to swarm {swarm_id}",
+                    hint="rename or close them, or set SWARM_TMUX_SOCKET to use another tmux server",
+                )
+            log.info("session %s belongs to another swarm; %s uses %s", run.session, run.agent_id, distinct)
+            named.append(run.model_copy(update={"session": distinct}))
+        else:
+            named.append(run)
+    return named
 
 
 def _bury_dead_agents(store: Store, swarm: SwarmRecord, runs: list[AgentRun], say: Say) -> None:
