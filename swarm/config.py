@@ -226,6 +226,8 @@ class SwarmSettings(_Section):
     monitor_interval_seconds: Annotated[float, Field(gt=0)] = 2.0
     remote: Annotated[str, AfterValidator(_no_newline)] = "origin"
     host_label: Annotated[str, AfterValidator(_host_label)] = ""
+    #: How long launch, teardown and repair wait for another of them working on this repository.
+    lock_timeout_seconds: Annotated[float, Field(ge=0)] = 120.0
 
 
 class AgentSettings(_Section):

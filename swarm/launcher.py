@@ -11,6 +11,7 @@ removes worktrees, and verifies with the process table that nothing carrying thi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -26,17 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from swarm.agents import check_agent_cli, load_template, root_permission_problem
-from swarm.backlog import load_backlog
+from swarm.backlog import Backlog, load_backlog
+from swarm.cmdlock import command_lock
 from swarm.config import LoadedConfig, load_config, remember
-from swarm.errors import BadInput, SwarmError
+from swarm.errors import BadInput, StoreError, SwarmError
 from swarm.identity import hash_token, lead_token
 from swarm.models import LEAD, AgentRecord, AgentState
-from swarm.queue import QueuedEpic, backlog_folder, lead_token_path, open_queue, queue_epic
+from swarm.queue import QueuedEpic, backlog_folder, database_exists, lead_token_path, open_queue, queue_epic
 from swarm.runtime import procs
 from swarm.runtime.git import GitRepo, open_repo
-from swarm.runtime.runfile import AgentRun, run_file_path, write_run_file
+from swarm.runtime.runfile import AgentRun, read_run_file, run_file_path, write_run_file
 from swarm.runtime.tmux import Tmux, tmux_available
 from swarm.store import Store, SwarmRecord
+from swarm.store.sqlite import path_from_url
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +64,17 @@ def repo_slug(repo: Path) -> str:
     return slug or "repo"
 
 
-def session_name(repo: Path, agent_id: str) -> str:
-    """DESIGN 6: ``swarm-<repo>-<agent-id>``."""
-    return f"swarm-{repo_slug(repo)}-{re.sub(r'[^A-Za-z0-9_-]+', '-', agent_id)}"
+def repo_hash(repo: Path) -> str:
+    """A short hash of the repository's path: tells apart two repositories of the same name."""
+    return hashlib.sha256(str(repo.resolve()).encode("utf-8")).hexdigest()[:6]
+
+
+def session_name(repo: Path, agent_id: str, *, distinct: bool = False) -> str:
+    """DESIGN 6: ``swarm-<repo>-<agent-id>``; ``distinct`` adds a hash of the repository's path
+    (``swarm-<repo>-<hash>-<agent-id>``), used when a same-named repository holds the plain name on this
+    tmux server."""
+    middle = f"{repo_slug(repo)}-{repo_hash(repo)}" if distinct else repo_slug(repo)
+    return f"swarm-{middle}-{re.sub(r'[^A-Za-z0-9_-]+', '-', agent_id)}"
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,8 @@ class LaunchRequest:
     capabilities: tuple[str, ...] = ()
     db: str | None = None
     host_label: str | None = None
+    #: Use existing branches of agent-branch names that swarm did not create (otherwise launch refuses them).
+    reuse_branches: bool = False
 
 
 @dataclass
@@ -118,7 +131,6 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
         overrides["agent.kind"] = request.kind
     loaded = load_config(repo.root, overrides=overrides, env=launch_env)
     cfg = loaded.config
-    socket_name = cfg.swarm.tmux_socket
     tmux_available()
     template = load_template(cfg.agent.kind)
     if template.kind == "command" and not (request.command or "").strip():
@@ -140,9 +152,127 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", cap):
             raise BadInput(f"invalid capability {cap!r}", hint="capabilities match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
+    _refuse_emptied_database(repo, loaded)
+    if not request.reuse_branches:
+        _refuse_foreign_branches(repo, loaded, request)
+    # .swarm/ holds the command lock from here on: excluded first, so that it never shows as a change to commit.
+    repo.ensure_excluded("/.swarm/")
+    with command_lock(repo.root, "swarm launch", timeout=cfg.swarm.lock_timeout_seconds, say=say):
+        return _launch_locked(request, repo, loaded, backlog, template.kind, base, warnings, say, launch_env)
+
+
+#: The git config key (``branch.<name>.swarm-id``) that marks a branch as created (or adopted) by a swarm.
+BRANCH_MARK = "swarm-id"
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+
+
+def branch_mark(root: Path, branch: str) -> str | None:
+    """The swarm id a branch was created for, or None when swarm did not create it."""
+    done = _git(root, "config", "--get", f"branch.{branch}.{BRANCH_MARK}")
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+def mark_branch(root: Path, branch: str, swarm_id: str) -> None:
+    """Record that swarm made ``branch`` its own (``git branch -d`` removes the mark with the branch)."""
+    done = _git(root, "config", f"branch.{branch}.{BRANCH_MARK}", swarm_id)
+    if done.returncode != 0:
+        raise SwarmError(
+            f"cannot record {branch} as swarm's branch in the repository's git config: "
+            + (done.stderr.strip().splitlines() or ["git config failed"])[-1],
+            hint="check that .git/config is writable, then run 'swarm launch' again (it resumes)",
+        )
+
+
+def _refuse_emptied_database(repo: GitRepo, loaded: LoadedConfig) -> None:
+    """StoreError when the SQLite database holds no swarm (0 bytes, or only a schema) while ``.swarm/`` shows
+    that one ran here: the file was emptied or replaced, and taking it for a new queue would run done tasks
+    again."""
+    url = loaded.database_url()
+    if not url.startswith("sqlite:"):
+        return
+    path = path_from_url(url)
+    if not path.exists():
+        return  # no database at all: a new queue, on purpose (the hint below says so)
+    folder = repo.root / ".swarm"
+    signs = {
+        "lead token": lead_token_path(loaded).exists(),
+        "agent logs": any((folder / "logs").glob("*.log")),
+        "run files": any((folder / "run").glob("*.json")),
+        "monitor state": (folder / "monitor.json").exists(),
+    }
+    seen = [name for name, present in signs.items() if present]
+    if not seen:
+        return
+    if path.stat().st_size > 0:
+        with open_queue(loaded) as store:
+            if store.current_swarm() is not None:
+                return
+    raise StoreError(
+        f"the database {path} holds no swarm, but .swarm/ holds a previous swarm's {', '.join(seen)}: "
+        "the file was emptied or replaced, and a new queue would run done tasks again",
+        hint="restore the database from a backup; or, to start over on purpose, move .swarm/ away "
+        "(mv .swarm .swarm.old) and launch again",
+    )
+
+
+def _refuse_foreign_branches(repo: GitRepo, loaded: LoadedConfig, request: LaunchRequest) -> None:
+    """BadInput when a branch named like one of the agent branches this launch may use exists and swarm did not
+    create it: launch would build on its commits, and 'swarm merge' would carry them into the integration."""
+    cfg = loaded.config
+    epic = request.epic
+    folder = f"refs/heads/{cfg.swarm.branch_prefix}/{epic}/"
+    listed = _git(repo.root, "for-each-ref", "--format=%(refname)", folder)
+    agent_name = re.compile(rf"{re.escape(host_prefix(loaded))}agent-(\d+)")
+    found = {
+        ref.removeprefix("refs/heads/"): int(match.group(1))
+        for ref in listed.stdout.split()
+        if (match := agent_name.fullmatch(ref.removeprefix(folder)))
+    }
+    if not found:
+        return
+    known: set[str] = set()
+    limit = request.agents or cfg.swarm.max_agents
+    if database_exists(loaded.database_url()):
+        # Branches of agents this database knows are swarm's, marked or not (made before marks existed).
+        with open_queue(loaded) as store:
+            known = {a.branch for a in store.list_agents() if a.branch}
+            current = store.current_swarm()
+            if request.agents is None and current is not None and current.epic == epic and current.max_agents:
+                limit = current.max_agents  # a relaunch without --agents starts as many as the first launch
+    # Only the agents this launch may start: a branch agent-7 is not in the way of two agents.
+    candidates = sorted(b for b, n in found.items() if n <= limit)
+    foreign = [b for b in candidates if b not in known and branch_mark(repo.root, b) is None]
+    if foreign:
+        shown = ", ".join(foreign)
+        raise BadInput(
+            f"the branch {shown} has the name of an agent branch of {epic} but was not created by swarm "
+            "(launch would build on its commits and 'swarm merge' would carry them into the integration branch)",
+            hint=f"rename it (git branch -m {foreign[0]} NEW-NAME), or pass --reuse-branches to use it as it is",
+        )
+
+
+def _launch_locked(
+    request: LaunchRequest,
+    repo: GitRepo,
+    loaded: LoadedConfig,
+    backlog: Backlog,
+    kind: str,
+    base: str,
+    warnings: list[str],
+    say: Say,
+    launch_env: dict[str, str],
+) -> LaunchResult:
+    """Everything launch writes, under the repository's command lock."""
+    cfg = loaded.config
+    socket_name = cfg.swarm.tmux_socket
     # -- queue ------------------------------------------------------------------------------------
     settings = {
-        "kind": template.kind,
+        "kind": kind,
         "model": cfg.agent.model,
         "command": request.command,
         "base": base,
@@ -183,6 +313,8 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
         # run, each database write of launch waits its turn behind theirs, and with 100 agents the last
         # sessions started tens of seconds late. One list-sessions instead of a has-session per agent.
         existing = set(tmux.sessions())
+        runs = result.agents = _own_session_names(tmux, repo.root, swarm.id, runs, existing)
+        _bury_dead_agents(store, swarm, [r for r in runs if r.session not in existing], say)
         to_start: list[tuple[AgentRun, Path]] = []
         for run in runs:
             store.register_agent(
@@ -197,12 +329,7 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
                     state=AgentState.STARTING.value,
                 )
             )
-            if run.session in existing:
-                if tmux.session_tag(run.session) != swarm.id:
-                    raise SwarmError(
-                        f"a tmux session named {run.session} exists and does not belong to swarm {swarm.id}",
-                        hint="rename or close that session, or set SWARM_TMUX_SOCKET to use another tmux server",
-                    )
+            if run.session in existing:  # ours: _own_session_names renamed every other one
                 result.resumed_sessions.append(run.session)
                 continue
             # A resumed session keeps the token it started with; a new one gets a new token.
@@ -219,27 +346,86 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
             # The pid only: the worker may already have recorded a later state than "starting".
             store.update_agent(run.agent_id, pid=pid)
             result.started_sessions.append(run.session)
-        if _start_monitor(tmux, repo.root, swarm.id, host_prefix(loaded), launch_env):
-            result.started_sessions.append(monitor_session(repo.root, host_prefix(loaded)))
+        monitor = _start_monitor(tmux, repo.root, swarm.id, host_prefix(loaded), launch_env)
+        if monitor:
+            result.started_sessions.append(monitor)
     return result
 
 
+def _own_session_names(
+    tmux: Tmux, repo: Path, swarm_id: str, runs: list[AgentRun], existing: set[str]
+) -> list[AgentRun]:
+    """The runs, each with a session name no other swarm holds on this tmux server.
+
+    A same-named repository elsewhere (two ``proj`` folders) has the same plain names; a session is told to be
+    ours by its tag, and an agent whose name is taken by another's gets the name with this repository's hash.
+    Decided before any agent is registered, so a clash never leaves an agent 'starting' without a session.
+    """
+    named: list[AgentRun] = []
+    for run in runs:
+        if run.session in existing and tmux.session_tag(run.session) != swarm_id:
+            distinct = session_name(repo, run.agent_id, distinct=True)
+            if distinct in existing and tmux.session_tag(distinct) != swarm_id:
+                raise SwarmError(
+                    f"the tmux sessions {run.session} and {distinct} exist and do not belong to swarm {swarm_id}",
+                    hint="rename or close them, or set SWARM_TMUX_SOCKET to use another tmux server",
+                )
+            log.info("session %s belongs to another swarm; %s uses %s", run.session, run.agent_id, distinct)
+            named.append(run.model_copy(update={"session": distinct}))
+        else:
+            named.append(run)
+    return named
+
+
+def _bury_dead_agents(store: Store, swarm: SwarmRecord, runs: list[AgentRun], say: Say) -> None:
+    """Before agents whose session is gone are started again: stop what is left of them and give their claims
+    back, or the tasks they held would wait out their leases (an interruption: no attempt is spent)."""
+    known = {a.id for a in store.list_agents(swarm.id)}
+    dead = [r.agent_id for r in runs if r.agent_id in known]
+    if not dead:
+        return
+    # Their agent commands can outlive a killed worker; they must not write to a worktree handed to a new one.
+    leftovers = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", set(dead)))
+    if leftovers:
+        procs.stop_processes(leftovers, grace=3.0)
+    for agent_id in dead:
+        returned = store.return_claims(
+            [agent_id], actor="launch", reason=f"{agent_id} was found dead; returned by launch before restarting it"
+        )
+        if returned:
+            say(f"returned {', '.join(returned)} of {agent_id} (found dead) to the queue")
+
+
 def monitor_session(repo: Path, prefix: str) -> str:
-    """The monitor's tmux session on this host."""
+    """The monitor's tmux session on this host (its plain name; see :func:`monitor_sessions`)."""
     return session_name(repo, f"{prefix}monitor")
 
 
-def _start_monitor(tmux: Tmux, repo: Path, swarm_id: str, prefix: str, launch_env: dict[str, str]) -> bool:
-    """Start this host's monitor unless it runs already (launch restarts it when it is missing)."""
-    name = monitor_session(repo, prefix)
-    if tmux.has_session(name):
-        return False
+def monitor_sessions(repo: Path, prefix: str) -> tuple[str, str]:
+    """Both names the monitor's session may have: plain, and with the repository's hash when a same-named
+    repository's monitor holds the plain one. Which one is this swarm's is told by the tag, never the name."""
+    return session_name(repo, f"{prefix}monitor"), session_name(repo, f"{prefix}monitor", distinct=True)
+
+
+def _start_monitor(tmux: Tmux, repo: Path, swarm_id: str, prefix: str, launch_env: dict[str, str]) -> str | None:
+    """Start this host's monitor unless it runs already (launch restarts it when it is missing or dead); the
+    name of the session started, if any."""
+    plain, distinct = monitor_sessions(repo, prefix)
+    tags = {name: tmux.session_tag(name) for name in (plain, distinct) if tmux.has_session(name)}
+    if swarm_id in tags.values():
+        return None  # a monitor's session closes when the monitor exits: a session of ours is a live one
+    name = plain if plain not in tags else distinct
+    if name in tags:
+        raise SwarmError(
+            f"the tmux sessions {plain} and {distinct} exist and do not belong to swarm {swarm_id}",
+            hint="close them, or set SWARM_TMUX_SOCKET to use another tmux server",
+        )
     keep = {k: v for k, v in launch_env.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "USER")}
     keep.update({"SWARM_ID": swarm_id, "SWARM_AGENT_ID": f"{prefix}monitor", "PYTHONUNBUFFERED": "1"})
     keep.update({k: v for k, v in launch_env.items() if k.startswith("SWARM_") and k not in keep})
     command = [sys.executable, "-m", "swarm.runtime.monitor", "--repo", str(repo), "--swarm-id", swarm_id]
     tmux.new_session(name, command, cwd=repo, env=keep, tag=swarm_id)
-    return True
+    return name
 
 
 def worker_command(run_file: Path) -> list[str]:
@@ -352,6 +538,11 @@ def _create_worktrees(repo: GitRepo, loaded: LoadedConfig, runs: list[AgentRun],
                 )
         return run.agent_id
 
+    # Marked before they are made, one at a time (git config takes a lock of its own): a branch exists
+    # only once it is marked, so a concurrent look never sees one of ours unmarked.
+    for run in runs:
+        if branch_mark(repo.root, run.branch) != run.swarm_id:
+            mark_branch(repo.root, run.branch, run.swarm_id)
     with ThreadPoolExecutor(max_workers=min(8, len(runs))) as pool:
         created = [agent for agent in pool.map(one, runs) if agent]
     if created:
@@ -360,6 +551,26 @@ def _create_worktrees(repo: GitRepo, loaded: LoadedConfig, runs: list[AgentRun],
 
 
 # -- teardown ---------------------------------------------------------------------------------------
+
+#: Agent states in which a worker is expected to run.
+_LIVE_STATES = frozenset(
+    {AgentState.STARTING.value, AgentState.WORKING.value, AgentState.IDLE.value, AgentState.WAITING.value}
+)
+
+
+def _remove_run_files(repo: Path, swarm_id: str) -> None:
+    """Every run file of this swarm, also of an agent the database never heard of (a launch stopped between
+    writing a run file and starting its session): they hold the launching environment's secrets."""
+    folder = repo / ".swarm" / "run"
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            owner = read_run_file(path).swarm_id
+        except SwarmError:
+            continue  # not a run file swarm can read: not known to be this swarm's
+        if owner == swarm_id:
+            path.unlink(missing_ok=True)
+    for tmp in sorted(folder.glob("*.tmp")) if folder.is_dir() else []:
+        tmp.unlink(missing_ok=True)  # half-written by a launch that was killed
 
 
 @dataclass(frozen=True)
@@ -388,6 +599,8 @@ class TeardownReport:
     branches_kept: list[str] = field(default_factory=list)
     survivors: list[int] = field(default_factory=list)
     sessions_left: list[str] = field(default_factory=list)
+    #: Nothing of the swarm ran on this host when teardown began (a second teardown finds it so).
+    already_down: bool = False
 
     @property
     def clean(self) -> bool:
@@ -411,6 +624,35 @@ def teardown(
     and lose nothing."""
     repo = open_repo(cwd)
     loaded = load_config(repo.root, overrides={"queue.database": db})
+    timeout = loaded.config.swarm.lock_timeout_seconds
+    # Never beside a launch or repair of this repository: a launch between its worktrees and its sessions
+    # would start agents after this teardown said "down".
+    with command_lock(repo.root, "swarm teardown", timeout=timeout, say=say, create=False):
+        return _teardown_locked(
+            repo,
+            loaded,
+            now=now,
+            force=force,
+            keep_worktrees=keep_worktrees,
+            delete_branches=delete_branches,
+            grace=grace,
+            all_hosts=all_hosts,
+            say=say,
+        )
+
+
+def _teardown_locked(
+    repo: GitRepo,
+    loaded: LoadedConfig,
+    *,
+    now: bool,
+    force: bool,
+    keep_worktrees: bool,
+    delete_branches: bool,
+    grace: float | None,
+    all_hosts: bool,
+    say: Say,
+) -> TeardownReport:
     report = TeardownReport()
     with open_queue(loaded) as store:
         swarm = store.current_swarm()
@@ -426,11 +668,25 @@ def teardown(
         socket_name = str(loaded.config.swarm.tmux_socket or swarm.settings.get("tmux_socket") or "")
         tmux = Tmux(socket_name)
         mode = "now" if now else "finish"
-        # The monitor goes first, or it would restart the workers teardown is stopping.
-        monitor = monitor_session(repo.root, host_prefix(loaded))
-        if tmux.kill_session(monitor, swarm.id):
-            report.sessions_killed.append(monitor)
+        local_ids = {a.id for a in agents} | {f"{host_prefix(loaded)}monitor"}
+        local_sessions = {a.session for a in agents if a.session}
+        monitors = set(monitor_sessions(repo.root, host_prefix(loaded)))
         live = {a.id: a.pid for a in agents if a.pid and procs.alive(a.pid)}
+        # Down already (a second teardown, or one that waited for another): say so, and still do the rest,
+        # which only finds nothing to do (claims, worktrees, run files).
+        tagged = set(tmux.tagged_sessions(swarm.id))
+        report.already_down = (
+            not live
+            and not tagged & (local_sessions | monitors)
+            and all(a.state not in _LIVE_STATES for a in agents)
+            and (keep_worktrees or not any(a.worktree and Path(a.worktree).exists() for a in agents))
+            and not procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
+        )
+        # The monitor goes first, or it would restart the workers teardown is stopping. It is found by this
+        # swarm's tag, under either of the names launch gives it.
+        for monitor in sorted(monitors & tagged):
+            if tmux.kill_session(monitor, swarm.id):
+                report.sessions_killed.append(monitor)
         # Ask through the thread first (each worker answers with a shutdown_response). The swarm-wide stop flag
         # also stops a worker started late or one that misses the message, but it stops every host: it is set
         # only when this host is the whole swarm, or with --all-hosts.
@@ -458,7 +714,6 @@ def teardown(
                     report.responses[agent_id] = answer.body
         # Whatever is still running now is stopped by PID and process group, never by name.
         pids = [pid for pid in live.values() if procs.alive(pid)]
-        local_ids = {a.id for a in agents} | {f"{host_prefix(loaded)}monitor"}
         stragglers = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
         # A recorded agent process group is signalled only while a process of this swarm still leads it:
         # after a crash the number may have been reused by someone else's process.
@@ -506,7 +761,6 @@ def teardown(
                 unsafe.append(agent)
                 say(f"kept the worktree {agent.worktree} of {agent.id}: {outcome.problem}; commit or remove it by hand")
         removable = [a for a in present if a not in unsafe]
-        local_sessions = {a.session for a in agents if a.session}
         for name in tmux.tagged_sessions(swarm.id):
             if name in local_sessions and tmux.kill_session(name, swarm.id):
                 report.sessions_killed.append(name)
@@ -531,6 +785,7 @@ def teardown(
             store.update_agent(agent.id, state=AgentState.STOPPED.value, pid=None, agent_pid=None, task_id=None)
             # The run file holds the launching environment (API keys) and the agent's token: gone with the agent.
             run_file_path(repo.root, agent.id).unlink(missing_ok=True)
+        _remove_run_files(repo.root, swarm.id)
         # Verify: nothing that carries this swarm's id is alive, and no session of ours remains.
         report.survivors = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
         report.sessions_left = [n for n in tmux.tagged_sessions(swarm.id) if n in local_sessions]

@@ -9,8 +9,8 @@ A crash, a ``tmux kill-session`` by hand or a lost machine can leave the three o
 4. tasks still claimed by an agent of this host that has no live worker (returned to the queue).
 
 It starts nothing: ``swarm launch EPIC`` resumes the swarm and recreates the missing sessions. With
-``dry_run`` it only reports. Run it while no ``swarm launch`` of this repository is in progress: a launch
-creates worktrees a moment before it registers their agents.
+``dry_run`` it only reports. It waits for a ``swarm launch`` or ``teardown`` of this repository in progress
+(``.swarm/command.lock``): a launch creates worktrees a moment before it registers their agents.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from swarm.cmdlock import command_lock
 from swarm.config import LoadedConfig, load_config
 from swarm.errors import BadInput, SwarmError
-from swarm.launcher import host_prefix, monitor_session
+from swarm.launcher import host_prefix, monitor_sessions
 from swarm.models import AgentRecord, AgentState, Task, TaskState
 from swarm.queue import open_queue
 from swarm.runtime import procs
@@ -140,10 +141,10 @@ class _Repair:
         registered = {a.session for a in self.agents if a.session}
         mine = {a.id for a in self.local}
         prefixes = {_AGENT_NUMBER.sub("", a.id) for a in self.agents if a.id not in mine}
-        own_monitor = monitor_session(self.repo.root, host_prefix(self.loaded))
+        own_monitors = set(monitor_sessions(self.repo.root, host_prefix(self.loaded)))
         found: list[Finding] = []
         for name in sorted(self.tagged):
-            if name in registered or name == own_monitor:
+            if name in registered or name in own_monitors:
                 continue
             if any(p and name.endswith(f"-{p}monitor") for p in prefixes):
                 continue
@@ -325,15 +326,22 @@ class _Repair:
         log.info("agent %s marked dead; returned %s", agent.id, returned)
 
 
-def repair(*, cwd: Path, dry_run: bool = False, db: str | None = None) -> RepairReport:
+def repair(
+    *, cwd: Path, dry_run: bool = False, db: str | None = None, say: Callable[[str], None] = lambda _: None
+) -> RepairReport:
     """Find what is out of step in the current swarm on this host and, unless ``dry_run``, fix it.
 
     A fix that fails is recorded on its finding (``error``) and the others still run. :class:`BadInput`
-    when there is no swarm.
+    when there is no swarm. Waits (saying so through ``say``) while a launch or teardown of this repository
+    runs: their half-done work is not something to repair.
     """
     repo = open_repo(cwd)
     loaded = load_config(repo.root, overrides={"queue.database": db})
-    with open_queue(loaded) as store:
+    timeout = loaded.config.swarm.lock_timeout_seconds
+    with (
+        command_lock(repo.root, "swarm repair", timeout=timeout, say=say, create=False),
+        open_queue(loaded) as store,
+    ):
         swarm = store.current_swarm()
         if swarm is None:
             raise BadInput("no swarm in this database yet", hint="start one with 'swarm launch EPIC'")

@@ -80,6 +80,8 @@ tmux_socket = ""
 remote = "origin"
 # Prefix of this machine's agent ids on a shared queue (host-agent-1); empty means the hostname.
 host_label = ""
+# Seconds launch, teardown and repair wait for another of them running on this repository.
+lock_timeout_seconds = 120.0
 
 [agent]
 # The agent program: a template of templates/agents/ (claude, codex, aider, command).

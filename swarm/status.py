@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from swarm.config import LoadedConfig
@@ -32,6 +34,8 @@ class Snapshot:
     questions: list[Message] = field(default_factory=list)
     paused_until: float = 0.0
     pause_reason: str | None = None
+    #: What this host's monitor last wrote to ``.swarm/monitor.json`` (None: nothing, or another swarm's).
+    monitor: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -57,7 +61,40 @@ def take(store: Store, loaded: LoadedConfig, swarm: SwarmRecord) -> Snapshot:
         questions=store.unanswered_questions(LEAD),
         paused_until=paused_until,
         pause_reason=pause_reason,
+        monitor=read_monitor(loaded.repo, swarm.id),
     )
+
+
+def read_monitor(repo: Path, swarm_id: str) -> dict[str, Any] | None:
+    """The monitor's last report (``.swarm/monitor.json``, written after every look), if it is this swarm's."""
+    try:
+        data = json.loads((repo / ".swarm" / "monitor.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("swarm_id", swarm_id) != swarm_id:
+        return None  # an earlier swarm's monitor (reports before swarm_id was written are taken as ours)
+    return data
+
+
+def monitor_json(snap: Snapshot) -> dict[str, Any]:
+    """The monitor's health: alive (by its pid), age of its last look, workers it restarted, how to restart it."""
+    report = snap.monitor or {}
+    pid = report.get("pid") if isinstance(report.get("pid"), int) else None
+    at = report.get("at") if isinstance(report.get("at"), (int, float)) else None
+    alive = bool(pid) and procs.alive(int(pid or 0))
+    hint = None
+    if not alive and not snap.finished:
+        hint = (
+            f"the monitor is not running: nothing restarts dead workers; 'swarm launch {snap.swarm.epic}' restarts it"
+        )
+    return {
+        "alive": alive,
+        "pid": pid,
+        "looks": int(report.get("looks") or 0),
+        "last_look_age_s": round(snap.taken_at - at, 1) if at else None,
+        "restarts": sum(a.restarts for a in snap.agents),
+        "hint": hint,
+    }
 
 
 #: An agent of another machine whose row has not moved for this long is shown as unreachable.
@@ -136,6 +173,7 @@ def to_json(snap: Snapshot) -> dict[str, Any]:
         ],
         "agents": agents,
         "questions": [{"seq": q.seq, "from": q.author, "body": q.body, "thread": q.thread} for q in snap.questions],
+        "monitor": monitor_json(snap),
     }
 
 
@@ -152,6 +190,22 @@ def _age(seconds: float | None) -> str:
     if seconds < 120:
         return f"{seconds:.0f}s"
     return f"{seconds / 60:.0f}m"
+
+
+def _monitor_line(monitor: dict[str, Any], snap: Snapshot) -> RenderableType:
+    from rich.text import Text
+
+    restarts = f", {monitor['restarts']} restart(s)" if monitor["restarts"] else ""
+    look = f", last look {_age(monitor['last_look_age_s'])} ago" if monitor["last_look_age_s"] is not None else ""
+    if monitor["alive"]:
+        return Text(f"monitor: running (pid {monitor['pid']}){look}{restarts}", style="dim")
+    if snap.finished:
+        return Text(f"monitor: stopped{look}{restarts}", style="dim")
+    return Text(
+        f"monitor: not running{look}{restarts}; dead workers are not restarted: "
+        f"'swarm launch {snap.swarm.epic}' restarts it (it resumes)",
+        style="yellow",
+    )
 
 
 def render(snap: Snapshot) -> RenderableType:
@@ -223,7 +277,7 @@ def render(snap: Snapshot) -> RenderableType:
             (t.commit or "")[:10] or "-",
             t.title if not t.last_error or t.state == TaskState.DONE else f"{t.title} [{t.last_error[:60]}]",
         )
-    parts: list[RenderableType] = [head, bar, counts, Text("")]
+    parts: list[RenderableType] = [head, bar, counts, _monitor_line(data["monitor"], snap), Text("")]
     if snap.agents:
         parts += [agents, Text("")]
     parts.append(tasks)

@@ -40,6 +40,11 @@ def launch_cmd(
     host_label: str | None = typer.Option(
         None, "--host-label", help="Prefix of this machine's agent ids on a shared queue (default: the hostname)."
     ),
+    reuse_branches: bool = typer.Option(
+        False,
+        "--reuse-branches",
+        help="Use existing branches named like agent branches that swarm did not create, as they are.",
+    ),
     wait: bool = typer.Option(
         False, "--wait", help="Follow progress until the epic is finished; exit 0 only if all done."
     ),
@@ -59,6 +64,7 @@ def launch_cmd(
         capabilities=tuple(split_list(capabilities)),
         db=db,
         host_label=host_label,
+        reuse_branches=reuse_branches,
     )
     result = launch(request, cwd=Path.cwd(), say=out.print)
     for warning in result.warnings:
@@ -83,7 +89,16 @@ def launch_cmd(
         f"'swarm attach agent-1', '{sock}swarm teardown'"
     )
     if wait:
-        follow(result.swarm, load_config(find_repo_root(), overrides={"queue.database": db}), timeout=timeout)
+        try:
+            follow(result.swarm, load_config(find_repo_root(), overrides={"queue.database": db}), timeout=timeout)
+        except KeyboardInterrupt:
+            # Only the waiting stops: the agents work on in their sessions, which the user may not expect.
+            print(
+                f"swarm: stopped waiting; the swarm keeps running: '{sock}swarm status' to watch, "
+                f"'{sock}swarm teardown' to stop",
+                file=sys.stderr,
+            )
+            raise SystemExit(130) from None
 
 
 def follow(swarm: SwarmRecord, loaded: LoadedConfig, *, timeout: float | None) -> dashboard.Snapshot:
@@ -180,8 +195,9 @@ def teardown_cmd(
         grace=grace,
         db=db,
         all_hosts=all_hosts,
-        # Not markup: the lines name branches and files that agents chose.
-        say=(lambda _: None) if as_json else (lambda text: out.print(text, markup=False)),
+        # With --json, stdout is the report only: what teardown says on the way goes to stderr. Not markup: the
+        # lines name branches and files that agents chose.
+        say=(lambda line: print(line, file=sys.stderr)) if as_json else (lambda text: out.print(text, markup=False)),
     )
     if as_json:
         emit_json(_report_json(report))
@@ -210,6 +226,7 @@ def _report_json(report: TeardownReport) -> dict[str, object]:
         "survivors": report.survivors,
         "sessions_left": report.sessions_left,
         "clean": report.clean,
+        "already_down": report.already_down,
     }
 
 
@@ -217,6 +234,9 @@ def _print_report(report: TeardownReport) -> None:
     if report.swarm_id is None:
         return
     out = console()
+    if report.already_down and report.clean:
+        out.print(f"swarm {report.swarm_id} is already down: nothing of it was running on this host")
+        return
     if report.killed:
         out.print(f"stopped {len(report.killed)} process(es) that did not exit in time")
     if report.returned_tasks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -16,7 +17,7 @@ def repair_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
 ) -> None:
     """Find sessions, agents, worktrees and claims out of step in this host's swarm, and fix them."""
-    report = repair(cwd=Path.cwd(), dry_run=dry_run)
+    report = repair(cwd=Path.cwd(), dry_run=dry_run, say=lambda line: print(f"swarm: {line}", file=sys.stderr))
     if as_json:
         emit_json({"findings": [f.to_json() for f in report.findings], "dry_run": report.dry_run})
     else:

@@ -101,6 +101,7 @@ class Monitor:
     def _report(self, looks: int, verdicts: list[Verdict]) -> None:
         """``.swarm/monitor.json``: when the monitor last looked and what it saw (status shows it)."""
         data = {
+            "swarm_id": self.swarm_id,
             "looks": looks,
             "at": time.time(),
             "pid": os.getpid(),
@@ -295,11 +296,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", required=True, type=Path, help="the repository (main checkout)")
     parser.add_argument("--swarm-id", required=True, help="the swarm to watch")
     args = parser.parse_args(argv)
+    log_path = _log_to_file(args.repo)
     try:
         return Monitor(args.repo, args.swarm_id).run()
-    except SwarmError as exc:
-        print(f"swarm monitor: {exc.render()}", file=sys.stderr)
-        return exc.exit_code
+    except KeyboardInterrupt:
+        log.info("monitor interrupted")
+        return 130
+    except Exception as exc:
+        # Nobody watches the monitor's pane: its end is written down with the traceback, and status shows it
+        # is gone (its pid is no longer alive); launch starts it again.
+        text = exc.render() if isinstance(exc, SwarmError) else f"{type(exc).__name__}: {exc}"
+        log.exception("monitor crashed: %s", text)
+        print(f"swarm monitor: crashed: {text}; the traceback is in {log_path}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, SwarmError) else 1
+
+
+def _log_to_file(repo: Path) -> Path:
+    """Send this module's log (escalations, crashes) to ``.swarm/logs/monitor.log`` as well."""
+    path = repo / ".swarm" / "logs" / "monitor.log"
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    return path
 
 
 if __name__ == "__main__":

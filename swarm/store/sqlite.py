@@ -76,6 +76,50 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _can_open(path: Path, flags: int) -> bool | None:
+    """Whether ``path`` opens with ``flags`` (None: it does not exist); asks the kernel, not the mode bits."""
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def damaged_database(path: Path, exc: BaseException) -> StoreError | None:
+    """The one-line error for a database file that cannot be used as it is: corrupt, not readable by this user,
+    or read-only; None when ``exc`` says none of these (a busy or a programming error)."""
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.DatabaseError) and any(
+        word in text for word in ("not a database", "malformed", "corrupt", "file is encrypted")
+    ):
+        return StoreError(
+            f"the database {path} is corrupt or not a swarm database ({exc}): swarm cannot read its queue",
+            hint=f"restore it from a backup, or move it away (mv {path} {path}.broken) and launch again "
+            "to start a new queue (done tasks then run again)",
+        )
+    readable = _can_open(path, os.O_RDONLY)
+    if readable is False:
+        return StoreError(
+            f"cannot read the database {path}: permission denied",
+            hint=f"run swarm as the file's owner, or give your user access (chmod u+rw {path})",
+        )
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        folder_writable = os.access(path.parent, os.W_OK)
+        writable = _can_open(path, os.O_RDWR)
+        if writable is False or not folder_writable or "readonly" in text:
+            where = path if writable is False else path.parent
+            return StoreError(
+                f"the database {path} is read-only ({'the file' if writable is False else 'its folder'} cannot be "
+                "written): swarm reads it but cannot change the queue",
+                hint=f"make it writable (chmod u+w {where}; the -wal and -shm files beside it too), "
+                "or use a copy with --db",
+            )
+    return None
+
+
 class SQLiteStore(Store):
     """The SQLite implementation of :class:`~swarm.store.base.Store`."""
 
@@ -104,7 +148,7 @@ class SQLiteStore(Store):
                 fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
                 os.close(fd)
         except OSError as exc:
-            raise StoreError(
+            raise damaged_database(self.path, exc) or StoreError(
                 f"cannot create the database {self.path}: {exc.strerror}",
                 hint="check that the folder is writable or pass another --db",
             ) from exc
@@ -116,7 +160,9 @@ class SQLiteStore(Store):
                 check_same_thread=False,  # guarded by self._lock; the worker heartbeats from a thread
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+            raise damaged_database(self.path, exc) or StoreError(
+                f"cannot open the database {self.path}: {exc}", hint="check the path given by --db or queue.database"
+            ) from exc
         deadline = time.monotonic() + self.options.busy_timeout_seconds
         while True:
             try:
@@ -134,7 +180,7 @@ class SQLiteStore(Store):
                 raise self._translate(exc) from exc
             except sqlite3.DatabaseError as exc:
                 conn.close()
-                raise StoreError(
+                raise damaged_database(self.path, exc) or StoreError(
                     f"{self.path} is not a swarm database: {exc}",
                     hint="point --db at another file or move this one away",
                 ) from exc
@@ -151,7 +197,9 @@ class SQLiteStore(Store):
                 f"the database {self.path} stayed locked for {self.options.busy_timeout_seconds:.0f}s",
                 hint="another process holds a long write; retry, or check 'swarm doctor'",
             )
-        return StoreError(f"database error on {self.path}: {exc}", hint="run with SWARM_DEBUG=1 for details")
+        return damaged_database(self.path, exc) or StoreError(
+            f"database error on {self.path}: {exc}", hint="run with SWARM_DEBUG=1 for details"
+        )
 
     def _run_write(self, fn: Callable[[sqlite3.Cursor], T]) -> T:
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction; retry the whole of it while the file is busy."""
@@ -193,9 +241,13 @@ class SQLiteStore(Store):
             except sqlite3.Error as exc:
                 raise self._translate(exc) from exc
             finally:
-                if self._conn.in_transaction:
-                    self._conn.execute("COMMIT")
-                cur.close()
+                try:
+                    if self._conn.in_transaction:
+                        self._conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    raise self._translate(exc) from exc
+                finally:
+                    cur.close()
 
     # -- schema ----------------------------------------------------------------------------------
     def _migrate(self, cur: sqlite3.Cursor) -> None:

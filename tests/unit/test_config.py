@@ -92,6 +92,7 @@ def test_defaults_match_the_design() -> None:
         "swarm.monitor_interval_seconds": 2.0,
         "swarm.remote": "origin",
         "swarm.host_label": "",
+        "swarm.lock_timeout_seconds": 120.0,
         "agent.kind": "claude",
         "agent.model": "sonnet",
         "agent.permission_mode": "bypassPermissions",

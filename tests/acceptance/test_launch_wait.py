@@ -1,0 +1,78 @@
+"""Smaller launch behaviours end to end: Ctrl-C during ``launch --wait``, two same-named repositories on one
+tmux server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.acceptance.conftest import Run, status_json, tmux_sessions
+from tests.helpers import retry_until, swarm_cli
+
+
+def test_ctrl_c_during_launch_wait_says_the_swarm_keeps_running(project: Path, run: Run, tmux_socket: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
+    env.update({"SWARM_TMUX_SOCKET": tmux_socket, "SWARM_QUEUE_HEARTBEAT_SECONDS": "1"})
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "swarm", "launch", "E1", "--agents", "1", "--command", "sleep 600", "--wait"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert waiting.stdout is not None
+    retry_until(lambda: "is working epic" in waiting.stdout.readline(), seconds=120)  # type: ignore[union-attr]
+    retry_until(lambda: status_json(run)["counts"]["claimed"] == 1, seconds=120, interval=0.3)
+    waiting.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 130
+    line = err.strip()
+    assert "\n" not in line, err
+    assert "the swarm keeps running" in line
+    assert "swarm status' to watch" in line
+    assert "swarm teardown' to stop" in line
+    assert status_json(run)["counts"]["claimed"] == 1  # it does keep running
+    assert run("teardown", "--now").returncode == 0
+
+
+def test_two_same_named_repositories_share_a_tmux_server(project: Path, run: Run, tmux_socket: str) -> None:
+    other = project.parent / "elsewhere" / project.name
+    shutil.copytree(project, other)  # another repository called "proj", in another folder
+
+    def run_other(*args: str) -> subprocess.CompletedProcess[str]:
+        return swarm_cli(*args, cwd=other, env={"SWARM_TMUX_SOCKET": tmux_socket, "SWARM_QUEUE_HEARTBEAT_SECONDS": "1"})
+
+    first = run("launch", "E1", "--agents", "1", "--command", "sleep 600")
+    assert first.returncode == 0, first.stderr
+    second = run_other("launch", "E1", "--agents", "1", "--command", "sleep 600")
+    assert second.returncode == 0, second.stdout + second.stderr
+
+    def working(result: subprocess.CompletedProcess[str]) -> bool:
+        data = json.loads(result.stdout)
+        return bool(data["agents"][0]["state"] == "working" and data["monitor"]["alive"])
+
+    retry_until(lambda: working(run("status", "--json")), seconds=120, interval=0.3)
+    retry_until(lambda: working(run_other("status", "--json")), seconds=120, interval=0.3)
+    sessions = tmux_sessions(tmux_socket)
+    assert len(sessions) == 4, sessions  # two agents and two monitors, none shared
+    mine = json.loads(run("status", "--json").stdout)["agents"][0]["session"]
+    theirs = json.loads(run_other("status", "--json").stdout)["agents"][0]["session"]
+    assert mine != theirs
+    for runner in (run, run_other):
+        checked = runner("repair", "--dry-run", "--json")
+        assert checked.returncode == 0, checked.stderr
+        assert json.loads(checked.stdout)["findings"] == []
+
+    assert run_other("teardown", "--now").returncode == 0
+    assert sorted(tmux_sessions(tmux_socket)) == sorted(
+        s for s in sessions if s in (mine, f"swarm-{project.name}-monitor")
+    )
+    assert status_json(run)["counts"]["claimed"] == 1  # the first repository's swarm is untouched
+    assert run("teardown", "--now").returncode == 0
+    assert tmux_sessions(tmux_socket) == []
