@@ -225,6 +225,7 @@ class SwarmSettings(_Section):
     monitor_interval_seconds: Annotated[float, Field(gt=0)] = 2.0
     remote: Annotated[str, AfterValidator(_no_newline)] = "origin"
     host_label: Annotated[str, AfterValidator(_host_label)] = ""
+    log_max_bytes: Annotated[int, Field(ge=1024)] = 10_000_000
 
 
 class AgentSettings(_Section):

@@ -316,6 +316,7 @@ def _plan_agents(
                 token=secrets.token_urlsafe(24),
                 env=env,
                 push_remote=push_remote,
+                log_max_bytes=cfg.swarm.log_max_bytes,
             )
         )
     return runs

@@ -78,6 +78,8 @@ tmux_socket = ""
 remote = "origin"
 # Prefix of this machine's agent ids on a shared queue (host-agent-1); empty means the hostname.
 host_label = ""
+# An agent's log (.swarm/logs/<agent>.log) is moved to <agent>.log.1 when it reaches this size.
+log_max_bytes = 10000000
 
 [agent]
 # The agent program: a template of templates/agents/ (claude, codex, aider, command).

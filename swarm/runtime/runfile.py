@@ -44,6 +44,8 @@ class AgentRun(BaseModel):
     push_remote: str | None = None
     idle_poll_seconds: float = 2.0
     stop_poll_seconds: float = 0.25
+    #: The agent's log is rotated to ``<agent>.log.1`` when it would grow past this.
+    log_max_bytes: int = 10_000_000
 
     @property
     def swarm_dir(self) -> Path:
@@ -64,6 +66,12 @@ class AgentRun(BaseModel):
 def run_file_path(repo: Path, agent_id: str) -> Path:
     """Where launch writes the run file of ``agent_id``."""
     return repo / ".swarm" / "run" / f"{agent_id}.json"
+
+
+def process_record_path(repo: Path, agent_id: str) -> Path:
+    """Where the worker of ``agent_id`` records the processes its agent started (pid and start time), so
+    that teardown finds them even after the worker was killed (``swarm.runtime.procs.read_records``)."""
+    return repo / ".swarm" / "run" / f"{agent_id}.pids"
 
 
 def write_run_file(run: AgentRun) -> Path:

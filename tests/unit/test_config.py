@@ -91,6 +91,7 @@ def test_defaults_match_the_design() -> None:
         "swarm.monitor_interval_seconds": 2.0,
         "swarm.remote": "origin",
         "swarm.host_label": "",
+        "swarm.log_max_bytes": 10_000_000,
         "agent.kind": "claude",
         "agent.model": "sonnet",
         "agent.permission_mode": "bypassPermissions",
