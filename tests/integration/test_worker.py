@@ -8,19 +8,20 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from swarm.models import Spec, TaskState
+from swarm.models import AgentRecord, Spec, TaskState
 from swarm.runtime import procs
 from swarm.runtime.git import open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path, write_run_file
 from swarm.runtime.worker import Worker, _parse_usage
 from swarm.store import open_store
-from tests.helpers import retry_until
+from tests.helpers import retry_until, swarm_cli
 
 GIT_ENV = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
 
@@ -503,6 +504,48 @@ def test_the_log_is_rotated_at_its_cap_and_keeps_the_newest_lines(repo: Path, ma
     newest = log.read_text()
     assert newest.rstrip().endswith("all 2 task(s) of the swarm are done; exiting")
     assert "last line of B" in older.read_text() + newest
+
+    # `swarm logs` shows the tail across the rotation: the older file first, then the current one.
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        store.register_agent(AgentRecord(id="agent-1", swarm_id=store.ensure_swarm("E").id))
+    lines = newest.count("\n") + 5
+    shown = swarm_cli("logs", "agent-1", "-n", str(lines), cwd=repo)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == (older.read_text() + newest).splitlines()[-lines:]
+    everything = swarm_cli("logs", "agent-1", cwd=repo)
+    assert everything.stdout == older.read_text() + newest
+
+
+def test_swarm_logs_follow_goes_on_in_the_new_file_after_a_rotation(repo: Path, make_run: MakeRun) -> None:
+    run = make_run("agent-1", "true", log_max_bytes=1024)
+    with open_store(run.database_url) as store:
+        store.register_agent(AgentRecord(id="agent-1", swarm_id=run.swarm_id))
+    worker = Worker(run, out=io.BytesIO())
+    worker.say("before the rotation")
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "swarm", "logs", "agent-1", "-f"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SWARM_")},
+    )
+    printed: list[bytes] = []
+    # Read in a thread: a follow that stopped printing must fail the test at the deadline, not hang it.
+    reader = threading.Thread(target=lambda: printed.extend(iter(follow.stdout.readline, b"")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        retry_until(lambda: any(b"before the rotation" in line for line in printed), seconds=60)
+        for n in range(40):  # well past the cap: at least one rotation
+            worker.say(f"line {n}")
+        assert run.log_path.with_name("agent-1.log.1").exists()
+        worker.say("after the rotation")
+        retry_until(lambda: any(b"after the rotation" in line for line in printed), seconds=60)
+        text = b"".join(printed).decode()
+        assert all(f"agent-1: line {n}\n" in text for n in range(40))  # nothing around a rotation was skipped
+    finally:
+        follow.kill()
+        follow.wait(timeout=60)
+        worker.store.close()
+        worker.logfile.close()
 
 
 # -- commit hooks ------------------------------------------------------------------------------------------
