@@ -460,8 +460,8 @@ class Worker:
             result.exit_code = 127
             result.tail = [f"cannot start {command.argv[0]}: {exc.strerror}"]
             return result
+        self.store.update_agent(run.agent_id, agent_pid=proc.pid)  # first: status and the monitor look for it
         watch.attach(proc.pid)
-        self.store.update_agent(run.agent_id, agent_pid=proc.pid)
         usage: dict[str, Any] = {}
         reader = threading.Thread(target=self._pump, args=(proc, tail, usage), daemon=True)
         reader.start()
