@@ -228,6 +228,7 @@ class SwarmSettings(_Section):
     host_label: Annotated[str, AfterValidator(_host_label)] = ""
     #: How long launch, teardown and repair wait for another of them working on this repository.
     lock_timeout_seconds: Annotated[float, Field(ge=0)] = 120.0
+    log_max_bytes: Annotated[int, Field(ge=1024)] = 10_000_000
 
 
 class AgentSettings(_Section):

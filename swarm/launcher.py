@@ -36,7 +36,7 @@ from swarm.models import LEAD, AgentRecord, AgentState
 from swarm.queue import QueuedEpic, backlog_folder, database_exists, lead_token_path, open_queue, queue_epic
 from swarm.runtime import procs
 from swarm.runtime.git import GitRepo, open_repo
-from swarm.runtime.runfile import AgentRun, read_run_file, run_file_path, write_run_file
+from swarm.runtime.runfile import AgentRun, process_record_path, read_run_file, run_file_path, write_run_file
 from swarm.runtime.tmux import Tmux, tmux_available
 from swarm.store import Store, SwarmRecord
 from swarm.store.sqlite import path_from_url
@@ -505,6 +505,7 @@ def _plan_agents(
                 push_remote=push_remote,
                 retry_backoff_seconds=cfg.queue.retry_backoff_seconds,
                 retry_backoff_max_seconds=cfg.queue.retry_backoff_max_seconds,
+                log_max_bytes=cfg.swarm.log_max_bytes,
             )
         )
     return runs
@@ -687,6 +688,10 @@ def _teardown_locked(
         for monitor in sorted(monitors & tagged):
             if tmux.kill_session(monitor, swarm.id):
                 report.sessions_killed.append(monitor)
+        # An agent's process may carry neither SWARM_ID nor its group (`env -i setsid cmd &`). A worker is a
+        # subreaper, so its agent's orphans are its descendants: read them now, because once the worker is gone
+        # they belong to init. What a killed worker can no longer show, it recorded in .swarm/run/<agent>.pids.
+        owned = {ident for pid in live.values() for ident in procs.tree(pid)}
         # Ask through the thread first (each worker answers with a shutdown_response). The swarm-wide stop flag
         # also stops a worker started late or one that misses the message, but it stops every host: it is set
         # only when this host is the whole swarm, or with --all-hosts.
@@ -722,6 +727,12 @@ def _teardown_locked(
         if targets or groups:
             report.killed = targets
             procs.stop_processes(targets, groups=groups, grace=5.0)
+        records = [process_record_path(repo.root, a.id) for a in agents]
+        owned |= {ident for path in records for ident in procs.read_records(path)}
+        leftovers = procs.still_running(owned)
+        if leftovers:
+            report.killed = sorted({*report.killed, *(i.pid for i in leftovers)})
+            procs.stop_identified(leftovers, grace=5.0)
         report.returned_tasks = store.return_claims([a.id for a in agents], reason="returned by teardown")
         tasks = {t.id: t for t in store.list_tasks(swarm_id=swarm.id)}
         author = loaded.config.swarm.commit_author
@@ -786,8 +797,16 @@ def _teardown_locked(
             # The run file holds the launching environment (API keys) and the agent's token: gone with the agent.
             run_file_path(repo.root, agent.id).unlink(missing_ok=True)
         _remove_run_files(repo.root, swarm.id)
-        # Verify: nothing that carries this swarm's id is alive, and no session of ours remains.
-        report.survivors = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
+        # Verify: nothing that carries this swarm's id, or that its workers saw or recorded, is alive, and no
+        # session of ours remains. A record is kept only while something it lists still runs.
+        tagged = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
+        report.survivors = sorted({*tagged, *(i.pid for i in procs.still_running(owned))})
+        for path in records:
+            try:
+                procs.write_records(path, procs.still_running(procs.read_records(path)))
+            except OSError as exc:
+                # A stale record is harmless (entries are checked by start time) but it should not pass unsaid.
+                say(f"cannot update the process record {path}: {exc}")
         report.sessions_left = [n for n in tmux.tagged_sessions(swarm.id) if n in local_sessions]
         tmux.kill_server_if_empty()
     return report

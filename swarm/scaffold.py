@@ -82,6 +82,8 @@ remote = "origin"
 host_label = ""
 # Seconds launch, teardown and repair wait for another of them running on this repository.
 lock_timeout_seconds = 120.0
+# An agent's log (.swarm/logs/<agent>.log) is moved to <agent>.log.1 when it reaches this size.
+log_max_bytes = 10000000
 
 [agent]
 # The agent program: a template of templates/agents/ (claude, codex, aider, command).

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import typer
 
@@ -56,8 +58,13 @@ def logs_cmd(
     if not path.exists():
         raise BadInput(f"{agent_id} has no log yet at {path}", hint="its worker has not started")
     out = sys.stdout.buffer
-    with path.open("rb") as handle:
+    handle = path.open("rb")
+    try:
         data = handle.read()
+        older = path.with_name(path.name + ".1")  # the worker rotates the log at swarm.log_max_bytes
+        if not lines or data.count(b"\n") < lines:
+            with contextlib.suppress(OSError):
+                data = older.read_bytes() + data
         if lines:
             data = b"".join(data.splitlines(keepends=True)[-lines:])
         out.write(data)
@@ -67,8 +74,21 @@ def logs_cmd(
             if chunk:
                 out.write(chunk)
                 out.flush()
+            elif _rotated(path, handle):
+                handle.close()  # everything of the old file is printed: follow the new one from its start
+                handle = path.open("rb")
             else:
                 time.sleep(0.2)
+    finally:
+        handle.close()
+
+
+def _rotated(path: Path, handle: BinaryIO) -> bool:
+    """Whether ``path`` now names another file than the open ``handle`` (the worker rotated the log)."""
+    try:
+        return os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False  # between the rename and the new file: look again
 
 
 def worker_cmd(

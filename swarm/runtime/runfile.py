@@ -50,6 +50,8 @@ class AgentRun(BaseModel):
     #: again only after base * 2**(attempt-1) seconds, capped (the defaults are the configuration's).
     retry_backoff_seconds: float = 10.0
     retry_backoff_max_seconds: float = 600.0
+    #: The agent's log is rotated to ``<agent>.log.1`` when it would grow past this.
+    log_max_bytes: int = 10_000_000
 
     @property
     def swarm_dir(self) -> Path:
@@ -70,6 +72,12 @@ class AgentRun(BaseModel):
 def run_file_path(repo: Path, agent_id: str) -> Path:
     """Where launch writes the run file of ``agent_id``."""
     return repo / ".swarm" / "run" / f"{agent_id}.json"
+
+
+def process_record_path(repo: Path, agent_id: str) -> Path:
+    """Where the worker of ``agent_id`` records the processes its agent started (pid and start time), so
+    that teardown finds them even after the worker was killed (``swarm.runtime.procs.read_records``)."""
+    return repo / ".swarm" / "run" / f"{agent_id}.pids"
 
 
 def write_run_file(run: AgentRun) -> Path:

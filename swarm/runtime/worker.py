@@ -34,6 +34,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -45,15 +46,20 @@ from swarm.errors import BadInput, LeaseLost, StoreError, SwarmError
 from swarm.models import LEAD, AgentState, Claim, Message
 from swarm.runtime import procs
 from swarm.runtime.git import TASK_REF_PREFIX, GitError, Worktree, open_repo
-from swarm.runtime.runfile import AgentRun
+from swarm.runtime.runfile import AgentRun, process_record_path
 from swarm.store import RetryPolicy, Store, StoreOptions, open_store
 
 log = logging.getLogger(__name__)
 
 #: Lines of agent output kept to explain a failure.
 TAIL_LINES = 20
-#: How long a killed agent gets between SIGTERM and SIGKILL.
+#: How long a killed agent gets between SIGTERM and SIGKILL; also the processes it leaves running when it
+#: exits (``nohup cmd &``, ``setsid cmd &``): they are stopped with the task.
 KILL_GRACE_SECONDS = 5.0
+#: How often a worker walks its agent's process tree while the agent runs, to record what it started.
+PROCESS_WATCH_SECONDS = 0.5
+#: How long the output reader may take to drain the agent's pipe once every process of the agent is gone.
+READER_DRAIN_SECONDS = 10.0
 #: Claims pause this long after a rate-limit message that names no reset time.
 RATE_LIMIT_BACKOFF_SECONDS = 60.0
 #: Shutdown requests and signals travel on the default thread.
@@ -128,7 +134,11 @@ class Worker:
         self.template = load_template(run.kind)
         run.log_path.parent.mkdir(parents=True, exist_ok=True)
         run.prompt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.logfile = run.log_path.open("ab", buffering=0)
+        # The log is rotated to <agent>.log.1 at run.log_max_bytes (see _emit); the pane and the reader thread
+        # both write through _emit, so the lock keeps a rotation from splitting a write.
+        self._log_lock = threading.Lock()
+        self.logfile: IO[bytes] = run.log_path.open("ab", buffering=0)
+        self._log_size = os.fstat(self.logfile.fileno()).st_size
         self._state: str | None = None
         self._terminated = False
         self._signalled = False  # Terminated was raised once; later signals only set _terminated
@@ -166,8 +176,12 @@ class Worker:
         with contextlib.suppress(OSError):
             self.out.write(data)
             self.out.flush()
-        with contextlib.suppress(OSError):
+        with self._log_lock, contextlib.suppress(OSError, ValueError):
+            if self._log_size and self._log_size + len(data) > self.run.log_max_bytes:
+                self.logfile = _rotate_log(self.logfile, self.run.log_path)
+                self._log_size = 0
             self.logfile.write(data)
+            self._log_size += len(data)
 
     def _set_state(self, state: AgentState, task_id: str | None = None, detail: str | None = None) -> bool:
         # Written once per change, never repeatedly: returns whether this was a change.
@@ -598,6 +612,12 @@ class Worker:
             command.argv.extend(["--mcp-config", str(self.write_mcp_config(env))])
         result = RunResult()
         tail: deque[str] = deque(maxlen=TAIL_LINES)
+        record = process_record_path(Path(run.repo), run.agent_id)
+        # A worker killed by SIGKILL could not stop what its agent left running; it recorded it.
+        _stop_leftovers(record, self.say)
+        # Every process the agent starts, however it detaches, is found (and recorded) while it runs and
+        # stopped when the run ends; as a subreaper (run_worker) the worker even gets the agent's orphans.
+        watch = procs.AgentProcesses(record=record, adopt=procs.is_subreaper())
         try:
             proc = subprocess.Popen(  # argv from the agent template, never a shell string
                 command.argv,
@@ -612,7 +632,8 @@ class Worker:
             result.exit_code = 127
             result.tail = [f"cannot start {command.argv[0]}: {exc.strerror}"]
             return result
-        self.store.update_agent(run.agent_id, agent_pid=proc.pid)
+        self.store.update_agent(run.agent_id, agent_pid=proc.pid)  # first: status and the monitor look for it
+        watch.attach(proc.pid)
         usage: dict[str, Any] = {}
         reader = threading.Thread(target=self._pump, args=(proc, tail, usage), daemon=True)
         reader.start()
@@ -622,11 +643,15 @@ class Worker:
         limit = float(claim.timeout_seconds or run.task_timeout_seconds)  # a spec's own timeout wins
         next_beat = started + run.heartbeat_seconds
         next_stop_check = started + run.stop_poll_seconds
+        next_watch = started + PROCESS_WATCH_SECONDS
         try:
             while proc.poll() is None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=0.2)
                 now = time.monotonic()
+                if now >= next_watch:
+                    next_watch = now + PROCESS_WATCH_SECONDS
+                    watch.poll()
                 if now >= next_beat:
                     next_beat = now + run.heartbeat_seconds
                     try:
@@ -657,7 +682,12 @@ class Worker:
         finally:
             if proc.poll() is None:
                 self._kill(proc)
-            reader.join(timeout=10)
+            # What the agent left running (background jobs, daemons) ends with its task; then nothing holds
+            # the agent's output pipe open, and the reader sees its end at once.
+            _stop_agent_processes(watch, self.say)
+            reader.join(timeout=READER_DRAIN_SECONDS)
+            if reader.is_alive():
+                self.say("the agent's output is still held open by a process swarm cannot see; not waiting for it")
             self.store.update_agent(run.agent_id, agent_pid=None)
         result.exit_code = proc.returncode
         result.tail = list(tail)
@@ -703,7 +733,7 @@ class Worker:
 
     def _kill(self, proc: subprocess.Popen[bytes]) -> None:
         # The agent leads its own process group: TERM the group, give it the grace period, then KILL whatever
-        # of the group is left. (A process that left the group is still found by teardown through SWARM_ID.)
+        # of the group is left. (What left the group is stopped after this, by _stop_agent_processes.)
         procs.signal_group(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=KILL_GRACE_SECONDS)
@@ -974,8 +1004,46 @@ def _parse_usage(line: str, usage: dict[str, Any]) -> None:
         usage["tokens"] = total
 
 
+def _rotate_log(handle: IO[bytes], path: Path) -> IO[bytes]:
+    """Move the log at ``path`` to ``<path>.1`` (replacing an older one) and open a new one."""
+    handle.close()
+    os.replace(path, path.with_name(path.name + ".1"))
+    return path.open("ab", buffering=0)
+
+
+def _stop_leftovers(record: Path, say: Callable[[str], None]) -> None:
+    """Stop what an earlier run of this agent recorded and left alive (its worker was killed)."""
+    try:
+        stopped = procs.stop_recorded(record, grace=KILL_GRACE_SECONDS)
+    except OSError as exc:
+        say(f"cannot read or update the process record {record}: {exc}")
+        return
+    if stopped:
+        pids = ", ".join(str(p.pid) for p in stopped)
+        say(f"stopped {len(stopped)} process(es) left by an earlier run of this agent (pids {pids})")
+
+
+def _stop_agent_processes(watch: procs.AgentProcesses, say: Callable[[str], None]) -> None:
+    """Stop every process of the agent run that is still alive, and say so."""
+    try:
+        leftover = [p.pid for p in watch.poll()]
+        if leftover:
+            pids = ", ".join(map(str, leftover))
+            say(f"the agent left {len(leftover)} process(es) running (pids {pids}); stopping them")
+        left = watch.stop(grace=KILL_GRACE_SECONDS)
+    except Terminated:
+        # A signal during the grace period: no more grace, but nothing is left behind either.
+        watch.stop(grace=0.0)
+        raise
+    if left:
+        say(f"pids {', '.join(map(str, left))} survived SIGKILL; teardown will look for them again")
+
+
 def run_worker(run: AgentRun) -> int:
     """Entry point of ``swarm worker``."""
+    # A worker process runs one agent at a time and nothing else: as a child subreaper it gets the agent's
+    # orphans (a daemon that double-forks, `setsid cmd &` from a shell that exits) and can stop them all.
+    procs.become_subreaper()
     worker = Worker(run)
     return worker.loop()
 

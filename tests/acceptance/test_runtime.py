@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
+from swarm.launcher import monitor_session
 from swarm.runtime import procs
+from swarm.runtime.runfile import process_record_path
 from swarm.store import open_store
 from tests.acceptance.conftest import DEMO_AGENT, Run, git, restricted_path, status_json, tmux_sessions
 from tests.helpers import retry_until
@@ -140,6 +146,46 @@ def test_teardown_now_keeps_uncommitted_work_and_returns_the_task(
     assert after["A"]["state"] == "ready"
     assert after["A"]["attempts"] == 0
     _assert_nothing_left(project, tmux_socket, data["swarm"]["id"])
+
+
+def test_teardown_stops_what_an_agent_detached_after_its_worker_was_killed(
+    project: Path, run: Run, tmux_socket: str, tmp_path: Path
+) -> None:
+    """An agent starts a process in its own session with an empty environment (no SWARM_ID) whose parent then
+    exits, and the worker is SIGKILLed so it cannot stop it: the orphan goes to init. Teardown still finds it
+    (the worker recorded it) and stops it before it says nothing is left."""
+    marker = tmp_path / "orphan.pid"
+    busy = f'env -i setsid sh -c "sleep 1000 & echo \\$! > {marker}"; sleep 600'
+    launched = run("launch", "E1", "--agents", "1", "--command", busy)
+    assert launched.returncode == 0, launched.stderr
+
+    def orphan_pid() -> int | None:
+        text = marker.read_text().strip() if marker.exists() else ""
+        return int(text) if text.isdigit() else None
+
+    handle = psutil.Process(retry_until(orphan_pid, seconds=120))
+    try:
+        record = process_record_path(project, "agent-1")
+        retry_until(lambda: handle.pid in {p.pid for p in procs.read_records(record)}, seconds=60)
+        # No monitor, so that nobody restarts the worker (a restarted worker would stop the orphan itself).
+        monitor = monitor_session(project, "")
+        subprocess.run(["tmux", "-L", tmux_socket, "kill-session", "-t", monitor], check=True)
+        worker = status_json(run)["agents"][0]["pid"]
+        os.kill(worker, signal.SIGKILL)
+        retry_until(lambda: not procs.alive(worker), seconds=60)
+        assert procs.alive(handle.pid)  # it outlived its worker; its environment does not name the swarm
+        assert handle.pid not in procs.processes_with_env("SWARM_ID", status_json(run)["swarm"]["id"])
+
+        down = run("teardown", "--now", "--json")
+        assert down.returncode == 0, down.stderr
+        report = json.loads(down.stdout)
+        assert report["clean"] is True
+        assert handle.pid in report["killed"]
+        assert not procs.alive(handle.pid)
+        assert not record.exists()  # nothing it lists is left
+    finally:
+        with contextlib.suppress(psutil.Error):
+            handle.kill()  # psutil checks the pid still names the same process
 
 
 def test_agent_environment(project: Path, run: Run, tmux_socket: str, tmp_path: Path) -> None:

@@ -239,3 +239,73 @@ def test_tree_cpu_seconds_sums_each_tree_in_one_pass() -> None:
     finally:
         procs.stop_processes([busy.pid], grace=2)
         busy.wait(timeout=10)
+
+
+# -- an agent's processes, found by tree, record and subreaper ------------------------------------------------
+
+
+def test_tree_lists_every_descendant_with_its_start_time(spawn: Spawn) -> None:
+    parent = spawn(["sh", "-c", "sleep 300 & sleep 300 & wait"])
+    children = _wait_children(parent.pid, 2)
+    found = procs.tree(parent.pid)
+    assert sorted(i.pid for i in found) == sorted(children)
+    assert all(i.started == psutil.Process(i.pid).create_time() for i in found)
+    assert sorted(procs.child_pids(parent.pid)) == sorted(children)
+    assert procs.tree(-1) == []
+
+
+def test_a_reused_pid_is_neither_running_nor_stopped(spawn: Spawn) -> None:
+    """A record names a process by pid AND start time: the same pid with another start time is someone else."""
+    victim = spawn(["sleep", "300"])
+    real = procs.identify(victim.pid)
+    assert real is not None
+    impostor = procs.ProcId(victim.pid, real.started - 1000.0)  # as if the pid had been reused since
+    assert procs.still_running([impostor]) == []
+    assert procs.stop_identified([impostor], grace=0.1) == []
+    assert procs.alive(victim.pid)  # never signalled
+    assert procs.still_running([real]) == [real]
+    assert procs.stop_identified([real], grace=5.0) == []
+    retry_until(lambda: not procs.alive(victim.pid), 60)
+    assert procs.still_running([real]) == []
+
+
+def test_records_round_trip_and_an_empty_record_is_removed(tmp_path: Path, spawn: Spawn) -> None:
+    record = tmp_path / "run" / "agent-1.pids"
+    assert procs.read_records(record) == []
+    live = procs.identify(spawn(["sleep", "300"]).pid)
+    assert live is not None
+    gone = procs.ProcId(2**22 + 7, 12.5)
+    procs.write_records(record, [live, gone])
+    assert sorted(procs.read_records(record)) == sorted([live, gone])
+    record.write_text(record.read_text() + "12 half a line\n")  # a record cut short by a crash
+    assert sorted(procs.read_records(record)) == sorted([live, gone])
+    assert procs.stop_recorded(record, grace=5.0) == [live]
+    retry_until(lambda: not procs.alive(live.pid), 60)
+    assert not record.exists()  # nothing it listed is left
+
+
+SUBREAPER_CHILD = """
+import os, subprocess, sys, time
+from swarm.runtime import procs
+assert not procs.is_subreaper()
+assert procs.become_subreaper() and procs.is_subreaper()
+watch = procs.AgentProcesses(record=None, adopt=True)
+# The 'agent' starts a grandchild in its own session with no environment, then exits: an orphan.
+agent = subprocess.Popen(["sh", "-c", "env -i setsid sleep 300 & echo $!"], stdout=subprocess.PIPE)
+watch.attach(agent.pid)
+orphan = int(agent.stdout.readline())
+agent.wait()
+assert orphan in procs.child_pids(os.getpid()), "the orphan came back to the subreaper"
+assert orphan in [i.pid for i in watch.poll()]
+assert watch.stop(grace=5.0) == []
+assert not procs.alive(orphan)
+print("ok", orphan)
+"""
+
+
+def test_a_subreaper_gets_the_agents_orphans_and_stops_them() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SUBREAPER_CHILD], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok ")

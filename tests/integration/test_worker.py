@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from swarm.models import AgentRecord, Spec, TaskState
+from swarm.runtime import procs
 from swarm.runtime.git import open_repo
-from swarm.runtime.runfile import AgentRun
+from swarm.runtime.runfile import AgentRun, process_record_path, write_run_file
 from swarm.runtime.worker import Worker, _parse_usage
 from swarm.store import open_store
+from tests.helpers import retry_until, swarm_cli
 
 GIT_ENV = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
 
@@ -38,14 +45,16 @@ def repo(tmp_path: Path) -> Path:
 
 
 MakeWorker = Callable[..., Worker]
+MakeRun = Callable[..., AgentRun]
+StartWorker = Callable[..., subprocess.Popen[bytes]]
 
 
 @pytest.fixture
-def make_worker(repo: Path) -> MakeWorker:
-    """A worker for ``agent-N`` with its own worktree, running ``command`` as the agent."""
+def make_run(repo: Path) -> MakeRun:
+    """The run file contents of ``agent-N`` with its own worktree, running ``command`` as the agent."""
     url = f"sqlite:///{repo}/.swarm/swarm.db"
 
-    def factory(agent: str, command: str, **overrides: object) -> Worker:
+    def factory(agent: str, command: str, **overrides: object) -> AgentRun:
         git_repo = open_repo(repo)
         worktree = repo / ".worktrees" / agent
         git_repo.add_worktree(worktree, f"swarm/E/{agent}", "main")
@@ -74,9 +83,57 @@ def make_worker(repo: Path) -> MakeWorker:
             "idle_poll_seconds": 0.2,
         }
         fields.update(overrides)
-        return Worker(AgentRun.model_validate(fields), out=io.BytesIO())
+        return AgentRun.model_validate(fields)
 
     return factory
+
+
+@pytest.fixture
+def make_worker(make_run: MakeRun) -> MakeWorker:
+    """A worker for ``agent-N`` in this process, running ``command`` as the agent."""
+
+    def factory(agent: str, command: str, **overrides: object) -> Worker:
+        return Worker(make_run(agent, command, **overrides), out=io.BytesIO())
+
+    return factory
+
+
+@pytest.fixture
+def owned() -> Iterator[Callable[[int], int]]:
+    """Processes a test is responsible for (by pid, with their start time): SIGKILLed at the end if alive."""
+    handles: list[psutil.Process] = []
+
+    def own(pid: int) -> int:
+        with contextlib.suppress(psutil.NoSuchProcess):  # already gone: nothing to clean up
+            handles.append(psutil.Process(pid))
+        return pid
+
+    yield own
+    for handle in handles:
+        with contextlib.suppress(psutil.Error):
+            handle.kill()  # psutil checks the pid still names the same process
+
+
+@pytest.fixture
+def start_worker(make_run: MakeRun, owned: Callable[[int], int]) -> StartWorker:
+    """A real worker process (`python -m swarm.runtime.worker`, as launch starts it) for ``agent-N``."""
+
+    def start(agent: str, command: str, **overrides: object) -> subprocess.Popen[bytes]:
+        run_file = write_run_file(make_run(agent, command, **overrides))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "swarm.runtime.worker", "--run-file", str(run_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        owned(proc.pid)
+        return proc
+
+    return start
+
+
+def _pid_in(path: Path) -> int | None:
+    text = path.read_text().strip() if path.exists() else ""
+    return int(text) if text.isdigit() else None
 
 
 def queue(repo: Path, *specs: Spec) -> None:
@@ -448,3 +505,160 @@ def test_task_commits_land_on_the_agent_branch_and_a_local_task_ref(repo: Path, 
     # ... and B's reset dropped it from the branch, but not from the repository.
     assert git(repo, "show", f"{a.commit}:A.txt") == "A"  # type: ignore[attr-defined]
     assert worker.worktree.branch() == "swarm/E/agent-1"
+# -- processes an agent leaves behind ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("detach", ["setsid", "nohup", "env -i setsid"])
+def test_a_detached_child_is_stopped_when_its_task_ends_and_does_not_hold_the_task(
+    repo: Path, start_worker: StartWorker, owned: Callable[[int], int], detach: str
+) -> None:
+    """The agent exits at once and leaves a child that would sleep 1000 s with the agent's stdout open: the
+    task is done, the worker does not wait for the pipe to close, and the child is stopped."""
+    queue(repo, spec("A"))
+    marker = repo / "child.pid"
+    worker = start_worker("agent-1", f"{detach} sleep 1000 & echo $! > {marker}")
+    child = owned(retry_until(lambda: _pid_in(marker), seconds=60))
+    assert worker.wait(timeout=120) == 0  # the swarm is finished: the worker exits
+    assert task(repo, "A").state == TaskState.DONE  # type: ignore[attr-defined]
+    retry_until(lambda: not procs.alive(child), seconds=60)
+    assert procs.read_records(process_record_path(repo, "agent-1")) == []  # nothing of it is left to find
+
+
+def test_an_orphan_of_the_agent_is_stopped_when_its_task_ends(
+    repo: Path, start_worker: StartWorker, owned: Callable[[int], int]
+) -> None:
+    """A double fork out of the agent's tree (its parent exits) with no environment: the worker, a child
+    subreaper, gets the orphan and stops it with the task; the worker goes on to the next task."""
+    queue(repo, spec("A"), spec("B", "A"))
+    marker = repo / "orphan.pid"
+    worker = start_worker(
+        "agent-1",
+        f'if [ "$SWARM_TASK_ID" = A ]; then env -i setsid sh -c "sleep 1000 & echo \\$! > {marker}"; fi',
+    )
+    assert worker.wait(timeout=120) == 0
+    orphan = owned(retry_until(lambda: _pid_in(marker), seconds=60))
+    assert task(repo, "A").state == TaskState.DONE  # type: ignore[attr-defined]
+    assert task(repo, "B").state == TaskState.DONE  # type: ignore[attr-defined]
+    retry_until(lambda: not procs.alive(orphan), seconds=60)
+
+
+def test_a_terminated_worker_stops_what_its_agent_detached(
+    repo: Path, start_worker: StartWorker, owned: Callable[[int], int]
+) -> None:
+    """SIGTERM (teardown's fallback) while the agent runs: the worker stops the agent and its orphans on its
+    way out, even one in its own session without SWARM_ID."""
+    queue(repo, spec("A", max_attempts=3))
+    marker = repo / "orphan.pid"
+    worker = start_worker("agent-1", f'env -i setsid sh -c "sleep 1000 & echo \\$! > {marker}"; sleep 1000')
+    orphan = owned(retry_until(lambda: _pid_in(marker), seconds=60))
+    os.kill(worker.pid, signal.SIGTERM)
+    worker.wait(timeout=120)
+    retry_until(lambda: not procs.alive(orphan), seconds=60)
+
+
+def test_a_restarted_worker_stops_what_the_killed_one_left(
+    repo: Path, start_worker: StartWorker, owned: Callable[[int], int]
+) -> None:
+    """SIGKILL leaves the worker no chance to clean up, and its orphans go to init. It recorded them: the next
+    worker of that agent stops them before it runs a task."""
+    queue(repo, spec("A", max_attempts=3), spec("B"))
+    marker = repo / "orphan.pid"
+    record = process_record_path(repo, "agent-1")
+    command = (
+        f'if [ "$SWARM_TASK_ID" = A ] && [ ! -e {marker} ]; then '
+        f'env -i setsid sh -c "sleep 1000 & echo \\$! > {marker}"; sleep 1000; fi'
+    )
+    first = start_worker("agent-1", command)
+    orphan = owned(retry_until(lambda: _pid_in(marker), seconds=60))
+    retry_until(lambda: orphan in {p.pid for p in procs.read_records(record)}, seconds=60)
+    first.kill()
+    first.wait(timeout=60)
+    assert procs.alive(orphan)  # it outlived its worker
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        store.return_claims(["agent-1"], reason="the test killed the worker")
+    second = subprocess.Popen(
+        [sys.executable, "-m", "swarm.runtime.worker", "--run-file", str(repo / ".swarm" / "run" / "agent-1.json")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    owned(second.pid)
+    assert second.wait(timeout=120) == 0
+    retry_until(lambda: not procs.alive(orphan), seconds=60)
+    assert "left by an earlier run" in (repo / ".swarm" / "logs" / "agent-1.log").read_text()
+
+
+# -- the agent's log ---------------------------------------------------------------------------------------
+
+
+def test_the_log_is_rotated_at_its_cap_and_keeps_the_newest_lines(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"), spec("B"))
+    worker = make_worker("agent-1", "seq 1 3000; echo last line of $SWARM_TASK_ID", log_max_bytes=4096)
+    worker.loop()
+    log = repo / ".swarm" / "logs" / "agent-1.log"
+    older = log.with_name("agent-1.log.1")
+    assert older.exists()
+    assert log.stat().st_size <= 4096
+    assert older.stat().st_size <= 4096
+    assert not log.with_name("agent-1.log.2").exists()  # one older file: at most twice the cap on disk
+    newest = log.read_text()
+    assert newest.rstrip().endswith("all 2 task(s) of the swarm are done; exiting")
+    assert "last line of B" in older.read_text() + newest
+
+    # `swarm logs` shows the tail across the rotation: the older file first, then the current one.
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        store.register_agent(AgentRecord(id="agent-1", swarm_id=store.ensure_swarm("E").id))
+    lines = newest.count("\n") + 5
+    shown = swarm_cli("logs", "agent-1", "-n", str(lines), cwd=repo)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == (older.read_text() + newest).splitlines()[-lines:]
+    everything = swarm_cli("logs", "agent-1", cwd=repo)
+    assert everything.stdout == older.read_text() + newest
+
+
+def test_swarm_logs_follow_goes_on_in_the_new_file_after_a_rotation(repo: Path, make_run: MakeRun) -> None:
+    run = make_run("agent-1", "true", log_max_bytes=1024)
+    with open_store(run.database_url) as store:
+        store.register_agent(AgentRecord(id="agent-1", swarm_id=run.swarm_id))
+    worker = Worker(run, out=io.BytesIO())
+    worker.say("before the rotation")
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "swarm", "logs", "agent-1", "-f"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SWARM_")},
+    )
+    printed: list[bytes] = []
+    # Read in a thread: a follow that stopped printing must fail the test at the deadline, not hang it.
+    reader = threading.Thread(target=lambda: printed.extend(iter(follow.stdout.readline, b"")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        retry_until(lambda: any(b"before the rotation" in line for line in printed), seconds=60)
+        for n in range(40):  # well past the cap: at least one rotation
+            worker.say(f"line {n}")
+        assert run.log_path.with_name("agent-1.log.1").exists()
+        worker.say("after the rotation")
+        retry_until(lambda: any(b"after the rotation" in line for line in printed), seconds=60)
+        text = b"".join(printed).decode()
+        assert all(f"agent-1: line {n}\n" in text for n in range(40))  # nothing around a rotation was skipped
+    finally:
+        follow.kill()
+        follow.wait(timeout=60)
+        worker.store.close()
+        worker.logfile.close()
+
+
+# -- commit hooks ------------------------------------------------------------------------------------------
+
+
+def test_a_failing_pre_commit_hook_does_not_block_the_task_commit(repo: Path, make_worker: MakeWorker) -> None:
+    """Task commits skip the repository's hooks (README: commit hooks); checks belong in the task itself."""
+    hooks = Path(git(repo, "rev-parse", "--git-path", "hooks"))
+    hook = (hooks if hooks.is_absolute() else repo / hooks) / "pre-commit"
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    hook.write_text("#!/bin/sh\necho refused by the hook >&2\nexit 1\n")
+    hook.chmod(0o755)
+    queue(repo, spec("A"))
+    make_worker("agent-1", "echo work > work.txt").loop()
+    a = task(repo, "A")
+    assert a.state == TaskState.DONE  # type: ignore[attr-defined]
+    assert git(repo, "log", "-1", "--format=%s", a.commit) == "A: title A"  # type: ignore[attr-defined]

@@ -35,3 +35,16 @@ def test_every_launch_and_teardown_flag_is_in_the_readme() -> None:
             for flag in getattr(param, "opts", []):
                 if flag.startswith("--") and flag not in ("--help", "--json"):
                     assert flag in README, f"swarm {name} {flag} is not in README.md"
+
+
+def test_the_readme_says_task_commits_skip_the_hooks() -> None:
+    """Task commits are made with --no-verify (runtime/git.py commit_all): a user must not find out by surprise."""
+    assert "--no-verify" in README
+    paragraph = next(p for p in README.split("\n\n") if "--no-verify" in p)
+    assert "hook" in paragraph
+    assert "swarm merge --test" in paragraph  # where checks belong instead
+
+
+def test_the_readme_says_how_agent_processes_are_found_and_logs_are_capped() -> None:
+    assert "PR_SET_CHILD_SUBREAPER" in README
+    assert "log_max_bytes" in README
