@@ -799,8 +799,8 @@ def _teardown_locked(
         _remove_run_files(repo.root, swarm.id)
         # Verify: nothing that carries this swarm's id, or that its workers saw or recorded, is alive, and no
         # session of ours remains. A record is kept only while something it lists still runs.
-        tagged = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
-        report.survivors = sorted({*tagged, *(i.pid for i in procs.still_running(owned))})
+        carriers = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
+        report.survivors = sorted({*carriers, *(i.pid for i in procs.still_running(owned))})
         for path in records:
             try:
                 procs.write_records(path, procs.still_running(procs.read_records(path)))

@@ -505,6 +505,8 @@ def test_task_commits_land_on_the_agent_branch_and_a_local_task_ref(repo: Path, 
     # ... and B's reset dropped it from the branch, but not from the repository.
     assert git(repo, "show", f"{a.commit}:A.txt") == "A"  # type: ignore[attr-defined]
     assert worker.worktree.branch() == "swarm/E/agent-1"
+
+
 # -- processes an agent leaves behind ---------------------------------------------------------------------
 
 
