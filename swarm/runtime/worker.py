@@ -833,7 +833,10 @@ class Worker:
         try:
             sha = self._commit_task(claim)
         except SwarmError as exc:
-            # The agent did its part; the commit failing (a signing key missing, a full disk) is not its fault.
+            # The agent did its part; a commit refused by the machine (a signing key missing, a full disk) is not
+            # its fault. Any other failure (the agent deleted its worktree) fails the task as usual.
+            if _host_fault(exc) is None:
+                raise
             raise HostFault(f"git refused the commit of {claim.task_id}: {exc.message}") from exc
         self._graph_countdown -= 1
         if self._graph_countdown <= 0:

@@ -188,7 +188,7 @@ def test_submodule_edits_are_committed_in_the_submodule_and_the_task(project: Pa
     assert sorted(git(project, "show", f"{final}:lib.txt").split()) == ["A", "B", "C", "D", "lib"]
 
 
-def test_uncommittable_submodule_work_fails_the_task_stops_the_agent_and_keeps_the_worktree(
+def test_uncommittable_submodule_work_pauses_the_agent_and_keeps_the_worktree(
     project: Path, run: Run, tmp_path: Path
 ) -> None:
     _add_submodule(project, tmp_path)
@@ -196,16 +196,18 @@ def test_uncommittable_submodule_work_fails_the_task_stops_the_agent_and_keeps_t
     refuse = "git -C sub config commit.gpgsign true && git -C sub config gpg.program false"
     _launch(run, _once("A", f"echo precious >> sub/lib.txt && {refuse}; exit 0", tmp_path / "refused"))
 
-    def agent_failed() -> dict[str, Any] | None:
+    # A commit the machine refuses (signing without a usable key) is not the agent's fault: the agent is paused,
+    # the task goes back without spending an attempt (issue 12 point 1), and the submodule is named.
+    def agent_paused() -> dict[str, Any] | None:
         data = status_json(run)
-        return data if data["agents"][0]["state"] == "failed" else None
+        return data if data["agents"][0]["state"] == "paused" else None
 
-    data = retry_until(agent_failed, seconds=180)
+    data = retry_until(agent_paused, seconds=180)
     agent = data["agents"][0]
     assert "submodule sub" in agent["detail"]
     task_a = _tasks(data)["A"]
-    assert "cannot commit the changes in submodule sub" in task_a["last_error"]
-    assert task_a["attempts"] == 1  # the agent stopped claiming: no task was failed without running
+    assert "cannot commit the changes in submodule sub" in agent["detail"]
+    assert task_a["attempts"] == 0  # given back, no attempt spent; and no task was failed without running
     assert task_a["state"] == "ready"
 
     def escalated() -> list[str]:
