@@ -757,7 +757,11 @@ class Worker:
         if self._not_run >= MAX_NOT_RUN:
             reason = f"git failed {self._not_run} times in a row before the agent could run"
         else:
-            leftovers = f"swarm: changes left in the worktree of {run.agent_id} outside any task"
+            # Found before any claim: not the next task's work. They most likely come from the last task this
+            # agent ran (a run that ended without a commit); its newest prompt file names it, across restarts.
+            last = _last_prompt(run.prompt_dir)
+            source = f"the last task this agent ran was {last[0]} (attempt {last[1]})" if last else "no task ran yet"
+            leftovers = f"swarm: changes left in the worktree of {run.agent_id} outside any task ({source})"
             try:
                 for action in self.repo.heal_worktree(
                     Path(run.worktree), run.branch, leftovers=leftovers, submodules=run.submodules

@@ -455,7 +455,7 @@ def test_an_unrepairable_worktree_stops_the_worker_without_failing_tasks(repo: P
     git(repo, "worktree", "remove", "--force", str(worktree))
     worktree.mkdir()
     (worktree / "precious.txt").write_text("not git's\n")  # files swarm must not delete to recreate it
-    assert worker.loop() == 0
+    assert worker.loop() == 1  # stopped without finishing: not a success
     agent = _agent(repo)
     assert agent.state == "failed"
     assert "is no longer a git worktree" in (agent.detail or "")
@@ -478,7 +478,7 @@ def test_a_git_failure_before_the_agent_ran_returns_the_task_unspent(repo: Path,
         store.complete("A", "agent-9", a.lease_token, commit=orphan)
     worker = make_worker("agent-1", "echo ran > B.txt")
     _register(repo)
-    assert worker.loop() == 0
+    assert worker.loop() == 1  # stopped without finishing: not a success
     b = task(repo, "B")
     assert b.state == TaskState.READY  # type: ignore[attr-defined]
     assert b.attempts == 0  # type: ignore[attr-defined]

@@ -391,7 +391,7 @@ def test_a_crashing_worker_gives_its_task_back_and_is_left_for_the_monitor(
 
 
 def test_leftovers_are_stashed_under_an_honest_name(swarm: Swarm) -> None:
-    """Changes found before B started are not B's work: the stash says so, and names the last task run."""
+    """Changes found before B was claimed are not B's work: the stash says so, and names the last task run."""
     swarm.queue(spec("B"))
     run = swarm.run_of("agent-1", "echo b > b.txt")
     run.prompt_dir.mkdir(parents=True)
@@ -399,7 +399,7 @@ def test_leftovers_are_stashed_under_an_honest_name(swarm: Swarm) -> None:
     (Path(run.worktree) / "left.txt").write_text("from an interrupted run\n")
     assert Worker(run, out=io.BytesIO()).loop() == 0
     stashes = git(swarm.repo, "stash", "list", "--format=%gs")
-    assert "leftovers found before B started" in stashes
+    assert "changes left in the worktree of agent-1 outside any task" in stashes
     assert "the last task this agent ran was A (attempt 2)" in stashes
     assert "B attempt" not in stashes  # not labelled as B's own work
 
