@@ -1070,7 +1070,9 @@ class Worktree:
         the first ``git merge-base --all`` lists, as git's ``resolve`` strategy would, rather than git's
         default of merging all the bases into a virtual one first: that merge is recursive, and on a history
         of thousands of cross-merges one ``git merge`` ran hundreds of thousands of inner merges and seconds
-        of CPU, growing with the history. The merge commit is the same (parents HEAD and the ref).
+        of CPU, growing with the history. The merge commit is the same (parents HEAD and the ref). When that
+        one-base merge conflicts, git's full merge runs before a conflict is reported: a single base can
+        see an add/add conflict that the virtual base does not.
         """
         if not known_clean and self.has_changes():
             raise GitError(
@@ -1088,6 +1090,9 @@ class Worktree:
             if sha in bases:  # the ref is its own merge base with HEAD: HEAD contains it
                 skipped += 1
                 continue
+            # `git merge --abort` is `git reset --merge` while a merge is in progress; merge-recursive leaves
+            # no MERGE_HEAD, so reset directly. The worktree was clean: nothing of the agent's is lost.
+            abort = ["reset", "--merge", "--quiet", "HEAD"]
             if len(bases) > 1:
                 args = ["merge-recursive", bases[0], "--", "HEAD", sha]
                 result = self._git.run(*args, env=env, check=False, retry=True)
@@ -1095,16 +1100,16 @@ class Worktree:
                     self._commit_merge(sha, message, env)
                     merged.append(ref)
                     continue
-            else:
-                args = ["merge", "--no-ff", "--no-edit", "--no-verify", "-m", message, sha]
-                result = self._git.run(*args, env=env, check=False, retry=True)
-                if result.status == 0:
-                    merged.append(ref)
-                    continue
+                # One base alone can see a conflict that is not there (each side changed a file the other
+                # base lacks): undo it and let git's own merge decide on the virtual base, the slow but
+                # exact answer, before anything is reported as a conflict.
+                self._git.run(*abort, what=f"undo the one-base merge in {self.path}")
+            args = ["merge", "--no-ff", "--no-edit", "--no-verify", "-m", message, sha]
+            result = self._git.run(*args, env=env, check=False, retry=True)
+            if result.status == 0:
+                merged.append(ref)
+                continue
             conflicts = self._conflicts()
-            # `git merge --abort` is `git reset --merge` while a merge is in progress; merge-recursive leaves
-            # no MERGE_HEAD, so reset directly. The worktree was clean: nothing of the agent's is lost.
-            abort = ["reset", "--merge", "--quiet", "HEAD"]
             if not conflicts:
                 # Not a conflict (unrelated histories, a lock that would not clear...): nothing to report.
                 self._git.run(*abort, check=False)

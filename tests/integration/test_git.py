@@ -530,6 +530,29 @@ def test_merge_with_several_merge_bases_makes_a_merge_commit_of_both(repo: GitRe
     assert one.merge([dep], "merge t4 again").merged == []
 
 
+def test_merge_that_no_single_merge_base_explains_still_merges(repo: GitRepo) -> None:
+    """Each side changes a file the other merge base lacks: only git's virtual base merges them cleanly.
+
+    Merging with one base alone (whichever ``merge-base --all`` lists first, an order that varies with
+    commit times) sees an add/add conflict on the file that base does not have. CI once failed this way.
+    """
+    one, two = criss_cross(repo)
+    (one.path / "one.txt").write_text("one, changed by agent-1\n")
+    one.commit_all("t3: change one", AGENT)
+    (two.path / "two.txt").write_text("two, changed by agent-2\n")
+    dep = two.commit_all("t4: change two", AGENT)
+    assert dep is not None
+    head = one.head_sha()
+
+    result = one.merge([dep], "merge t4", author=AGENT)
+
+    assert result.ok, result.detail
+    assert git(one.path, "log", "-1", "--format=%P|%s") == f"{head} {dep}|merge t4"
+    assert (one.path / "one.txt").read_text() == "one, changed by agent-1\n"
+    assert (one.path / "two.txt").read_text() == "two, changed by agent-2\n"
+    assert not one.has_changes()
+
+
 def test_conflicting_merge_with_several_merge_bases_aborts_cleanly(repo: GitRepo) -> None:
     one, two = criss_cross(repo)
     (one.path / "README.md").write_text("from agent-1\n")
