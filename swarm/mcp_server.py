@@ -27,12 +27,12 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from swarm import __version__, identity, threads
-from swarm.cli.output import claim_json, iso, message_json, task_json
 from swarm.config import LoadedConfig, find_repo_root, load_config
 from swarm.errors import BadInput, SwarmError
 from swarm.models import LEAD, Message, TaskState
 from swarm.queue import add_task, lead_token_path, open_queue
 from swarm.store import Store, SwarmRecord
+from swarm.views import claim_json, iso, message_json, task_json
 
 log = logging.getLogger(__name__)
 
