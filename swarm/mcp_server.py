@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -27,12 +27,12 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from swarm import __version__, identity, threads
-from swarm.cli.output import claim_json, iso, message_json, task_json
 from swarm.config import LoadedConfig, find_repo_root, load_config
 from swarm.errors import BadInput, SwarmError
 from swarm.models import LEAD, Message, TaskState
 from swarm.queue import add_task, lead_token_path, open_queue
 from swarm.store import Store, SwarmRecord
+from swarm.views import claim_json, iso, message_json, task_json
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,16 @@ MAX_WAIT_SECONDS = 25.0
 #: A wait is run as slices of this length so that a cancelled call or a closing server stops its worker
 #: thread promptly instead of leaving it blocked for up to MAX_WAIT_SECONDS.
 _WAIT_SLICE_SECONDS = 0.25
-#: Attempts at picking a free ``Qnnnn`` id when other agents add tasks at the same moment.
-
 _INSTRUCTIONS = """\
 Tools of the swarm this agent belongs to: a shared task queue (queue_*) and the team thread (msg_*), where
 agents and the lead (the human) talk. You act as {who}. Errors come back as tool errors with one line that
 says what went wrong and what to do."""
+
+
+class _ToolDecorator(Protocol):
+    """Registers the function it decorates as a tool of the server, and returns it unchanged."""
+
+    def __call__(self, fn: F, /) -> F: ...
 
 
 class _Backend:
@@ -159,36 +163,46 @@ async def _in_thread(backend: _Backend, fn: Callable[[Callable[[], bool]], T]) -
         raise
 
 
-def build_server(env: Mapping[str, str] | None = None) -> MCPServer[Any]:
-    """The ``swarm`` MCP server acting as the identity found in ``env`` (default: ``os.environ``).
-
-    Reads ``SWARM_AGENT_ID``, ``SWARM_TOKEN``, ``SWARM_ID`` and ``SWARM_DATABASE_URL`` (without it, the
-    database configured for the repository around the cwd). A bad identity or a missing database does not
-    raise here: it is logged, and every tool that needs it returns the error.
-    """
-    return _build(_Backend(os.environ if env is None else env))
-
-
 def _build(backend: _Backend) -> MCPServer[Any]:
+    """The ``swarm`` MCP server acting as ``backend``'s identity, with every queue and thread tool."""
+    server: MCPServer[Any] = MCPServer(
+        SERVER_NAME,
+        instructions=_INSTRUCTIONS.format(who=_announce(backend)),
+        version=__version__,
+    )
+    tool = _registrar(server)
+    _add_claim_tools(tool, backend)
+    _add_release_tool(tool, backend)
+    _add_queue_tools(tool, backend)
+    _add_thread_tools(tool, backend)
+    _add_wait_tools(tool, backend)
+    return server
+
+
+def _announce(backend: _Backend) -> str:
+    """Who the server acts as, logged at startup; a bad identity is logged, not raised (the tools report it)."""
     who = "the identity in SWARM_AGENT_ID / SWARM_TOKEN"
     try:
         who = backend.me()
         log.info("swarm mcp: serving as %s on %s", who, backend.loaded().database_url())
     except SwarmError as exc:
         log.warning("swarm mcp: %s (tools that need it will report this)", exc.render())
+    return who
 
-    server: MCPServer[Any] = MCPServer(
-        SERVER_NAME,
-        instructions=_INSTRUCTIONS.format(who=who),
-        version=__version__,
-    )
+
+def _registrar(server: MCPServer[Any]) -> _ToolDecorator:
+    """A decorator that adds a function to ``server`` as a tool."""
 
     def tool(fn: F) -> F:
         # The docstring is the description agents read; dedented so that it does not reach them indented.
         server.add_tool(fn, description=inspect.cleandoc(fn.__doc__ or ""))
         return fn
 
-    # -- queue ------------------------------------------------------------------------------------
+    return tool
+
+
+def _add_claim_tools(tool: _ToolDecorator, backend: _Backend) -> None:
+    """Claiming a task and keeping its lease: ``queue_claim``, ``queue_heartbeat``."""
 
     @tool
     def queue_claim(
@@ -227,6 +241,10 @@ def _build(backend: _Backend) -> MCPServer[Any]:
             until = store.heartbeat(task_id, me, lease_token, ttl_seconds=backend.ttl())
             return {"task_id": task_id, "lease_until": iso(until)}
 
+
+def _add_release_tool(tool: _ToolDecorator, backend: _Backend) -> None:
+    """Finishing a claimed task: ``queue_release``."""
+
     @tool
     def queue_release(
         task_id: Annotated[str, Field(description="The id of the task you claimed.")],
@@ -251,19 +269,11 @@ def _build(backend: _Backend) -> MCPServer[Any]:
             why = (reason or "").strip()
             if outcome == "failed" and not why:
                 raise BadInput("outcome failed needs a reason", hint='say why in reason, e.g. "tests fail"')
-            store = backend.store()
-            me = backend.me()
-            result: dict[str, Any] = {"task_id": task_id, "outcome": outcome}
-            if outcome == "completed":
-                promoted = store.complete(task_id, me, lease_token)
-                result.update(state=TaskState.DONE.value, promoted=promoted)
-            elif outcome == "failed":
-                state = store.fail(task_id, me, lease_token, why)
-                result.update(state=state.value)
-            else:
-                store.return_task(task_id, me, lease_token, why or "returned")
-                result.update(state=TaskState.READY.value)
-            return result
+            return {"task_id": task_id, "outcome": outcome, **_release(backend, task_id, lease_token, outcome, why)}
+
+
+def _add_queue_tools(tool: _ToolDecorator, backend: _Backend) -> None:
+    """The queue as a whole: ``queue_status``, ``queue_add``."""
 
     @tool
     def queue_status() -> dict[str, Any]:
@@ -296,7 +306,9 @@ def _build(backend: _Backend) -> MCPServer[Any]:
             )
             return {"id": added.id, "state": added.state.value, "epic": added.epic}
 
-    # -- threads ----------------------------------------------------------------------------------
+
+def _add_thread_tools(tool: _ToolDecorator, backend: _Backend) -> None:
+    """Writing and reading the team thread: ``msg_send``, ``msg_list``."""
 
     @tool
     def msg_send(
@@ -329,6 +341,10 @@ def _build(backend: _Backend) -> MCPServer[Any]:
             store = backend.store()
             entries = store.list_messages(threads.DEFAULT_THREAD, since=since or 0)
             return [message_json(m) for m in entries if type is None or m.type == type]
+
+
+def _add_wait_tools(tool: _ToolDecorator, backend: _Backend) -> None:
+    """The tools that block for an answer: ``msg_wait``, ``msg_ask``."""
 
     @tool
     async def msg_wait(
@@ -367,30 +383,48 @@ def _build(backend: _Backend) -> MCPServer[Any]:
         "answer": {entry} or null}. One call waits at most 25 s; if the answer is null, keep waiting with
         msg_wait(reply_to=<question seq>) instead of asking again."""
         wait_for = _clamp(timeout_s)
-
-        def blocking(stopped: Callable[[], bool]) -> tuple[Message, Message | None]:
-            # threads.ask in two steps, so that the wait can be sliced and cancelled like msg_wait's.
-            store = backend.store()
-            me = backend.me()
-            question = threads.send(store, me, text, to=to or LEAD, type_="question")
-            if me != LEAD:
-                store.update_agent(me, detail="waiting for an answer")  # shows in `swarm status`
-            try:
-                spec = threads.WaitSpec(identity=me, reply_to=question.seq)
-                return question, _wait_sliced(store, spec, wait_for, stopped)
-            finally:
-                if me != LEAD:
-                    store.update_agent(me, detail=None)
-
         with _tool_errors():
-            question, answer = await _in_thread(backend, blocking)
+            question, answer = await _in_thread(backend, functools.partial(_ask, backend, text, to or LEAD, wait_for))
             return {"question": question.seq, "answer": message_json(answer) if answer is not None else None}
 
-    return server
+
+def _release(backend: _Backend, task_id: str, lease_token: str, outcome: str, why: str) -> dict[str, Any]:
+    """Record ``outcome`` for a claimed task: the task's new state (and, when completed, the tasks promoted)."""
+    store = backend.store()
+    me = backend.me()
+    if outcome == "completed":
+        return {"state": TaskState.DONE.value, "promoted": store.complete(task_id, me, lease_token)}
+    if outcome == "failed":
+        return {"state": store.fail(task_id, me, lease_token, why).value}
+    store.return_task(task_id, me, lease_token, why or "returned")
+    return {"state": TaskState.READY.value}
+
+
+def _ask(
+    backend: _Backend, text: str, to: str, wait_for: float, stopped: Callable[[], bool]
+) -> tuple[Message, Message | None]:
+    """``threads.ask`` in two steps, so that the wait can be sliced and cancelled like ``msg_wait``'s."""
+    # All of it on the worker thread: opening the store and proving the identity touch the database too.
+    store = backend.store()
+    me = backend.me()
+    question = threads.send(store, me, text, to=to, type_="question")
+    if me != LEAD:
+        store.update_agent(me, detail="waiting for an answer")  # shows in `swarm status`
+    try:
+        spec = threads.WaitSpec(identity=me, reply_to=question.seq)
+        return question, _wait_sliced(store, spec, wait_for, stopped)
+    finally:
+        if me != LEAD:
+            store.update_agent(me, detail=None)
 
 
 def serve() -> None:
-    """Run the ``swarm`` MCP server on stdin/stdout until the client closes the connection."""
+    """Run the ``swarm`` MCP server on stdin/stdout until the client closes the connection.
+
+    It acts as the identity in the environment: ``SWARM_AGENT_ID``, ``SWARM_TOKEN``, ``SWARM_ID`` and
+    ``SWARM_DATABASE_URL`` (without it, the database configured for the repository around the cwd). A bad identity
+    or a missing database does not stop it: it is logged, and every tool that needs it returns the error.
+    """
     backend = _Backend(os.environ)
     try:
         _build(backend).run("stdio")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
@@ -107,14 +107,6 @@ class Event:
     from_state: str | None
     to_state: str
     reason: str
-
-
-@dataclass(frozen=True)
-class QueueStatus:
-    """A snapshot of the queue: counts by state and every task."""
-
-    counts: dict[str, int]
-    tasks: list[Task] = field(default_factory=list)
 
 
 class AgentState(StrEnum):

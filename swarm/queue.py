@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 from swarm.config import LoadedConfig
 from swarm.errors import BadInput, SwarmError
 from swarm.models import Spec, TaskState
-from swarm.store import RetryPolicy, Store, StoreOptions, SwarmRecord, open_store
-from swarm.store.sqlite import path_from_url
+from swarm.store import RetryPolicy, Store, StoreOptions, SwarmRecord, open_store, path_from_url
 
 if TYPE_CHECKING:
     from swarm.backlog import Backlog

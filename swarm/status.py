@@ -13,6 +13,7 @@ from swarm.config import LoadedConfig
 from swarm.models import LEAD, STATE_ORDER, AgentRecord, AgentState, Message, Task, TaskState
 from swarm.runtime import procs
 from swarm.store import Store, SwarmRecord
+from swarm.views import agent_json, question_json, task_json
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -117,71 +118,41 @@ def agent_state(agent: AgentRecord, now: float | None = None) -> str:
 def to_json(snap: Snapshot) -> dict[str, Any]:
     """DESIGN 8: keys may be added, never renamed or removed."""
     now = snap.taken_at
-    by_id = {t.id: t for t in snap.tasks}
-    agents: list[dict[str, Any]] = []
-    for a in snap.agents:
-        task = by_id.get(a.task_id or "")
-        held = task if task and task.state == TaskState.CLAIMED and task.owner == a.id else None
-        beat = held.heartbeat_at if held and held.heartbeat_at else a.last_seen
-        agents.append(
-            {
-                "id": a.id,
-                "host": a.host,
-                "session": a.session,
-                "branch": a.branch,
-                "worktree": a.worktree,
-                "state": agent_state(a, now),
-                "task": a.task_id,
-                "heartbeat_age_s": round(now - beat, 1) if beat else None,
-                "lease_left_s": round(held.lease_until - now, 1) if held and held.lease_until else None,
-                "pid": a.pid,
-                "restarts": a.restarts,
-                "cost_usd": round(a.cost_usd, 4),
-                "last_output": a.last_output,
-                "detail": a.detail,
-            }
-        )
     return {
-        "swarm": {
-            "id": snap.swarm.id,
-            "epic": snap.swarm.epic,
-            "database": snap.database,
-            "repo": snap.swarm.repo,
-            "stop_requested": snap.swarm.stop_requested,
-            "claims_paused_until": snap.paused_until if snap.paused_until > now else None,
-            "pause_reason": snap.pause_reason if snap.paused_until > now else None,
-            "finished": snap.finished,
-        },
+        "swarm": _swarm_json(snap),
         "counts": snap.counts,
-        "tasks": [
-            {
-                "id": t.id,
-                "title": t.title,
-                "state": t.state.value,
-                "owner": t.owner,
-                "attempts": t.attempts,
-                "depends_on": list(t.depends_on),
-                "commit": t.commit,
-                "cost_usd": t.cost_usd,
-                "epic": t.epic,
-                "last_error": t.last_error,
-                "tokens": t.tokens,
-                # A ready task still waiting out its retry backoff: seconds until it may be claimed again.
-                "ready_in_s": _ready_in(t, now),
-            }
-            for t in snap.tasks
-        ],
-        "agents": agents,
-        "questions": [{"seq": q.seq, "from": q.author, "body": q.body, "thread": q.thread} for q in snap.questions],
+        "tasks": [task_json(t, now) for t in snap.tasks],
+        "agents": _agents_json(snap),
+        "questions": [question_json(q) for q in snap.questions],
         "monitor": monitor_json(snap),
     }
 
 
-def _ready_in(task: Task, now: float) -> float | None:
-    """Seconds a ready task still waits before it may be claimed (its retry backoff), else None."""
-    if task.state != TaskState.READY or task.not_before <= now:
-        return None
-    return round(task.not_before - now, 1)
+def _swarm_json(snap: Snapshot) -> dict[str, Any]:
+    """The swarm itself: ids, where it lives, whether it was told to stop or its claims are paused."""
+    paused = snap.paused_until > snap.taken_at
+    return {
+        "id": snap.swarm.id,
+        "epic": snap.swarm.epic,
+        "database": snap.database,
+        "repo": snap.swarm.repo,
+        "stop_requested": snap.swarm.stop_requested,
+        "claims_paused_until": snap.paused_until if paused else None,
+        "pause_reason": snap.pause_reason if paused else None,
+        "finished": snap.finished,
+    }
+
+
+def _agents_json(snap: Snapshot) -> list[dict[str, Any]]:
+    """Every agent, with its state corrected by liveness and the lease of the task it holds (if it still does)."""
+    now = snap.taken_at
+    by_id = {t.id: t for t in snap.tasks}
+    shown: list[dict[str, Any]] = []
+    for a in snap.agents:
+        task = by_id.get(a.task_id or "")
+        held = task if task and task.state == TaskState.CLAIMED and task.owner == a.id else None
+        shown.append(agent_json(a, state=agent_state(a, now), held=held, now=now))
+    return shown
 
 
 def _age(seconds: float | None) -> str:
@@ -212,11 +183,25 @@ def render(snap: Snapshot) -> RenderableType:
     """The dashboard: totals with a progress bar, then one row per agent, then the tasks."""
     # rich is imported here: `swarm status --json` (scripts, agents, the benchmark) never draws.
     from rich.console import Group
+    from rich.text import Text
+
+    data = to_json(snap)
+    parts: list[RenderableType] = [*_totals(snap), _monitor_line(data["monitor"], snap), Text("")]
+    if snap.agents:
+        parts += [_agents_table(data["agents"]), Text("")]
+    parts.append(_tasks_table(snap, data["tasks"]))
+    if snap.questions:
+        parts.append(Text("\nopen questions to the lead (answer with: swarm msg reply SEQ TEXT)", style="bold yellow"))
+        parts.extend(Text(f"  #{q.seq} {q.author}: {q.body[:200]}") for q in snap.questions)
+    return Group(*parts)
+
+
+def _totals(snap: Snapshot) -> list[RenderableType]:
+    """The head line (swarm, epic, done of total, cost, stop and pause), the progress bar, the counts by state."""
     from rich.progress_bar import ProgressBar
     from rich.table import Table
     from rich.text import Text
 
-    data = to_json(snap)
     total = sum(snap.counts.values()) or 1
     done = snap.counts["done"]
     cost = sum(a.cost_usd for a in snap.agents)
@@ -231,24 +216,33 @@ def render(snap: Snapshot) -> RenderableType:
         if snap.paused_until > snap.taken_at
         else "",
     )
-    counts = Text("  ".join(f"{snap.counts[s.value]} {s.value}" for s in STATE_ORDER), style="dim")
     bar = Table.grid(padding=(0, 1))
     bar.add_row(ProgressBar(total=total, completed=done, width=50), Text(f"{100 * done // total}%"))
+    counts = Text("  ".join(f"{snap.counts[s.value]} {s.value}" for s in STATE_ORDER), style="dim")
+    return [head, bar, counts]
+
+
+def _agent_row(a: dict[str, Any]) -> tuple[str, ...]:
+    """One agent of ``status --json`` as the dashboard's cells."""
+    return (
+        a["id"],
+        a["state"],
+        a["task"] or "-",
+        _age(a["heartbeat_age_s"]),
+        _age(a["lease_left_s"]),
+        f"${a['cost_usd']:.2f}" if a["cost_usd"] else "-",
+        # A paused or dead agent's reason matters more than its last line of output.
+        (a["detail"] if a["state"] in ("paused", "dead") and a["detail"] else a["last_output"] or "").strip(),
+    )
+
+
+def _agents_table(agents_json: list[dict[str, Any]]) -> RenderableType:
+    """One row per agent; every column but the last is as wide as its widest cell."""
+    from rich.table import Table
+    from rich.text import Text
 
     agents = Table(box=None, header_style="bold", pad_edge=False, expand=False, collapse_padding=True)
-    rows = [
-        (
-            a["id"],
-            a["state"],
-            a["task"] or "-",
-            _age(a["heartbeat_age_s"]),
-            _age(a["lease_left_s"]),
-            f"${a['cost_usd']:.2f}" if a["cost_usd"] else "-",
-            # A paused or dead agent's reason matters more than its last line of output.
-            (a["detail"] if a["state"] in ("paused", "dead") and a["detail"] else a["last_output"] or "").strip(),
-        )
-        for a in data["agents"]
-    ]
+    rows = [_agent_row(a) for a in agents_json]
     headers = ("agent", "state", "task", "heartbeat", "lease left", "cost", "last output")
     for index, column in enumerate(headers):
         if column == "last output":
@@ -261,12 +255,19 @@ def render(snap: Snapshot) -> RenderableType:
         style = {"dead": "red", "working": "green", "idle": "dim", "done": "cyan", "paused": "yellow"}.get(row[1], "")
         # The last column is the agent's own text (or a reason quoting it): never read as rich markup.
         agents.add_row(row[0], Text(row[1], style=style), *row[2:-1], Text(row[-1]))
+    return agents
+
+
+def _tasks_table(snap: Snapshot, tasks_json: list[dict[str, Any]]) -> RenderableType:
+    """One row per task: its state (or how long its retry backoff still runs), owner, tries, commit, title."""
+    from rich.table import Table
+    from rich.text import Text
 
     tasks = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("task", "state", "owner", "tries", "commit", "title"):
         tasks.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1 if column == "title" else None)
     colours = {"done": "green", "claimed": "yellow", "dead": "red", "cancelled": "dim", "blocked": "dim"}
-    for t, shown in zip(snap.tasks, data["tasks"], strict=True):
+    for t, shown in zip(snap.tasks, tasks_json, strict=True):
         wait = shown["ready_in_s"]
         state = f"ready in {_age(wait)}" if wait is not None else t.state.value
         tasks.add_row(
@@ -277,11 +278,4 @@ def render(snap: Snapshot) -> RenderableType:
             (t.commit or "")[:10] or "-",
             t.title if not t.last_error or t.state == TaskState.DONE else f"{t.title} [{t.last_error[:60]}]",
         )
-    parts: list[RenderableType] = [head, bar, counts, _monitor_line(data["monitor"], snap), Text("")]
-    if snap.agents:
-        parts += [agents, Text("")]
-    parts.append(tasks)
-    if snap.questions:
-        parts.append(Text("\nopen questions to the lead (answer with: swarm msg reply SEQ TEXT)", style="bold yellow"))
-        parts.extend(Text(f"  #{q.seq} {q.author}: {q.body[:200]}") for q in snap.questions)
-    return Group(*parts)
+    return tasks

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from swarm import status as dashboard
 from swarm.cli.output import console, emit_json, split_list
-from swarm.config import LoadedConfig, find_repo_root, load_config
+from swarm.config import find_repo_root, load_config
 from swarm.errors import SwarmError
-from swarm.launcher import LaunchRequest, TeardownReport, launch, teardown
-from swarm.queue import open_queue
-from swarm.runtime import procs
-from swarm.store import SwarmRecord
+from swarm.follow import follow
+from swarm.launcher import LaunchRequest, LaunchResult, TeardownReport, launch, teardown
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _warn(text: str) -> None:
@@ -67,6 +67,18 @@ def launch_cmd(
         reuse_branches=reuse_branches,
     )
     result = launch(request, cwd=Path.cwd(), say=out.print)
+    _print_launch(result, epic, out)
+    if wait:
+        _wait(result, db, timeout)
+
+
+def _socket_prefix(result: LaunchResult) -> str:
+    """``SWARM_TMUX_SOCKET=... `` when the swarm runs on a private tmux socket: the commands to suggest need it."""
+    return f"SWARM_TMUX_SOCKET={result.tmux_socket} " if result.tmux_socket else ""
+
+
+def _print_launch(result: LaunchResult, epic: str, out: Console) -> None:
+    """Warnings on stderr, then what was queued, which sessions started or were running, and what to do next."""
     for warning in result.warnings:
         _warn(warning)
     queued = result.queued
@@ -83,91 +95,26 @@ def launch_cmd(
         out.print(f"started {len(result.started_sessions)} agent session(s): {', '.join(result.started_sessions)}")
     if result.resumed_sessions:
         out.print(f"{len(result.resumed_sessions)} session(s) already running: {', '.join(result.resumed_sessions)}")
-    sock = f"SWARM_TMUX_SOCKET={result.tmux_socket} " if result.tmux_socket else ""
+    sock = _socket_prefix(result)
     out.print(
         f"swarm {result.swarm.id} is working epic {epic}. Next: '{sock}swarm status', "
         f"'swarm attach agent-1', '{sock}swarm teardown'"
     )
-    if wait:
-        try:
-            follow(result.swarm, load_config(find_repo_root(), overrides={"queue.database": db}), timeout=timeout)
-        except KeyboardInterrupt:
-            # Only the waiting stops: the agents work on in their sessions, which the user may not expect.
-            print(
-                f"swarm: stopped waiting; the swarm keeps running: '{sock}swarm status' to watch, "
-                f"'{sock}swarm teardown' to stop",
-                file=sys.stderr,
-            )
-            raise SystemExit(130) from None
 
 
-def follow(swarm: SwarmRecord, loaded: LoadedConfig, *, timeout: float | None) -> dashboard.Snapshot:
-    """Block until the swarm is finished; raise unless every task is done. Live display on a terminal."""
-    from rich.live import Live
-
-    out = console()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    with open_queue(loaded) as store:
-        snap = dashboard.take(store, loaded, swarm)
-        live = (
-            Live(dashboard.render(snap), console=out, refresh_per_second=4, transient=False)
-            if out.is_terminal
-            else None
+def _wait(result: LaunchResult, db: str | None, timeout: float | None) -> None:
+    """``--wait``: follow the swarm to its end; Ctrl-C stops only the waiting, and says so."""
+    try:
+        follow(result.swarm, load_config(find_repo_root(), overrides={"queue.database": db}), timeout=timeout)
+    except KeyboardInterrupt:
+        # Only the waiting stops: the agents work on in their sessions, which the user may not expect.
+        sock = _socket_prefix(result)
+        print(
+            f"swarm: stopped waiting; the swarm keeps running: '{sock}swarm status' to watch, "
+            f"'{sock}swarm teardown' to stop",
+            file=sys.stderr,
         )
-        last_line = ""
-        try:
-            if live:
-                live.start()
-            while True:
-                snap = dashboard.take(store, loaded, store.get_swarm(swarm.id))
-                if live:
-                    live.update(dashboard.render(snap))
-                else:
-                    line = "progress: " + ", ".join(f"{n} {s}" for s, n in snap.counts.items() if n)
-                    if line != last_line:
-                        out.print(line)
-                        last_line = line
-                if snap.finished:
-                    # Give idle workers a moment to notice and exit, so the last picture is the final one.
-                    settle = time.monotonic() + 5
-                    while time.monotonic() < settle and any(
-                        a.pid and procs.alive(a.pid) and a.state in ("idle", "working") for a in snap.agents
-                    ):
-                        time.sleep(0.1)
-                        snap = dashboard.take(store, loaded, store.get_swarm(swarm.id))
-                    if live:
-                        live.update(dashboard.render(snap))
-                    break
-                workers = [a.pid for a in snap.agents if a.pid]
-                if snap.agents and not any(procs.alive(pid) for pid in workers):
-                    raise SwarmError(
-                        "every worker has stopped before the epic finished",
-                        hint="see 'swarm logs agent-1', then 'swarm launch' again to resume",
-                    )
-                if deadline is not None and time.monotonic() > deadline:
-                    raise SwarmError(
-                        f"timed out after {timeout:.0f}s with {snap.counts['done']} of "
-                        f"{sum(snap.counts.values())} task(s) done",
-                        hint="the swarm keeps running: 'swarm status' to watch, 'swarm teardown' to stop",
-                    )
-                marker = store.change_marker()
-                for _ in range(10):  # wake on the first commit anywhere, or every second
-                    time.sleep(0.1)
-                    if store.change_marker() != marker:
-                        break
-        finally:
-            if live:
-                live.stop()
-    if not live:
-        out.print(dashboard.render(snap))
-    if not snap.succeeded:
-        raise SwarmError(
-            f"the epic finished with {snap.counts['dead']} dead, {snap.counts['blocked']} blocked and "
-            f"{snap.counts['cancelled']} cancelled task(s)",
-            hint="see 'swarm status' for the reasons, 'swarm queue retry TASK' to try again",
-        )
-    out.print(f"all {snap.counts['done']} task(s) of {swarm.epic} are done")
-    return snap
+        raise SystemExit(130) from None
 
 
 def teardown_cmd(

@@ -8,11 +8,12 @@ import sys
 import typer
 
 from swarm import identity, threads
-from swarm.cli.output import console, emit_json, message_json
+from swarm.cli.output import console, emit_json
 from swarm.config import find_repo_root, load_config
 from swarm.models import LEAD, Message
 from swarm.queue import lead_token_path, open_queue
 from swarm.store import Store
+from swarm.views import message_json
 
 #: `timeout`'s convention, so shell scripts can tell "nothing came" from a failure.
 EXIT_TIMEOUT = 124

@@ -10,12 +10,13 @@ from typing import Any
 import typer
 
 from swarm import identity
-from swarm.cli.output import claim_json, console, emit_json, iso, split_list, task_json
+from swarm.cli.output import console, emit_json, split_list
 from swarm.config import LoadedConfig, load_config
 from swarm.errors import BadInput
 from swarm.models import STATE_ORDER, TaskState, is_valid_id
 from swarm.queue import add_task, backlog_folder, lead_token_path, open_queue, queue_epic
 from swarm.store import Store
+from swarm.views import claim_json, iso, task_json
 
 queue_app = typer.Typer(
     help="Work the task queue by hand or from an agent: init, claim, heartbeat, release, status, add, "

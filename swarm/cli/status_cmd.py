@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 import typer
 
 from swarm import status as dashboard
-from swarm.cli.output import console, emit_json, iso
+from swarm.cli.output import console, emit_json
 from swarm.config import find_repo_root, load_config
 from swarm.errors import BadInput
 from swarm.models import Event
 from swarm.queue import open_queue
+from swarm.views import iso
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

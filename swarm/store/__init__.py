@@ -6,8 +6,9 @@ from urllib.parse import urlsplit
 
 from swarm.errors import BadInput
 from swarm.store.base import AddResult, Reaped, RetryPolicy, Store, StoreOptions, SwarmRecord
+from swarm.store.sqlite import path_from_url
 
-__all__ = ["AddResult", "Reaped", "RetryPolicy", "Store", "StoreOptions", "SwarmRecord", "open_store"]
+__all__ = ["AddResult", "Reaped", "RetryPolicy", "Store", "StoreOptions", "SwarmRecord", "open_store", "path_from_url"]
 
 
 def open_store(url: str, options: StoreOptions | None = None) -> Store:
