@@ -66,7 +66,7 @@ from psycopg.conninfo import conninfo_to_dict
 from swarm.errors import BadInput, StoreBusy, StoreError, SwarmError
 from swarm.models import Claim, Spec, TaskState
 from swarm.store.base import Reaped, StoreOptions
-from swarm.store.sql import ClaimRequest, SqlStore, completed_reason, log_reaped, promoted_reason
+from swarm.store.sql import ClaimRequest, SqlStore, log_reaped
 from swarm.store.sqlfile import queries
 
 log = logging.getLogger(__name__)
@@ -697,33 +697,11 @@ class PostgresStore(SqlStore[Cursor]):
 
         return self._write_call(op)
 
-    def complete(
-        self,
-        task_id: str,
-        agent_id: str,
-        lease_token: str,
-        *,
-        commit: str | None = None,
-        cost_usd: float | None = None,
-        tokens: int | None = None,
-    ) -> list[str]:
-        """Complete once, promote dependents in the same transaction."""
-
+    def _complete(self, done: dict[str, Any]) -> list[str]:
         def op(cur: Cursor) -> tuple[list[str], str | None]:
-            params = {
-                "id": task_id,
-                "agent": agent_id,
-                "token": lease_token,
-                "now": self.options.clock(),
-                "commit": commit,
-                "cost": cost_usd,
-                "tokens": tokens,
-                "reason": completed_reason(commit),
-                "promote_reason": promoted_reason(task_id),
-            }
-            done, promoted, xid = self._call(cur, "complete", params)
-            if not done:
-                raise self._lease_lost(cur, task_id, agent_id, lease_token)
+            completed, promoted, xid = self._call(cur, "complete", {**done, "now": self.options.clock()})
+            if not completed:
+                raise self._lease_lost(cur, done["id"], done["agent"], done["token"])
             return list(promoted), xid
 
         return self._write_call(op)

@@ -167,6 +167,11 @@ class SqlStore(Store, Generic[C]):
         whether the agent's row must be refreshed too."""
 
     @abstractmethod
+    def _complete(self, done: dict[str, Any]) -> list[str]:
+        """Mark the task done under its lease, log it and promote its dependents; return the ids that became
+        ready. ``done`` holds the parameters of the ``complete`` query but ``now``, which each attempt adds."""
+
+    @abstractmethod
     def _existing_ids(self, cur: C, specs: Sequence[Spec]) -> dict[str, str]:
         """``{id: state}`` of the tasks already queued that ``specs`` name (as ids or dependencies),
         taking whatever locks keep that answer true until COMMIT."""
@@ -553,6 +558,30 @@ class SqlStore(Store, Generic[C]):
             return float(row[0])
 
         return self._write(op, notify=False)
+
+    def complete(
+        self,
+        task_id: str,
+        agent_id: str,
+        lease_token: str,
+        *,
+        commit: str | None = None,
+        cost_usd: float | None = None,
+        tokens: int | None = None,
+    ) -> list[str]:
+        """Complete once, promote dependents in the same transaction."""
+        return self._complete(
+            {
+                "id": task_id,
+                "agent": agent_id,
+                "token": lease_token,
+                "commit": commit,
+                "cost": cost_usd,
+                "tokens": tokens,
+                "reason": completed_reason(commit),
+                "promote_reason": promoted_reason(task_id),
+            }
+        )
 
     def fail(
         self,

@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 from swarm.errors import BadInput, StoreBusy, StoreError, SwarmError
 from swarm.models import Claim, Spec, TaskState
 from swarm.store.base import Reaped, StoreOptions
-from swarm.store.sql import ClaimRequest, SqlStore, completed_reason, event, log_reaped, promoted_reason
+from swarm.store.sql import ClaimRequest, SqlStore, event, log_reaped
 from swarm.store.sqlfile import queries
 
 log = logging.getLogger(__name__)
@@ -309,38 +309,20 @@ class SQLiteStore(SqlStore[sqlite3.Cursor]):
 
         return self._write(op)
 
-    def complete(
-        self,
-        task_id: str,
-        agent_id: str,
-        lease_token: str,
-        *,
-        commit: str | None = None,
-        cost_usd: float | None = None,
-        tokens: int | None = None,
-    ) -> list[str]:
-        """Complete once, promote dependents in the same transaction."""
+    def _complete(self, done: dict[str, Any]) -> list[str]:
+        task_id, agent_id = done["id"], done["agent"]
 
         def op(cur: sqlite3.Cursor) -> list[str]:
             now = self.options.clock()
-            params = {
-                "id": task_id,
-                "agent": agent_id,
-                "token": lease_token,
-                "now": now,
-                "commit": commit,
-                "cost": cost_usd,
-                "tokens": tokens,
-            }
-            if cur.execute(_Q["complete"], params).fetchone() is None:
-                raise self._lease_lost(cur, task_id, agent_id, lease_token)
-            events = [event(task_id, now, agent_id, TaskState.CLAIMED, TaskState.DONE, completed_reason(commit))]
+            if cur.execute(_Q["complete"], {**done, "now": now}).fetchone() is None:
+                raise self._lease_lost(cur, task_id, agent_id, done["token"])
+            events = [event(task_id, now, agent_id, TaskState.CLAIMED, TaskState.DONE, done["reason"])]
             promoted = [
                 r[0]
                 for r in cur.execute(_Q["promote_dependents"], {"id": task_id, "now": now}).fetchall()
                 if r[1] == TaskState.READY and r[2] <= 0
             ]
-            why = promoted_reason(task_id)
+            why = done["promote_reason"]
             events.extend(event(dep, now, agent_id, TaskState.BLOCKED, TaskState.READY, why) for dep in promoted)
             cur.executemany(_Q["insert_event"], events)
             return sorted(promoted)
