@@ -1,7 +1,9 @@
 """The PostgreSQL backend: one shared queue for swarms that span several machines.
 
 This module is the only one that imports :mod:`psycopg`. Same semantics, errors and messages as the SQLite
-backend (the contract suite runs on both). Why the choices:
+backend (the contract suite runs on both): the domain operations are written once, in :mod:`swarm.store.sql`;
+this module adds connections, transactions and retries, the server-side claim/complete/reap calls, the locks
+and batching of ``add_tasks``, teardown's return, and wake-ups. Why the choices:
 
 * **One transaction per domain operation.** Connections run in driver autocommit mode: a single-statement
   read costs one round trip and never leaves a session idle in a transaction; every write is one explicit

@@ -10,12 +10,15 @@ This module is the only one that imports :mod:`sqlite3`. Why the choices:
 * Busy waits use SQLite's own busy handler; on top of it the whole operation is retried until the busy
   deadline, so "database is locked" never reaches a caller as such (it becomes :class:`StoreBusy`).
 * Wake-ups poll ``PRAGMA data_version``, which changes when another connection commits and costs no write.
+
+The domain operations themselves are written once, for both backends, in :mod:`swarm.store.sql`; this module
+adds SQLite's connection and transactions, and the operations whose SQL differs (claim, complete, reap, the
+dependency bookkeeping of ``add_tasks``, teardown's return).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sqlite3
 import threading
@@ -30,8 +33,6 @@ from swarm.models import Claim, Spec, TaskState
 from swarm.store.base import Reaped, StoreOptions
 from swarm.store.sql import ClaimRequest, SqlStore, event, log_reaped
 from swarm.store.sqlfile import queries
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
