@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from collections.abc import Mapping, Sequence
+from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
 from swarm.errors import BadInput, LeaseLost, SwarmError, UnknownTask
@@ -40,25 +42,27 @@ AGENT_FIELDS = frozenset(
 
 
 def topological(specs: dict[str, Spec]) -> list[Spec]:
-    """Order ``specs`` so that every spec follows its dependencies within the batch (Kahn, ties by id)."""
-
-    waiting = {sid: {d for d in s.depends_on if d in specs} for sid, s in specs.items()}
-    dependents: dict[str, list[str]] = {}
-    for sid, deps in waiting.items():
-        for dep in deps:
-            dependents.setdefault(dep, []).append(sid)
-    heap = [sid for sid, deps in waiting.items() if not deps]
+    """Order ``specs`` so that every spec follows its dependencies within the batch; among the specs whose
+    dependencies are all placed, the smallest id goes first. BadInput naming every spec a cycle holds back."""
+    sorter = TopologicalSorter({sid: [d for d in s.depends_on if d in specs] for sid, s in specs.items()})
+    # On a cycle, get_ready() still hands out every spec the cycle does not hold back (documented), so the
+    # error below can name all the specs that cannot be queued, not only the cycle found first.
+    with contextlib.suppress(CycleError):
+        sorter.prepare()
+    # A heap picks among the ready specs by id: the same batch always queues (and so claims) the same way,
+    # whatever its order.
+    heap = list(sorter.get_ready())
     heapq.heapify(heap)
     ordered: list[Spec] = []
     while heap:
         sid = heapq.heappop(heap)
         ordered.append(specs[sid])
-        for child in dependents.get(sid, ()):
-            waiting[child].discard(sid)
-            if not waiting[child]:
-                heapq.heappush(heap, child)
+        sorter.done(sid)
+        for child in sorter.get_ready():
+            heapq.heappush(heap, child)
     if len(ordered) != len(specs):
-        stuck = sorted(sid for sid, deps in waiting.items() if deps)
+        placed = {s.id for s in ordered}
+        stuck = sorted(sid for sid in specs if sid not in placed)
         raise BadInput(f"dependency cycle among tasks {', '.join(stuck)}", hint="remove one dependency of the cycle")
     return ordered
 

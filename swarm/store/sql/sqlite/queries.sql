@@ -74,25 +74,18 @@ SET pending = pending - 1,
 WHERE id IN (SELECT task_id FROM deps WHERE depends_on = :id)
 RETURNING id, state, pending;
 
--- name: fail_to_ready
+-- name: fail
+-- Back to ready with attempts left (after the backoff), else dead; one statement for both (every SET
+-- expression reads the row as it was before the update).
 UPDATE tasks
-SET state = 'ready', owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = :now,
-    not_before = :not_before, last_error = :reason,
+SET state = CASE WHEN attempts < max_attempts THEN 'ready' ELSE 'dead' END,
+    owner = CASE WHEN attempts < max_attempts THEN NULL ELSE owner END,
+    not_before = CASE WHEN attempts < max_attempts THEN :not_before ELSE not_before END,
+    lease_token = NULL, lease_until = NULL, updated_at = :now, last_error = :reason,
     tokens = CASE WHEN :tokens IS NULL THEN tokens ELSE coalesce(tokens, 0) + :tokens END,
     cost_usd = CASE WHEN :cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost END
 WHERE id = :id AND state = 'claimed' AND owner = :agent AND lease_token = :token
-  AND attempts < max_attempts
-RETURNING id;
-
--- name: fail_to_dead
-UPDATE tasks
-SET state = 'dead', lease_token = NULL, lease_until = NULL, updated_at = :now,
-    last_error = :reason,
-    tokens = CASE WHEN :tokens IS NULL THEN tokens ELSE coalesce(tokens, 0) + :tokens END,
-    cost_usd = CASE WHEN :cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost END
-WHERE id = :id AND state = 'claimed' AND owner = :agent AND lease_token = :token
-  AND attempts >= max_attempts
-RETURNING id;
+RETURNING state, attempts;
 
 -- name: return_task
 UPDATE tasks
@@ -130,7 +123,8 @@ UPDATE tasks SET state = 'ready', updated_at = :now
 WHERE id = :id AND state = 'blocked' AND pending = 0
 RETURNING id;
 
--- name: task_state
+-- name: task_state_for_update
+-- No FOR UPDATE in SQLite: BEGIN IMMEDIATE already holds the write lock of the whole file.
 SELECT state FROM tasks WHERE id = :id;
 
 -- name: cancel
@@ -182,13 +176,16 @@ SELECT id, epic, max_agents, created_at, stop_mode, repo, settings FROM swarms O
 SELECT id, epic, max_agents, created_at, stop_mode, repo, settings FROM swarms WHERE id = :id;
 
 -- name: insert_swarm
-INSERT INTO swarms (id, epic, max_agents, created_at) VALUES (:id, :epic, :max_agents, :now);
+-- Does nothing when the epic has its swarm already; update_swarm then returns that one.
+INSERT INTO swarms (id, epic, max_agents, created_at) VALUES (:id, :epic, :max_agents, :now)
+ON CONFLICT (epic) DO NOTHING;
 
 -- name: update_swarm
 UPDATE swarms
 SET max_agents = coalesce(:max_agents, max_agents), repo = coalesce(:repo, repo),
     settings = coalesce(:settings, settings), stop_mode = NULL
-WHERE epic = :epic;
+WHERE epic = :epic
+RETURNING id, epic, max_agents, created_at, stop_mode, repo, settings;
 
 -- name: request_stop
 UPDATE swarms SET stop_mode = :mode WHERE id = :id;
@@ -220,6 +217,9 @@ SET state = 'ready', owner = NULL, lease_token = NULL, lease_until = NULL, updat
     not_before = 0, attempts = max(attempts - 1, 0)
 WHERE id = :id AND state = 'claimed';
 
+-- name: has_meta
+SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta';
+
 -- name: get_meta
 SELECT value FROM meta WHERE key = :key;
 
@@ -227,11 +227,12 @@ SELECT value FROM meta WHERE key = :key;
 INSERT INTO meta (key, value) VALUES (:key, :value)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
--- name: ensure_thread
-INSERT INTO threads (name, last_seq, created_at) VALUES (:thread, 0, :now) ON CONFLICT (name) DO NOTHING;
-
 -- name: next_seq
-UPDATE threads SET last_seq = last_seq + 1 WHERE name = :thread RETURNING last_seq;
+-- Creates the thread on first use; the write lock of BEGIN IMMEDIATE orders appenders: sequence numbers
+-- follow commit order.
+INSERT INTO threads (name, last_seq, created_at) VALUES (:thread, 1, :now)
+ON CONFLICT (name) DO UPDATE SET last_seq = threads.last_seq + 1
+RETURNING last_seq;
 
 -- name: thread_tail
 SELECT last_seq FROM threads WHERE name = :thread;
