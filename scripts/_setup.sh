@@ -31,8 +31,21 @@ check_tools() {
     fi
 }
 
-# The real Claude Code CLI, for the test that proves the `claude` template end to end against the scripted
-# API stand-in in ../shared/tools. Installed once into .cache/claude-code (git-ignored).
+# The agent CLIs the tests run for real (tests/acceptance/test_{claude,codex,aider}_agent.py) against the
+# scripted API stand-ins in ../shared/tools, each installed once under .cache/ (git-ignored), at pinned versions.
+# To try newer ones: CODEX_VERSION=x.y.z AIDER_VERSION=x.y.z ./scripts/test (after rm -rf .cache/codex .cache/aider-venv).
+CODEX_VERSION="${CODEX_VERSION:-0.171.0}"
+AIDER_VERSION="${AIDER_VERSION:-0.86.2}"
+
+# In CI (CI=true) every piece must be there: a test that cannot run its CLI fails, so say why here, first.
+agent_cli_missing() {
+    if [ "${CI:-}" = "true" ]; then
+        die "CI: $*"
+    fi
+    say "warning: $*; the test of that agent will fail"
+}
+
+# The real Claude Code CLI, installed once into .cache/claude-code.
 ensure_claude_cli() {
     local prefix="$ROOT/.cache/claude-code"
     [ -x "$prefix/node_modules/.bin/claude" ] && return 0
@@ -40,6 +53,55 @@ ensure_claude_cli() {
     say "installing the Claude Code CLI into .cache/claude-code (once)"
     npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error @anthropic-ai/claude-code >&2 \
         || die "npm could not install @anthropic-ai/claude-code; see the messages above"
+}
+
+# The real Codex CLI (npm), installed once into .cache/codex.
+ensure_codex_cli() {
+    local prefix="$ROOT/.cache/codex"
+    [ -x "$prefix/node_modules/.bin/codex" ] && return 0
+    if ! command -v npm >/dev/null 2>&1; then
+        agent_cli_missing "npm is needed to install the Codex CLI for the tests; install Node.js (apt-get install nodejs npm)"
+        return 0
+    fi
+    say "installing the Codex CLI $CODEX_VERSION into .cache/codex (once)"
+    npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error "@openai/codex@$CODEX_VERSION" >&2 \
+        || agent_cli_missing "npm could not install @openai/codex@$CODEX_VERSION; see the messages above"
+}
+
+# Aider (PyPI) in a venv of its own, .cache/aider-venv: its pinned dependencies would clash with the project's.
+ensure_aider_cli() {
+    local venv="$ROOT/.cache/aider-venv"
+    [ -x "$venv/bin/aider" ] && return 0
+    local python
+    # aider 0.86 supports Python 3.10 to 3.12.
+    python="$(PYTHON="${AIDER_PYTHON:-}" find_python_for_aider)" || {
+        agent_cli_missing "aider needs Python 3.10, 3.11 or 3.12 (or set AIDER_PYTHON=/path/to/python)"
+        return 0
+    }
+    say "installing aider $AIDER_VERSION into .cache/aider-venv with $python (once)"
+    { "$python" -m venv "$venv" &&
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "aider-chat==$AIDER_VERSION" >&2; } \
+        || { rm -rf "$venv"; agent_cli_missing "pip could not install aider-chat==$AIDER_VERSION; see the messages above"; }
+}
+
+find_python_for_aider() {
+    local candidate
+    for candidate in "${PYTHON:-}" python3.12 python3.11 python3.10 python3; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)' 2>/dev/null; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Every agent CLI the tests need; quick (three file checks) once installed.
+ensure_agent_clis() {
+    ensure_claude_cli
+    ensure_codex_cli
+    ensure_aider_cli
 }
 
 # Every `swarm` process (each agent's `swarm msg`, each worker, each test's subprocess) imports the package

@@ -9,6 +9,7 @@ or to a file whose path is passed.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import shutil
@@ -39,6 +40,11 @@ PLACEHOLDERS = ("model", "permission_mode", "prompt_file", "worktree", "task_id"
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
 PromptMode = Literal["stdin", "file"]
+
+#: How an agent's output reports what the run cost (the template's ``usage`` key): Claude Code's stream-json
+#: ``result`` line, aider's ``Cost: $X message, $Y session.``, codex's ``tokens used`` line, or nothing.
+UsageFormat = Literal["claude-stream-json", "aider", "codex", "none"]
+USAGE_FORMATS: tuple[UsageFormat, ...] = ("claude-stream-json", "aider", "codex", "none")
 
 
 def templates_dir() -> Traversable | Path:
@@ -87,6 +93,11 @@ class AgentTemplate:
     rate_limit_patterns: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     notes: str = ""
+    #: Which of :data:`USAGE_FORMATS` the agent's output reports cost and tokens in (:func:`parse_usage`).
+    usage: UsageFormat = "none"
+    #: Patterns launch adds to the repository's ``.git/info/exclude``: files the CLI writes into the
+    #: worktree (aider's ``.aider*``) stay out of task commits without touching the user's ``.gitignore``.
+    git_exclude: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,10 +159,11 @@ def _parse_template(kind: str, source: str, data: Mapping[str, Any]) -> AgentTem
         "env",
         "notes",
     }
+    optional = {"usage", "git_exclude"}
     missing = sorted(expected - data.keys())
     if missing:
         raise broken(f"missing {', '.join(missing)}")
-    unknown = sorted(data.keys() - expected)
+    unknown = sorted(data.keys() - expected - optional)
     if unknown:
         raise broken(f"unknown key(s) {', '.join(unknown)}")
     prompt = text("prompt")
@@ -166,6 +178,10 @@ def _parse_template(kind: str, source: str, data: Mapping[str, Any]) -> AgentTem
             re.compile(pattern)
         except re.error as exc:
             raise broken(f"bad regex {pattern!r}: {exc}") from exc
+    usage = data.get("usage", "none")
+    if usage not in USAGE_FORMATS:
+        raise broken(f"usage must be one of {', '.join(USAGE_FORMATS)}, not {usage!r}")
+    excludes = strings("git_exclude") if "git_exclude" in data else ()
     env = data.get("env")
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         raise broken("env must be a table of strings")
@@ -180,6 +196,8 @@ def _parse_template(kind: str, source: str, data: Mapping[str, Any]) -> AgentTem
         rate_limit_patterns=limits,
         env=dict(env),
         notes=text("notes").strip(),
+        usage=next(f for f in USAGE_FORMATS if f == usage),
+        git_exclude=excludes,
     )
 
 
@@ -233,6 +251,74 @@ def build_command(
         }
     )
     return AgentCommand(argv=argv, stdin_prompt=template.prompt == "stdin", env=env)
+
+
+#: aider, after each reply: ``Tokens: 1.2k sent, 34 received. Cost: $0.0019 message, $0.0042 session.``
+#: (the Cost part only when the model is priced).
+_AIDER_TOKENS = re.compile(r"\bTokens: ([\d.,]+)([kKmM]?) sent, ([\d.,]+)([kKmM]?) received\b")
+_AIDER_COST = re.compile(r"\bCost: \$([\d.]+) message, \$([\d.]+) session\b")
+#: codex exec, at the end of the run: a line ``tokens used`` and the count (``1,234``) on the next one.
+_CODEX_TOKENS_LABEL = re.compile(r"^tokens used:?\s*([\d,]*)$", re.IGNORECASE)
+_CODEX_COUNT = re.compile(r"^[\d,]+$")
+_SCALE = {"": 1, "k": 1_000, "m": 1_000_000}
+
+
+def parse_usage(fmt: UsageFormat, line: str, usage: dict[str, Any]) -> None:
+    """Note in ``usage`` (``cost_usd``, ``tokens``) what one stripped output line of an agent reports.
+
+    Called with every line in order; ``usage`` also carries the little state a format needs across lines
+    (codex prints its count on the line after ``tokens used``). Lines that say nothing are ignored.
+    """
+    if fmt == "claude-stream-json":
+        _claude_usage(line, usage)
+    elif fmt == "aider":
+        _aider_usage(line, usage)
+    elif fmt == "codex":
+        _codex_usage(line, usage)
+
+
+def _claude_usage(line: str, usage: dict[str, Any]) -> None:
+    # The final stream-json event, {"type": "result", "total_cost_usd": ..., "usage": {...}}.
+    if not (line.startswith("{") and '"total_cost_usd"' in line):
+        return
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return
+    if not isinstance(event, dict) or event.get("type") != "result":
+        return
+    if isinstance(event.get("total_cost_usd"), int | float):
+        usage["cost_usd"] = float(event["total_cost_usd"])
+    counts = event.get("usage")
+    if isinstance(counts, dict):
+        kinds = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        usage["tokens"] = sum(v for k, v in counts.items() if k in kinds and isinstance(v, int))
+
+
+def _count(number: str, suffix: str) -> int:
+    return round(float(number.replace(",", "")) * _SCALE[suffix.lower()])
+
+
+def _aider_usage(line: str, usage: dict[str, Any]) -> None:
+    tokens = _AIDER_TOKENS.search(line)
+    if tokens:  # one line per model reply: the run's tokens are their sum
+        sent, received = _count(*tokens.group(1, 2)), _count(*tokens.group(3, 4))
+        usage["tokens"] = int(usage.get("tokens") or 0) + sent + received
+    cost = _AIDER_COST.search(line)
+    if cost:  # the session figure already adds up every reply of this run
+        usage["cost_usd"] = float(cost.group(2))
+
+
+def _codex_usage(line: str, usage: dict[str, Any]) -> None:
+    expecting = usage.pop("_codex_count_next", False)
+    label = _CODEX_TOKENS_LABEL.match(line)
+    if label:
+        if label.group(1):
+            usage["tokens"] = int(label.group(1).replace(",", ""))
+        else:
+            usage["_codex_count_next"] = True
+    elif expecting and _CODEX_COUNT.match(line):
+        usage["tokens"] = int(line.replace(",", ""))
 
 
 def check_agent_cli(template: AgentTemplate, env: Mapping[str, str] | None = None) -> str | None:

@@ -156,7 +156,7 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
     if not request.reuse_branches:
         _refuse_foreign_branches(repo, loaded, request)
     # .swarm/ holds the command lock from here on: excluded first, so that it never shows as a change to commit.
-    repo.ensure_excluded("/.swarm/")
+    repo.ensure_excluded("/.swarm/", *template.git_exclude)  # and what the agent's CLI writes (.aider*)
     with command_lock(repo.root, "swarm launch", timeout=cfg.swarm.lock_timeout_seconds, say=say):
         return _launch_locked(request, repo, loaded, backlog, template.kind, base, warnings, say, launch_env)
 

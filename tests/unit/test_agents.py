@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,11 +18,12 @@ from swarm.agents import (
     build_command,
     check_agent_cli,
     load_template,
+    parse_usage,
     render_prompt,
     root_permission_problem,
     templates_dir,
 )
-from swarm.errors import BadInput
+from swarm.errors import BadInput, SwarmError
 
 PROMPT_FILE = Path("/tmp/swarm/prompts/T1.md")
 WORKTREE = Path("/repo/.worktrees/agent-1")
@@ -65,6 +68,11 @@ def test_template_loads_with_every_field(kind: str) -> None:
         re.compile(pattern)
     if kind == "command":
         assert template.binary == ""
+    elif template.argv[:2] == ("/bin/sh", "-c"):
+        # A shell front (codex): "$0" names the CLI, which the script execs with the remaining arguments.
+        assert template.argv[3] == template.binary
+        assert f'exec {template.binary} "$@"' in template.argv[2]
+        assert template.version_args == ("--version",)
     else:
         assert template.binary == template.argv[0]
         assert template.version_args == ("--version",)
@@ -140,12 +148,38 @@ def test_claude_command_substitutes_model_and_permission_mode() -> None:
     assert not any("{" in part for part in built.argv)
 
 
-def test_codex_reads_the_prompt_from_stdin() -> None:
-    argv = _build("codex", model="gpt-5-codex")
-    assert argv[:2] == ["codex", "exec"]
-    assert argv[-1] == "-"
-    assert "--full-auto" in argv
-    assert argv[argv.index("--model") + 1] == "gpt-5-codex"
+def _run_codex_front(tmp_path: Path, database_url: str, model: str = "gpt-5-codex") -> list[str]:
+    """Run the codex template's argv with a fake ``codex`` that prints its arguments and its stdin."""
+    fake = tmp_path / "bin" / "codex"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "arg:$a"; done\nsed "s/^/stdin:/"\n', encoding="utf-8")
+    fake.chmod(0o755)
+    argv = _build("codex", model=model)
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "SWARM_DATABASE_URL": database_url}
+    done = subprocess.run(argv, input="RUN: echo $HOME\n", capture_output=True, text=True, env=env, check=True)
+    return done.stdout.splitlines()
+
+
+def test_codex_reads_the_prompt_from_stdin(tmp_path: Path) -> None:
+    out = _run_codex_front(tmp_path, "sqlite:////repo/.swarm/swarm.db")
+    args = [line.removeprefix("arg:") for line in out if line.startswith("arg:")]
+    assert args[0] == "exec"
+    assert args[-1] == "-"
+    assert out[-1] == "stdin:RUN: echo $HOME"
+    assert "--full-auto" not in args  # removed from codex 0.171
+    assert args[args.index("--sandbox") + 1] == "workspace-write"
+    assert args[args.index("--model") + 1] == "gpt-5-codex"
+    # Commands in a plain (not login) shell keep PATH, so `swarm` is found; the SQLite folder is writable.
+    assert "allow_login_shell=false" in args
+    assert args[args.index("--add-dir") + 1] == "/repo/.swarm"
+    assert not any("network_access" in a for a in args)
+
+
+def test_codex_on_a_database_server_gets_network_access(tmp_path: Path) -> None:
+    args = [line.removeprefix("arg:") for line in _run_codex_front(tmp_path, "postgresql://db.example/swarm", "")]
+    assert "sandbox_workspace_write.network_access=true" in args
+    assert "--add-dir" not in args
+    assert "--model" not in args  # an empty model drops the option
 
 
 def test_aider_gets_the_prompt_file() -> None:
@@ -358,3 +392,53 @@ def test_render_prompt_keeps_dollars_in_the_body_verbatim() -> None:
     assert body in text
     assert "Title with $task_id" in text
     assert "Title with T2" not in text
+
+
+# ----------------------------------------------------------------------------------------------------
+# Cost and tokens
+
+
+def _usage(kind: str, *lines: str) -> dict[str, object]:
+    usage: dict[str, object] = {}
+    for line in lines:
+        parse_usage(load_template(kind).usage, line, usage)
+    return {k: v for k, v in usage.items() if not k.startswith("_")}
+
+
+def test_claude_usage_from_the_result_line() -> None:
+    result = '{"type":"result","total_cost_usd":0.25,"usage":{"input_tokens":10,"output_tokens":5,"x":1}}'
+    assert _usage("claude", '{"type":"assistant","total_cost_usd":9}', result) == {"cost_usd": 0.25, "tokens": 15}
+
+
+def test_aider_usage_adds_up_replies_and_keeps_the_session_cost() -> None:
+    assert _usage(
+        "aider",
+        "Tokens: 2.3k sent, 34 received. Cost: $0.0019 message, $0.0019 session.",
+        "Tokens: 1,200 sent, 66 received. Cost: $0.0021 message, $0.0040 session.",
+    ) == {"tokens": 2300 + 34 + 1200 + 66, "cost_usd": 0.004}
+    assert _usage("aider", "Tokens: 783 sent, 34 received.") == {"tokens": 817}  # an unpriced model
+
+
+def test_codex_usage_from_the_tokens_used_lines() -> None:
+    assert _usage("codex", "codex", "DONE", "tokens used", "1,360", "DONE") == {"tokens": 1360}
+    assert _usage("codex", "tokens used: 42") == {"tokens": 42}
+    assert _usage("codex", "360", "tokens used", "not a number", "12") == {}
+
+
+def test_command_kind_reports_no_usage() -> None:
+    assert load_template("command").usage == "none"
+    assert _usage("command", "tokens used", "12", "Cost: $1 message, $2 session.") == {}
+
+
+def test_aider_files_are_excluded_from_git() -> None:
+    assert load_template("aider").git_exclude == (".aider*",)
+    assert load_template("claude").git_exclude == ()
+
+
+def test_bad_usage_format_is_a_broken_template() -> None:
+    with pytest.raises(SwarmError, match="usage must be one of"):
+        agents._parse_template("x", "x.toml", {**_template_data("claude"), "usage": "tokens"})
+
+
+def _template_data(kind: str) -> dict[str, object]:
+    return dict(tomllib.loads((templates_dir() / "agents" / f"{kind}.toml").read_text(encoding="utf-8")))
