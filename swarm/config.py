@@ -412,21 +412,17 @@ class TomlSource(TomlConfigSettingsSource):
         # Python 3.11's TOMLDecodeError has no lineno attribute; the position is at the end of the message.
         message = str(exc)
         match = re.search(r"\s*\(at line (\d+), column (\d+)\)\s*$", message)
+        place, what = str(self.path), message
         if match:
-            reason = message[: match.start()]
-            place = f"{self.path}:{match.group(1)}"
-            return ConfigError(
-                f"{place}: invalid TOML: {reason} (line {match.group(1)}, column {match.group(2)})",
-                hint="fix the syntax or delete the file to use the defaults",
-            )
+            place, what = f"{self.path}:{match[1]}", f"{message[: match.start()]} (line {match[1]}, column {match[2]})"
         return ConfigError(
-            f"{self.path}: invalid TOML: {message}",
-            hint="fix the syntax or delete the file to use the defaults",
+            f"{place}: invalid TOML: {what}", hint="fix the syntax or delete the file to use the defaults"
         )
 
     def _unknown_section(self, section: str, value: object) -> ConfigError:
         line = _toml_line(self.text, section, None) or _toml_line(self.text, None, section)
         place = f"{self.path} line {line}" if line else str(self.path)
+        sections = f"the sections are {', '.join(f'[{s}]' for s in _SECTIONS)}"
         if not isinstance(value, dict):
             # A setting written above every header: point at the section that owns a key of that name.
             owners = [s for s, model in _SECTIONS.items() if section in model.model_fields]
@@ -438,14 +434,11 @@ class TomlSource(TomlConfigSettingsSource):
             close = _suggest(section, [k.split(".", 1)[1] for k in CONFIG_KEYS])
             return ConfigError(
                 f"{place}: unknown setting {section!r} outside any section",
-                hint=close or f"the sections are {', '.join(f'[{s}]' for s in _SECTIONS)}",
+                hint=close or sections,
             )
         match = difflib.get_close_matches(section, list(_SECTIONS), n=1, cutoff=0.6)
         return ConfigError(
-            f"{place}: unknown section [{section}]",
-            hint=f"did you mean [{match[0]}]?"
-            if match
-            else f"the sections are {', '.join(f'[{s}]' for s in _SECTIONS)}",
+            f"{place}: unknown section [{section}]", hint=f"did you mean [{match[0]}]?" if match else sections
         )
 
     def _unknown_key(self, section: str, key: str) -> ConfigError:
