@@ -1,10 +1,13 @@
-"""Layered configuration (DESIGN 9): defaults < ``swarm.toml`` < ``SWARM_*`` environment < command-line flags.
+"""Layered configuration (DESIGN 9): defaults < ``swarm.toml`` < remembered < ``SWARM_*`` environment < flags.
 
-Each layer is read by a pydantic-settings source (``TomlConfigSettingsSource`` for the file, a custom
-``PydanticBaseSettingsSource`` for the environment, ``InitSettingsSource`` for flags). The layers are merged
-key by key here rather than inside ``BaseSettings`` because swarm must record which layer supplied every value
-(``swarm config show``) and name that layer when a value is invalid. The merged values are validated once,
-by :class:`Config`; the first problem becomes a one-line :class:`~swarm.errors.ConfigError`.
+:class:`Config` is a pydantic-settings ``BaseSettings`` whose ``settings_customise_sources`` orders its sources:
+the flags are its init arguments, then an ``EnvSettingsSource`` (``SWARM_`` prefix, ``_`` nested delimiter split
+once), the values launch remembered under ``.swarm/``, and a ``TomlConfigSettingsSource``. pydantic-settings
+merges and validates them. Two things it cannot do are done here: a classmethod hook cannot be handed one load's
+repository and environment, so :func:`load_config` builds the sources and lends them through a context variable
+(elsewhere ``Config()`` is the defaults); and it does not say which source supplied a value, so
+:func:`load_config` asks the same sources for their values in priority order, for ``swarm config show`` and to
+turn the first validation error into one :class:`~swarm.errors.ConfigError` line naming the value's source.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, get_origin
+from typing import Annotated, Any, cast, get_origin
 
 import annotated_types
 from pydantic import (
@@ -35,6 +40,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -78,7 +84,7 @@ _VALUE_ERROR_PREFIX = "Value error, "
 
 # ----------------------------------------------------------------------------------------------------
 # Value checks shared by several fields. They raise ValueError so that pydantic reports them against the
-# field, which the loader then maps back to the layer that supplied the value.
+# field, which the loader then maps back to the source that supplied the value.
 
 
 def _non_empty(value: str) -> str:
@@ -240,37 +246,41 @@ class AgentSettings(_Section):
     permission_mode: NonEmptyStr = "bypassPermissions"
 
 
-class Config(BaseModel):
-    """The whole validated configuration."""
+#: The sources of the load in progress, highest priority first, below the init arguments (see the module doc).
+_SOURCES: ContextVar[tuple[PydanticBaseSettingsSource, ...]] = ContextVar("swarm_config_sources", default=())
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class Config(BaseSettings):
+    """The whole validated configuration. ``Config()`` is the defaults; :func:`load_config` reads the layers."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix=ENV_PREFIX,
+        # `SWARM_QUEUE_MAX_ATTEMPTS`: the first `_` after the section ends it; keys keep their own underscores.
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+    )
 
     queue: QueueSettings = QueueSettings()
     swarm: SwarmSettings = SwarmSettings()
     agent: AgentSettings = AgentSettings()
 
-
-class _SettingsShape(BaseSettings):
-    """The shape the pydantic-settings sources read against. Never instantiated: :class:`Config` validates."""
-
-    model_config = SettingsConfigDict(extra="forbid", case_sensitive=True)
-
-    queue: QueueSettings = QueueSettings()
-    swarm: SwarmSettings = SwarmSettings()
-    agent: AgentSettings = AgentSettings()
-
-
-def _section_models() -> dict[str, type[BaseModel]]:
-    models: dict[str, type[BaseModel]] = {}
-    for name, info in Config.model_fields.items():
-        annotation = info.annotation
-        assert isinstance(annotation, type)
-        assert issubclass(annotation, BaseModel)
-        models[name] = annotation
-    return models
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (the init arguments) first, then the sources :func:`load_config` built for this load."""
+        # The stock environment source would read os.environ and every SWARM_* name; it is never used.
+        return (init_settings, *_SOURCES.get())
 
 
-_SECTIONS: dict[str, type[BaseModel]] = _section_models()
+_SECTIONS: dict[str, type[BaseModel]] = {name: cast(Any, info.annotation) for name, info in Config.model_fields.items()}
 
 #: Every setting as ``section.key``, in declaration order.
 CONFIG_KEYS: tuple[str, ...] = tuple(
@@ -307,26 +317,18 @@ def _nest(flat: Mapping[str, object]) -> dict[str, dict[str, object]]:
     return nested
 
 
+def _flat(nested: Mapping[str, Any]) -> dict[str, object]:
+    """The inverse of :func:`_nest` for what a source returns (its sections are tables)."""
+    return {f"{section}.{key}": value for section, table in nested.items() for key, value in table.items()}
+
+
 def _suggest(word: str, choices: list[str]) -> str:
     match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f"did you mean {match[0]!r}?" if match else ""
 
 
 # ----------------------------------------------------------------------------------------------------
-# Layers
-
-
-@dataclass
-class _Layer:
-    """What one layer sets: raw values and, per dotted key, the label of where it came from."""
-
-    values: dict[str, object]
-    origins: dict[str, str]
-
-
-def _default_layer() -> _Layer:
-    values = flatten(Config())
-    return _Layer(values, dict.fromkeys(values, SOURCE_DEFAULT))
+# Sources. Each one also names where a value it supplies came from (``origin``), for `config show` and errors.
 
 
 def _toml_line(text: str, section: str | None, key: str | None) -> int | None:
@@ -354,77 +356,73 @@ def _toml_line(text: str, section: str | None, key: str | None) -> int | None:
     return None
 
 
-class _TomlLayerReader:
-    """Reads ``swarm.toml`` through ``TomlConfigSettingsSource`` and rejects anything it does not know."""
+class TomlSource(TomlConfigSettingsSource):
+    """``swarm.toml`` through ``TomlConfigSettingsSource``, refusing what it does not know with a suggestion.
 
-    def __init__(self, path: Path) -> None:
+    ``extra="forbid"`` would refuse unknown keys too, but only after merging, with pydantic's wording; checking
+    here names the file and line and the key that was probably meant.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
         self.path = path
-        self._text: str | None = None
+        try:
+            super().__init__(settings_cls, toml_file=path)
+        except tomllib.TOMLDecodeError as exc:
+            raise self._syntax_error(exc) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not UTF-8 text", hint="save it as UTF-8 (TOML requires it)") from None
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read {path}: {exc.strerror or exc}", hint="check the file's permissions"
+            ) from None
+        for section, table in self.toml_data.items():
+            self._check(section, table)
 
-    @property
+    def origin(self, key: str) -> str:
+        """Where the value of ``key`` came from."""
+        return SOURCE_TOML
+
+    @cached_property
     def text(self) -> str:
-        if self._text is None:
-            try:
-                self._text = self.path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                self._text = ""
-        return self._text
+        """The file's text, for locating keys (only read when an error needs a line number)."""
+        try:
+            return self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return ""
 
     def where(self, section: str | None, key: str | None) -> str:
         """``swarm.toml line N`` when the line can be found, else ``swarm.toml``."""
         line = _toml_line(self.text, section, key)
         return f"{SOURCE_TOML} line {line}" if line else SOURCE_TOML
 
-    def read(self) -> _Layer:
-        if not self.path.is_file():
-            return _Layer({}, {})
-        try:
-            source = TomlConfigSettingsSource(_SettingsShape, toml_file=self.path)
-        except tomllib.TOMLDecodeError as exc:
-            raise self._syntax_error(exc) from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{self.path} is not UTF-8 text", hint="save it as UTF-8 (TOML requires it)") from None
-        except OSError as exc:
+    def _check(self, section: str, table: object) -> None:
+        if section not in _SECTIONS:
+            raise self._unknown_section(section, table)
+        if not isinstance(table, dict):
             raise ConfigError(
-                f"cannot read {self.path}: {exc.strerror or exc}", hint="check the file's permissions"
-            ) from None
-        data: dict[str, Any] = source.toml_data
-        values: dict[str, object] = {}
-        for section, table in data.items():
-            if section not in _SECTIONS:
-                raise self._unknown_section(section, table)
-            if not isinstance(table, dict):
-                raise ConfigError(
-                    f"{self.path} line {_toml_line(self.text, None, section) or '?'}: "
-                    f"{section!r} must be a table [{section}], not a value",
-                    hint=f"put its keys under a [{section}] header",
-                )
-            fields = list(_SECTIONS[section].model_fields)
-            for key, value in table.items():
-                if key not in fields:
-                    raise self._unknown_key(section, key)
-                values[f"{section}.{key}"] = value
-        return _Layer(values, dict.fromkeys(values, SOURCE_TOML))
+                f"{self.path} line {_toml_line(self.text, None, section) or '?'}: "
+                f"{section!r} must be a table [{section}], not a value",
+                hint=f"put its keys under a [{section}] header",
+            )
+        for key in table:
+            if key not in _SECTIONS[section].model_fields:
+                raise self._unknown_key(section, key)
 
     def _syntax_error(self, exc: tomllib.TOMLDecodeError) -> ConfigError:
         # Python 3.11's TOMLDecodeError has no lineno attribute; the position is at the end of the message.
         message = str(exc)
         match = re.search(r"\s*\(at line (\d+), column (\d+)\)\s*$", message)
+        place, what = str(self.path), message
         if match:
-            reason = message[: match.start()]
-            place = f"{self.path}:{match.group(1)}"
-            return ConfigError(
-                f"{place}: invalid TOML: {reason} (line {match.group(1)}, column {match.group(2)})",
-                hint="fix the syntax or delete the file to use the defaults",
-            )
+            place, what = f"{self.path}:{match[1]}", f"{message[: match.start()]} (line {match[1]}, column {match[2]})"
         return ConfigError(
-            f"{self.path}: invalid TOML: {message}",
-            hint="fix the syntax or delete the file to use the defaults",
+            f"{place}: invalid TOML: {what}", hint="fix the syntax or delete the file to use the defaults"
         )
 
     def _unknown_section(self, section: str, value: object) -> ConfigError:
         line = _toml_line(self.text, section, None) or _toml_line(self.text, None, section)
         place = f"{self.path} line {line}" if line else str(self.path)
+        sections = f"the sections are {', '.join(f'[{s}]' for s in _SECTIONS)}"
         if not isinstance(value, dict):
             # A setting written above every header: point at the section that owns a key of that name.
             owners = [s for s, model in _SECTIONS.items() if section in model.model_fields]
@@ -436,14 +434,11 @@ class _TomlLayerReader:
             close = _suggest(section, [k.split(".", 1)[1] for k in CONFIG_KEYS])
             return ConfigError(
                 f"{place}: unknown setting {section!r} outside any section",
-                hint=close or f"the sections are {', '.join(f'[{s}]' for s in _SECTIONS)}",
+                hint=close or sections,
             )
         match = difflib.get_close_matches(section, list(_SECTIONS), n=1, cutoff=0.6)
         return ConfigError(
-            f"{place}: unknown section [{section}]",
-            hint=f"did you mean [{match[0]}]?"
-            if match
-            else f"the sections are {', '.join(f'[{s}]' for s in _SECTIONS)}",
+            f"{place}: unknown section [{section}]", hint=f"did you mean [{match[0]}]?" if match else sections
         )
 
     def _unknown_key(self, section: str, key: str) -> ConfigError:
@@ -462,67 +457,49 @@ class _TomlLayerReader:
         return ConfigError(f"{place}: unknown key {key!r} in [{section}]", hint=hint)
 
 
-class SwarmEnvSource(PydanticBaseSettingsSource):
-    """Reads ``SWARM_<SECTION>_<KEY>`` (and the aliases) from a given mapping, ignoring every other variable.
+class EnvSource(EnvSettingsSource):
+    """``SWARM_<SECTION>_<KEY>`` (and the short aliases) through pydantic-settings' environment source.
 
-    The stock ``EnvSettingsSource`` is not used because a single ``_`` both separates the section from the key
-    and appears inside keys, runtime variables such as ``SWARM_AGENT_ID`` share the prefix, lists may be
-    comma-separated, and swarm needs the name of the variable that supplied each value.
+    It reads a given mapping rather than ``os.environ``, and only the names of real settings reach the stock
+    parser: runtime variables such as ``SWARM_AGENT_ID`` share the prefix and would read as the unknown key
+    ``agent.id``. An empty variable counts as unset, and a list may also be comma-separated.
     """
 
     def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._given = env
+        #: Dotted key -> the variable that supplied it.
+        self._names: dict[str, str] = {}
         super().__init__(settings_cls)
-        self._env = env
-        #: Dotted key -> ``env NAME`` for every value this source supplied.
-        self.origins: dict[str, str] = {}
 
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        """The values of one section (``field_name``) that the environment sets, as a dict."""
-        model = _SECTIONS[field_name]
-        values: dict[str, object] = {}
-        for name, key_field in model.model_fields.items():
-            key = f"{field_name}.{name}"
-            for var in _env_names(key):
-                raw = self._env.get(var)
-                # An empty variable counts as unset, as shells make `VAR= swarm ...` the way to clear one.
-                if raw is None or raw == "":
-                    continue
-                values[name] = self._decode(key, var, key_field, raw)
-                self.origins[key] = f"env {var}"
-                break
-        return values, field_name, False
+    def origin(self, key: str) -> str:
+        """Where the value of ``key`` came from: ``env NAME``."""
+        return f"env {self._names[key]}"
 
-    @staticmethod
-    def _decode(key: str, var: str, field: FieldInfo, raw: str) -> object:
-        if get_origin(field.annotation) is not list:
-            return raw  # pydantic parses numbers from strings and reports bad ones
-        text = raw.strip()
-        if text.startswith("["):
-            try:
-                decoded: object = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(
-                    f"invalid {key} from env {var}: {raw!r} is not a JSON list ({exc.msg})",
-                    hint='use a JSON list such as ["a", "b"] or comma-separated values',
-                ) from None
-            return decoded
-        return [part.strip() for part in text.split(",") if part.strip()]
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        chosen: dict[str, str | None] = {}
+        for key in CONFIG_KEYS:
+            # Shells make `VAR= swarm ...` the way to clear a variable, so an empty one is skipped.
+            var = next((name for name in _env_names(key) if self._given.get(name)), None)
+            if var is not None:
+                self._names[key] = var
+                # Under its canonical name, in the case the (case-insensitive) stock parser matches.
+                chosen[env_var_name(key).lower()] = self._given[var]
+        _warn_misspelt_env(self._given)
+        return chosen
 
-    def __call__(self) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        for field_name, field in self.settings_cls.model_fields.items():
-            value, key, _ = self.get_field_value(field, field_name)
-            if value:
-                data[key] = value
-        return data
-
-
-def _env_layer(env: Mapping[str, str]) -> _Layer:
-    source = SwarmEnvSource(_SettingsShape, env)
-    nested = source()
-    values = {f"{section}.{key}": value for section, table in nested.items() for key, value in table.items()}
-    _warn_misspelt_env(env)
-    return _Layer(values, dict(source.origins))
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        """A list setting: a JSON list, or comma-separated values."""
+        text = str(value).strip()
+        if not text.startswith("["):
+            return [part.strip() for part in text.split(",") if part.strip()]
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            key = next(key for key in self._names if key.endswith(f".{field_name}"))
+            raise ConfigError(
+                f"invalid {key} from {self.origin(key)}: {value!r} is not a JSON list ({exc.msg})",
+                hint='use a JSON list such as ["a", "b"] or comma-separated values',
+            ) from None
 
 
 def _warn_misspelt_env(env: Mapping[str, str]) -> None:
@@ -544,21 +521,23 @@ REMEMBERED: dict[str, Path] = {
     "queue.database": Path(".swarm") / "database_url",
     "swarm.host_label": Path(".swarm") / "host_label",
 }
-REMEMBERED_DATABASE = REMEMBERED["queue.database"]
 
 
-def _remembered_layer(root: Path) -> _Layer:
-    values: dict[str, object] = {}
-    origins: dict[str, str] = {}
-    for key, relative in REMEMBERED.items():
-        try:
-            value = (root / relative).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            continue
-        if value:
-            values[key] = value
-            origins[key] = f"remembered in {relative}"
-    return _Layer(values, origins)
+class RememberedSource(InitSettingsSource):
+    """The values :func:`remember` stored under ``.swarm/`` (above ``swarm.toml``, below the environment)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], root: Path) -> None:
+        values: dict[str, object] = {}
+        for key, relative in REMEMBERED.items():
+            try:
+                values[key] = (root / relative).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                continue
+        super().__init__(settings_cls, init_kwargs=dict(_nest({k: v for k, v in values.items() if v})))
+
+    def origin(self, key: str) -> str:
+        """Where the value of ``key`` came from."""
+        return f"remembered in {REMEMBERED[key]}"
 
 
 def remember(repo: Path, key: str, value: str) -> None:
@@ -572,22 +551,6 @@ def remember(repo: Path, key: str, value: str) -> None:
     os.replace(tmp, path)
 
 
-def remember_database(repo: Path, url: str) -> None:
-    """Make ``url`` the database of later commands in ``repo``."""
-    remember(repo, "queue.database", url)
-
-
-def _flag_layer(overrides: Mapping[str, object]) -> _Layer:
-    given = {key: value for key, value in overrides.items() if value is not None}
-    for key in given:
-        if key not in CONFIG_KEYS:
-            raise ConfigError(f"unknown setting {key!r} given as a flag", hint=_suggest(key, list(CONFIG_KEYS)) or None)
-    source = InitSettingsSource(_SettingsShape, init_kwargs=dict(_nest(given)))
-    nested: dict[str, Any] = source()
-    values = {f"{section}.{key}": value for section, table in nested.items() for key, value in table.items()}
-    return _Layer(values, dict.fromkeys(values, SOURCE_FLAG))
-
-
 # ----------------------------------------------------------------------------------------------------
 # Loading
 
@@ -598,7 +561,7 @@ class LoadedConfig:
 
     config: Config
     repo: Path
-    #: Dotted key -> ``default`` | ``swarm.toml`` | ``env SWARM_...`` | ``flag``.
+    #: Dotted key -> ``default`` | ``swarm.toml`` | ``remembered in .swarm/...`` | ``env SWARM_...`` | ``flag``.
     sources: dict[str, str]
 
     @property
@@ -645,6 +608,14 @@ def find_repo_root(start: Path | None = None) -> Path:
     return here
 
 
+def _flags(overrides: Mapping[str, object]) -> dict[str, object]:
+    given = {key: value for key, value in overrides.items() if value is not None}
+    for key in given:
+        if key not in CONFIG_KEYS:
+            raise ConfigError(f"unknown setting {key!r} given as a flag", hint=_suggest(key, list(CONFIG_KEYS)) or None)
+    return given
+
+
 def load_config(
     repo: Path | None = None,
     overrides: Mapping[str, object] | None = None,
@@ -657,24 +628,29 @@ def load_config(
     Raises :class:`ConfigError` with one line naming the key, its source, the value and what was expected.
     """
     root = find_repo_root() if repo is None else Path(repo).resolve()
-    toml = _TomlLayerReader(root / CONFIG_FILE_NAME)
-    layers = [
-        _default_layer(),
-        toml.read(),
-        _remembered_layer(root),
-        _env_layer(os.environ if env is None else env),
-        _flag_layer(overrides or {}),
-    ]
+    flags = _flags(overrides or {})
+    toml = TomlSource(Config, root / CONFIG_FILE_NAME)
+    sources = (EnvSource(Config, os.environ if env is None else env), RememberedSource(Config, root), toml)
+    # The winning value and its origin per key, from the same sources, lowest priority first.
     values: dict[str, object] = {}
     origins: dict[str, str] = {}
-    for layer in layers:
-        values.update(layer.values)
-        origins.update(layer.origins)
+    for source in reversed(sources):
+        supplied = _flat(source())
+        values.update(supplied)
+        origins.update({key: source.origin(key) for key in supplied})
+    values.update(flags)
+    origins.update(dict.fromkeys(flags, SOURCE_FLAG))
+    init_kwargs: dict[str, Any] = _nest(flags)
+    token = _SOURCES.set(sources)  # read by Config.settings_customise_sources
     try:
-        config = Config.model_validate(_nest(values))
+        config = Config(**init_kwargs)
     except ValidationError as exc:
         raise _invalid(exc, values, origins, toml) from None
-    return LoadedConfig(config=config, repo=root, sources={key: origins[key] for key in CONFIG_KEYS})
+    finally:
+        _SOURCES.reset(token)
+    return LoadedConfig(
+        config=config, repo=root, sources={key: origins.get(key, SOURCE_DEFAULT) for key in CONFIG_KEYS}
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -701,13 +677,18 @@ def _show(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _value(values: Mapping[str, object], key: str) -> object:
+    """The value ``key`` was given, else its default."""
+    return values[key] if key in values else _field(key).get_default(call_default_factory=True)
+
+
 def _reason(error: ErrorDetails) -> str:
     message = error["msg"]
     message = message.removeprefix(_VALUE_ERROR_PREFIX)
     return message[:1].lower() + message[1:]
 
 
-def _where(origin: str, key: str, toml: _TomlLayerReader) -> tuple[str, str]:
+def _where(origin: str, key: str, toml: TomlSource) -> tuple[str, str]:
     """(where the value came from, what to do) for an error message."""
     if origin == SOURCE_TOML:
         section, name = key.split(".", 1)
@@ -720,7 +701,7 @@ def _where(origin: str, key: str, toml: _TomlLayerReader) -> tuple[str, str]:
 
 
 def _invalid(
-    exc: ValidationError, values: Mapping[str, object], origins: Mapping[str, str], toml: _TomlLayerReader
+    exc: ValidationError, values: Mapping[str, object], origins: Mapping[str, str], toml: TomlSource
 ) -> ConfigError:
     errors = exc.errors()
     error = errors[0]
@@ -730,11 +711,11 @@ def _invalid(
     if error["type"] == "relation" and len(loc) == 1:
         section = loc[0]
         key, other = f"{section}.{ctx['key']}", f"{section}.{ctx['other']}"
-        where, fix = _where(origins[key], key, toml)
-        other_where, _ = _where(origins[other], other, toml)
+        where, fix = _where(origins.get(key, SOURCE_DEFAULT), key, toml)
+        other_where, _ = _where(origins.get(other, SOURCE_DEFAULT), other, toml)
         return ConfigError(
-            f"invalid {key} from {where}: got {_show(values[key])}, expected a value "
-            f"{ctx['relation']} {other} ({_show(values[other])} from {other_where}){more}",
+            f"invalid {key} from {where}: got {_show(_value(values, key))}, expected a value "
+            f"{ctx['relation']} {other} ({_show(_value(values, other))} from {other_where}){more}",
             hint=fix,
         )
     if len(loc) < 2:  # not expected: every field has a default, so only keys and relations can fail
@@ -743,7 +724,7 @@ def _invalid(
     where, fix = _where(origins.get(key, SOURCE_DEFAULT), key, toml)
     item = f" (item {int(loc[2]) + 1})" if len(loc) > 2 and loc[2].isdigit() else ""
     return ConfigError(
-        f"invalid {key} from {where}: got {_show(values.get(key))}{item}, "
+        f"invalid {key} from {where}: got {_show(_value(values, key))}{item}, "
         f"expected {_expected(_field(key))} ({_reason(error)}){more}",
         hint=fix,
     )

@@ -11,15 +11,15 @@ from typing import BinaryIO
 
 import typer
 
-from swarm.config import find_repo_root, load_config
+from swarm.cli.options import DbOption, load_with_db
+from swarm.config import LoadedConfig
 from swarm.errors import BadInput
 from swarm.models import AgentRecord
 from swarm.queue import open_queue
 from swarm.runtime.runfile import read_run_file
 
 
-def _agent(agent_id: str, db: str | None) -> tuple[AgentRecord, str]:
-    loaded = load_config(find_repo_root(), overrides={"queue.database": db})
+def _agent(loaded: LoadedConfig, agent_id: str) -> tuple[AgentRecord, str]:
     with open_queue(loaded) as store:
         swarm = store.current_swarm()
         agents = {a.id: a for a in store.list_agents(swarm.id if swarm else None)}
@@ -32,13 +32,13 @@ def _agent(agent_id: str, db: str | None) -> tuple[AgentRecord, str]:
 
 def attach_cmd(
     agent_id: str = typer.Argument(..., help="The agent whose tmux session to attach, e.g. agent-1."),
-    db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
+    db: DbOption = None,
 ) -> None:
     """Attach your terminal to an agent's tmux session (detach with the tmux prefix, then d)."""
     # libtmux is imported here: every worker process starts through this module and never drives tmux.
     from swarm.runtime.tmux import Tmux
 
-    agent, socket = _agent(agent_id, db)
+    agent, socket = _agent(load_with_db(db), agent_id)
     tmux = Tmux(socket)
     if not agent.session or not tmux.has_session(agent.session):
         raise BadInput(f"{agent_id} has no running session", hint=f"'swarm logs {agent_id}' shows its log")
@@ -50,11 +50,12 @@ def logs_cmd(
     agent_id: str = typer.Argument(..., help="The agent whose log to print, e.g. agent-1."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines as they arrive."),
     lines: int = typer.Option(0, "--lines", "-n", min=0, help="Only the last N lines (0: all)."),
-    db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
+    db: DbOption = None,
 ) -> None:
     """Print an agent's log: the worker's own lines and everything the agent printed."""
-    _agent(agent_id, db)
-    path = find_repo_root() / ".swarm" / "logs" / f"{agent_id}.log"
+    loaded = load_with_db(db)
+    _agent(loaded, agent_id)  # an unknown agent is bad input, whether or not a log exists
+    path = loaded.repo / ".swarm" / "logs" / f"{agent_id}.log"
     if not path.exists():
         raise BadInput(f"{agent_id} has no log yet at {path}", hint="its worker has not started")
     out = sys.stdout.buffer
@@ -110,12 +111,12 @@ def register(app: typer.Typer) -> None:
 
 def monitor_cmd(
     swarm_id: str | None = typer.Option(None, "--swarm-id", help="The swarm to watch (default: the current one)."),
-    db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
+    db: DbOption = None,
 ) -> None:
     """Watch this host's agents, restart dead or stalled ones, escalate to the lead (started by launch)."""
     from swarm.runtime.monitor import Monitor
 
-    loaded = load_config(find_repo_root(), overrides={"queue.database": db})
+    loaded = load_with_db(db)
     if swarm_id is None:
         with open_queue(loaded) as store:
             current = store.current_swarm()

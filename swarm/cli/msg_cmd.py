@@ -8,8 +8,9 @@ import sys
 import typer
 
 from swarm import identity, threads
+from swarm.cli.options import DbOption, load_with_db
 from swarm.cli.output import console, emit_json
-from swarm.config import find_repo_root, load_config
+from swarm.config import LoadedConfig
 from swarm.models import LEAD, Message
 from swarm.queue import lead_token_path, open_queue
 from swarm.store import Store
@@ -25,7 +26,6 @@ msg_app = typer.Typer(
 
 THREAD_OPTION = typer.Option(threads.DEFAULT_THREAD, "--thread", help="Thread name.")
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON (one object per entry).")
-DB_OPTION = typer.Option(None, "--db", help="Database URL (default: queue.database).")
 
 
 def _line(message: Message) -> str:
@@ -44,8 +44,8 @@ def _show(message: Message, as_json: bool) -> None:
 class _Session:
     """The store and the proven identity of the caller."""
 
-    def __init__(self, db: str | None) -> None:
-        self.loaded = load_config(find_repo_root(), overrides={"queue.database": db})
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
         self.store: Store = open_queue(self.loaded)
         try:
             self.me = identity.resolve(self.store, lead_token_path(self.loaded), os.environ)
@@ -64,13 +64,13 @@ def send_cmd(
     type_: str = typer.Option("chat", "--type", help="chat, question, answer, escalation, signal.<name>, ..."),
     thread: str = THREAD_OPTION,
     reply_to: int | None = typer.Option(None, "--reply-to", min=1, help="The entry this one answers."),
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Append a message to a thread."""
     if text == "-":
         text = sys.stdin.read()
-    session = _Session(db)
+    session = _Session(load_with_db(db))
     try:
         message = threads.send(session.store, session.me, text, to=to, type_=type_, thread=thread, reply_to=reply_to)
     finally:
@@ -88,12 +88,12 @@ def list_cmd(
     type_: str | None = typer.Option(None, "--type", help="Only entries of this type."),
     hide_signals: bool = typer.Option(False, "--hide-signals", help="Leave out signal.* entries."),
     thread: str = THREAD_OPTION,
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Print a thread's entries in sequence order."""
     threads.check_thread(thread)
-    loaded = load_config(find_repo_root(), overrides={"queue.database": db})
+    loaded = load_with_db(db)
     with open_queue(loaded) as store:
         last = since
         while True:
@@ -117,11 +117,11 @@ def wait_cmd(
     from_agent: str | None = typer.Option(None, "--from", help="Only an entry from this author."),
     reply_to: int | None = typer.Option(None, "--reply-to", min=1, help="Only an entry answering this one."),
     thread: str = THREAD_OPTION,
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Block until the next entry you did not write that is addressed to you or to everyone; print it."""
-    session = _Session(db)
+    session = _Session(load_with_db(db))
     try:
         spec = threads.WaitSpec(identity=session.me, thread=thread, from_author=from_agent, reply_to=reply_to)
         message = threads.wait(session.store, spec, timeout)
@@ -139,11 +139,11 @@ def ask_cmd(
     to: str = typer.Option(LEAD, "--to", help="Who should answer (default: the lead)."),
     timeout: float | None = typer.Option(None, "--timeout", min=0.0, help="Give up after S seconds (exit 124)."),
     thread: str = THREAD_OPTION,
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Ask a question and wait for its answer; print the answer."""
-    session = _Session(db)
+    session = _Session(load_with_db(db))
     try:
         if session.me != LEAD:
             session.store.update_agent(session.me, detail="waiting for an answer")
@@ -170,11 +170,11 @@ def reply_cmd(
     seq: int = typer.Argument(..., min=1, help="The entry to answer."),
     text: str = typer.Argument(..., help="The answer."),
     thread: str = THREAD_OPTION,
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Answer an entry (usually a question): the answer goes to its author."""
-    session = _Session(db)
+    session = _Session(load_with_db(db))
     try:
         message = threads.reply(session.store, session.me, seq, text, thread=thread)
     finally:

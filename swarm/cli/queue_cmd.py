@@ -10,8 +10,9 @@ from typing import Any
 import typer
 
 from swarm import identity
+from swarm.cli.options import DbOption, load_with_db
 from swarm.cli.output import console, emit_json, split_list
-from swarm.config import LoadedConfig, load_config
+from swarm.config import LoadedConfig
 from swarm.errors import BadInput
 from swarm.models import STATE_ORDER, TaskState, is_valid_id
 from swarm.queue import add_task, backlog_folder, lead_token_path, open_queue, queue_epic
@@ -26,7 +27,6 @@ queue_app = typer.Typer(
 
 # Options shared by several verbs. Agents get their identity and lease from the environment that the
 # worker sets (DESIGN 6), so `swarm queue heartbeat` inside an agent command needs no flags at all.
-DB_OPTION = typer.Option(None, "--db", help="Database URL (default: queue.database from swarm.toml).")
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of text.")
 AGENT_OPTION = typer.Option(..., "--agent-id", envvar="SWARM_AGENT_ID", help="The agent's id, e.g. agent-1.")
 TASK_OPTION = typer.Option(
@@ -40,10 +40,6 @@ TOKEN_OPTION = typer.Option(
     ..., "--lease-token", envvar="SWARM_LEASE_TOKEN", help="The lease token the claim returned."
 )
 TTL_OPTION = typer.Option(None, "--ttl", min=0.001, help="Lease length in seconds (default: queue.lease_ttl_seconds).")
-
-
-def _config(db: str | None) -> LoadedConfig:
-    return load_config(overrides={"queue.database": db})
 
 
 def _prove(store: Store, loaded: LoadedConfig, agent_id: str) -> None:
@@ -61,11 +57,11 @@ def init_cmd(
     epic: str = typer.Option(..., "--epic", "-e", help="The epic to queue (its specs and their dependencies)."),
     max_agents: int | None = typer.Option(None, "--max-agents", min=1, help="Agents this swarm may run."),
     backlog: Path | None = typer.Option(None, "--backlog", help="Spec folder (default: queue.backlog)."),
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Validate the backlog and queue an epic, plus the undone specs it depends on. Safe to re-run."""
-    loaded = _config(db)
+    loaded = load_with_db(db)
     from swarm.backlog import load_backlog  # YAML parsing: loaded only by the commands that read specs
 
     specs = load_backlog(backlog_folder(loaded, backlog))  # validates everything before any write
@@ -110,11 +106,11 @@ def claim_cmd(
         None, "--capabilities", "-c", help="Comma-separated capabilities this agent offers, e.g. python,gpu."
     ),
     ttl: float | None = TTL_OPTION,
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Claim the next eligible task (highest priority, then oldest) and print it with its lease."""
-    loaded = _config(db)
+    loaded = load_with_db(db)
     with open_queue(loaded) as store:
         _prove(store, loaded, agent_id)
         got = store.claim(agent_id, split_list(capabilities), ttl_seconds=_ttl(loaded, ttl), host=socket.gethostname())
@@ -135,11 +131,11 @@ def heartbeat_cmd(
     task_id: str = TASK_OPTION,
     lease_token: str = TOKEN_OPTION,
     ttl: float | None = TTL_OPTION,
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Extend the lease on a claimed task. Exits 1 with "lease lost" if the task is no longer yours."""
-    loaded = _config(db)
+    loaded = load_with_db(db)
     with open_queue(loaded) as store:
         _prove(store, loaded, agent_id)
         until = store.heartbeat(task_id, agent_id, lease_token, ttl_seconds=_ttl(loaded, ttl))
@@ -159,7 +155,7 @@ def release_cmd(
     returned: bool = typer.Option(False, "--returned", help="Give the task back unfinished (no attempt spent)."),
     commit: str | None = typer.Option(None, "--commit", help="With --completed: the commit holding the work."),
     cost_usd: float | None = typer.Option(None, "--cost-usd", min=0.0, help="What this attempt cost, in USD."),
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Release a claimed task: exactly one of --completed, --failed REASON or --returned."""
@@ -181,7 +177,7 @@ def release_cmd(
         raise BadInput("--commit goes with --completed", hint="drop --commit or pass --completed")
     if failed is not None and not failed.strip():
         raise BadInput("--failed needs a reason", hint='say why, e.g. --failed "tests fail"')
-    loaded = _config(db)
+    loaded = load_with_db(db)
     result: dict[str, Any] = {"task_id": task_id}
     with open_queue(loaded) as store:
         _prove(store, loaded, agent_id)
@@ -210,11 +206,11 @@ def release_cmd(
 @queue_app.command("status")
 def status_cmd(
     epic: str | None = typer.Option(None, "--epic", "-e", help="Only this epic's tasks."),
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Show tasks by state, each task's owner, attempts and last error."""
-    loaded = _config(db)
+    loaded = load_with_db(db)
     with open_queue(loaded) as store:
         counts = store.counts(epic)
         tasks = store.list_tasks(epic)
@@ -255,7 +251,7 @@ def add_cmd(
     priority: int = typer.Option(0, "--priority", "-p", help="Higher is claimed first."),
     requires: str | None = typer.Option(None, "--requires", help="Comma-separated capabilities needed."),
     max_attempts: int | None = typer.Option(None, "--max-attempts", min=1, help="Attempts before dead."),
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Add one task to the queue by hand (its dependencies must already be queued)."""
@@ -273,7 +269,7 @@ def add_cmd(
     for cap in split_list(requires):
         if not is_valid_id(cap):
             raise BadInput(f"invalid capability {cap!r}", hint="capabilities match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-    loaded = _config(db)
+    loaded = load_with_db(db)
     with open_queue(loaded, create=True) as store:
         added = add_task(
             store,
@@ -298,11 +294,11 @@ def add_cmd(
 def cancel_cmd(
     task_id: str = typer.Argument(..., help="The task to cancel."),
     reason: str = typer.Option("cancelled by hand", "--reason", help="Why (kept in the event log)."),
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Cancel a task that is not done. An agent holding it loses its lease."""
-    loaded = _config(db)
+    loaded = load_with_db(db)
     with open_queue(loaded) as store:
         before = store.cancel(task_id, reason=reason)
     if as_json:
@@ -314,11 +310,11 @@ def cancel_cmd(
 @queue_app.command("retry")
 def retry_cmd(
     task_id: str = typer.Argument(..., help="The dead or cancelled task to queue again."),
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Put a dead or cancelled task back in the queue with fresh attempts."""
-    loaded = _config(db)
+    loaded = load_with_db(db)
     with open_queue(loaded) as store:
         after = store.retry(task_id)
     if as_json:
@@ -328,9 +324,9 @@ def retry_cmd(
 
 
 @queue_app.command("reap")
-def reap_cmd(db: str | None = DB_OPTION, as_json: bool = JSON_OPTION) -> None:
+def reap_cmd(db: DbOption = None, as_json: bool = JSON_OPTION) -> None:
     """Take back every expired lease now (claims do this too): ready again, or dead with no attempts left."""
-    loaded = _config(db)
+    loaded = load_with_db(db)
     with open_queue(loaded) as store:
         reaped = store.reap()
     if as_json:
@@ -346,11 +342,11 @@ def reap_cmd(db: str | None = DB_OPTION, as_json: bool = JSON_OPTION) -> None:
 def events_cmd(
     task_id: str | None = typer.Argument(None, help="Only this task's events."),
     since: int = typer.Option(0, "--since", min=0, help="Only events after this sequence number."),
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Print the append-only event log: who moved which task, when, from what to what, and why."""
-    loaded = _config(db)
+    loaded = load_with_db(db)
     with open_queue(loaded) as store:
         if task_id is not None:
             store.get_task(task_id)  # an unknown id is an error, not an empty list

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from swarm import status as dashboard
+from swarm.cli.options import DbOption, load_with_db
 from swarm.cli.output import console, emit_json
-from swarm.config import find_repo_root, load_config
 from swarm.errors import BadInput
 from swarm.models import Event
 from swarm.queue import open_queue
@@ -26,10 +26,10 @@ RECENT_EVENTS = 6
 def status_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN 8 keys)."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Keep the dashboard on screen, refreshed every second."),
-    db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
+    db: DbOption = None,
 ) -> None:
     """Show the swarm: tasks by state, each agent's health, task, heartbeat, lease and cost."""
-    loaded = load_config(find_repo_root(), overrides={"queue.database": db})
+    loaded = load_with_db(db)
     with open_queue(loaded) as store:
         swarm = store.current_swarm()
         if swarm is None:

@@ -19,6 +19,7 @@ from swarm.config import (
     env_var_name,
     find_repo_root,
     load_config,
+    remember,
 )
 from swarm.errors import ConfigError
 
@@ -181,6 +182,22 @@ def test_empty_env_variable_counts_as_unset(repo: Path) -> None:
     loaded = load_config(repo, env={"SWARM_QUEUE_MAX_ATTEMPTS": ""})
     assert loaded.config.queue.max_attempts == 4
     assert loaded.sources["queue.max_attempts"] == "swarm.toml"
+
+
+def test_remembered_values_sit_between_the_file_and_the_environment(repo: Path) -> None:
+    write_toml(repo, '[queue]\ndatabase = "sqlite:///file.db"\n')
+    remember(repo, "queue.database", "postgresql://remembered/db")
+    loaded = load_config(repo, env={})
+    assert loaded.config.queue.database == "postgresql://remembered/db"
+    assert loaded.sources["queue.database"] == "remembered in .swarm/database_url"
+    loaded = load_config(repo, env={"SWARM_DATABASE_URL": "postgresql://env/db"})
+    assert loaded.sources["queue.database"] == "env SWARM_DATABASE_URL"
+
+
+def test_config_outside_load_config_is_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Config() reads no layer by itself: code that builds one must not pick up the process environment.
+    monkeypatch.setenv("SWARM_QUEUE_MAX_ATTEMPTS", "9")
+    assert Config().queue.max_attempts == 3
 
 
 # -- aliases and runtime variables -----------------------------------------------------------------------
