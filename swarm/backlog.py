@@ -17,7 +17,6 @@ naming the file (relative to the backlog folder's parent) and the line where kno
 from __future__ import annotations
 
 import difflib
-import heapq
 import logging
 import os
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -27,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from swarm.errors import BacklogError, BadInput
+from swarm.graph import topological_order
 from swarm.models import ID_PATTERN, Spec, is_valid_id
 
 logger = logging.getLogger(__name__)
@@ -135,31 +135,13 @@ class Backlog:
 
 
 def _topological(folder: Path, ids: Iterable[str], deps: Mapping[str, Sequence[str]]) -> list[str]:
-    """Kahn's algorithm over the subgraph induced by ``ids``; the smallest ready id goes first.
+    """The subgraph induced by ``ids`` in topological order, the smallest ready id first (``swarm.graph``).
 
     A validated backlog has no cycles, but a hand-built :class:`Backlog` might, so a leftover is an error
     rather than a silently short list.
     """
-    members = set(ids)
-    waiting = dict.fromkeys(members, 0)
-    dependents: dict[str, list[str]] = {}
-    for spec_id in members:
-        for dep in set(deps.get(spec_id, ())):
-            if dep in members:
-                waiting[spec_id] += 1
-                dependents.setdefault(dep, []).append(spec_id)
-    ready = [spec_id for spec_id, count in waiting.items() if count == 0]
-    heapq.heapify(ready)
-    order: list[str] = []
-    while ready:
-        spec_id = heapq.heappop(ready)
-        order.append(spec_id)
-        for dependent in dependents.get(spec_id, ()):
-            waiting[dependent] -= 1
-            if waiting[dependent] == 0:
-                heapq.heappush(ready, dependent)
-    if len(order) != len(members):
-        stuck = sorted(members.difference(order))
+    order, stuck = topological_order({spec_id: deps.get(spec_id, ()) for spec_id in ids})
+    if stuck:
         raise BacklogError([f"{folder}: dependency cycle among {', '.join(stuck[:10])}; remove one depends_on entry"])
     return order
 

@@ -15,7 +15,6 @@ Re-running continues where the last run stopped: tasks whose commit the branch a
 from __future__ import annotations
 
 import fcntl
-import heapq
 import logging
 import os
 import shutil
@@ -29,6 +28,7 @@ from typing import Any, Final
 
 from swarm.config import LoadedConfig, load_config
 from swarm.errors import BadInput, SwarmError
+from swarm.graph import topological_order
 from swarm.models import Task, TaskState
 from swarm.queue import open_queue
 from swarm.runtime.git import GitRepo, Worktree, open_repo
@@ -148,26 +148,10 @@ def dependency_order(tasks: Sequence[Task]) -> list[Task]:
     cannot be merged here anyway, and must not hold the others back.
     """
     by_id = {t.id: t for t in tasks}
-    waiting = {t.id: {d for d in t.depends_on if d in by_id and d != t.id} for t in tasks}
-    dependents: dict[str, list[str]] = {t.id: [] for t in tasks}
-    for tid, deps in waiting.items():
-        for dep in deps:
-            dependents[dep].append(tid)
-    ready = [tid for tid, deps in waiting.items() if not deps]
-    heapq.heapify(ready)
-    order: list[Task] = []
-    while ready:
-        tid = heapq.heappop(ready)
-        order.append(by_id[tid])
-        for child in dependents[tid]:
-            waiting[child].discard(tid)
-            if not waiting[child]:
-                heapq.heappush(ready, child)
-    # The queue refuses dependency cycles, so nothing is left over; if something were, merge it last, by id,
+    # The queue refuses dependency cycles, so nothing is stuck; if something were, merge it last, by id,
     # rather than silently leave it out.
-    placed = {t.id for t in order}
-    order.extend(sorted((t for t in tasks if t.id not in placed), key=lambda t: t.id))
-    return order
+    order, stuck = topological_order({t.id: [d for d in t.depends_on if d != t.id] for t in tasks})
+    return [by_id[tid] for tid in [*order, *stuck]]
 
 
 def merge_swarm(

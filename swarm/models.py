@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from swarm.errors import BadInput
+
 #: DESIGN 2: a spec id, also used for task ids added by hand.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -14,6 +16,15 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 def is_valid_id(value: str) -> bool:
     """True when ``value`` is a legal spec / task / epic id."""
     return ID_PATTERN.fullmatch(value) is not None
+
+
+def check_id(value: str, what: str, example: str = "") -> str:
+    """``value`` when it is a legal id, else :class:`BadInput` naming ``what`` it was meant to be (``"task id"``,
+    ``"capability"``...) and the pattern, with ``example`` as a hint of a good one."""
+    if not is_valid_id(value):
+        hint = f"{what}s match {ID_PATTERN.pattern}" + (f", e.g. {example}" if example else "")
+        raise BadInput(f"invalid {what} {value!r}", hint=hint)
+    return value
 
 
 class TaskState(StrEnum):

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from swarm.errors import BadInput
-from swarm.models import LEAD, MESSAGE_TYPES, Message, is_valid_id
+from swarm.models import LEAD, MESSAGE_TYPES, Message, check_id
 from swarm.store import Store
 
 DEFAULT_THREAD = "team"
@@ -37,8 +37,7 @@ def check_type(type_: str) -> str:
 
 def check_thread(thread: str) -> str:
     """Thread names follow the id rules."""
-    if not is_valid_id(thread):
-        raise BadInput(f"invalid thread name {thread!r}", hint="thread names match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+    check_id(thread, "thread name")
     return thread
 
 

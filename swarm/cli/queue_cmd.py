@@ -14,7 +14,7 @@ from swarm.cli.options import DbOption, load_with_db
 from swarm.cli.output import console, emit_json, split_list
 from swarm.config import LoadedConfig
 from swarm.errors import BadInput
-from swarm.models import STATE_ORDER, TaskState, is_valid_id
+from swarm.models import STATE_ORDER, TaskState, check_id
 from swarm.queue import add_task, backlog_folder, lead_token_path, open_queue, queue_epic
 from swarm.store import Store
 from swarm.views import claim_json, iso, task_json
@@ -264,11 +264,10 @@ def add_cmd(
             raise BadInput(f"cannot read --body-file {body_file}: {exc}", hint="pass a readable UTF-8 file") from exc
     if not title.strip():
         raise BadInput("--title is empty", hint="give the task a one-line title")
-    if task_id is not None and not is_valid_id(task_id):
-        raise BadInput(f"invalid task id {task_id!r}", hint="ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+    if task_id is not None:
+        check_id(task_id, "task id")
     for cap in split_list(requires):
-        if not is_valid_id(cap):
-            raise BadInput(f"invalid capability {cap!r}", hint="capabilities match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+        check_id(cap, "capability")
     loaded = load_with_db(db)
     with open_queue(loaded, create=True) as store:
         added = add_task(

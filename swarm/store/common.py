@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 from collections.abc import Mapping, Sequence
-from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
 from swarm.errors import BadInput, LeaseLost, SwarmError, UnknownTask
-from swarm.models import Spec, TaskState, is_valid_id
+from swarm.graph import topological_order
+from swarm.models import Spec, TaskState, check_id
 
 
 def check_agent(agent_id: str) -> None:
     """BadInput unless ``agent_id`` is a valid id."""
-    if not is_valid_id(agent_id):
-        raise BadInput(
-            f"invalid agent id {agent_id!r}",
-            hint="agent ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}, e.g. agent-1",
-        )
+    check_id(agent_id, "agent id", example="agent-1")
 
 
 #: How stale an agent's last_seen may get from claims alone (heartbeats and updates refresh it too).
@@ -42,36 +36,18 @@ AGENT_FIELDS = frozenset(
 
 
 def topological(specs: dict[str, Spec]) -> list[Spec]:
-    """Order ``specs`` so that every spec follows its dependencies within the batch; among the specs whose
-    dependencies are all placed, the smallest id goes first. BadInput naming every spec a cycle holds back."""
-    sorter = TopologicalSorter({sid: [d for d in s.depends_on if d in specs] for sid, s in specs.items()})
-    # On a cycle, get_ready() still hands out every spec the cycle does not hold back (documented), so the
-    # error below can name all the specs that cannot be queued, not only the cycle found first.
-    with contextlib.suppress(CycleError):
-        sorter.prepare()
-    # A heap picks among the ready specs by id: the same batch always queues (and so claims) the same way,
-    # whatever its order.
-    heap = list(sorter.get_ready())
-    heapq.heapify(heap)
-    ordered: list[Spec] = []
-    while heap:
-        sid = heapq.heappop(heap)
-        ordered.append(specs[sid])
-        sorter.done(sid)
-        for child in sorter.get_ready():
-            heapq.heappush(heap, child)
-    if len(ordered) != len(specs):
-        placed = {s.id for s in ordered}
-        stuck = sorted(sid for sid in specs if sid not in placed)
+    """Order ``specs`` so that every spec follows its dependencies within the batch, smallest id first among
+    equals (``swarm.graph``). BadInput naming every spec a cycle holds back."""
+    order, stuck = topological_order({sid: spec.depends_on for sid, spec in specs.items()})
+    if stuck:
         raise BadInput(f"dependency cycle among tasks {', '.join(stuck)}", hint="remove one dependency of the cycle")
-    return ordered
+    return [specs[sid] for sid in order]
 
 
 def check_task_ids(specs: Sequence[Spec]) -> None:
     """BadInput naming the first spec whose id is not a valid task id."""
     for spec in specs:
-        if not is_valid_id(spec.id):
-            raise BadInput(f"invalid task id {spec.id!r}", hint="ids match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+        check_id(spec.id, "task id")
 
 
 def new_specs_in_order(specs: Sequence[Spec], existing: Mapping[str, Any]) -> list[Spec]:

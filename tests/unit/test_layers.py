@@ -21,6 +21,7 @@ LEVELS: dict[str, int] = {
     "swarm": 0,  # the package itself: __version__
     "swarm.errors": 0,
     "swarm.models": 0,
+    "swarm.graph": 0,
     # 1: the store and what works directly on it or on the configuration.
     "swarm.store": 1,
     "swarm.identity": 1,  # proves tokens against the store, so it sits beside it, not below it
