@@ -12,9 +12,10 @@ from swarm import status as dashboard
 from swarm.cli.output import console, emit_json, split_list
 from swarm.config import LoadedConfig, find_repo_root, load_config
 from swarm.errors import SwarmError
-from swarm.launcher import LaunchRequest, TeardownReport, launch, teardown
+from swarm.launcher import LaunchRequest, TeardownReport, launch, load_launch_config, teardown
 from swarm.queue import open_queue
 from swarm.runtime import procs
+from swarm.runtime.git import open_repo
 from swarm.store import SwarmRecord
 
 
@@ -66,7 +67,7 @@ def launch_cmd(
         host_label=host_label,
         reuse_branches=reuse_branches,
     )
-    result = launch(request, cwd=Path.cwd(), say=out.print)
+    result = launch(request, cwd=Path.cwd(), say=out.print, loaded=load_launch_config(request, cwd=Path.cwd()))
     for warning in result.warnings:
         _warn(warning)
     queued = result.queued
@@ -186,14 +187,15 @@ def teardown_cmd(
 ) -> None:
     """Stop everything this swarm owns, return unfinished tasks, save uncommitted work, remove worktrees."""
     out = console()
+    loaded = load_config(open_repo(Path.cwd()).root, overrides={"queue.database": db})
     report = teardown(
         cwd=Path.cwd(),
+        loaded=loaded,
         now=now,
         force=force,
         keep_worktrees=keep_worktrees,
         delete_branches=delete_branches,
         grace=grace,
-        db=db,
         all_hosts=all_hosts,
         # With --json, stdout is the report only: what teardown says on the way goes to stderr. Not markup: the
         # lines name branches and files that agents chose.

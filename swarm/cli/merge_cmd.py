@@ -7,8 +7,10 @@ from pathlib import Path
 import typer
 
 from swarm.cli.output import console, emit_json
+from swarm.config import load_config
 from swarm.errors import SwarmError
 from swarm.merge import MergeReport, Status, TaskOutcome, merge_swarm
+from swarm.runtime.git import open_repo
 
 # Width of the status column, so that task ids line up.
 _WIDTH = max(len(s.value) for s in (Status.MERGED, Status.ALREADY_IN, Status.CONFLICT, Status.TEST_FAILED))
@@ -48,11 +50,12 @@ def merge_cmd(
         for text in outcome.output:
             out.print(f"    | {text}", markup=False)
 
+    loaded = load_config(open_repo(Path.cwd()).root, overrides={"queue.database": db})
     report = merge_swarm(
         Path.cwd(),
         into=into,
         test=test,
-        db=db,
+        loaded=loaded,
         on_task=(lambda _: None) if as_json else show,
         say=(lambda _: None) if as_json else (lambda text: out.print(text, markup=False)),
     )
