@@ -82,12 +82,12 @@ from _common import (
 
 from swarm import status
 from swarm.config import LoadedConfig, load_config
-from swarm.launcher import session_name
 from swarm.models import LEAD, AgentRecord, AgentState, Spec, TaskState
 from swarm.queue import open_queue
 from swarm.runtime import procs
 from swarm.runtime.monitor import QUIET_SECONDS, Monitor, Verdict
 from swarm.runtime.runfile import AgentRun, write_run_file
+from swarm.runtime.sessions import session_name
 from swarm.store import Store
 
 EPIC = "BENCH"

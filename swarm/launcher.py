@@ -11,7 +11,6 @@ removes worktrees, and verifies with the process table that nothing carrying thi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -19,24 +18,24 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarm.agents import check_agent_cli, load_template, root_permission_problem
+from swarm.agents import AgentTemplate, check_agent_cli, load_template, root_permission_problem
 from swarm.backlog import Backlog, load_backlog
 from swarm.cmdlock import command_lock
 from swarm.config import LoadedConfig, load_config, remember
 from swarm.errors import BadInput, StoreError, SwarmError
 from swarm.identity import hash_token, lead_token
-from swarm.models import LEAD, AgentRecord, AgentState
+from swarm.models import LEAD, AgentRecord, AgentState, Task, check_id
 from swarm.queue import QueuedEpic, backlog_folder, database_exists, lead_token_path, open_queue, queue_epic
 from swarm.runtime import procs
-from swarm.runtime.git import GitRepo, open_repo
+from swarm.runtime.git import GitRepo, is_inside, open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path, read_run_file, run_file_path, write_run_file
+from swarm.runtime.sessions import monitor_sessions, session_name, start_monitor, start_worker
 from swarm.runtime.tmux import Tmux, tmux_available
 from swarm.store import Store, SwarmRecord
 from swarm.store.sqlite import path_from_url
@@ -48,33 +47,6 @@ Say = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     return None
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
-
-
-def repo_slug(repo: Path) -> str:
-    """The repository's name as it may appear in a tmux session name."""
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", repo.name).strip("-")
-    return slug or "repo"
-
-
-def repo_hash(repo: Path) -> str:
-    """A short hash of the repository's path: tells apart two repositories of the same name."""
-    return hashlib.sha256(str(repo.resolve()).encode("utf-8")).hexdigest()[:6]
-
-
-def session_name(repo: Path, agent_id: str, *, distinct: bool = False) -> str:
-    """DESIGN 6: ``swarm-<repo>-<agent-id>``; ``distinct`` adds a hash of the repository's path
-    (``swarm-<repo>-<hash>-<agent-id>``), used when a same-named repository holds the plain name on this
-    tmux server."""
-    middle = f"{repo_slug(repo)}-{repo_hash(repo)}" if distinct else repo_slug(repo)
-    return f"swarm-{middle}-{re.sub(r'[^A-Za-z0-9_-]+', '-', agent_id)}"
 
 
 @dataclass(frozen=True)
@@ -108,11 +80,9 @@ class LaunchResult:
     tmux_socket: str = ""
 
 
-def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[str, str] | None = None) -> LaunchResult:
-    """Validate, queue, create worktrees and sessions. Idempotent: a re-run resumes."""
-    launch_env = dict(os.environ if env is None else env)
-    # -- validate everything before the first write -------------------------------------------
-    repo = open_repo(cwd)
+def launch_overrides(request: LaunchRequest) -> dict[str, object]:
+    """The configuration keys the request's options set (``None`` for an option not given). BadInput when
+    the options contradict each other: checked before any file is read."""
     overrides: dict[str, object] = {
         "queue.database": request.db,
         "agent.model": request.model,
@@ -129,9 +99,54 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
         overrides["agent.kind"] = "command"
     elif request.kind is not None:
         overrides["agent.kind"] = request.kind
-    loaded = load_config(repo.root, overrides=overrides, env=launch_env)
-    cfg = loaded.config
+    return overrides
+
+
+def load_launch_config(request: LaunchRequest, *, cwd: Path, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """The configuration a launch of ``request`` from ``cwd`` runs with: the repository's, with the request's
+    options over it. A command loads it once and hands it to :func:`launch`."""
+    repo = open_repo(cwd)
+    return load_config(repo.root, overrides=launch_overrides(request), env=os.environ if env is None else env)
+
+
+def launch(
+    request: LaunchRequest,
+    *,
+    cwd: Path,
+    say: Say = _quiet,
+    env: dict[str, str] | None = None,
+    loaded: LoadedConfig | None = None,
+) -> LaunchResult:
+    """Validate, queue, create worktrees and sessions. Idempotent: a re-run resumes.
+
+    ``loaded`` is the configuration from :func:`load_launch_config`; without it, launch loads it itself."""
+    launch_env = dict(os.environ if env is None else env)
+    # -- validate everything before the first write -------------------------------------------
+    repo = open_repo(cwd)
+    overrides = launch_overrides(request)
+    if loaded is None:
+        loaded = load_config(repo.root, overrides=overrides, env=launch_env)
     tmux_available()
+    template = _check_agent(request, loaded, launch_env)
+    backlog = load_backlog(backlog_folder(loaded))
+    backlog.epic_specs(request.epic)
+    base = repo.resolve(request.base or "HEAD")
+    warnings = _checkout_warnings(repo, base)
+    _check_capabilities(request.capabilities)
+    _refuse_emptied_database(repo, loaded)
+    if not request.reuse_branches:
+        _refuse_foreign_branches(repo, loaded, request)
+    # .swarm/ holds the command lock from here on: excluded first, so that it never shows as a change to commit.
+    repo.ensure_excluded("/.swarm/", *template.git_exclude)  # and what the agent's CLI writes (.aider*)
+    timeout = loaded.config.swarm.lock_timeout_seconds
+    with command_lock(repo.root, "swarm launch", timeout=timeout, say=say):
+        job = _Launch(request=request, repo=repo, loaded=loaded, env=launch_env, say=say)
+        return _launch_locked(job, backlog, template.kind, base, warnings)
+
+
+def _check_agent(request: LaunchRequest, loaded: LoadedConfig, launch_env: dict[str, str]) -> AgentTemplate:
+    """The agent template to run, once its template, CLI and permission mode are known to work here."""
+    cfg = loaded.config
     template = load_template(cfg.agent.kind)
     if template.kind == "command" and not (request.command or "").strip():
         raise BadInput("the command agent needs --command", hint='pass --command "your program"')
@@ -139,26 +154,22 @@ def launch(request: LaunchRequest, *, cwd: Path, say: Say = _quiet, env: dict[st
     problem = root_permission_problem(template, cfg.agent.permission_mode, launch_env)
     if problem:
         raise BadInput(problem)
-    backlog = load_backlog(backlog_folder(loaded))
-    backlog.epic_specs(request.epic)
-    base = repo.resolve(request.base or "HEAD")
-    warnings: list[str] = []
-    if repo.is_dirty():
-        warnings.append(
-            f"the main checkout has uncommitted changes; agents start from {base[:12]} without them "
-            "(commit them first if the agents need them)"
-        )
-    for cap in request.capabilities:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", cap):
-            raise BadInput(f"invalid capability {cap!r}", hint="capabilities match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+    return template
 
-    _refuse_emptied_database(repo, loaded)
-    if not request.reuse_branches:
-        _refuse_foreign_branches(repo, loaded, request)
-    # .swarm/ holds the command lock from here on: excluded first, so that it never shows as a change to commit.
-    repo.ensure_excluded("/.swarm/", *template.git_exclude)  # and what the agent's CLI writes (.aider*)
-    with command_lock(repo.root, "swarm launch", timeout=cfg.swarm.lock_timeout_seconds, say=say):
-        return _launch_locked(request, repo, loaded, backlog, template.kind, base, warnings, say, launch_env)
+
+def _checkout_warnings(repo: GitRepo, base: str) -> list[str]:
+    """What the user should know about the main checkout before the agents start from ``base``."""
+    if not repo.is_dirty():
+        return []
+    return [
+        f"the main checkout has uncommitted changes; agents start from {base[:12]} without them "
+        "(commit them first if the agents need them)"
+    ]
+
+
+def _check_capabilities(capabilities: tuple[str, ...]) -> None:
+    for cap in capabilities:
+        check_id(cap, "capability")
 
 
 #: The git config key (``branch.<name>.swarm-id``) that marks a branch as created (or adopted) by a swarm.
@@ -256,100 +267,138 @@ def _refuse_foreign_branches(repo: GitRepo, loaded: LoadedConfig, request: Launc
         )
 
 
-def _launch_locked(
-    request: LaunchRequest,
-    repo: GitRepo,
-    loaded: LoadedConfig,
-    backlog: Backlog,
-    kind: str,
-    base: str,
-    warnings: list[str],
-    say: Say,
-    launch_env: dict[str, str],
-) -> LaunchResult:
+@dataclass(frozen=True)
+class _Launch:
+    """What every step of one launch needs: the request, where, with which configuration and environment."""
+
+    request: LaunchRequest
+    repo: GitRepo
+    loaded: LoadedConfig
+    env: dict[str, str]
+    say: Say
+
+
+def _launch_locked(job: _Launch, backlog: Backlog, kind: str, base: str, warnings: list[str]) -> LaunchResult:
     """Everything launch writes, under the repository's command lock."""
-    cfg = loaded.config
-    socket_name = cfg.swarm.tmux_socket
-    # -- queue ------------------------------------------------------------------------------------
-    settings = {
-        "kind": kind,
-        "model": cfg.agent.model,
-        "command": request.command,
-        "base": base,
-        "tmux_socket": socket_name,
-        "capabilities": list(request.capabilities),
-    }
-    queued = queue_epic(
-        loaded, backlog, request.epic, max_agents=request.agents, repo=str(repo.root), settings=settings
-    )
+    queued = _queue(job, backlog, kind, base, warnings)
     swarm = queued.swarm
-    if request.db:
-        remember(repo.root, "queue.database", request.db)  # later commands in this repository use it too
-    if request.host_label:
-        remember(repo.root, "swarm.host_label", request.host_label)
-    if is_shared(loaded) and not repo.remote_exists(cfg.swarm.remote):
-        warnings.append(
-            f"no git remote {cfg.swarm.remote!r}: agents on other machines cannot get this machine's commits "
-            "(set swarm.remote, or add the remote)"
-        )
-    with open_queue(loaded) as store:
-        open_tasks = sum(
-            1 for t in store.list_tasks(swarm_id=swarm.id) if t.state.value in ("ready", "blocked", "claimed")
-        )
-        count = request.agents or swarm.max_agents or cfg.swarm.max_agents
-        if open_tasks and count > open_tasks and request.agents is None:
-            say(f"starting {open_tasks} agent(s), one per open task (max_agents is {count})")
-            count = open_tasks
-        count = max(1, count)
-        runs = _plan_agents(repo, loaded, swarm, request, count, launch_env, store)
+    socket_name = job.loaded.config.swarm.tmux_socket
+    with open_queue(job.loaded) as store:
+        open_tasks = _count_open_tasks(store, swarm)
+        count = _agent_count(job, swarm, open_tasks)
+        runs = _plan_agents(job.repo, job.loaded, swarm, job.request, count, job.env, store)
         result = LaunchResult(swarm=swarm, queued=queued, agents=runs, warnings=warnings, tmux_socket=socket_name)
         if open_tasks == 0:
-            say(f"every task of {request.epic} is already finished; no agent started")
+            job.say(f"every task of {job.request.epic} is already finished; no agent started")
             return result
-        repo.ensure_excluded("/.swarm/", f"/{cfg.swarm.worktree_base.strip('/')}/")
-        result.created_worktrees = _create_worktrees(repo, loaded, runs, base, say)
+        result.created_worktrees = _prepare_worktrees(job, runs, base)
         tmux = Tmux(socket_name)
         # Every agent is registered (and its run file written) before the first session starts: once workers
         # run, each database write of launch waits its turn behind theirs, and with 100 agents the last
         # sessions started tens of seconds late. One list-sessions instead of a has-session per agent.
         existing = set(tmux.sessions())
-        runs = result.agents = _own_session_names(tmux, repo.root, swarm.id, runs, existing)
-        _bury_dead_agents(store, swarm, [r for r in runs if r.session not in existing], say)
-        to_start: list[tuple[AgentRun, Path]] = []
-        for run in runs:
-            store.register_agent(
-                AgentRecord(
-                    id=run.agent_id,
-                    swarm_id=swarm.id,
-                    host=run.host,
-                    session=run.session,
-                    branch=run.branch,
-                    worktree=run.worktree,
-                    capabilities=tuple(run.capabilities),
-                    state=AgentState.STARTING.value,
-                )
-            )
-            if run.session in existing:  # ours: _own_session_names renamed every other one
-                result.resumed_sessions.append(run.session)
-                continue
-            # A resumed session keeps the token it started with; a new one gets a new token.
-            store.set_token_hash(run.agent_id, hash_token(run.token))
-            to_start.append((run, write_run_file(run)))
-        for run, run_file in to_start:
-            pid = tmux.new_session(
-                run.session,
-                worker_command(run_file),
-                cwd=Path(run.worktree),
-                env=session_env(launch_env, run),
-                tag=swarm.id,
-            )
-            # The pid only: the worker may already have recorded a later state than "starting".
-            store.update_agent(run.agent_id, pid=pid)
-            result.started_sessions.append(run.session)
-        monitor = _start_monitor(tmux, repo.root, swarm.id, host_prefix(loaded), launch_env)
+        runs = result.agents = _own_session_names(tmux, job.repo.root, swarm.id, runs, existing)
+        _bury_dead_agents(store, swarm, [r for r in runs if r.session not in existing], job.say)
+        to_start = _register_agents(store, swarm, runs, existing, result)
+        _start_sessions(store, tmux, swarm, to_start, job.env, result)
+        monitor = start_monitor(tmux, job.repo.root, swarm.id, host_prefix(job.loaded), job.env)
         if monitor:
             result.started_sessions.append(monitor)
     return result
+
+
+def _queue(job: _Launch, backlog: Backlog, kind: str, base: str, warnings: list[str]) -> QueuedEpic:
+    """Queue the epic (a re-run finds its tasks queued already) and remember the options that later commands
+    in this repository use too."""
+    request, repo, cfg = job.request, job.repo, job.loaded.config
+    settings = {
+        "kind": kind,
+        "model": cfg.agent.model,
+        "command": request.command,
+        "base": base,
+        "tmux_socket": cfg.swarm.tmux_socket,
+        "capabilities": list(request.capabilities),
+    }
+    queued = queue_epic(
+        job.loaded, backlog, request.epic, max_agents=request.agents, repo=str(repo.root), settings=settings
+    )
+    if request.db:
+        remember(repo.root, "queue.database", request.db)  # later commands in this repository use it too
+    if request.host_label:
+        remember(repo.root, "swarm.host_label", request.host_label)
+    if is_shared(job.loaded) and not repo.remote_exists(cfg.swarm.remote):
+        warnings.append(
+            f"no git remote {cfg.swarm.remote!r}: agents on other machines cannot get this machine's commits "
+            "(set swarm.remote, or add the remote)"
+        )
+    return queued
+
+
+def _count_open_tasks(store: Store, swarm: SwarmRecord) -> int:
+    """Tasks of the swarm that an agent may still work: ready, blocked or claimed."""
+    return sum(1 for t in store.list_tasks(swarm_id=swarm.id) if t.state.value in ("ready", "blocked", "claimed"))
+
+
+def _agent_count(job: _Launch, swarm: SwarmRecord, open_tasks: int) -> int:
+    """How many agents to start: as asked, else as many as the swarm's first launch, but no more than there
+    are open tasks unless ``--agents`` says so."""
+    request = job.request
+    count = request.agents or swarm.max_agents or job.loaded.config.swarm.max_agents
+    if open_tasks and count > open_tasks and request.agents is None:
+        job.say(f"starting {open_tasks} agent(s), one per open task (max_agents is {count})")
+        count = open_tasks
+    return max(1, count)
+
+
+def _prepare_worktrees(job: _Launch, runs: list[AgentRun], base: str) -> list[str]:
+    """Exclude swarm's folders from git, then create the worktrees that do not exist yet; the agents created."""
+    cfg = job.loaded.config
+    job.repo.ensure_excluded("/.swarm/", f"/{cfg.swarm.worktree_base.strip('/')}/")
+    return _create_worktrees(job.repo, job.loaded, runs, base, job.say)
+
+
+def _register_agents(
+    store: Store, swarm: SwarmRecord, runs: list[AgentRun], existing: set[str], result: LaunchResult
+) -> list[tuple[AgentRun, Path]]:
+    """Record every agent as starting; the agents whose session must be started, each with its new run file.
+    An agent whose session runs already is resumed as it is (it keeps the token it started with)."""
+    to_start: list[tuple[AgentRun, Path]] = []
+    for run in runs:
+        store.register_agent(
+            AgentRecord(
+                id=run.agent_id,
+                swarm_id=swarm.id,
+                host=run.host,
+                session=run.session,
+                branch=run.branch,
+                worktree=run.worktree,
+                capabilities=tuple(run.capabilities),
+                state=AgentState.STARTING.value,
+            )
+        )
+        if run.session in existing:  # ours: _own_session_names renamed every other one
+            result.resumed_sessions.append(run.session)
+            continue
+        # A resumed session keeps the token it started with; a new one gets a new token.
+        store.set_token_hash(run.agent_id, hash_token(run.token))
+        to_start.append((run, write_run_file(run)))
+    return to_start
+
+
+def _start_sessions(
+    store: Store,
+    tmux: Tmux,
+    swarm: SwarmRecord,
+    to_start: list[tuple[AgentRun, Path]],
+    launch_env: dict[str, str],
+    result: LaunchResult,
+) -> None:
+    """Start each agent's worker in its tmux session, tagged with the swarm's id."""
+    for run, run_file in to_start:
+        pid = start_worker(tmux, run, run_file, launch_env, tag=swarm.id)
+        # The pid only: the worker may already have recorded a later state than "starting".
+        store.update_agent(run.agent_id, pid=pid)
+        result.started_sessions.append(run.session)
 
 
 def _own_session_names(
@@ -394,52 +443,6 @@ def _bury_dead_agents(store: Store, swarm: SwarmRecord, runs: list[AgentRun], sa
         )
         if returned:
             say(f"returned {', '.join(returned)} of {agent_id} (found dead) to the queue")
-
-
-def monitor_session(repo: Path, prefix: str) -> str:
-    """The monitor's tmux session on this host (its plain name; see :func:`monitor_sessions`)."""
-    return session_name(repo, f"{prefix}monitor")
-
-
-def monitor_sessions(repo: Path, prefix: str) -> tuple[str, str]:
-    """Both names the monitor's session may have: plain, and with the repository's hash when a same-named
-    repository's monitor holds the plain one. Which one is this swarm's is told by the tag, never the name."""
-    return session_name(repo, f"{prefix}monitor"), session_name(repo, f"{prefix}monitor", distinct=True)
-
-
-def _start_monitor(tmux: Tmux, repo: Path, swarm_id: str, prefix: str, launch_env: dict[str, str]) -> str | None:
-    """Start this host's monitor unless it runs already (launch restarts it when it is missing or dead); the
-    name of the session started, if any."""
-    plain, distinct = monitor_sessions(repo, prefix)
-    tags = {name: tmux.session_tag(name) for name in (plain, distinct) if tmux.has_session(name)}
-    if swarm_id in tags.values():
-        return None  # a monitor's session closes when the monitor exits: a session of ours is a live one
-    name = plain if plain not in tags else distinct
-    if name in tags:
-        raise SwarmError(
-            f"the tmux sessions {plain} and {distinct} exist and do not belong to swarm {swarm_id}",
-            hint="close them, or set SWARM_TMUX_SOCKET to use another tmux server",
-        )
-    keep = {k: v for k, v in launch_env.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "USER")}
-    keep.update({"SWARM_ID": swarm_id, "SWARM_AGENT_ID": f"{prefix}monitor", "PYTHONUNBUFFERED": "1"})
-    keep.update({k: v for k, v in launch_env.items() if k.startswith("SWARM_") and k not in keep})
-    command = [sys.executable, "-m", "swarm.runtime.monitor", "--repo", str(repo), "--swarm-id", swarm_id]
-    tmux.new_session(name, command, cwd=repo, env=keep, tag=swarm_id)
-    return name
-
-
-def worker_command(run_file: Path) -> list[str]:
-    """The argv each agent session runs."""
-    return [sys.executable, "-m", "swarm.runtime.worker", "--run-file", str(run_file)]
-
-
-def session_env(launch_env: dict[str, str], run: AgentRun) -> dict[str, str]:
-    """The environment of an agent's tmux session: enough to start Python, marked with the swarm's ids."""
-    # The worker gets the full launching environment from its run file; the session itself needs only
-    # enough to start Python and to be recognised as this swarm's (SWARM_ID marks every process we start).
-    keep = {k: v for k, v in launch_env.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER")}
-    keep.update({"SWARM_ID": run.swarm_id, "SWARM_AGENT_ID": run.agent_id, "PYTHONUNBUFFERED": "1"})
-    return keep
 
 
 def is_shared(loaded: LoadedConfig) -> bool:
@@ -609,6 +612,18 @@ class TeardownReport:
         return not self.survivors and not self.sessions_left
 
 
+@dataclass(frozen=True)
+class TeardownOptions:
+    """How far teardown goes (the ``swarm teardown`` flags)."""
+
+    now: bool = False
+    force: bool = False
+    keep_worktrees: bool = False
+    delete_branches: bool = False
+    grace: float | None = None
+    all_hosts: bool = False
+
+
 def teardown(
     *,
     cwd: Path,
@@ -620,40 +635,30 @@ def teardown(
     db: str | None = None,
     all_hosts: bool = False,
     say: Say = _quiet,
+    loaded: LoadedConfig | None = None,
 ) -> TeardownReport:
     """Stop everything the current swarm owns on this host (and ask every host's workers with ``all_hosts``),
-    and lose nothing."""
+    and lose nothing. ``loaded``: the configuration the command loaded (then ``db`` is not read), else loaded
+    here with ``db`` over it."""
     repo = open_repo(cwd)
-    loaded = load_config(repo.root, overrides={"queue.database": db})
+    if loaded is None:
+        loaded = load_config(repo.root, overrides={"queue.database": db})
+    options = TeardownOptions(
+        now=now,
+        force=force,
+        keep_worktrees=keep_worktrees,
+        delete_branches=delete_branches,
+        grace=grace,
+        all_hosts=all_hosts,
+    )
     timeout = loaded.config.swarm.lock_timeout_seconds
     # Never beside a launch or repair of this repository: a launch between its worktrees and its sessions
     # would start agents after this teardown said "down".
     with command_lock(repo.root, "swarm teardown", timeout=timeout, say=say, create=False):
-        return _teardown_locked(
-            repo,
-            loaded,
-            now=now,
-            force=force,
-            keep_worktrees=keep_worktrees,
-            delete_branches=delete_branches,
-            grace=grace,
-            all_hosts=all_hosts,
-            say=say,
-        )
+        return _teardown_locked(repo, loaded, options, say)
 
 
-def _teardown_locked(
-    repo: GitRepo,
-    loaded: LoadedConfig,
-    *,
-    now: bool,
-    force: bool,
-    keep_worktrees: bool,
-    delete_branches: bool,
-    grace: float | None,
-    all_hosts: bool,
-    say: Say,
-) -> TeardownReport:
+def _teardown_locked(repo: GitRepo, loaded: LoadedConfig, options: TeardownOptions, say: Say) -> TeardownReport:
     report = TeardownReport()
     with open_queue(loaded) as store:
         swarm = store.current_swarm()
@@ -661,152 +666,239 @@ def _teardown_locked(
             say("no swarm in this repository; nothing to tear down")
             return report
         report.swarm_id = swarm.id
+        down = _Teardown(repo, loaded, store, swarm, options, say, report)
+        down.check_already_down()
+        down.stop_monitor()
+        down.remember_agent_processes()
+        down.ask_workers_to_stop()
+        down.wait_for_workers()
+        down.stop_what_is_left()
+        down.return_claims()
+        present, unsafe = down.save_uncommitted_work()
+        down.stop_sessions()
+        down.remove_worktrees(present, unsafe)
+        down.delete_branches()
+        down.forget_agents()
+        down.verify()
+    return report
+
+
+class _Teardown:
+    """One teardown of one swarm on this host: what it found when it began, and its steps, in the order
+    :func:`_teardown_locked` takes them."""
+
+    def __init__(
+        self,
+        repo: GitRepo,
+        loaded: LoadedConfig,
+        store: Store,
+        swarm: SwarmRecord,
+        options: TeardownOptions,
+        say: Say,
+        report: TeardownReport,
+    ) -> None:
+        self.repo, self.loaded, self.store, self.swarm = repo, loaded, store, swarm
+        self.options, self.say, self.report = options, say, report
         everyone = store.list_agents(swarm.id)
         # This host's agents are those whose worktrees live in this repository; other clones (other machines,
         # or another checkout on this one) tear down their own.
-        agents = [a for a in everyone if a.worktree and _inside(Path(a.worktree), repo.root)]
-        others = [a for a in everyone if a not in agents]
+        self.agents = [a for a in everyone if a.worktree and is_inside(Path(a.worktree), repo.root)]
+        self.others = [a for a in everyone if a not in self.agents]
         socket_name = str(loaded.config.swarm.tmux_socket or swarm.settings.get("tmux_socket") or "")
-        tmux = Tmux(socket_name)
-        mode = "now" if now else "finish"
-        local_ids = {a.id for a in agents} | {f"{host_prefix(loaded)}monitor"}
-        local_sessions = {a.session for a in agents if a.session}
-        monitors = set(monitor_sessions(repo.root, host_prefix(loaded)))
-        live = {a.id: a.pid for a in agents if a.pid and procs.alive(a.pid)}
-        # Down already (a second teardown, or one that waited for another): say so, and still do the rest,
-        # which only finds nothing to do (claims, worktrees, run files).
-        tagged = set(tmux.tagged_sessions(swarm.id))
-        report.already_down = (
-            not live
-            and not tagged & (local_sessions | monitors)
-            and all(a.state not in _LIVE_STATES for a in agents)
-            and (keep_worktrees or not any(a.worktree and Path(a.worktree).exists() for a in agents))
-            and not procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
-        )
-        # The monitor goes first, or it would restart the workers teardown is stopping. It is found by this
-        # swarm's tag, under either of the names launch gives it.
-        for monitor in sorted(monitors & tagged):
-            if tmux.kill_session(monitor, swarm.id):
-                report.sessions_killed.append(monitor)
+        self.tmux = Tmux(socket_name)
+        self.local_ids = {a.id for a in self.agents} | {f"{host_prefix(loaded)}monitor"}
+        self.local_sessions = {a.session for a in self.agents if a.session}
+        self.monitors = set(monitor_sessions(repo.root, host_prefix(loaded)))
+        self.live = {a.id: a.pid for a in self.agents if a.pid and procs.alive(a.pid)}
+        self.tagged = set(self.tmux.tagged_sessions(swarm.id))
+        self.records = [process_record_path(repo.root, a.id) for a in self.agents]
         # An agent's process may carry neither SWARM_ID nor its group (`env -i setsid cmd &`). A worker is a
-        # subreaper, so its agent's orphans are its descendants: read them now, because once the worker is gone
-        # they belong to init. What a killed worker can no longer show, it recorded in .swarm/run/<agent>.pids.
-        owned = {ident for pid in live.values() for ident in procs.tree(pid)}
-        # Ask through the thread first (each worker answers with a shutdown_response). The swarm-wide stop flag
-        # also stops a worker started late or one that misses the message, but it stops every host: it is set
-        # only when this host is the whole swarm, or with --all-hosts.
-        lead_token(store, lead_token_path(loaded))
-        asked = [*live, *(a.id for a in others)] if all_hosts else list(live)
-        requests = {
+        # subreaper, so its agent's orphans are its descendants: read them before the workers stop, because
+        # once a worker is gone they belong to init. What a killed worker can no longer show, it recorded in
+        # .swarm/run/<agent>.pids (read in stop_what_is_left).
+        self.owned: set[procs.ProcId] = set()
+        self.requests: dict[str, int] = {}
+
+    def _carriers(self) -> list[int]:
+        """Processes of this host's agents and monitor that carry this swarm's id."""
+        return procs.processes_with_env("SWARM_ID", self.swarm.id, among=("SWARM_AGENT_ID", self.local_ids))
+
+    def check_already_down(self) -> None:
+        """Down already (a second teardown, or one that waited for another): say so, and still do the rest,
+        which only finds nothing to do (claims, worktrees, run files)."""
+        agents = self.agents
+        self.report.already_down = (
+            not self.live
+            and not self.tagged & (self.local_sessions | self.monitors)
+            and all(a.state not in _LIVE_STATES for a in agents)
+            and (self.options.keep_worktrees or not any(a.worktree and Path(a.worktree).exists() for a in agents))
+            and not self._carriers()
+        )
+
+    def stop_monitor(self) -> None:
+        """The monitor goes first, or it would restart the workers teardown is stopping. It is found by this
+        swarm's tag, under either of the names launch gives it."""
+        for monitor in sorted(self.monitors & self.tagged):
+            if self.tmux.kill_session(monitor, self.swarm.id):
+                self.report.sessions_killed.append(monitor)
+
+    def remember_agent_processes(self) -> None:
+        """Note every process the live workers' agents run (see ``owned``), before the workers stop."""
+        self.owned = {ident for pid in self.live.values() for ident in procs.tree(pid)}
+
+    def return_claims(self) -> None:
+        """Give every claim of this host's agents back to the queue (no attempt spent)."""
+        ids = [a.id for a in self.agents]
+        self.report.returned_tasks = self.store.return_claims(ids, reason="returned by teardown")
+
+    def ask_workers_to_stop(self) -> None:
+        """Ask through the thread first (each worker answers with a shutdown_response). The swarm-wide stop flag
+        also stops a worker started late or one that misses the message, but it stops every host: it is set
+        only when this host is the whole swarm, or with --all-hosts."""
+        store, mode = self.store, "now" if self.options.now else "finish"
+        lead_token(store, lead_token_path(self.loaded))
+        all_hosts = self.options.all_hosts
+        asked = [*self.live, *(a.id for a in self.others)] if all_hosts else list(self.live)
+        self.requests = {
             agent_id: store.append_message("team", LEAD, "shutdown_request", mode, recipient=agent_id).seq
             for agent_id in asked
         }
-        if all_hosts or not others:
-            store.request_stop(swarm.id, mode)
-        if live:
-            wait = grace if grace is not None else (15.0 if now else 30.0)
-            say(
-                f"asked {len(live)} worker(s) to stop ({'now' if now else 'after their current task'}); "
-                f"waiting up to {wait:.0f}s"
-            )
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and any(procs.alive(pid) for pid in live.values()):
-                time.sleep(0.1)
-            report.stopped_gracefully = [a for a, pid in live.items() if not procs.alive(pid)]
-            for agent_id, seq in ((a, q) for a, q in requests.items() if a in live):
-                answer = store.next_message_for("team", LEAD, after=seq, from_author=agent_id, reply_to=seq)
-                if answer is not None:
-                    report.responses[agent_id] = answer.body
-        # Whatever is still running now is stopped by PID and process group, never by name.
-        pids = [pid for pid in live.values() if procs.alive(pid)]
-        stragglers = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
+        if all_hosts or not self.others:
+            store.request_stop(self.swarm.id, mode)
+
+    def wait_for_workers(self) -> None:
+        """Give the asked workers the grace period; note who stopped and what each answered."""
+        live, now = self.live, self.options.now
+        if not live:
+            return
+        grace = self.options.grace
+        wait = grace if grace is not None else (15.0 if now else 30.0)
+        self.say(
+            f"asked {len(live)} worker(s) to stop ({'now' if now else 'after their current task'}); "
+            f"waiting up to {wait:.0f}s"
+        )
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(procs.alive(pid) for pid in live.values()):
+            time.sleep(0.1)
+        self.report.stopped_gracefully = [a for a, pid in live.items() if not procs.alive(pid)]
+        for agent_id, seq in ((a, q) for a, q in self.requests.items() if a in live):
+            answer = self.store.next_message_for("team", LEAD, after=seq, from_author=agent_id, reply_to=seq)
+            if answer is not None:
+                self.report.responses[agent_id] = answer.body
+
+    def stop_what_is_left(self) -> None:
+        """Whatever is still running now is stopped by PID and process group, never by name."""
+        report = self.report
+        pids = [pid for pid in self.live.values() if procs.alive(pid)]
+        stragglers = self._carriers()
         # A recorded agent process group is signalled only while a process of this swarm still leads it:
         # after a crash the number may have been reused by someone else's process.
-        groups = [a.agent_pid for a in store.list_agents(swarm.id) if a.agent_pid and a.agent_pid in stragglers]
+        agents = self.store.list_agents(self.swarm.id)
+        groups = [a.agent_pid for a in agents if a.agent_pid and a.agent_pid in stragglers]
         targets = sorted(set(pids) | set(stragglers))
         if targets or groups:
             report.killed = targets
             procs.stop_processes(targets, groups=groups, grace=5.0)
-        records = [process_record_path(repo.root, a.id) for a in agents]
-        owned |= {ident for path in records for ident in procs.read_records(path)}
-        leftovers = procs.still_running(owned)
+        self.owned |= {ident for path in self.records for ident in procs.read_records(path)}
+        leftovers = procs.still_running(self.owned)
         if leftovers:
             report.killed = sorted({*report.killed, *(i.pid for i in leftovers)})
             procs.stop_identified(leftovers, grace=5.0)
-        report.returned_tasks = store.return_claims([a.id for a in agents], reason="returned by teardown")
-        tasks = {t.id: t for t in store.list_tasks(swarm_id=swarm.id)}
-        author = loaded.config.swarm.commit_author
 
-        def save(agent: AgentRecord) -> _Saved:
-            # Never lose work: commit whatever is uncommitted on the agent's branch before anything is removed.
-            try:
-                worktree = repo.worktree(Path(agent.worktree or ""))
-                task = tasks.get(agent.task_id or "")
-                label = f"WIP {task.id}: {task.title}" if task else "WIP: uncommitted work saved by swarm teardown"
-                if agent.branch:
-                    committed = worktree.commit_on_branch(agent.branch, label, author, allow_empty=False)
-                    sha, notes = committed.sha, committed.notes
-                else:
-                    sha, notes = worktree.commit_all(label, author, allow_empty=False), []
-                left = worktree.uncommitted_paths(include_submodules=True)
-            except SwarmError as exc:
-                return _Saved(None, [], exc.render())
-            if left:
-                shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
-                return _Saved(sha, notes, f"uncommitted work is left in {shown}")
-            return _Saved(sha, notes, None)
-
-        present = [a for a in agents if a.worktree and Path(a.worktree).exists()]
+    def save_uncommitted_work(self) -> tuple[list[AgentRecord], list[AgentRecord]]:
+        """Never lose work: commit whatever is uncommitted on each agent's branch before anything is removed.
+        The agents whose worktree exists, and those of them whose worktree must stay (saving left work there)."""
+        tasks = {t.id: t for t in self.store.list_tasks(swarm_id=self.swarm.id)}
+        author = self.loaded.config.swarm.commit_author
+        present = [a for a in self.agents if a.worktree and Path(a.worktree).exists()]
         # Worktrees are independent: check and commit them in parallel (git status is the slow part).
         with ThreadPoolExecutor(max_workers=min(8, len(present) or 1)) as pool:
-            saved = list(pool.map(save, present))
+            saved = list(pool.map(lambda agent: _save_worktree(self.repo, agent, tasks, author), present))
         unsafe: list[AgentRecord] = []
         for agent, outcome in zip(present, saved, strict=True):
             for note in outcome.notes:
-                say(f"{agent.id}: {note}")
+                self.say(f"{agent.id}: {note}")
             if outcome.sha:
-                report.wip_commits[agent.id] = outcome.sha
-                say(f"saved uncommitted work of {agent.id} as {outcome.sha[:12]} on {agent.branch}")
+                self.report.wip_commits[agent.id] = outcome.sha
+                self.say(f"saved uncommitted work of {agent.id} as {outcome.sha[:12]} on {agent.branch}")
             if outcome.problem:
                 # Removing it would delete that work: the worktree stays, whatever the flags say.
                 unsafe.append(agent)
-                say(f"kept the worktree {agent.worktree} of {agent.id}: {outcome.problem}; commit or remove it by hand")
-        removable = [a for a in present if a not in unsafe]
-        for name in tmux.tagged_sessions(swarm.id):
-            if name in local_sessions and tmux.kill_session(name, swarm.id):
-                report.sessions_killed.append(name)
-        if keep_worktrees:
+                self.say(
+                    f"kept the worktree {agent.worktree} of {agent.id}: {outcome.problem}; commit or remove it by hand"
+                )
+        return present, unsafe
+
+    def stop_sessions(self) -> None:
+        """Kill this host's agent sessions: only those tagged with this swarm, never by name alone."""
+        for name in self.tmux.tagged_sessions(self.swarm.id):
+            if name in self.local_sessions and self.tmux.kill_session(name, self.swarm.id):
+                self.report.sessions_killed.append(name)
+
+    def remove_worktrees(self, present: list[AgentRecord], unsafe: list[AgentRecord]) -> None:
+        """Remove the worktrees whose work is saved (unless ``keep_worktrees``); prune git's list of them."""
+        report = self.report
+        if self.options.keep_worktrees:
             report.worktrees_kept = [str(a.worktree) for a in present]
         else:
+            removable = [a for a in present if a not in unsafe]
             # The work is committed above, so a forced removal drops only ignored files (builds, caches).
             # One at a time: parallel `git worktree remove` races on .git/worktrees ("Invalid path") at scale.
             for agent in removable:
-                repo.remove_worktree(Path(agent.worktree or ""), force=True, prune=False)
+                self.repo.remove_worktree(Path(agent.worktree or ""), force=True, prune=False)
             report.worktrees_removed = [str(a.worktree) for a in removable]
             report.worktrees_kept = [str(a.worktree) for a in unsafe]
-        repo.prune_worktrees()
-        if delete_branches:
-            for agent in agents:
-                if agent.branch and repo.branch_exists(agent.branch):
-                    if repo.delete_branch(agent.branch, force=force):
-                        report.branches_deleted.append(agent.branch)
-                    else:
-                        report.branches_kept.append(agent.branch)
-        for agent in agents:
-            store.update_agent(agent.id, state=AgentState.STOPPED.value, pid=None, agent_pid=None, task_id=None)
+        self.repo.prune_worktrees()
+
+    def delete_branches(self) -> None:
+        """With ``delete_branches``: the agents' branches go too (unmerged ones only with ``force``)."""
+        if not self.options.delete_branches:
+            return
+        for agent in self.agents:
+            if agent.branch and self.repo.branch_exists(agent.branch):
+                if self.repo.delete_branch(agent.branch, force=self.options.force):
+                    self.report.branches_deleted.append(agent.branch)
+                else:
+                    self.report.branches_kept.append(agent.branch)
+
+    def forget_agents(self) -> None:
+        """Mark every agent of this host stopped and remove the swarm's run files."""
+        for agent in self.agents:
+            self.store.update_agent(agent.id, state=AgentState.STOPPED.value, pid=None, agent_pid=None, task_id=None)
             # The run file holds the launching environment (API keys) and the agent's token: gone with the agent.
-            run_file_path(repo.root, agent.id).unlink(missing_ok=True)
-        _remove_run_files(repo.root, swarm.id)
-        # Verify: nothing that carries this swarm's id, or that its workers saw or recorded, is alive, and no
-        # session of ours remains. A record is kept only while something it lists still runs.
-        carriers = procs.processes_with_env("SWARM_ID", swarm.id, among=("SWARM_AGENT_ID", local_ids))
-        report.survivors = sorted({*carriers, *(i.pid for i in procs.still_running(owned))})
-        for path in records:
+            run_file_path(self.repo.root, agent.id).unlink(missing_ok=True)
+        _remove_run_files(self.repo.root, self.swarm.id)
+
+    def verify(self) -> None:
+        """Nothing that carries this swarm's id, or that its workers saw or recorded, is alive, and no session
+        of ours remains. A process record is kept only while something it lists still runs."""
+        report = self.report
+        report.survivors = sorted({*self._carriers(), *(i.pid for i in procs.still_running(self.owned))})
+        for path in self.records:
             try:
                 procs.write_records(path, procs.still_running(procs.read_records(path)))
             except OSError as exc:
                 # A stale record is harmless (entries are checked by start time) but it should not pass unsaid.
-                say(f"cannot update the process record {path}: {exc}")
-        report.sessions_left = [n for n in tmux.tagged_sessions(swarm.id) if n in local_sessions]
-        tmux.kill_server_if_empty()
-    return report
+                self.say(f"cannot update the process record {path}: {exc}")
+        report.sessions_left = [n for n in self.tmux.tagged_sessions(self.swarm.id) if n in self.local_sessions]
+        self.tmux.kill_server_if_empty()
+
+
+def _save_worktree(repo: GitRepo, agent: AgentRecord, tasks: dict[str, Task], author: str) -> _Saved:
+    """Commit the uncommitted work of an agent's worktree on its branch; what is left says if it must stay."""
+    try:
+        worktree = repo.worktree(Path(agent.worktree or ""))
+        task = tasks.get(agent.task_id or "")
+        label = f"WIP {task.id}: {task.title}" if task else "WIP: uncommitted work saved by swarm teardown"
+        if agent.branch:
+            committed = worktree.commit_on_branch(agent.branch, label, author, allow_empty=False)
+            sha, notes = committed.sha, committed.notes
+        else:
+            sha, notes = worktree.commit_all(label, author, allow_empty=False), []
+        left = worktree.uncommitted_paths(include_submodules=True)
+    except SwarmError as exc:
+        return _Saved(None, [], exc.render())
+    if left:
+        shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+        return _Saved(sha, notes, f"uncommitted work is left in {shown}")
+    return _Saved(sha, notes, None)

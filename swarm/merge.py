@@ -162,17 +162,20 @@ def merge_swarm(
     db: str | None = None,
     on_task: Callable[[TaskOutcome], None] = _ignore,
     say: Callable[[str], None] = _ignore,
+    loaded: LoadedConfig | None = None,
 ) -> MergeReport:
     """Merge the current swarm's done tasks into the integration branch; see the module docstring.
 
     ``on_task`` hears each task's outcome as it happens (so a long run shows progress), ``say`` the notes.
-    Raises :class:`BadInput` when there is no swarm or ``into`` is not a valid branch name. A conflict or a
-    failing test does not raise: it is the report's ``failed`` outcome.
+    ``loaded``: the configuration the command loaded (then ``db`` is not read), else loaded here with ``db``
+    over it. Raises :class:`BadInput` when there is no swarm or ``into`` is not a valid branch name. A
+    conflict or a failing test does not raise: it is the report's ``failed`` outcome.
     """
     if test is not None and not test.strip():
         raise BadInput("--test is empty", hint='give the command to run, e.g. --test "make test"')
     repo = open_repo(cwd)
-    loaded = load_config(repo.root, overrides={"queue.database": db})
+    if loaded is None:
+        loaded = load_config(repo.root, overrides={"queue.database": db})
     if into is not None:
         repo.check_branch_name(into)  # bad input is refused before anything is read or written
     with open_queue(loaded) as store:
@@ -192,16 +195,7 @@ def merge_swarm(
     )
 
     done = [t for t in tasks if t.state is TaskState.DONE and t.commit]
-    left_out = [
-        TaskOutcome(t.id, t.title, Status.NOT_DONE, reason=f"not done ({t.state.value})", state=t.state.value)
-        for t in sorted(tasks, key=lambda t: t.id)
-        if t.state is not TaskState.DONE
-    ] + [
-        TaskOutcome(t.id, t.title, Status.NO_COMMIT, reason="done without a commit")
-        for t in sorted(tasks, key=lambda t: t.id)
-        if t.state is TaskState.DONE and not t.commit
-    ]
-
+    left_out = _left_out(tasks)
     with _merge_lock(repo), _temporary_worktree(repo, branch, base, say) as worktree:
         for task in dependency_order(done):
             outcome = _merge_one(repo, loaded, worktree, task, test, say)
@@ -214,6 +208,20 @@ def merge_swarm(
         report.outcomes.append(outcome)
         on_task(outcome)
     return report
+
+
+def _left_out(tasks: Sequence[Task]) -> list[TaskOutcome]:
+    """The tasks there is nothing to merge of: those not done, then those done without a commit, by id."""
+    ordered = sorted(tasks, key=lambda t: t.id)
+    return [
+        TaskOutcome(t.id, t.title, Status.NOT_DONE, reason=f"not done ({t.state.value})", state=t.state.value)
+        for t in ordered
+        if t.state is not TaskState.DONE
+    ] + [
+        TaskOutcome(t.id, t.title, Status.NO_COMMIT, reason="done without a commit")
+        for t in ordered
+        if t.state is TaskState.DONE and not t.commit
+    ]
 
 
 def _merge_one(

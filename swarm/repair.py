@@ -25,11 +25,12 @@ from pathlib import Path
 from swarm.cmdlock import command_lock
 from swarm.config import LoadedConfig, load_config
 from swarm.errors import BadInput, SwarmError
-from swarm.launcher import host_prefix, monitor_sessions
+from swarm.launcher import host_prefix
 from swarm.models import AgentRecord, AgentState, Task, TaskState
 from swarm.queue import open_queue
 from swarm.runtime import procs
-from swarm.runtime.git import GitRepo, WorktreeInfo, open_repo
+from swarm.runtime.git import GitRepo, Worktree, WorktreeInfo, is_inside, open_repo
+from swarm.runtime.sessions import monitor_sessions
 from swarm.runtime.tmux import Tmux
 from swarm.store import Store, SwarmRecord
 
@@ -97,14 +98,6 @@ class RepairReport:
         return any(f.kind in (AGENT_WITHOUT_SESSION, CLAIM_OF_DEAD_AGENT) for f in self.findings)
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
-
-
 def _tasks_held(tasks: list[Task], agent_id: str) -> list[str]:
     return [t.id for t in tasks if t.state == TaskState.CLAIMED and t.owner == agent_id]
 
@@ -123,7 +116,7 @@ class _Repair:
         self.everyone = store.list_agents()
         self.agents = [a for a in self.everyone if a.swarm_id == swarm.id]
         # This host's agents are those whose worktrees live in this repository (as in teardown and the monitor).
-        self.local = [a for a in self.agents if a.worktree and _inside(Path(a.worktree), repo.root)]
+        self.local = [a for a in self.agents if a.worktree and is_inside(Path(a.worktree), repo.root)]
         self.tasks = store.list_tasks(swarm_id=swarm.id)
         self.tagged = set(self.tmux.tagged_sessions(swarm.id))
         self.sessions_killed = False
@@ -217,13 +210,13 @@ class _Repair:
         owned = {Path(a.worktree).resolve() for a in self.everyone if a.worktree}
         found: list[Finding] = []
         for info in self.repo.list_worktrees():
-            if info.path == self.repo.root or info.path in owned or not _inside(info.path, base):
+            if info.path == self.repo.root or info.path in owned or not is_inside(info.path, base):
                 continue
             found.append(self._worktree_finding(info))
         return found
 
     def _worktree_finding(self, info: WorktreeInfo) -> Finding:
-        shown = str(info.path.relative_to(self.repo.root)) if _inside(info.path, self.repo.root) else str(info.path)
+        shown = str(info.path.relative_to(self.repo.root)) if is_inside(info.path, self.repo.root) else str(info.path)
         if not info.path.exists():
             return Finding(
                 WORKTREE_WITHOUT_AGENT,
@@ -257,28 +250,12 @@ class _Repair:
             if dirty
             else f"remove the worktree (the branch {branch} stays)"
         )
-
-        def fix() -> None:
-            # Never lose work: commit first; only then is a forced removal (which drops ignored files) safe.
-            if worktree.has_changes():
-                # commit_on_branch also commits inside submodules, which a plain commit would leave behind.
-                author = self.loaded.config.swarm.commit_author
-                sha = worktree.commit_on_branch(branch, WIP_MESSAGE, author, allow_empty=False).sha
-                log.info("saved the work of %s as %s on %s", info.path, sha, branch)
-            left = worktree.uncommitted_paths(include_submodules=True)
-            if left:
-                raise SwarmError(
-                    f"cannot remove the worktree {shown}: uncommitted work is left in {', '.join(left[:5])}",
-                    hint="commit or discard it there by hand, then run 'swarm repair' again",
-                )
-            self.repo.remove_worktree(info.path, force=True, prune=True)
-
         return Finding(
             WORKTREE_WITHOUT_AGENT,
             shown,
             f"worktree {shown} (branch {branch}) belongs to no agent and {what}",
             action,
-            fix=fix,
+            fix=partial(self._save_and_remove, worktree, info.path, branch, shown),
         )
 
     # -- the fixes --------------------------------------------------------------------------------
@@ -294,6 +271,22 @@ class _Repair:
         if kill_session:
             steps.append(f"kill its session {agent.session}")
         return steps
+
+    def _save_and_remove(self, worktree: Worktree, path: Path, branch: str, shown: str) -> None:
+        """Commit the changes of the worktree at ``path`` on its branch, then remove it (the branch stays)."""
+        # Never lose work: commit first; only then is a forced removal (which drops ignored files) safe.
+        if worktree.has_changes():
+            # commit_on_branch also commits inside submodules, which a plain commit would leave behind.
+            author = self.loaded.config.swarm.commit_author
+            sha = worktree.commit_on_branch(branch, WIP_MESSAGE, author, allow_empty=False).sha
+            log.info("saved the work of %s as %s on %s", path, sha, branch)
+        left = worktree.uncommitted_paths(include_submodules=True)
+        if left:
+            raise SwarmError(
+                f"cannot remove the worktree {shown}: uncommitted work is left in {', '.join(left[:5])}",
+                hint="commit or discard it there by hand, then run 'swarm repair' again",
+            )
+        self.repo.remove_worktree(path, force=True, prune=True)
 
     def _kill(self, name: str) -> None:
         # kill_session checks the tag again inside tmux: a session renamed or recreated meanwhile is spared.
@@ -327,16 +320,23 @@ class _Repair:
 
 
 def repair(
-    *, cwd: Path, dry_run: bool = False, db: str | None = None, say: Callable[[str], None] = lambda _: None
+    *,
+    cwd: Path,
+    dry_run: bool = False,
+    db: str | None = None,
+    say: Callable[[str], None] = lambda _: None,
+    loaded: LoadedConfig | None = None,
 ) -> RepairReport:
     """Find what is out of step in the current swarm on this host and, unless ``dry_run``, fix it.
 
     A fix that fails is recorded on its finding (``error``) and the others still run. :class:`BadInput`
     when there is no swarm. Waits (saying so through ``say``) while a launch or teardown of this repository
-    runs: their half-done work is not something to repair.
+    runs: their half-done work is not something to repair. ``loaded``: the configuration the command loaded
+    (then ``db`` is not read), else loaded here with ``db`` over it.
     """
     repo = open_repo(cwd)
-    loaded = load_config(repo.root, overrides={"queue.database": db})
+    if loaded is None:
+        loaded = load_config(repo.root, overrides={"queue.database": db})
     timeout = loaded.config.swarm.lock_timeout_seconds
     with (
         command_lock(repo.root, "swarm repair", timeout=timeout, say=say, create=False),

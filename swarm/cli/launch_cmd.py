@@ -8,14 +8,18 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from swarm.cli.options import DbOption, RememberedDbOption
 from swarm.cli.output import console, emit_json, split_list
-from swarm.config import find_repo_root, load_config
+from swarm.config import load_config
 from swarm.errors import SwarmError
 from swarm.follow import follow
-from swarm.launcher import LaunchRequest, LaunchResult, TeardownReport, launch, teardown
+from swarm.launcher import LaunchRequest, LaunchResult, TeardownReport, launch, load_launch_config, teardown
+from swarm.runtime.git import open_repo
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from swarm.config import LoadedConfig
 
 
 def _warn(text: str) -> None:
@@ -34,9 +38,7 @@ def launch_cmd(
     capabilities: str | None = typer.Option(
         None, "--capabilities", help="Comma-separated capabilities the agents offer."
     ),
-    db: str | None = typer.Option(
-        None, "--db", help="Database URL (default: queue.database); remembered for this repo."
-    ),
+    db: RememberedDbOption = None,
     host_label: str | None = typer.Option(
         None, "--host-label", help="Prefix of this machine's agent ids on a shared queue (default: the hostname)."
     ),
@@ -66,10 +68,11 @@ def launch_cmd(
         host_label=host_label,
         reuse_branches=reuse_branches,
     )
-    result = launch(request, cwd=Path.cwd(), say=out.print)
+    loaded = load_launch_config(request, cwd=Path.cwd())
+    result = launch(request, cwd=Path.cwd(), say=out.print, loaded=loaded)
     _print_launch(result, epic, out)
     if wait:
-        _wait(result, db, timeout)
+        _wait(result, loaded, timeout)
 
 
 def _socket_prefix(result: LaunchResult) -> str:
@@ -102,10 +105,10 @@ def _print_launch(result: LaunchResult, epic: str, out: Console) -> None:
     )
 
 
-def _wait(result: LaunchResult, db: str | None, timeout: float | None) -> None:
+def _wait(result: LaunchResult, loaded: LoadedConfig, timeout: float | None) -> None:
     """``--wait``: follow the swarm to its end; Ctrl-C stops only the waiting, and says so."""
     try:
-        follow(result.swarm, load_config(find_repo_root(), overrides={"queue.database": db}), timeout=timeout)
+        follow(result.swarm, loaded, timeout=timeout)
     except KeyboardInterrupt:
         # Only the waiting stops: the agents work on in their sessions, which the user may not expect.
         sock = _socket_prefix(result)
@@ -125,7 +128,7 @@ def teardown_cmd(
     grace: float | None = typer.Option(
         None, "--grace", min=0.0, help="Seconds to wait for workers (default 30, 15 with --now)."
     ),
-    db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
+    db: DbOption = None,
     all_hosts: bool = typer.Option(
         False, "--all-hosts", help="Also ask the workers of every other host through the database to stop."
     ),
@@ -133,14 +136,15 @@ def teardown_cmd(
 ) -> None:
     """Stop everything this swarm owns, return unfinished tasks, save uncommitted work, remove worktrees."""
     out = console()
+    loaded = load_config(open_repo(Path.cwd()).root, overrides={"queue.database": db})
     report = teardown(
         cwd=Path.cwd(),
+        loaded=loaded,
         now=now,
         force=force,
         keep_worktrees=keep_worktrees,
         delete_branches=delete_branches,
         grace=grace,
-        db=db,
         all_hosts=all_hosts,
         # With --json, stdout is the report only: what teardown says on the way goes to stderr. Not markup: the
         # lines name branches and files that agents chose.

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import typer
 
+from swarm.cli.options import DbOption
 from swarm.cli.output import console, emit_json
+from swarm.config import load_config
 from swarm.errors import SwarmError
 from swarm.merge import MergeReport, Status, TaskOutcome, merge_swarm
+from swarm.runtime.git import open_repo
 
 # Width of the status column, so that task ids line up.
 _WIDTH = max(len(s.value) for s in (Status.MERGED, Status.ALREADY_IN, Status.CONFLICT, Status.TEST_FAILED))
@@ -21,7 +24,7 @@ def merge_cmd(
     test: str | None = typer.Option(
         None, "--test", help="Shell command run in the merged tree after each merge; a failure stops the merge."
     ),
-    db: str | None = typer.Option(None, "--db", help="Database URL (default: queue.database)."),
+    db: DbOption = None,
     as_json: bool = typer.Option(
         False, "--json", help='Print {"branch", "head", "merged", "skipped", "failed"} as one JSON object.'
     ),
@@ -48,11 +51,12 @@ def merge_cmd(
         for text in outcome.output:
             out.print(f"    | {text}", markup=False)
 
+    loaded = load_config(open_repo(Path.cwd()).root, overrides={"queue.database": db})
     report = merge_swarm(
         Path.cwd(),
         into=into,
         test=test,
-        db=db,
+        loaded=loaded,
         on_task=(lambda _: None) if as_json else show,
         say=(lambda _: None) if as_json else (lambda text: out.print(text, markup=False)),
     )

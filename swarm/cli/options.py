@@ -10,6 +10,10 @@ from swarm.config import LoadedConfig, find_repo_root, load_config
 
 #: ``--db URL``: this command's database, over ``queue.database`` from the environment, launch or swarm.toml.
 DbOption = Annotated[str | None, typer.Option("--db", help="Database URL (default: queue.database).")]
+#: ``swarm launch --db URL``: the same, and launch remembers it for the repository's later commands.
+RememberedDbOption = Annotated[
+    str | None, typer.Option("--db", help="Database URL (default: queue.database); remembered for this repo.")
+]
 
 
 def load_with_db(db: str | None) -> LoadedConfig:

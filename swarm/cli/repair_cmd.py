@@ -8,8 +8,10 @@ from pathlib import Path
 import typer
 
 from swarm.cli.output import console, emit_json
+from swarm.config import load_config
 from swarm.errors import SwarmError
 from swarm.repair import Finding, RepairReport, repair
+from swarm.runtime.git import open_repo
 
 
 def repair_cmd(
@@ -17,7 +19,10 @@ def repair_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
 ) -> None:
     """Find sessions, agents, worktrees and claims out of step in this host's swarm, and fix them."""
-    report = repair(cwd=Path.cwd(), dry_run=dry_run, say=lambda line: print(f"swarm: {line}", file=sys.stderr))
+    loaded = load_config(open_repo(Path.cwd()).root)
+    report = repair(
+        cwd=Path.cwd(), dry_run=dry_run, loaded=loaded, say=lambda line: print(f"swarm: {line}", file=sys.stderr)
+    )
     if as_json:
         emit_json({"findings": [f.to_json() for f in report.findings], "dry_run": report.dry_run})
     else:

@@ -290,6 +290,16 @@ def _parse_worktrees(porcelain: str) -> list[WorktreeInfo]:
     return infos
 
 
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or lies under it, both resolved (an agent's worktree in this repository,
+    say: that is how teardown and repair tell this host's agents from other clones')."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def open_repo(path: Path) -> GitRepo:
     """Open the repository that holds ``path``; its root is the top level of the main work tree.
 

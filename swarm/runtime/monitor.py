@@ -33,6 +33,7 @@ from swarm.models import LEAD, AgentRecord, AgentState
 from swarm.queue import open_queue
 from swarm.runtime import procs
 from swarm.runtime.runfile import read_run_file, run_file_path
+from swarm.runtime.sessions import restart_worker
 from swarm.runtime.tmux import Tmux
 from swarm.store import Store
 
@@ -261,19 +262,10 @@ class Monitor:
 
     def restart(self, agent: AgentRecord, verdict: Verdict) -> None:
         """Stop what is left of the agent, give its task back, and start a fresh worker in its session."""
-        from swarm.launcher import session_env, worker_command
-
         self._stop_agent(agent)
         self.store.return_claims([agent.id], actor="monitor", reason=f"{agent.id} {verdict.state}; restarting")
         run_file = run_file_path(self.repo, agent.id)
-        run = read_run_file(run_file)
-        env = session_env(run.env, run)
-        if agent.session and self.tmux.has_session(agent.session):
-            pid = self.tmux.respawn(agent.session, worker_command(run_file), cwd=Path(run.worktree), env=env)
-        else:
-            pid = self.tmux.new_session(
-                run.session, worker_command(run_file), cwd=Path(run.worktree), env=env, tag=self.swarm_id
-            )
+        pid = restart_worker(self.tmux, read_run_file(run_file), run_file, session=agent.session, tag=self.swarm_id)
         restarts = agent.restarts + 1
         self.store.update_agent(
             agent.id,

@@ -41,9 +41,9 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from swarm.agents import build_command, load_template, render_prompt
+from swarm.agents import AgentCommand, build_command, load_template, render_prompt
 from swarm.errors import BadInput, LeaseLost, StoreError, SwarmError
-from swarm.models import LEAD, AgentState, Claim, Message
+from swarm.models import LEAD, AgentState, Claim, Message, Task
 from swarm.runtime import procs
 from swarm.runtime.git import TASK_REF_PREFIX, GitError, Worktree, open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path
@@ -239,74 +239,7 @@ class Worker:
         self.say(f"started in {run.worktree} on branch {run.branch}")
         final = AgentState.STOPPED
         try:
-            while True:
-                mode = self.stop_mode()
-                if mode is not None:
-                    self.say(f"stop requested ({mode}); exiting")
-                    self._answer_shutdown(f"stopped ({mode}); no task in hand")
-                    break
-                paused_until, reason = self.store.claims_paused(run.swarm_id)
-                if time.time() < paused_until:
-                    # A provider said "slow down": nobody in the swarm claims until the stated reset.
-                    until = datetime.fromtimestamp(paused_until).strftime("%H:%M:%S")
-                    if self._set_state(AgentState.IDLE, detail=f"claims paused until {until}: {reason}"):
-                        self.say(f"claims paused until {until} ({reason})")
-                    self._wait_for_change(min(run.idle_poll_seconds, max(0.1, paused_until - time.time())))
-                    continue
-                if not self._worktree_ready():
-                    final = AgentState.FAILED
-                    break
-                claim = self.store.claim(
-                    run.agent_id,
-                    run.capabilities,
-                    ttl_seconds=run.lease_ttl_seconds,
-                    host=run.host,
-                    swarm_id=run.swarm_id,
-                )
-                if claim is None:
-                    self._empty_claims += 1
-                    now = time.monotonic()
-                    # The first empty claim after a task always counts (the idle signal says why); later ones
-                    # only every few seconds: whether the swarm is finished can wait that long.
-                    if self._empty_claims == 1 or now >= self._next_counts:
-                        self._next_counts = now + COUNTS_EVERY_SECONDS * random.uniform(0.75, 1.25)
-                        counts = self.store.counts(swarm_id=run.swarm_id)
-                        if counts["ready"] == 0 and counts["claimed"] == 0:
-                            self.say(self._finished_text(counts))
-                            final = AgentState.DONE
-                            break
-                        if self._set_state(AgentState.IDLE):
-                            self._signal(
-                                "idle", f"nothing to claim: {counts['ready']} ready, {counts['claimed']} claimed"
-                            )
-                    backoff = IDLE_BACKOFF_FIRST_SECONDS * 2 ** min(self._empty_claims - 1, 8)
-                    backoff = min(backoff, IDLE_BACKOFF_MAX_SECONDS, run.idle_poll_seconds)
-                    self._wait_for_change(run.idle_poll_seconds, not_before=backoff * random.uniform(0.5, 1.0))
-                    continue
-                self._empty_claims = 0
-                # Until the task is released, an end of this worker gives it back (see the handlers below).
-                self._current = claim
-                try:
-                    self.work(claim)
-                except SwarmError as exc:
-                    fault = _host_fault(exc)
-                    if fault is not None:
-                        self._pause(claim, fault)
-                        final = AgentState.PAUSED
-                        break
-                    # A git or agent-setup failure fails this task, not the worker: the next task may be fine.
-                    self.say(f"{claim.task_id}: {exc.render()}")
-                    self._release_failed(claim, exc.render()[:2000], RunResult())
-                except OSError as exc:
-                    # The worker's own files (prompts, the log, .swarm/) cannot be written: the machine's fault.
-                    self._pause(claim, _os_error_text(exc))
-                    final = AgentState.PAUSED
-                    break
-                self._current = None
-                if self.stop_mode() is not None:
-                    self.say("stop requested; exiting after this task")
-                    self._answer_shutdown(f"stopped after {claim.task_id} ({self._outcome})")
-                    break
+            final = self._claim_loop()
         except (Terminated, KeyboardInterrupt) as exc:
             name = str(exc) or "SIGINT"
             final = self._interrupted(f"terminated by {name}")
@@ -315,15 +248,117 @@ class Worker:
             self._emit("".join(traceback.format_exception(exc)).encode("utf-8", "replace"))
             final = self._interrupted(f"crashed: {type(exc).__name__}: {exc}")
         finally:
-            fields: dict[str, Any] = {"state": final.value, "task_id": None, "agent_pid": None}
-            if self._final_detail is not None:
-                fields["detail"] = self._final_detail
-            with contextlib.suppress(Exception):
-                self.store.update_agent(run.agent_id, **fields)
-            with contextlib.suppress(Exception):
-                self.store.close()
-            self.logfile.close()
+            self._record_end(final)
         return 0 if final in (AgentState.DONE, AgentState.STOPPED) else 1
+
+    def _claim_loop(self) -> AgentState:
+        """Claim and work tasks one after the other; the agent's state once there is nothing more to do here."""
+        while True:
+            if self._stop_before_claim():
+                return AgentState.STOPPED
+            if self._wait_while_claims_paused():
+                continue
+            if not self._worktree_ready():
+                return AgentState.FAILED
+            claim = self._claim()
+            if claim is None:
+                if self._swarm_finished():
+                    return AgentState.DONE
+                self._idle_backoff()
+                continue
+            final = self._work_claimed(claim)
+            if final is not None:
+                return final
+
+    def _stop_before_claim(self) -> bool:
+        """Whether a stop was requested; then it is answered (no task in hand)."""
+        mode = self.stop_mode()
+        if mode is None:
+            return False
+        self.say(f"stop requested ({mode}); exiting")
+        self._answer_shutdown(f"stopped ({mode}); no task in hand")
+        return True
+
+    def _wait_while_claims_paused(self) -> bool:
+        """A provider said "slow down": nobody in the swarm claims until the stated reset. Whether claims are
+        paused (then this waited a little, or until the database changed)."""
+        run = self.run
+        paused_until, reason = self.store.claims_paused(run.swarm_id)
+        if time.time() >= paused_until:
+            return False
+        until = datetime.fromtimestamp(paused_until).strftime("%H:%M:%S")
+        if self._set_state(AgentState.IDLE, detail=f"claims paused until {until}: {reason}"):
+            self.say(f"claims paused until {until} ({reason})")
+        self._wait_for_change(min(run.idle_poll_seconds, max(0.1, paused_until - time.time())))
+        return True
+
+    def _claim(self) -> Claim | None:
+        """The next task this agent may work, leased to it; None when there is none (counted as empty)."""
+        run = self.run
+        claim = self.store.claim(
+            run.agent_id, run.capabilities, ttl_seconds=run.lease_ttl_seconds, host=run.host, swarm_id=run.swarm_id
+        )
+        self._empty_claims = 0 if claim is not None else self._empty_claims + 1
+        return claim
+
+    def _swarm_finished(self) -> bool:
+        """After an empty claim: whether the swarm has nothing left that anyone could work (then this says so).
+        The first empty claim after a task always counts the tasks (the idle signal says why); later ones only
+        every few seconds: whether the swarm is finished can wait that long."""
+        now = time.monotonic()
+        if self._empty_claims != 1 and now < self._next_counts:
+            return False
+        self._next_counts = now + COUNTS_EVERY_SECONDS * random.uniform(0.75, 1.25)
+        counts = self.store.counts(swarm_id=self.run.swarm_id)
+        if counts["ready"] == 0 and counts["claimed"] == 0:
+            self.say(self._finished_text(counts))
+            return True
+        if self._set_state(AgentState.IDLE):
+            self._signal("idle", f"nothing to claim: {counts['ready']} ready, {counts['claimed']} claimed")
+        return False
+
+    def _idle_backoff(self) -> None:
+        """Wait for the database to change, no sooner than the (jittered, doubling) backoff of empty claims."""
+        poll = self.run.idle_poll_seconds
+        backoff = IDLE_BACKOFF_FIRST_SECONDS * 2 ** min(self._empty_claims - 1, 8)
+        backoff = min(backoff, IDLE_BACKOFF_MAX_SECONDS, poll)
+        self._wait_for_change(poll, not_before=backoff * random.uniform(0.5, 1.0))
+
+    def _work_claimed(self, claim: Claim) -> AgentState | None:
+        """Work one claimed task; the agent's final state when the worker must stop after it, else None."""
+        # Until the task is released, an end of this worker gives it back (see the handlers in loop).
+        self._current = claim
+        try:
+            self.work(claim)
+        except SwarmError as exc:
+            fault = _host_fault(exc)
+            if fault is not None:
+                self._pause(claim, fault)
+                return AgentState.PAUSED
+            # A git or agent-setup failure fails this task, not the worker: the next task may be fine.
+            self.say(f"{claim.task_id}: {exc.render()}")
+            self._release_failed(claim, exc.render()[:2000], RunResult())
+        except OSError as exc:
+            # The worker's own files (prompts, the log, .swarm/) cannot be written: the machine's fault.
+            self._pause(claim, _os_error_text(exc))
+            return AgentState.PAUSED
+        self._current = None
+        if self.stop_mode() is not None:
+            self.say("stop requested; exiting after this task")
+            self._answer_shutdown(f"stopped after {claim.task_id} ({self._outcome})")
+            return AgentState.STOPPED
+        return None
+
+    def _record_end(self, final: AgentState) -> None:
+        """The worker's last word: its final state in the database; then the database and the log are closed."""
+        fields: dict[str, Any] = {"state": final.value, "task_id": None, "agent_pid": None}
+        if self._final_detail is not None:
+            fields["detail"] = self._final_detail
+        with contextlib.suppress(Exception):
+            self.store.update_agent(self.run.agent_id, **fields)
+        with contextlib.suppress(Exception):
+            self.store.close()
+        self.logfile.close()
 
     def _interrupted(self, cause: str) -> AgentState:
         """The worker ends without having been asked to: give the task back (no attempt spent), keep its work,
@@ -482,43 +517,62 @@ class Worker:
         self._current = None
 
     def _work(self, claim: Claim) -> None:
-        run = self.run
         self._set_state(AgentState.WORKING, claim.task_id)
         self.say(f"claimed {claim.task_id} (attempt {claim.attempt}): {claim.title}")
+        if not self._clear_leftovers(claim):
+            return
+        deps = [self.store.get_task(dep) for dep in claim.depends_on]
+        if not self._merge_dependencies(claim, deps):
+            return
+        prompt, prompt_file = self._write_prompt(claim, deps)
+        self._not_run = 0
+        result = self.run_agent(claim, prompt, prompt_file)
+        self.finish(claim, result)
+
+    def _clear_leftovers(self, claim: Claim) -> bool:
+        """Stash changes left in the worktree by a run that crashed with the worker: kept, but not leaked into
+        this task. False when git failed (the task went back without running)."""
         try:
             if self.worktree.has_changes():
-                # Left by a run that crashed with the worker: keep it, but do not let it leak into this task.
                 self._stash(claim, "leftovers", label=self._leftovers_label(claim))
         except GitError as exc:
             self._return_not_run(claim, exc)
-            return
-        deps = [self.store.get_task(dep) for dep in claim.depends_on]
+            return False
+        return True
+
+    def _merge_dependencies(self, claim: Claim, deps: list[Task]) -> bool:
+        """Merge the commits of the task's finished dependencies into the worktree. False when the task was
+        released instead (a git failure returns it, a conflict fails it)."""
         commits = [(d.id, d.commit) for d in deps if d.commit]
         refs = [sha for _, sha in commits]
-        if run.push_remote:
+        if self.run.push_remote:
             # Dependencies done on other machines: fetch the commits this object store lacks. On one host every
             # commit is here already, so the check (a git process per dependency) is made only if a merge
             # cannot find one, to explain why.
             self._fetch_missing(commits)
-        if refs:
-            try:
-                # The worktree was checked (and made) clean just above: merge need not ask git again.
-                merged = self.worktree.merge(
-                    refs,
-                    f"Merge dependencies of {claim.task_id}: {', '.join(claim.depends_on)}",
-                    known_clean=True,
-                )
-            except BadInput:
-                self._fetch_missing(commits)  # raises the explanation when a commit is missing
-                raise
-            except GitError as exc:
-                self._return_not_run(claim, exc)
-                return
-            if not merged.ok:
-                reason = f"merge conflict bringing in {merged.ref}: {', '.join(merged.conflicts) or merged.detail}"
-                self.say(f"{claim.task_id}: {reason}; failing the task")
-                self._release_failed(claim, reason, RunResult())
-                return
+        if not refs:
+            return True
+        try:
+            # The worktree was checked (and made) clean just before: merge need not ask git again.
+            merged = self.worktree.merge(
+                refs, f"Merge dependencies of {claim.task_id}: {', '.join(claim.depends_on)}", known_clean=True
+            )
+        except BadInput:
+            self._fetch_missing(commits)  # raises the explanation when a commit is missing
+            raise
+        except GitError as exc:
+            self._return_not_run(claim, exc)
+            return False
+        if not merged.ok:
+            reason = f"merge conflict bringing in {merged.ref}: {', '.join(merged.conflicts) or merged.detail}"
+            self.say(f"{claim.task_id}: {reason}; failing the task")
+            self._release_failed(claim, reason, RunResult())
+            return False
+        return True
+
+    def _write_prompt(self, claim: Claim, deps: list[Task]) -> tuple[str, Path]:
+        """Render the task's prompt and write it (0600) to the agent's prompt folder; the text and the file."""
+        run = self.run
         prompt = render_prompt(
             task_id=claim.task_id,
             title=claim.title,
@@ -534,9 +588,7 @@ class Worker:
         fd = os.open(prompt_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(prompt)
-        self._not_run = 0
-        result = self.run_agent(claim, prompt, prompt_file)
-        self.finish(claim, result)
+        return prompt, prompt_file
 
     def _fetch_missing(self, commits: list[tuple[str, str]]) -> None:
         """Dependencies done on another machine: their commits come from the shared remote."""
@@ -597,21 +649,7 @@ class Worker:
     def run_agent(self, claim: Claim, prompt: str, prompt_file: Path) -> RunResult:
         """Run the agent command for one task, heartbeating, watching for stop requests and the timeout."""
         run = self.run
-        command = build_command(
-            self.template,
-            model=run.model,
-            permission_mode=run.permission_mode,
-            prompt_file=prompt_file,
-            worktree=Path(run.worktree),
-            task_id=claim.task_id,
-            command=run.command,
-        )
-        env = self.agent_env(claim, prompt_file)
-        env.update(command.env)
-        if self.template.kind == "claude":
-            command.argv.extend(["--mcp-config", str(self.write_mcp_config(env))])
-        result = RunResult()
-        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        command, env = self._agent_command(claim, prompt_file)
         record = process_record_path(Path(run.repo), run.agent_id)
         # A worker killed by SIGKILL could not stop what its agent left running; it recorded it.
         _stop_leftovers(record, self.say)
@@ -629,71 +667,107 @@ class Worker:
                 start_new_session=True,  # its own process group: we can stop all of it, and only it
             )
         except OSError as exc:
-            result.exit_code = 127
-            result.tail = [f"cannot start {command.argv[0]}: {exc.strerror}"]
-            return result
+            return RunResult(exit_code=127, tail=[f"cannot start {command.argv[0]}: {exc.strerror}"])
         self.store.update_agent(run.agent_id, agent_pid=proc.pid)  # first: status and the monitor look for it
         watch.attach(proc.pid)
+        result = RunResult()
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
         usage: dict[str, Any] = {}
         reader = threading.Thread(target=self._pump, args=(proc, tail, usage), daemon=True)
         reader.start()
         if command.stdin_prompt:
             threading.Thread(target=_feed, args=(proc, prompt), daemon=True).start()
-        started = time.monotonic()
-        limit = float(claim.timeout_seconds or run.task_timeout_seconds)  # a spec's own timeout wins
-        next_beat = started + run.heartbeat_seconds
-        next_stop_check = started + run.stop_poll_seconds
-        next_watch = started + PROCESS_WATCH_SECONDS
         try:
-            while proc.poll() is None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=0.2)
-                now = time.monotonic()
-                if now >= next_watch:
-                    next_watch = now + PROCESS_WATCH_SECONDS
-                    watch.poll()
-                if now >= next_beat:
-                    next_beat = now + run.heartbeat_seconds
-                    try:
-                        self.store.heartbeat(
-                            claim.task_id, run.agent_id, claim.lease_token, ttl_seconds=run.lease_ttl_seconds
-                        )
-                        self.store.update_agent(run.agent_id)  # last_seen: other hosts judge us by it
-                    except LeaseLost as exc:
-                        result.lease_lost = exc
-                        self.say(f"{exc.render()}; stopping the agent")
-                        self._kill(proc)
-                        break
-                if now >= next_stop_check:
-                    next_stop_check = now + run.stop_poll_seconds
-                    if self.stop_mode() == "now":
-                        result.stopped = True
-                        self.say(f"stop requested (now): stopping the agent on {claim.task_id}")
-                        self._kill(proc)
-                        break
-                if now - started > limit:
-                    result.timed_out = True
-                    self.say(f"{claim.task_id} timed out after {limit:.0f}s; stopping the agent")
-                    self._kill(proc)
-                    break
+            self._supervise(claim, proc, watch, result)
         except Terminated:
             self._kill(proc)
             raise
         finally:
-            if proc.poll() is None:
-                self._kill(proc)
-            # What the agent left running (background jobs, daemons) ends with its task; then nothing holds
-            # the agent's output pipe open, and the reader sees its end at once.
-            _stop_agent_processes(watch, self.say)
-            reader.join(timeout=READER_DRAIN_SECONDS)
-            if reader.is_alive():
-                self.say("the agent's output is still held open by a process swarm cannot see; not waiting for it")
-            self.store.update_agent(run.agent_id, agent_pid=None)
+            self._end_run(proc, watch, reader)
         result.exit_code = proc.returncode
         result.tail = list(tail)
         result.cost_usd = usage.get("cost_usd")
         result.tokens = usage.get("tokens")
         return result
+
+    def _agent_command(self, claim: Claim, prompt_file: Path) -> tuple[AgentCommand, dict[str, str]]:
+        """The agent's argv and environment for ``claim``; Claude Code also gets the ``swarm`` MCP server."""
+        run = self.run
+        command = build_command(
+            self.template,
+            model=run.model,
+            permission_mode=run.permission_mode,
+            prompt_file=prompt_file,
+            worktree=Path(run.worktree),
+            task_id=claim.task_id,
+            command=run.command,
+        )
+        env = self.agent_env(claim, prompt_file)
+        env.update(command.env)
+        if self.template.kind == "claude":
+            command.argv.extend(["--mcp-config", str(self.write_mcp_config(env))])
+        return command, env
+
+    def _supervise(
+        self, claim: Claim, proc: subprocess.Popen[bytes], watch: procs.AgentProcesses, result: RunResult
+    ) -> None:
+        """While the agent runs: record its processes, heartbeat the lease, and stop it when the lease is lost,
+        teardown asks for a stop now, or the task's time is up (each said in ``result``)."""
+        run = self.run
+        started = time.monotonic()
+        limit = float(claim.timeout_seconds or run.task_timeout_seconds)  # a spec's own timeout wins
+        next_beat = started + run.heartbeat_seconds
+        next_stop_check = started + run.stop_poll_seconds
+        next_watch = started + PROCESS_WATCH_SECONDS
+        while proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.2)
+            now = time.monotonic()
+            if now >= next_watch:
+                next_watch = now + PROCESS_WATCH_SECONDS
+                watch.poll()
+            if now >= next_beat:
+                next_beat = now + run.heartbeat_seconds
+                if not self._heartbeat(claim, result):
+                    self._kill(proc)
+                    break
+            if now >= next_stop_check:
+                next_stop_check = now + run.stop_poll_seconds
+                if self.stop_mode() == "now":
+                    result.stopped = True
+                    self.say(f"stop requested (now): stopping the agent on {claim.task_id}")
+                    self._kill(proc)
+                    break
+            if now - started > limit:
+                result.timed_out = True
+                self.say(f"{claim.task_id} timed out after {limit:.0f}s; stopping the agent")
+                self._kill(proc)
+                break
+
+    def _heartbeat(self, claim: Claim, result: RunResult) -> bool:
+        """Renew the task's lease (and this agent's last_seen: other hosts judge us by it); False when the lease
+        is lost, which ``result`` then says."""
+        run = self.run
+        try:
+            self.store.heartbeat(claim.task_id, run.agent_id, claim.lease_token, ttl_seconds=run.lease_ttl_seconds)
+            self.store.update_agent(run.agent_id)
+        except LeaseLost as exc:
+            result.lease_lost = exc
+            self.say(f"{exc.render()}; stopping the agent")
+            return False
+        return True
+
+    def _end_run(self, proc: subprocess.Popen[bytes], watch: procs.AgentProcesses, reader: threading.Thread) -> None:
+        """However the run ended: nothing of the agent is left running, and its output is read to the end."""
+        if proc.poll() is None:
+            self._kill(proc)
+        # What the agent left running (background jobs, daemons) ends with its task; then nothing holds
+        # the agent's output pipe open, and the reader sees its end at once.
+        _stop_agent_processes(watch, self.say)
+        reader.join(timeout=READER_DRAIN_SECONDS)
+        if reader.is_alive():
+            self.say("the agent's output is still held open by a process swarm cannot see; not waiting for it")
+        self.store.update_agent(self.run.agent_id, agent_pid=None)
 
     def _pump(self, proc: subprocess.Popen[bytes], tail: deque[str], usage: dict[str, Any]) -> None:
         """Copy the agent's output to the pane and the log; keep the tail; note progress, cost, rate limits."""
@@ -804,55 +878,73 @@ class Worker:
     # -- release ---------------------------------------------------------------------------------
     def finish(self, claim: Claim, result: RunResult) -> None:
         """Commit and complete, or fail, or return; keep every change somewhere."""
+        self._outcome = _outcome_of(result)
+        if self._release_unfinished(claim, result):
+            return
+        sha = self._commit_finished(claim)
+        self._count_for_commit_graph()
+        if not self._share_commit(claim, sha, result):
+            return
+        self._complete(claim, sha, result)
+
+    def _release_unfinished(self, claim: Claim, result: RunResult) -> bool:
+        """A run that did not finish its task (lease lost, stopped, timed out, failed): its changes are kept
+        (stashed, or left for teardown) and the task is returned or failed. Whether it was such a run."""
         run = self.run
-        self._outcome = (
-            "lease lost"
-            if result.lease_lost
-            else "returned"
-            if result.stopped
-            else "done"
-            if result.exit_code == 0 and not result.timed_out
-            else "failed"
-        )
         if result.lease_lost is not None:
             self._stash(claim, "lease lost")
-            return
-        if result.stopped:
+        elif result.stopped:
             try:
                 self.store.return_task(claim.task_id, run.agent_id, claim.lease_token, "stopped by teardown --now")
             except LeaseLost as exc:
                 self.say(exc.render())
             self.say(f"returned {claim.task_id}; its uncommitted work stays in the worktree for teardown to save")
-            return
-        if result.timed_out:
+        elif result.timed_out:
             self._stash(claim, "timed out")
             limit = claim.timeout_seconds or run.task_timeout_seconds
             self._release_failed(claim, f"timed out after {limit:.0f}s", result)
-            return
-        if result.exit_code != 0:
+        elif result.exit_code != 0:
             self._stash(claim, f"exit {result.exit_code}")
             last = " | ".join(result.tail[-5:]) or "(no output)"
             self._release_failed(claim, f"agent exited {result.exit_code}: {last}"[:2000], result)
-            return
+        else:
+            return False
+        return True
+
+    def _commit_finished(self, claim: Claim) -> str | None:
+        """Commit the work of a run that exited 0; HostFault when the machine refuses the commit."""
         try:
-            sha = self._commit_task(claim)
+            return self._commit_task(claim)
         except SwarmError as exc:
             # The agent did its part; a commit refused by the machine (a signing key missing, a full disk) is not
             # its fault. Any other failure (the agent deleted its worktree) fails the task as usual.
             if _host_fault(exc) is None:
                 raise
             raise HostFault(f"git refused the commit of {claim.task_id}: {exc.message}") from exc
+
+    def _count_for_commit_graph(self) -> None:
+        """Every ``COMMIT_GRAPH_EVERY`` tasks, add this worker's new commits to the repository's commit-graph."""
         self._graph_countdown -= 1
         if self._graph_countdown <= 0:
             self._graph_countdown = COMMIT_GRAPH_EVERY
             self.worktree.update_commit_graph()
-        if run.push_remote and sha:
-            # Other machines fetch this task's commit by its ref before they merge it.
-            try:
-                self.worktree.push(run.push_remote, [f"+{sha}:{_task_ref(claim.task_id)}"])
-            except SwarmError as exc:
-                self._release_failed(claim, f"could not share the commit {sha[:12]}: {exc.render()}", result)
-                return
+
+    def _share_commit(self, claim: Claim, sha: str | None, result: RunResult) -> bool:
+        """On a shared queue, push the task's commit to its ref on the remote: other machines fetch it there
+        before they merge it. False when it could not be shared (then the task is failed)."""
+        remote = self.run.push_remote
+        if not remote or not sha:
+            return True
+        try:
+            self.worktree.push(remote, [f"+{sha}:{_task_ref(claim.task_id)}"])
+        except SwarmError as exc:
+            self._release_failed(claim, f"could not share the commit {sha[:12]}: {exc.render()}", result)
+            return False
+        return True
+
+    def _complete(self, claim: Claim, sha: str | None, result: RunResult) -> None:
+        """Mark the task done with its commit; say which tasks it made ready."""
+        run = self.run
         try:
             promoted = self.store.complete(
                 claim.task_id,
@@ -925,6 +1017,17 @@ class Worker:
             return None
         self.say(f"saved the uncommitted work of {claim.task_id} as {ref} ({sha[:12]}); it also stays in the worktree")
         return ref
+
+
+def _outcome_of(result: RunResult) -> str:
+    """How a run ended, in the words of the shutdown response."""
+    if result.lease_lost:
+        return "lease lost"
+    if result.stopped:
+        return "returned"
+    if result.exit_code == 0 and not result.timed_out:
+        return "done"
+    return "failed"
 
 
 _RESET = re.compile(

@@ -14,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from swarm.launcher import monitor_session
 from swarm.runtime import procs
 from swarm.runtime.runfile import process_record_path
+from swarm.runtime.sessions import monitor_session
 from swarm.store import open_store
 from tests.acceptance.conftest import DEMO_AGENT, Run, git, restricted_path, status_json, tmux_sessions
 from tests.helpers import retry_until

@@ -50,9 +50,7 @@ LEVELS: dict[str, int] = {
 }
 
 #: Imports known to break the layers, each to be removed by the change named next to it.
-KNOWN_EXCEPTIONS: set[tuple[str, str]] = {
-    ("swarm.runtime.monitor", "swarm.launcher"),  # removed by fix/steps
-}
+KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:
