@@ -1,4 +1,4 @@
-"""Agent kinds (DESIGN 6): the templates in ``templates/agents/``, the command each one runs, the prompt.
+"""Agent kinds (docs/contract.md §6): the templates in ``templates/agents/``, the command each one runs, the prompt.
 
 A template says which CLI an agent kind needs, the argv that runs it (with ``{placeholder}`` slots), how
 the prompt reaches it (stdin or a file) and which output means "waiting for a human" or "rate limited".

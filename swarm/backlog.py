@@ -1,4 +1,4 @@
-"""Load and validate the backlog: a folder of Markdown spec files with YAML front matter (DESIGN 2).
+"""Load and validate the backlog: a folder of Markdown spec files with YAML front matter (docs/contract.md §2).
 
 A spec file looks like::
 

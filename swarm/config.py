@@ -1,4 +1,6 @@
-"""Layered configuration (DESIGN 9): defaults < ``swarm.toml`` < remembered < ``SWARM_*`` environment < flags.
+"""Layered configuration (docs/contract.md §9).
+
+Defaults < ``swarm.toml`` < remembered < ``SWARM_*`` environment < flags.
 
 :class:`Config` is a pydantic-settings ``BaseSettings`` whose ``settings_customise_sources`` orders its sources:
 the flags are its init arguments, then an ``EnvSettingsSource`` (``SWARM_`` prefix, ``_`` nested delimiter split
@@ -55,12 +57,12 @@ log = logging.getLogger(__name__)
 CONFIG_FILE_NAME = "swarm.toml"
 #: Prefix of every configuration environment variable: ``SWARM_<SECTION>_<KEY>``.
 ENV_PREFIX = "SWARM_"
-#: Short names kept for DESIGN 4 and 6; the ``SWARM_<SECTION>_<KEY>`` name wins when both are set.
+#: Short names kept for docs/contract.md §4 and §6; the ``SWARM_<SECTION>_<KEY>`` name wins when both are set.
 ENV_ALIASES: Mapping[str, str] = {
     "SWARM_DATABASE_URL": "queue.database",
     "SWARM_TMUX_SOCKET": "swarm.tmux_socket",
 }
-#: Variables swarm sets for its own processes (DESIGN 6). They share the prefix but are not configuration,
+#: Variables swarm sets for its own processes (docs/contract.md §6). They share the prefix but are not configuration,
 #: so they are never reported as misspelt settings.
 RUNTIME_ENV_VARS = frozenset(
     {

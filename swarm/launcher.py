@@ -453,7 +453,7 @@ def is_shared(loaded: LoadedConfig) -> bool:
 
 
 def host_prefix(loaded: LoadedConfig) -> str:
-    """``<label>-`` before agent ids when machines share the queue (DESIGN 6), else nothing."""
+    """``<label>-`` before agent ids when machines share the queue (docs/contract.md §6), else nothing."""
     label = loaded.config.swarm.host_label
     if not label and is_shared(loaded):
         label = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname().split(".")[0]).strip("-")[:31] or "host"

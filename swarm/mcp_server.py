@@ -1,4 +1,4 @@
-"""``swarm mcp``: the queue and thread verbs as MCP tools on stdio (DESIGN 7), for agents that speak MCP.
+"""``swarm mcp``: the queue and thread verbs as MCP tools on stdio (docs/contract.md §7), for agents that speak MCP.
 
 The server acts as one identity, taken from the environment the agent runs with (``SWARM_AGENT_ID`` proven by
 ``SWARM_TOKEN``; no token means the lead). The identity is checked once at startup, so a misconfigured agent
@@ -314,7 +314,7 @@ def _add_thread_tools(tool: _ToolDecorator, backend: _Backend) -> None:
     def msg_send(
         text: Annotated[str, Field(description="The message.")],
         to: Annotated[str | None, Field(description="Recipient: an agent id or 'lead'; default: everyone.")] = None,
-        type: Annotated[  # shadows the builtin: DESIGN 7 names the parameter
+        type: Annotated[  # shadows the builtin: docs/contract.md §7 names the parameter
             str | None,
             Field(description="chat (default), question, answer, escalation, shutdown_response or signal.<name>."),
         ] = None,
@@ -331,7 +331,7 @@ def _add_thread_tools(tool: _ToolDecorator, backend: _Backend) -> None:
     @tool
     def msg_list(
         since: Annotated[int | None, Field(description="Only entries after this sequence number.")] = None,
-        type: Annotated[  # shadows the builtin: DESIGN 7 names the parameter
+        type: Annotated[  # shadows the builtin: docs/contract.md §7 names the parameter
             str | None, Field(description="Only entries of this type, e.g. question.")
         ] = None,
     ) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from swarm.errors import BadInput
 
-#: DESIGN 2: a spec id, also used for task ids added by hand.
+#: docs/contract.md §2: a spec id, also used for task ids added by hand.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -28,7 +28,7 @@ def check_id(value: str, what: str, example: str = "") -> str:
 
 
 class TaskState(StrEnum):
-    """DESIGN 3 task states."""
+    """docs/contract.md §3 task states."""
 
     BLOCKED = "blocked"
     READY = "ready"
@@ -51,7 +51,7 @@ STATE_ORDER: tuple[TaskState, ...] = (
 
 @dataclass(frozen=True)
 class Spec:
-    """One validated spec file (DESIGN 2), or a task added by hand (then ``path`` is None)."""
+    """One validated spec file (docs/contract.md §2), or a task added by hand (then ``path`` is None)."""
 
     id: str
     epic: str
@@ -162,7 +162,7 @@ class AgentRecord:
     next_restart_at: float = 0.0
 
 
-#: Message types of DESIGN 7; ``signal.*`` is open-ended.
+#: Message types of docs/contract.md §7; ``signal.*`` is open-ended.
 MESSAGE_TYPES: tuple[str, ...] = (
     "chat",
     "question",

@@ -1,4 +1,4 @@
-"""``swarm status``: one snapshot of a swarm, as the DESIGN 8 JSON object and as a dashboard."""
+"""``swarm status``: one snapshot of a swarm, as the docs/contract.md §8 JSON object and as a dashboard."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def agent_state(agent: AgentRecord, now: float | None = None) -> str:
 
 
 def to_json(snap: Snapshot) -> dict[str, Any]:
-    """DESIGN 8: keys may be added, never renamed or removed."""
+    """docs/contract.md §8: keys may be added, never renamed or removed."""
     now = snap.taken_at
     return {
         "swarm": _swarm_json(snap),

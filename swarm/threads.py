@@ -1,4 +1,4 @@
-"""Threads (DESIGN 7): durable, multi-writer, append-only message logs, and the waits on them.
+"""Threads (docs/contract.md §7): durable, multi-writer, append-only message logs, and the waits on them.
 
 Sequence numbers are allocated inside the appending transaction, so they follow commit order and a reader
 never sees a gap or misses a late commit. Waiters wake on the store's cheap change counter (SQLite's
@@ -29,7 +29,7 @@ _SIGNAL = re.compile(r"signal\.[a-z][a-z0-9_.-]{0,40}")
 
 
 def check_type(type_: str) -> str:
-    """A DESIGN 7 type or ``signal.<name>``."""
+    """A docs/contract.md §7 type or ``signal.<name>``."""
     if type_ in MESSAGE_TYPES or _SIGNAL.fullmatch(type_):
         return type_
     raise BadInput(f"unknown message type {type_!r}", hint=f"use one of {', '.join(MESSAGE_TYPES)} or signal.<name>")

@@ -1,7 +1,7 @@
 """The JSON views of swarm's records: one shape per record, shared by the CLI, the MCP server and ``swarm status``.
 
-These shapes are the machine-readable contract of DESIGN 8: keys may be added, never renamed or removed. A key
-that one command printed is therefore printed by every command that shows the same record.
+These shapes are the machine-readable contract of docs/contract.md §8: keys may be added, never renamed or
+removed. A key that one command printed is therefore printed by every command that shows the same record.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def iso(ts: float | None) -> str | None:
 
 
 def claim_json(claim: Claim | None) -> dict[str, Any]:
-    """DESIGN 8: ``{"task": {id, title, prompt, lease_token, lease_until, attempt}}`` or ``{"task": null}``.
+    """docs/contract.md §8: ``{"task": {id, title, prompt, lease_token, lease_until, attempt}}`` or ``{"task": null}``.
 
     ``epic`` and ``depends_on`` are extra keys.
     """
@@ -42,8 +42,9 @@ def claim_json(claim: Claim | None) -> dict[str, Any]:
 
 
 def task_json(task: Task, now: float | None = None) -> dict[str, Any]:
-    """A task as ``status --json``, ``queue status --json`` and the MCP ``queue_status`` show it (DESIGN 8 keys
-    first, extra keys after). ``now`` is the moment the retry backoff in ``ready_in_s`` is measured from."""
+    """A task as ``status --json``, ``queue status --json`` and the MCP ``queue_status`` show it
+    (docs/contract.md §8 keys first, extra keys after). ``now`` is the moment the retry backoff in
+    ``ready_in_s`` is measured from."""
     return {
         "id": task.id,
         "title": task.title,
@@ -95,7 +96,7 @@ def agent_json(agent: AgentRecord, *, state: str, held: Task | None, now: float)
 
 
 def message_json(message: Message) -> dict[str, Any]:
-    """A thread entry (DESIGN 8): ``seq, thread, author, to, type, body, reply_to, created_at``."""
+    """A thread entry (docs/contract.md §8): ``seq, thread, author, to, type, body, reply_to, created_at``."""
     return {
         "seq": message.seq,
         "thread": message.thread,

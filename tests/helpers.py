@@ -60,7 +60,7 @@ def write_spec(
     extra: str = "",
     name: str | None = None,
 ) -> Path:
-    """Write one spec file in DESIGN 2 format."""
+    """Write one spec file in docs/contract.md §2 format."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["---", f"id: {spec_id}", f"epic: {epic}", f"title: {title or 'Task ' + spec_id}"]
     if depends_on:

@@ -1,4 +1,4 @@
-"""``swarm msg ...``: durable threads between agents and the lead (DESIGN 7)."""
+"""``swarm msg ...``: durable threads between agents and the lead (docs/contract.md §7)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ queue_app = typer.Typer(
 )
 
 # Options shared by several verbs. Agents get their identity and lease from the environment that the
-# worker sets (DESIGN 6), so `swarm queue heartbeat` inside an agent command needs no flags at all.
+# worker sets (docs/contract.md §6), so `swarm queue heartbeat` inside an agent command needs no flags at all.
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of text.")
 AGENT_OPTION = typer.Option(..., "--agent-id", envvar="SWARM_AGENT_ID", help="The agent's id, e.g. agent-1.")
 TASK_OPTION = typer.Option(

@@ -1,4 +1,4 @@
-"""``swarm status``: the dashboard, once, live, or as DESIGN 8 JSON."""
+"""``swarm status``: the dashboard, once, live, or as docs/contract.md §8 JSON."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ RECENT_EVENTS = 6
 
 
 def status_cmd(
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN 8 keys)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object; its keys are never renamed or removed."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Keep the dashboard on screen, refreshed every second."),
     db: DbOption = None,
 ) -> None:

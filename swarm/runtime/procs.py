@@ -1,7 +1,7 @@
 """Processes of a swarm: liveness, trees, process groups, stopping, usage. The only module importing psutil.
 
 Stopping is by pid and by process group, never by name: swarm signals only what it started, what carries
-its ``SWARM_ID`` (DESIGN 6), and what a worker saw below itself and recorded (the end of this module).
+its ``SWARM_ID`` (docs/contract.md §6), and what a worker saw below itself and recorded (the end of this module).
 psutil's ``Process`` objects remember each process's start time, so a pid the kernel has reused for an
 unrelated process is never signalled.
 

@@ -1,7 +1,7 @@
 """The tmux sessions a swarm runs in: their names, and how an agent's worker or the monitor is started in one.
 
 Launch starts a session per agent and one for this host's monitor; the monitor starts a worker again in its
-agent's session. Both come here, so that a restarted worker runs exactly as a launched one (DESIGN 6).
+agent's session. Both come here, so that a restarted worker runs exactly as a launched one (docs/contract.md §6).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def repo_hash(repo: Path) -> str:
 
 
 def session_name(repo: Path, agent_id: str, *, distinct: bool = False) -> str:
-    """DESIGN 6: ``swarm-<repo>-<agent-id>``; ``distinct`` adds a hash of the repository's path
+    """docs/contract.md §6: ``swarm-<repo>-<agent-id>``; ``distinct`` adds a hash of the repository's path
     (``swarm-<repo>-<hash>-<agent-id>``), used when a same-named repository holds the plain name on this
     tmux server."""
     middle = f"{repo_slug(repo)}-{repo_hash(repo)}" if distinct else repo_slug(repo)

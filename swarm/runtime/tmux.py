@@ -3,7 +3,7 @@
 Every call goes through one ``tmux`` client invocation (``Server.cmd``), built here with exact targets:
 ``=name`` matches a session name exactly, where a bare ``name`` would prefix-match (``ab`` finds ``abc``)
 and could hit a session that is not ours. Stopping is guarded by the ``@swarm_id`` user option
-(DESIGN 6): :meth:`Tmux.kill_session` checks the tag on the session itself and then kills it by its
+(docs/contract.md §6): :meth:`Tmux.kill_session` checks the tag on the session itself and then kills it by its
 immutable id, so a look-alike name never loses a session.
 
 Things tmux does that shape this code (tmux 3.3a):
@@ -37,7 +37,7 @@ from swarm.errors import BadInput, SwarmError
 logger = logging.getLogger(__name__)
 
 TAG_OPTION = "@swarm_id"
-"""The session user option that marks a session as belonging to one swarm (DESIGN 6)."""
+"""The session user option that marks a session as belonging to one swarm (docs/contract.md §6)."""
 
 HISTORY_LIMIT = 10000
 

@@ -1,4 +1,4 @@
-"""``swarm worker``: the per-agent loop that launch starts inside each tmux session (DESIGN 6).
+"""``swarm worker``: the per-agent loop that launch starts inside each tmux session (docs/contract.md §6).
 
 claim -> merge the completed dependencies' commits -> render the prompt -> run the agent command in the
 worktree, in its own process group, output to the pane and the log -> heartbeat while it runs -> on exit 0
@@ -604,7 +604,7 @@ class Worker:
         self.worktree.fetch(self.run.push_remote, [f"+{_task_ref(t)}:{_task_ref(t)}" for t, _ in missing])
 
     def agent_env(self, claim: Claim, prompt_file: Path) -> dict[str, str]:
-        """DESIGN 6: the launching environment plus the swarm's variables; ``swarm`` on PATH."""
+        """docs/contract.md §6: the launching environment plus the swarm's variables; ``swarm`` on PATH."""
         run = self.run
         env = dict(run.env)
         bin_dirs = [str(Path(sys.executable).parent)]

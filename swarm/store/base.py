@@ -1,6 +1,6 @@
 """The storage seam: one interface at the level of domain operations, implemented once per backend.
 
-Every backend must pass ``tests/contract/test_store_contract.py`` unchanged. The rules (DESIGN 3):
+Every backend must pass ``tests/contract/test_store_contract.py`` unchanged. The rules (docs/contract.md §3):
 a claim is atomic and takes the highest-priority, then oldest, then smallest-id ready task whose
 ``requires`` the agent offers; every write after a claim carries the lease token and is rejected with
 :class:`~swarm.errors.LeaseLost` when the token no longer holds the task; completing promotes dependents in

@@ -1,4 +1,4 @@
-"""DESIGN 2 through the real CLI: every malformed backlog exits 2, names the file, and writes nothing."""
+"""docs/contract.md §2 through the real CLI: every malformed backlog exits 2, names the file, and writes nothing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``swarm queue`` end to end through the real command, and the JSON shapes scripts rely on (DESIGN 8)."""
+"""``swarm queue`` end to end through the real command, and the JSON shapes scripts rely on (docs/contract.md §8)."""
 
 from __future__ import annotations
 

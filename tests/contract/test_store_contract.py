@@ -1,4 +1,4 @@
-"""The store contract (DESIGN 3 and 4). Every backend must pass this file unchanged."""
+"""The store contract (docs/contract.md §3 and §4). Every backend must pass this file unchanged."""
 
 from __future__ import annotations
 

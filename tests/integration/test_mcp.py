@@ -129,7 +129,7 @@ async def test_lists_the_design_tools_and_rechecks_the_token(world: World) -> No
         assert len(listed.tools) == len(TOOLS)
         by_name = {tool.name: tool for tool in listed.tools}
         assert all(tool.description for tool in listed.tools)
-        # DESIGN 7 parameter names, and the required ones only where the contract has no "?".
+        # docs/contract.md §7 parameter names, and the required ones only where the contract has no "?".
         assert set(by_name["queue_release"].input_schema["properties"]) == {
             "task_id",
             "lease_token",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import typer
 
@@ -48,3 +49,48 @@ def test_the_readme_says_task_commits_skip_the_hooks() -> None:
 def test_the_readme_says_how_agent_processes_are_found_and_logs_are_capped() -> None:
     assert "PR_SET_CHILD_SUBREAPER" in README
     assert "log_max_bytes" in README
+
+
+def _sources() -> list[Path]:
+    roots = [REPO_ROOT / "swarm", REPO_ROOT / "tests", REPO_ROOT / "benchmarks"]
+    files = [p for root in roots for p in root.rglob("*.py")]
+    return [*files, REPO_ROOT / "README.md", *(REPO_ROOT / "templates").rglob("*")]
+
+
+def test_comments_cite_the_contract_in_the_repository_never_an_outside_document() -> None:
+    # "DESIGN 8" named a file outside the repository: a reader of the code could not follow it.
+    outside = re.compile(r"\bDESIGN(?:\.md)?\s*§?\d")
+    hits = [
+        f"{path.relative_to(REPO_ROOT)}:{n}"
+        for path in _sources()
+        if path.is_file() and path != Path(__file__)
+        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+        if outside.search(line)
+    ]
+    assert hits == [], f"cite docs/contract.md §N instead: {hits}"
+
+
+def test_every_contract_citation_names_a_section_that_exists() -> None:
+    contract = (REPO_ROOT / "docs" / "contract.md").read_text(encoding="utf-8")
+    sections = set(re.findall(r"^## §(\d+) ", contract, flags=re.MULTILINE))
+    assert sections == {str(n) for n in range(1, 10)}
+    cited = {
+        (f"{path.relative_to(REPO_ROOT)}", number)
+        for path in _sources()
+        if path.is_file()
+        for number in re.findall(r"contract\.md §(\d+)", path.read_text(encoding="utf-8", errors="replace"))
+    }
+    assert cited, "no code cites docs/contract.md"
+    assert [c for c in cited if c[1] not in sections] == []
+
+
+def test_the_architecture_page_names_every_module_it_lists() -> None:
+    page = (REPO_ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:runtime|store|cli)/[a-z_]+|[a-z_]+)`", page.split("## A task's life")[0]))
+    modules = (
+        {str(p.relative_to(REPO_ROOT / "swarm").with_suffix("")) for p in (REPO_ROOT / "swarm").rglob("*.py")}
+        | {p.name for p in (REPO_ROOT / "swarm").iterdir() if p.is_dir()}
+        | {"store/", "cli/", "demo/"}
+    )
+    missing = sorted(n for n in named if "/" in n and n not in modules)
+    assert missing == [], f"docs/architecture.md names modules that do not exist: {missing}"
