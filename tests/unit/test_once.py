@@ -1,4 +1,5 @@
-"""Once each: the id pattern, the ``--db`` option and the topological order are written in one place."""
+"""Once each: the id pattern, the ``--db`` option and the topological order are written in one place; and no
+product function is too long to read as the steps it takes."""
 
 from __future__ import annotations
 
@@ -32,3 +33,17 @@ def test_every_topological_order_comes_from_one_function() -> None:
     users = set(_where(r"from swarm\.graph import topological_order"))
     assert {"swarm/backlog.py", "swarm/merge.py", "swarm/store/common.py"} <= users
     assert _where(r"heapq\.heappop") == ["swarm/graph.py"]
+
+
+def test_no_product_function_is_over_80_lines() -> None:
+    # A long function hides the sequence it performs; launch, teardown and the MCP server read as named steps.
+    import ast
+
+    long: list[str] = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 80:
+                    long.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.name} ({length} lines)")
+    assert long == []
