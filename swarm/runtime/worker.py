@@ -41,7 +41,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from swarm.agents import AgentCommand, build_command, load_template, render_prompt
+from swarm.agents import AgentCommand, build_command, load_template, parse_usage, render_prompt
 from swarm.errors import BadInput, LeaseLost, StoreError, SwarmError
 from swarm.models import LEAD, AgentState, Claim, Message, Task
 from swarm.runtime import procs
@@ -780,7 +780,7 @@ class Worker:
             if not text:
                 continue
             tail.append(text)
-            _parse_usage(text, usage)
+            parse_usage(self.template.usage, text, usage)
             self._watch_rate_limit(text)
             pending = text
             now = time.monotonic()
@@ -1088,30 +1088,6 @@ def _feed(proc: subprocess.Popen[bytes], prompt: str) -> None:
         proc.stdin.write(prompt.encode("utf-8"))
     with contextlib.suppress(OSError):
         proc.stdin.close()
-
-
-def _parse_usage(line: str, usage: dict[str, Any]) -> None:
-    """Claude Code's stream-json ``result`` line carries ``total_cost_usd`` and ``usage``."""
-    if not line.startswith("{") or "total_cost_usd" not in line:
-        return
-    try:
-        data = json.loads(line)
-    except ValueError:
-        return
-    if not isinstance(data, dict) or data.get("type") != "result":
-        return
-    cost = data.get("total_cost_usd")
-    if isinstance(cost, int | float):
-        usage["cost_usd"] = float(cost)
-    counts = data.get("usage")
-    if isinstance(counts, dict):
-        total = sum(
-            int(v)
-            for k, v in counts.items()
-            if k in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-            and isinstance(v, int)
-        )
-        usage["tokens"] = total
 
 
 def _rotate_log(handle: IO[bytes], path: Path) -> IO[bytes]:

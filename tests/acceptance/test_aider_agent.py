@@ -91,6 +91,8 @@ def test_aider_template_runs_the_real_cli(tmp_path: Path, mock_openai: tuple[int
             parse_usage(load_template("aider").usage, line, usage)
         assert (usage.get("cost_usd") or 0) > 0
         assert (usage.get("tokens") or 0) > 0
+        # ... and the worker records them with each task, so `swarm status` shows them.
+        assert all((t["cost_usd"] or 0) > 0 and (t["tokens"] or 0) > 0 for t in tasks), tasks
         teardown_leaves_nothing(repo, env, sock)
     finally:
         stop_private_tmux(sock)

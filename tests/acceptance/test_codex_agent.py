@@ -100,6 +100,8 @@ def test_codex_template_runs_the_real_cli(tmp_path: Path, mock_openai: tuple[int
         for line in agent_log_lines(repo):
             parse_usage(load_template("codex").usage, line, usage)
         assert (usage.get("tokens") or 0) > 0
+        # ... and the worker records them with each task, so `swarm status` shows them.
+        assert all((t["tokens"] or 0) > 0 for t in tasks), tasks
         teardown_leaves_nothing(repo, env, sock)
     finally:
         stop_private_tmux(sock)

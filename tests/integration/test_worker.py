@@ -15,11 +15,12 @@ from pathlib import Path
 import psutil
 import pytest
 
+from swarm.agents import parse_usage
 from swarm.models import AgentRecord, Spec, TaskState
 from swarm.runtime import procs
 from swarm.runtime.git import open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path, write_run_file
-from swarm.runtime.worker import Worker, _parse_usage
+from swarm.runtime.worker import Worker
 from swarm.store import open_store
 from tests.helpers import retry_until, swarm_cli
 
@@ -329,7 +330,7 @@ def test_cost_and_tokens_from_claude_stream_json(repo: Path, make_worker: MakeWo
 )
 def test_parse_usage(line: str, expected: dict[str, object]) -> None:
     usage: dict[str, object] = {}
-    _parse_usage(line, usage)
+    parse_usage("claude-stream-json", line, usage)
     assert usage == expected
 
 
