@@ -425,8 +425,9 @@ def test_codex_usage_from_the_tokens_used_lines() -> None:
     assert _usage("codex", "360", "tokens used", "not a number", "12") == {}
 
 
-def test_command_kind_reports_no_usage() -> None:
-    assert load_template("command").usage == "none"
+def test_command_kind_reads_only_claudes_stream_json_cost() -> None:
+    # A --command agent often wraps `claude -p --output-format stream-json`; other CLIs' lines mean nothing there.
+    assert load_template("command").usage == "claude-stream-json"
     assert _usage("command", "tokens used", "12", "Cost: $1 message, $2 session.") == {}
 
 
