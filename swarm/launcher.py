@@ -627,30 +627,20 @@ class TeardownOptions:
 def teardown(
     *,
     cwd: Path,
-    now: bool = False,
-    force: bool = False,
-    keep_worktrees: bool = False,
-    delete_branches: bool = False,
-    grace: float | None = None,
+    options: TeardownOptions | None = None,
     db: str | None = None,
-    all_hosts: bool = False,
     say: Say = _quiet,
     loaded: LoadedConfig | None = None,
 ) -> TeardownReport:
-    """Stop everything the current swarm owns on this host (and ask every host's workers with ``all_hosts``),
-    and lose nothing. ``loaded``: the configuration the command loaded (then ``db`` is not read), else loaded
-    here with ``db`` over it."""
+    """Stop everything the current swarm owns on this host (and ask every host's workers with
+    ``options.all_hosts``), and lose nothing; ``options`` default to those of a plain ``swarm teardown``.
+    ``loaded``: the configuration the command loaded (then ``db`` is not read), else loaded here with ``db``
+    over it."""
     repo = open_repo(cwd)
     if loaded is None:
         loaded = load_config(repo.root, overrides={"queue.database": db})
-    options = TeardownOptions(
-        now=now,
-        force=force,
-        keep_worktrees=keep_worktrees,
-        delete_branches=delete_branches,
-        grace=grace,
-        all_hosts=all_hosts,
-    )
+    if options is None:
+        options = TeardownOptions()
     timeout = loaded.config.swarm.lock_timeout_seconds
     # Never beside a launch or repair of this repository: a launch between its worktrees and its sessions
     # would start agents after this teardown said "down".

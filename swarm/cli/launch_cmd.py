@@ -13,7 +13,15 @@ from swarm.cli.output import console, emit_json, split_list
 from swarm.config import load_config
 from swarm.errors import SwarmError
 from swarm.follow import follow
-from swarm.launcher import LaunchRequest, LaunchResult, TeardownReport, launch, load_launch_config, teardown
+from swarm.launcher import (
+    LaunchRequest,
+    LaunchResult,
+    TeardownOptions,
+    TeardownReport,
+    launch,
+    load_launch_config,
+    teardown,
+)
 from swarm.runtime.git import open_repo
 
 if TYPE_CHECKING:
@@ -140,12 +148,14 @@ def teardown_cmd(
     report = teardown(
         cwd=Path.cwd(),
         loaded=loaded,
-        now=now,
-        force=force,
-        keep_worktrees=keep_worktrees,
-        delete_branches=delete_branches,
-        grace=grace,
-        all_hosts=all_hosts,
+        options=TeardownOptions(
+            now=now,
+            force=force,
+            keep_worktrees=keep_worktrees,
+            delete_branches=delete_branches,
+            grace=grace,
+            all_hosts=all_hosts,
+        ),
         # With --json, stdout is the report only: what teardown says on the way goes to stderr. Not markup: the
         # lines name branches and files that agents chose.
         say=(lambda line: print(line, file=sys.stderr)) if as_json else (lambda text: out.print(text, markup=False)),
