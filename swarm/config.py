@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cached_property
@@ -122,29 +122,22 @@ def _branch_prefix(value: str) -> str:
     return value
 
 
-_AUTHOR = re.compile(r"[^<>\n]*[^<>\s] <[^<>\s]+>")
+def _matching(pattern: str, message: str) -> Callable[[str], str]:
+    """A check that the whole value matches ``pattern``, else ``ValueError(message)``."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(message)
+        return value
+
+    return check
 
 
-def _author(value: str) -> str:
-    if not _AUTHOR.fullmatch(value):
-        raise ValueError('must look like "Name <email>"')
-    return value
-
-
-def _tmux_socket(value: str) -> str:
-    # `tmux -L NAME` takes a bare socket name; a path or whitespace would silently mean another server.
-    if re.search(r"[\s/]", value):
-        raise ValueError("must be a tmux socket name (tmux -L) without '/' or spaces, or empty")
-    return value
-
-
-_KIND = re.compile(r"[a-z][a-z0-9_-]*")
-
-
-def _kind(value: str) -> str:
-    if not _KIND.fullmatch(value):
-        raise ValueError("must be an agent template name such as claude, codex, aider or command")
-    return value
+_author = _matching(r"[^<>\n]*[^<>\s] <[^<>\s]+>", 'must look like "Name <email>"')
+# `tmux -L NAME` takes a bare socket name; a path or whitespace would silently mean another server.
+_tmux_socket = _matching(r"[^\s/]*", "must be a tmux socket name (tmux -L) without '/' or spaces, or empty")
+_kind = _matching(r"[a-z][a-z0-9_-]*", "must be an agent template name such as claude, codex, aider or command")
 
 
 def _host_label(value: str) -> str:
