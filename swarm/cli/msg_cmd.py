@@ -10,7 +10,6 @@ import typer
 from swarm import identity, threads
 from swarm.cli.options import DbOption, load_with_db
 from swarm.cli.output import console, emit_json
-from swarm.config import LoadedConfig
 from swarm.models import LEAD, Message
 from swarm.queue import lead_token_path, open_queue
 from swarm.store import Store
@@ -26,6 +25,7 @@ msg_app = typer.Typer(
 
 THREAD_OPTION = typer.Option(threads.DEFAULT_THREAD, "--thread", help="Thread name.")
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON (one object per entry).")
+TIMEOUT_OPTION = typer.Option(None, "--timeout", min=0.0, help="Give up after S seconds (exit 124).")
 
 
 def _line(message: Message) -> str:
@@ -42,10 +42,10 @@ def _show(message: Message, as_json: bool) -> None:
 
 
 class _Session:
-    """The store and the proven identity of the caller."""
+    """The store and the proven identity of the caller; a context manager that closes the store."""
 
-    def __init__(self, loaded: LoadedConfig) -> None:
-        self.loaded = loaded
+    def __init__(self, db: str | None) -> None:
+        self.loaded = load_with_db(db)
         self.store: Store = open_queue(self.loaded)
         try:
             self.me = identity.resolve(self.store, lead_token_path(self.loaded), os.environ)
@@ -53,7 +53,10 @@ class _Session:
             self.store.close()
             raise
 
-    def close(self) -> None:
+    def __enter__(self) -> _Session:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
         self.store.close()
 
 
@@ -70,11 +73,8 @@ def send_cmd(
     """Append a message to a thread."""
     if text == "-":
         text = sys.stdin.read()
-    session = _Session(load_with_db(db))
-    try:
+    with _Session(db) as session:
         message = threads.send(session.store, session.me, text, to=to, type_=type_, thread=thread, reply_to=reply_to)
-    finally:
-        session.close()
     if as_json:
         emit_json(message_json(message))
     else:
@@ -113,7 +113,7 @@ def list_cmd(
 
 @msg_app.command("wait")
 def wait_cmd(
-    timeout: float | None = typer.Option(None, "--timeout", min=0.0, help="Give up after S seconds (exit 124)."),
+    timeout: float | None = TIMEOUT_OPTION,
     from_agent: str | None = typer.Option(None, "--from", help="Only an entry from this author."),
     reply_to: int | None = typer.Option(None, "--reply-to", min=1, help="Only an entry answering this one."),
     thread: str = THREAD_OPTION,
@@ -121,12 +121,9 @@ def wait_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Block until the next entry you did not write that is addressed to you or to everyone; print it."""
-    session = _Session(load_with_db(db))
-    try:
+    with _Session(db) as session:
         spec = threads.WaitSpec(identity=session.me, thread=thread, from_author=from_agent, reply_to=reply_to)
         message = threads.wait(session.store, spec, timeout)
-    finally:
-        session.close()
     if message is None:
         typer.echo(f"swarm: no message within {timeout:g}s", err=True)
         raise typer.Exit(EXIT_TIMEOUT)
@@ -137,21 +134,18 @@ def wait_cmd(
 def ask_cmd(
     text: str = typer.Argument(..., help="The question."),
     to: str = typer.Option(LEAD, "--to", help="Who should answer (default: the lead)."),
-    timeout: float | None = typer.Option(None, "--timeout", min=0.0, help="Give up after S seconds (exit 124)."),
+    timeout: float | None = TIMEOUT_OPTION,
     thread: str = THREAD_OPTION,
     db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Ask a question and wait for its answer; print the answer."""
-    session = _Session(load_with_db(db))
-    try:
+    with _Session(db) as session:
         if session.me != LEAD:
             session.store.update_agent(session.me, detail="waiting for an answer")
         question, answer = threads.ask(session.store, session.me, text, to=to, thread=thread, timeout=timeout)
         if session.me != LEAD:
             session.store.update_agent(session.me, detail=None)
-    finally:
-        session.close()
     if answer is None:
         typer.echo(
             f"swarm: no answer to #{question.seq} within {timeout:g}s; keep waiting with "
@@ -174,11 +168,8 @@ def reply_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Answer an entry (usually a question): the answer goes to its author."""
-    session = _Session(load_with_db(db))
-    try:
+    with _Session(db) as session:
         message = threads.reply(session.store, session.me, seq, text, thread=thread)
-    finally:
-        session.close()
     if as_json:
         emit_json(message_json(message))
     else:
