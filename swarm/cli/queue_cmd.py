@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +44,19 @@ TOKEN_OPTION = typer.Option(
 TTL_OPTION = typer.Option(None, "--ttl", min=0.001, help="Lease length in seconds (default: queue.lease_ttl_seconds).")
 
 
-def _prove(store: Store, loaded: LoadedConfig, agent_id: str) -> None:
-    """Writes on behalf of an agent must come from that agent (its SWARM_TOKEN), or from the lead for agent
-    ids no launch gave a token to."""
-    identity.resolve(store, lead_token_path(loaded), os.environ, acting_as=agent_id)
+@contextmanager
+def _agent_queue(db: str | None, agent_id: str) -> Iterator[tuple[LoadedConfig, Store]]:
+    """The configuration and the open queue, for writes on behalf of ``agent_id``. They must come from that
+    agent (its SWARM_TOKEN), or from the lead for agent ids no launch gave a token to."""
+    loaded = load_with_db(db)
+    with open_queue(loaded) as store:
+        identity.resolve(store, lead_token_path(loaded), os.environ, acting_as=agent_id)
+        yield loaded, store
+
+
+def _queue(db: str | None) -> Store:
+    """The queue of ``--db`` or ``queue.database``, for the verbs that need nothing else of the configuration."""
+    return open_queue(load_with_db(db))
 
 
 def _ttl(loaded: LoadedConfig, ttl: float | None) -> float:
@@ -110,9 +121,7 @@ def claim_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Claim the next eligible task (highest priority, then oldest) and print it with its lease."""
-    loaded = load_with_db(db)
-    with open_queue(loaded) as store:
-        _prove(store, loaded, agent_id)
+    with _agent_queue(db, agent_id) as (loaded, store):
         got = store.claim(agent_id, split_list(capabilities), ttl_seconds=_ttl(loaded, ttl), host=socket.gethostname())
     if as_json:
         emit_json(claim_json(got))
@@ -135,9 +144,7 @@ def heartbeat_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Extend the lease on a claimed task. Exits 1 with "lease lost" if the task is no longer yours."""
-    loaded = load_with_db(db)
-    with open_queue(loaded) as store:
-        _prove(store, loaded, agent_id)
+    with _agent_queue(db, agent_id) as (loaded, store):
         until = store.heartbeat(task_id, agent_id, lease_token, ttl_seconds=_ttl(loaded, ttl))
     if as_json:
         emit_json({"task_id": task_id, "lease_until": iso(until)})
@@ -177,10 +184,8 @@ def release_cmd(
         raise BadInput("--commit goes with --completed", hint="drop --commit or pass --completed")
     if failed is not None and not failed.strip():
         raise BadInput("--failed needs a reason", hint='say why, e.g. --failed "tests fail"')
-    loaded = load_with_db(db)
     result: dict[str, Any] = {"task_id": task_id}
-    with open_queue(loaded) as store:
-        _prove(store, loaded, agent_id)
+    with _agent_queue(db, agent_id) as (_, store):
         if completed:
             promoted = store.complete(task_id, agent_id, lease_token, commit=commit, cost_usd=cost_usd)
             result.update(outcome="completed", state="done", promoted=promoted)
@@ -210,8 +215,7 @@ def status_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Show tasks by state, each task's owner, attempts and last error."""
-    loaded = load_with_db(db)
-    with open_queue(loaded) as store:
+    with _queue(db) as store:
         counts = store.counts(epic)
         tasks = store.list_tasks(epic)
     if as_json:
@@ -297,8 +301,7 @@ def cancel_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Cancel a task that is not done. An agent holding it loses its lease."""
-    loaded = load_with_db(db)
-    with open_queue(loaded) as store:
+    with _queue(db) as store:
         before = store.cancel(task_id, reason=reason)
     if as_json:
         emit_json({"task_id": task_id, "from": before.value, "state": "cancelled"})
@@ -313,8 +316,7 @@ def retry_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Put a dead or cancelled task back in the queue with fresh attempts."""
-    loaded = load_with_db(db)
-    with open_queue(loaded) as store:
+    with _queue(db) as store:
         after = store.retry(task_id)
     if as_json:
         emit_json({"task_id": task_id, "state": after.value})
@@ -325,8 +327,7 @@ def retry_cmd(
 @queue_app.command("reap")
 def reap_cmd(db: DbOption = None, as_json: bool = JSON_OPTION) -> None:
     """Take back every expired lease now (claims do this too): ready again, or dead with no attempts left."""
-    loaded = load_with_db(db)
-    with open_queue(loaded) as store:
+    with _queue(db) as store:
         reaped = store.reap()
     if as_json:
         emit_json({"reaped": [{"task_id": r.task_id, "owner": r.owner, "state": r.to_state.value} for r in reaped]})
@@ -345,8 +346,7 @@ def events_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Print the append-only event log: who moved which task, when, from what to what, and why."""
-    loaded = load_with_db(db)
-    with open_queue(loaded) as store:
+    with _queue(db) as store:
         if task_id is not None:
             store.get_task(task_id)  # an unknown id is an error, not an empty list
         events = store.events(task_id, since=since)
