@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -229,27 +230,17 @@ def _merge_one(
 ) -> TaskOutcome:
     """Merge one task's commit (then test it); the outcome says what happened."""
     commit = str(task.commit)
+    outcome = partial(TaskOutcome, task.id, task.title, commit=commit)
     if not _commit_available(repo, loaded, worktree, task, commit, say):
-        return TaskOutcome(
-            task.id,
-            task.title,
-            Status.MISSING,
-            reason=f"its commit {commit[:12]} is not in this repository (made on another machine?)",
-            commit=commit,
-        )
+        reason = f"its commit {commit[:12]} is not in this repository (made on another machine?)"
+        return outcome(Status.MISSING, reason=reason)
     if worktree.contains(commit):
-        return TaskOutcome(task.id, task.title, Status.ALREADY_IN, reason="already in", commit=commit)
+        return outcome(Status.ALREADY_IN, reason="already in")
     before = worktree.head_sha()
     result = worktree.merge([commit], f"Merge {task.id}: {task.title}", author=loaded.config.swarm.commit_author)
     if not result.ok:
-        return TaskOutcome(
-            task.id,
-            task.title,
-            Status.CONFLICT,
-            reason=f"merging it conflicts in {', '.join(result.conflicts)}",
-            commit=commit,
-            conflicts=list(result.conflicts),
-        )
+        reason = f"merging it conflicts in {', '.join(result.conflicts)}"
+        return outcome(Status.CONFLICT, reason=reason, conflicts=list(result.conflicts))
     merge_sha = worktree.head_sha()
     if test is not None:
         code, tail = _run_test(test, worktree.path)
@@ -257,18 +248,11 @@ def _merge_one(
             # Take the merge back: the branch keeps only tasks that passed, and a re-run tries this one again.
             worktree.reset_hard(before)
             how = f"exit {code}" if code > 0 else f"killed by signal {-code}"
-            return TaskOutcome(
-                task.id,
-                task.title,
-                Status.TEST_FAILED,
-                reason=f"the test failed after merging it ({how})",
-                commit=commit,
-                exit_code=code,
-                output=tail,
-            )
+            reason = f"the test failed after merging it ({how})"
+            return outcome(Status.TEST_FAILED, reason=reason, exit_code=code, output=tail)
         # Whatever the test wrote (reports, generated files) must not block the next merge.
         worktree.reset_hard(merge_sha)
-    return TaskOutcome(task.id, task.title, Status.MERGED, reason="merged", commit=commit, merge=merge_sha)
+    return outcome(Status.MERGED, reason="merged", merge=merge_sha)
 
 
 def _commit_available(
