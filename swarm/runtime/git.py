@@ -694,24 +694,22 @@ class Worktree:
 
     def push(self, remote: str, refspecs: Sequence[str]) -> None:
         """``git push <remote> <refspecs>`` (how task commits reach the other machines of a shared swarm)."""
-        self._git.run(
-            "push",
-            "--quiet",
-            remote,
-            *refspecs,
-            what=f"push {', '.join(refspecs)} to {remote}",
-            hint=f"check that the remote {remote!r} is reachable and accepts pushes",
-        )
+        self._with_remote("push", "to", remote, refspecs, "accepts pushes")
 
     def fetch(self, remote: str, refspecs: Sequence[str]) -> None:
         """``git fetch <remote> <refspecs>`` (bring in the commits of tasks done on other machines)."""
+        self._with_remote("fetch", "from", remote, refspecs, "the task was pushed")
+
+    def _with_remote(self, verb: str, preposition: str, remote: str, refspecs: Sequence[str], check: str) -> None:
+        """``git <verb> --quiet <remote> <refspecs>``; a failure names the refs, and says to check ``check``
+        of the remote besides that it is reachable."""
         self._git.run(
-            "fetch",
+            verb,
             "--quiet",
             remote,
             *refspecs,
-            what=f"fetch {', '.join(refspecs)} from {remote}",
-            hint=f"check that the remote {remote!r} is reachable and the task was pushed",
+            what=f"{verb} {', '.join(refspecs)} {preposition} {remote}",
+            hint=f"check that the remote {remote!r} is reachable and {check}",
         )
 
     def commit_all(self, message: str, author: str, *, allow_empty: bool = True) -> str | None:
