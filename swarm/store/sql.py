@@ -22,7 +22,7 @@ import secrets
 import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from swarm.errors import BadInput, InvalidTransition, SchemaTooNew, SwarmError, UnknownTask
@@ -391,7 +391,8 @@ class SqlStore(Store, Generic[C]):
                 reply_to=reply_to,
                 created_at=now,
             )
-            cur.execute(self._q["insert_message"], message_params(message))
+            # The query's parameters are the message's fields.
+            cur.execute(self._q["insert_message"], asdict(message))
             return message
 
         return self._write(op)
@@ -777,20 +778,6 @@ def message_of(row: Sequence[Any]) -> Message:
         reply_to=None if row[6] is None else int(row[6]),
         created_at=row[7],
     )
-
-
-def message_params(message: Message) -> dict[str, Any]:
-    """The ``insert_message`` parameters of a message."""
-    return {
-        "thread": message.thread,
-        "seq": message.seq,
-        "author": message.author,
-        "recipient": message.recipient,
-        "type": message.type,
-        "body": message.body,
-        "reply_to": message.reply_to,
-        "now": message.created_at,
-    }
 
 
 def swarm_of(row: Sequence[Any]) -> SwarmRecord:

@@ -262,7 +262,7 @@ SELECT last_seq FROM threads WHERE name = %(thread)s;
 
 -- name: insert_message
 INSERT INTO messages (thread, seq, author, recipient, type, body, reply_to, created_at)
-VALUES (%(thread)s, %(seq)s, %(author)s, %(recipient)s, %(type)s, %(body)s, %(reply_to)s, %(now)s);
+VALUES (%(thread)s, %(seq)s, %(author)s, %(recipient)s, %(type)s, %(body)s, %(reply_to)s, %(created_at)s);
 
 -- name: message_exists
 SELECT 1 FROM messages WHERE thread = %(thread)s AND seq = %(seq)s;

@@ -239,7 +239,7 @@ SELECT last_seq FROM threads WHERE name = :thread;
 
 -- name: insert_message
 INSERT INTO messages (thread, seq, author, recipient, type, body, reply_to, created_at)
-VALUES (:thread, :seq, :author, :recipient, :type, :body, :reply_to, :now);
+VALUES (:thread, :seq, :author, :recipient, :type, :body, :reply_to, :created_at);
 
 -- name: message_exists
 SELECT 1 FROM messages WHERE thread = :thread AND seq = :seq;
