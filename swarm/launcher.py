@@ -37,8 +37,7 @@ from swarm.runtime.git import GitRepo, is_inside, open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path, read_run_file, run_file_path, write_run_file
 from swarm.runtime.sessions import monitor_sessions, session_name, start_monitor, start_worker
 from swarm.runtime.tmux import Tmux, tmux_available
-from swarm.store import Store, SwarmRecord
-from swarm.store.sqlite import path_from_url
+from swarm.store import Store, SwarmRecord, path_from_url
 
 log = logging.getLogger(__name__)
 

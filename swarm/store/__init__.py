@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from swarm.errors import BadInput
 from swarm.store.base import AddResult, Reaped, RetryPolicy, Store, StoreOptions, SwarmRecord
-from swarm.store.sqlite import path_from_url
+from swarm.store.common import path_from_url  # pure: importing it must not load sqlite3 (see open_store)
 
 __all__ = ["AddResult", "Reaped", "RetryPolicy", "Store", "StoreOptions", "SwarmRecord", "open_store", "path_from_url"]
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from swarm.errors import BadInput, LeaseLost, SwarmError, UnknownTask
 from swarm.graph import topological_order
@@ -84,3 +86,16 @@ def lease_lost(task_id: str, agent_id: str, token: str, probe: Sequence[Any] | N
     else:
         why = f"the task is {state} now (lease expired, returned or cancelled)"
     return LeaseLost(task_id, why)
+
+
+def path_from_url(url: str) -> Path:
+    """``sqlite:///rel/path.db`` (relative to the cwd) or ``sqlite:////abs/path.db`` -> a path."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise BadInput(f"not a SQLite URL: {url!r}", hint="use sqlite:///path/to/swarm.db")
+    raw = unquote(parts.path)
+    # sqlite:///x -> path "/x" means relative "x"; sqlite:////abs -> "//abs" means "/abs".
+    path = Path(raw[1:]) if raw.startswith("/") else Path(raw)
+    if not str(path) or str(path) == ".":
+        raise BadInput(f"SQLite URL {url!r} names no file", hint="use sqlite:///.swarm/swarm.db")
+    return path

@@ -26,11 +26,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
-from swarm.errors import BadInput, StoreBusy, StoreError, SwarmError
+from swarm.errors import StoreBusy, StoreError, SwarmError
 from swarm.models import Claim, Spec, TaskState
 from swarm.store.base import Reaped, StoreOptions
+from swarm.store.common import path_from_url
 from swarm.store.sql import ClaimRequest, SqlStore, event, log_reaped
 from swarm.store.sqlfile import queries
 
@@ -39,19 +39,6 @@ T = TypeVar("T")
 DIALECT = "sqlite"
 _Q = queries(DIALECT)
 _MIN_SQLITE = (3, 35, 0)  # RETURNING
-
-
-def path_from_url(url: str) -> Path:
-    """``sqlite:///rel/path.db`` (relative to the cwd) or ``sqlite:////abs/path.db`` -> a path."""
-    parts = urlsplit(url)
-    if parts.scheme != "sqlite":
-        raise BadInput(f"not a SQLite URL: {url!r}", hint="use sqlite:///path/to/swarm.db")
-    raw = unquote(parts.path)
-    # sqlite:///x -> path "/x" means relative "x"; sqlite:////abs -> "//abs" means "/abs".
-    path = Path(raw[1:]) if raw.startswith("/") else Path(raw)
-    if not str(path) or str(path) == ".":
-        raise BadInput(f"SQLite URL {url!r} names no file", hint="use sqlite:///.swarm/swarm.db")
-    return path
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
