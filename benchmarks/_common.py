@@ -42,6 +42,7 @@ import psutil
 from swarm import threads
 from swarm.models import LEAD, AgentRecord, Spec
 from swarm.runtime import procs
+from swarm.runtime.tmux import private_sessions
 from swarm.store import RetryPolicy, Store, StoreOptions, open_store
 
 if TYPE_CHECKING:
@@ -555,27 +556,6 @@ def init_repo(root: Path, who: str, *, env: dict[str, str] | None = None, exclud
     run_command(["git", *identity, "commit", "-q", "-m", "initial"], cwd=root, env=env, what="git commit")
 
 
-def tmux_sessions(socket_name: str) -> list[str]:
-    """Session names on the benchmark's tmux server; none when the server is gone."""
-    done = subprocess.run(
-        ["tmux", "-L", socket_name, "list-sessions", "-F", "#{session_name}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.split() if done.returncode == 0 else []
-
-
-def kill_tmux_server(socket_name: str) -> None:
-    """Stop the benchmark's own tmux server (never the user's: it is named by its socket) and remove its
-    socket file, which tmux leaves behind."""
-    subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True, check=False)
-    socket_file = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}" / socket_name
-    with contextlib.suppress(OSError):
-        if socket_file.is_socket():
-            socket_file.unlink()
-
-
 def leftover_worktrees(repo: Path) -> list[str]:
     """The folders left under the repository's worktree folder."""
     base = repo / WORKTREE_DIR
@@ -585,7 +565,7 @@ def leftover_worktrees(repo: Path) -> list[str]:
 def leftovers(repo: Path, socket_name: str, swarm_id: str | None) -> list[str]:
     """What survived a teardown: tmux sessions, worktree folders, processes carrying the swarm's id."""
     problems: list[str] = []
-    sessions = tmux_sessions(socket_name)
+    sessions = private_sessions(socket_name)
     if sessions:
         problems.append(f"tmux sessions left: {', '.join(sessions)}")
     worktrees = leftover_worktrees(repo)

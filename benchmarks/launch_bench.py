@@ -58,7 +58,6 @@ from _common import (
     cpu_seconds,
     force_cleanup,
     init_repo,
-    kill_tmux_server,
     leftovers,
     machine,
     median,
@@ -68,6 +67,7 @@ from _common import (
 )
 
 from swarm.runtime import procs
+from swarm.runtime.tmux import stop_private_server
 from swarm.store import open_store
 
 EPIC = "BENCH"
@@ -503,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"benchmark FAILED: {exc}", file=sys.stderr)
             return 1
         finally:
-            kill_tmux_server(socket_name)
+            stop_private_server(socket_name)
     result = summary(samples)
     if args.json:
         print(

@@ -86,7 +86,6 @@ from _common import (
     clean_env,
     force_cleanup,
     init_repo,
-    kill_tmux_server,
     leftovers,
     load_average,
     machine,
@@ -101,6 +100,7 @@ from swarm.agents import build_command, load_template
 from swarm.models import Spec
 from swarm.runtime import procs
 from swarm.runtime.git import Worktree, open_repo
+from swarm.runtime.tmux import stop_private_server
 from swarm.runtime.worker import COMMIT_GRAPH_EVERY
 from swarm.store import open_store
 
@@ -1370,7 +1370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"benchmark FAILED: {exc}", file=sys.stderr)
             return 1
         finally:
-            kill_tmux_server(socket_name)
+            stop_private_server(socket_name)
             reap_adopted(skip=set())
     result = summary(figures, events, agent_cpu_each, profile, args.tasks, args.agents)
     if args.json:

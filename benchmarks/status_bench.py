@@ -70,7 +70,6 @@ from _common import (
     clean_env,
     cpu_seconds,
     init_repo,
-    kill_tmux_server,
     load_average,
     machine,
     median,
@@ -88,6 +87,7 @@ from swarm.runtime import procs
 from swarm.runtime.monitor import QUIET_SECONDS, Monitor, Verdict
 from swarm.runtime.runfile import AgentRun, write_run_file
 from swarm.runtime.sessions import session_name
+from swarm.runtime.tmux import stop_private_server
 from swarm.store import Store
 
 EPIC = "BENCH"
@@ -850,7 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failure = str(exc)
         finally:
             left = started.stop()
-            kill_tmux_server(socket_name)
+            stop_private_server(socket_name)
         if left:
             failure = (failure + "; " if failure else "") + f"processes still running after the stop: {left}"
         if started.swarm_id:

@@ -71,11 +71,3 @@ def write_spec(
     path = folder / (name or f"{spec_id}.md")
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
-
-
-def stop_private_tmux(socket_name: str) -> None:
-    """Stop a test's own tmux server (named by its socket, never the user's default one) and remove the socket
-    file, which tmux 3.3 leaves behind after kill-server. Only for sockets a test named itself, uniquely."""
-    subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True, check=False, timeout=30)
-    socket_file = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}" / socket_name
-    socket_file.unlink(missing_ok=True)

@@ -20,11 +20,13 @@ Things tmux does that shape this code (tmux 3.3a):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shlex
 import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -469,3 +471,30 @@ class Tmux:
         if self._failed(proc) and not self._is_absent(proc):
             raise self._error("stop the empty server", proc)
         logger.debug("tmux server %s stopped if it was empty", self.socket_name)
+
+
+# -- a private server named by its socket (tests and benchmarks start one each) ---------------------------
+
+
+def private_sessions(socket_name: str) -> list[str]:
+    """Session names on the tmux server of socket ``socket_name``; none when no server runs there."""
+    done = subprocess.run(
+        ["tmux", "-L", socket_name, "list-sessions", "-F", "#{session_name}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    return done.stdout.split() if done.returncode == 0 else []
+
+
+def stop_private_server(socket_name: str) -> None:
+    """Stop the tmux server of socket ``socket_name`` and remove its socket file, which tmux 3.3 leaves behind
+    after kill-server. Only for a socket its caller named itself, uniquely: never the user's default server."""
+    if not socket_name:
+        raise BadInput("stop_private_server needs a socket name: the default server is never stopped")
+    subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True, check=False, timeout=30)
+    socket_file = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}" / socket_name
+    with contextlib.suppress(OSError):
+        if socket_file.is_socket():
+            socket_file.unlink()

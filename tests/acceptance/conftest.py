@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import stop_private_tmux, swarm_cli
+from swarm.runtime.tmux import stop_private_server
+from tests.helpers import swarm_cli
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
 
@@ -29,15 +30,7 @@ def tmux_socket(tmp_path: Path) -> Iterator[str]:
     """A tmux server of this test's own; only it is killed at the end."""
     name = f"swarm-test-{uuid.uuid4().hex[:10]}"
     yield name
-    stop_private_tmux(name)
-
-
-def tmux_sessions(socket: str) -> list[str]:
-    """Session names on a private tmux server (empty when the server is gone)."""
-    done = subprocess.run(
-        ["tmux", "-L", socket, "list-sessions", "-F", "#{session_name}"], capture_output=True, text=True, check=False
-    )
-    return done.stdout.split() if done.returncode == 0 else []
+    stop_private_server(name)
 
 
 Run = Callable[..., subprocess.CompletedProcess[str]]

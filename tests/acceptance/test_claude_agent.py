@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import git, tmux_sessions
-from tests.helpers import REPO_ROOT, retry_until, stop_private_tmux, swarm_cli
+from swarm.runtime.tmux import private_sessions as tmux_sessions
+from swarm.runtime.tmux import stop_private_server
+from tests.acceptance.conftest import git
+from tests.helpers import REPO_ROOT, retry_until, swarm_cli
 
 CLAUDE_BIN = REPO_ROOT / ".cache" / "claude-code" / "node_modules" / ".bin"
 MOCK = REPO_ROOT.parent / "shared" / "tools" / "mock_anthropic.py"
@@ -128,4 +130,4 @@ def test_claude_template_runs_the_real_cli(tmp_path: Path, mock_api: tuple[int, 
         assert down.returncode == 0, down.stderr
         assert tmux_sessions(sock) == []
     finally:
-        stop_private_tmux(sock)
+        stop_private_server(sock)

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from swarm.runtime import procs
-from tests.acceptance.conftest import DEMO_AGENT, Run, git, status_json, tmux_sessions
+from swarm.runtime.tmux import private_sessions as tmux_sessions
+from tests.acceptance.conftest import DEMO_AGENT, Run, git, status_json
 from tests.helpers import REPO_ROOT, retry_until
 
 #: An agent that holds its task until it is stopped.

@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.acceptance.conftest import Run, status_json, tmux_sessions
+from swarm.runtime.tmux import private_sessions as tmux_sessions
+from tests.acceptance.conftest import Run, status_json
 from tests.helpers import retry_until, swarm_cli
 
 

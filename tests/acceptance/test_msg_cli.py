@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from swarm.runtime import procs
-from tests.acceptance.conftest import Run, status_json, tmux_sessions
+from swarm.runtime.tmux import private_sessions as tmux_sessions
+from tests.acceptance.conftest import Run, status_json
 from tests.helpers import retry_until
 
 

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from swarm.runtime import procs
-from tests.acceptance.conftest import DEMO_AGENT, git, tmux_sessions
-from tests.helpers import stop_private_tmux, swarm_cli
+from swarm.runtime.tmux import private_sessions as tmux_sessions
+from swarm.runtime.tmux import stop_private_server
+from tests.acceptance.conftest import DEMO_AGENT, git
+from tests.helpers import swarm_cli
 from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures: a throwaway PostgreSQL and its databases)
 
 # An 8-task epic whose dependencies cross hosts whatever the schedule: a diamond of diamonds.
@@ -63,7 +65,7 @@ def hosts(tmp_path: Path) -> Iterator[list[tuple[Path, str, str]]]:
         made.append((clone, label, f"swarm-test-{label}-{uuid.uuid4().hex[:8]}"))
     yield made
     for _, _, sock in made:
-        stop_private_tmux(sock)
+        stop_private_server(sock)
 
 
 def _run(host: tuple[Path, str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from swarm.runtime import procs
-from tests.acceptance.conftest import DEMO_AGENT, Run, git, status_json, tmux_sessions
+from swarm.runtime.tmux import private_sessions as tmux_sessions
+from tests.acceptance.conftest import DEMO_AGENT, Run, git, status_json
 from tests.helpers import retry_until
 
 #: An agent that holds its first task (sleeps) and then behaves like the demo agent.

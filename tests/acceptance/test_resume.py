@@ -10,8 +10,9 @@ from collections import Counter
 from pathlib import Path
 
 from swarm.runtime import procs
+from swarm.runtime.tmux import private_sessions as tmux_sessions
 from swarm.store import open_store
-from tests.acceptance.conftest import DEMO_AGENT, Run, git, status_json, tmux_sessions
+from tests.acceptance.conftest import DEMO_AGENT, Run, git, status_json
 from tests.helpers import retry_until
 
 #: A lease far longer than any wait below: a task must come back because someone returned it, not because

@@ -17,8 +17,9 @@ import pytest
 from swarm.runtime import procs
 from swarm.runtime.runfile import process_record_path
 from swarm.runtime.sessions import monitor_session
+from swarm.runtime.tmux import private_sessions as tmux_sessions
 from swarm.store import open_store
-from tests.acceptance.conftest import DEMO_AGENT, Run, git, restricted_path, status_json, tmux_sessions
+from tests.acceptance.conftest import DEMO_AGENT, Run, git, restricted_path, status_json
 from tests.helpers import retry_until
 
 

@@ -27,8 +27,9 @@ import pytest
 
 from swarm.errors import LeaseLost
 from swarm.runtime import procs
+from swarm.runtime.tmux import stop_private_server
 from swarm.store import open_store
-from tests.helpers import retry_until, stop_private_tmux, swarm_cli
+from tests.helpers import retry_until, swarm_cli
 
 LONG = os.environ.get("CHAOS_LONG") == "1"
 TASKS = 40
@@ -65,7 +66,7 @@ def socket_name() -> Iterator[str]:
     """A private tmux server, killed at the end."""
     name = f"swarm-chaos-{uuid.uuid4().hex[:8]}"
     yield name
-    stop_private_tmux(name)
+    stop_private_server(name)
 
 
 class Chaos:

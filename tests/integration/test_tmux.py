@@ -1,7 +1,7 @@
 """swarm.runtime.tmux against a real tmux server on a socket of its own per test.
 
-Each test's server is stopped at the end with ``tmux -L <its socket> kill-server``; nothing here touches
-the user's default server or any session it did not create.
+Each test's server is stopped at the end with ``stop_private_server`` (``tmux -L <its socket> kill-server``);
+nothing here touches the user's default server or any session it did not create.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from libtmux.common import tmux_cmd
 
 from swarm.errors import BadInput
 from swarm.runtime import procs
-from swarm.runtime.tmux import Tmux, TmuxError, tmux_available
+from swarm.runtime.tmux import Tmux, TmuxError, stop_private_server, tmux_available
 from tests.helpers import retry_until
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -40,13 +40,7 @@ def socket_name(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.delenv("TMUX", raising=False)
     name = f"swarm-test-{uuid4().hex[:8]}"
     yield name
-    subprocess.run(
-        ["tmux", "-L", name, "kill-server"],
-        capture_output=True,
-        check=False,
-        timeout=10,
-        env={**os.environ, "TMUX_TMPDIR": socket_dir},
-    )
+    stop_private_server(name)  # TMUX_TMPDIR still points at socket_dir: monkeypatch undoes it after this
     shutil.rmtree(socket_dir, ignore_errors=True)
 
 
