@@ -148,11 +148,6 @@ def percentile(values: Iterable[float], pct: float) -> float:
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
-def round_or_none(value: float, digits: int = 2) -> float | None:
-    """``round``, with None for NaN (strict JSON has no NaN)."""
-    return None if math.isnan(value) else round(value, digits)
-
-
 @dataclass(frozen=True)
 class Stats:
     """Percentiles of a list of latencies, in milliseconds."""
@@ -168,15 +163,6 @@ class Stats:
         if not seconds:
             return cls(0, math.nan, math.nan, math.nan)
         return cls(len(seconds), percentile(seconds, 50) * 1000, percentile(seconds, 99) * 1000, max(seconds) * 1000)
-
-    def as_json(self) -> dict[str, Any]:
-        """Rounded figures."""
-        return {
-            "count": self.count,
-            "p50_ms": round_or_none(self.p50_ms),
-            "p99_ms": round_or_none(self.p99_ms),
-            "max_ms": round_or_none(self.max_ms),
-        }
 
 
 def count_list(what: str) -> Callable[[str], list[int]]:

@@ -65,6 +65,7 @@ from _common import (
     swarm_cli,
     warm_bytecode,
 )
+from _report import Block, Record, Result, Table, emit
 
 from swarm.runtime import procs
 from swarm.runtime.tmux import stop_private_server
@@ -371,7 +372,7 @@ def run_once(setup: Setup, index: int, samples: Samples) -> None:
             side()
 
 
-# -- reporting ------------------------------------------------------------------------------------------
+# -- the result ------------------------------------------------------------------------------------------
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -430,40 +431,90 @@ def summary(samples: Samples) -> dict[str, Any]:
     return {"phases": phases, "workers_ready": ready, "workers": workers, "goals": goals}
 
 
-def render_table(result: dict[str, Any], args: argparse.Namespace) -> str:
-    """The plain-text report."""
-    info = machine(tools=True)
-    lines = [
-        f"machine: {info['platform']} ({info['machine']}), {info['cpu_count']} CPUs, Python {info['python']}, "
-        f"git {info['git']}, tmux {info['tmux']}",
-        f"{args.agents} agents, {args.files} files in the repository, median of {args.repeat} run(s); "
-        f'swarm: launch --command "{AGENT_COMMAND}", teardown --now --grace {TEARDOWN_GRACE}; '
-        "raw: git worktree + tmux new-session, one after the other; Python bytecode cache warm",
-        "",
-        f"{'phase':<8} | {'swarm s':>8} | {'raw s':>8} | {'ratio (swarm/raw)':>17}",
-        f"{'-' * 8}-+-{'-' * 8}-+-{'-' * 8}-+-{'-' * 17}",
-    ]
-    for phase, row in result["phases"].items():
-        lines.append(f"{phase:<8} | {row['swarm_s']:>8.2f} | {row['raw_s']:>8.2f} | {row['ratio']:>17.2f}")
-    lines += [
-        "",
-        f"workers running {result['workers_ready']['swarm_s']:.2f}s after swarm launch returned (median; "
-        "not in the launch figure: launch returns once the sessions are started)",
-    ]
-    for group, label in (("idle", "idle worker"), ("working", "working worker"), ("all", "any worker")):
-        w = result["workers"][group]
-        if not w["count"]:
-            continue
-        lines.append(
-            f"{label + ' RSS MB (median/max):':<34} {w['rss_mb']['median']:>6.1f} / {w['rss_mb']['max']:<6.1f}"
-            f"  CPU % (median/max): {w['cpu_percent']['median']:>5.2f} / {w['cpu_percent']['max']:<5.2f}"
-            f"  ({w['count']} measured; with agent command: {w['tree_rss_mb']['median']:.1f} MB)"
+def _limits(figures: dict[str, Any]) -> dict[str, str]:
+    """What limits each goal, should it be missed."""
+    cpus = os.cpu_count() or 1
+    every = figures["workers"]["all"]
+    return {
+        "launch": "swarm launch reads and validates the backlog, queues it in SQLite, creates the worktrees and "
+        "starts one tmux session per agent, each running a Python worker; the raw side only runs git worktree add "
+        f"and tmux new-session. The Python start-ups compete for {cpus} CPUs (workers running "
+        f"{figures['workers_ready']['swarm_s']:.2f} s after launch returned).",
+        "teardown": "swarm teardown --now asks every worker to stop and waits for it (up to the grace), checks each "
+        "worktree for uncommitted work before removing it and records the agents' end in the database; the raw "
+        "side only kills sessions and removes worktrees.",
+        "worker_rss": f"the largest worker held {every['rss_mb']['max']:.1f} MB: a CPython interpreter plus the "
+        "modules a worker imports (store, models with pydantic, git, psutil).",
+        "worker_cpu": f"the busiest worker used {every['cpu_percent']['max']:.2f}% of a core: its stop check and "
+        "lease heartbeat wake it several times a second; on a loaded machine each wake-up costs more (cache "
+        "misses, scheduling).",
+    }
+
+
+def result(figures: dict[str, Any], args: argparse.Namespace) -> Result:
+    """The figures: launch and teardown against raw git + tmux, the time until the workers run, their cost."""
+    goals, limits, every = figures["goals"], _limits(figures), figures["workers"]["all"]
+    records = [
+        Record(
+            f"{phase} of {args.agents} agents, s",
+            p["swarm_s"],
+            digits=2,
+            baseline=p["raw_s"],
+            baseline_of="git worktree + tmux",
+            goal=goals[phase]["text"],
+            met=goals[phase]["met"],
+            limit=limits[phase],
         )
-    lines.append("")
-    for key, goal in result["goals"].items():
-        verdict = "met" if goal["met"] else "NOT met"
-        lines.append(f"goal: {key} {goal['text']}: {verdict} ({goal['value']}{goal['unit']})")
-    return "\n".join(lines)
+        for phase, p in figures["phases"].items()
+    ]
+    records += [
+        Record("workers running after launch returned, s", figures["workers_ready"]["swarm_s"], digits=2),
+        Record("worker RSS, max over workers", every["rss_mb"]["max"], " MB", 1, **_goal(goals, limits, "worker_rss")),
+        Record(
+            "worker CPU, max over workers", every["cpu_percent"]["max"], "%", 2, **_goal(goals, limits, "worker_cpu")
+        ),
+    ]
+    phases = Table(
+        ["phase", "swarm s", "raw s", "ratio", "swarm runs", "raw runs"],
+        [
+            [k, p["swarm_s"], p["raw_s"], p["ratio"], p["swarm_samples"], p["raw_samples"]]
+            for k, p in figures["phases"].items()
+        ],
+        digits=[0, 2, 2, 2, 2, 2],
+        units=["", "", "", "x"],
+    )
+    workers = Table(
+        ["workers", "count", "RSS MB median", "RSS MB max", "CPU % median", "CPU % max", "with agent MB"],
+        [
+            [
+                group,
+                w["count"],
+                w["rss_mb"]["median"],
+                w["rss_mb"]["max"],
+                w["cpu_percent"]["median"],
+                w["cpu_percent"]["max"],
+                w["tree_rss_mb"]["median"],
+            ]
+            for group, w in figures["workers"].items()
+            if w["count"]
+        ],
+        digits=[0, 0, 1, 1, 2, 2, 1],
+    )
+    section: list[Block] = [
+        f"{args.agents} agents on a repository of {args.files} files, median of {args.repeat} runs. swarm: "
+        f'`swarm launch --command "{AGENT_COMMAND}"` until it returns, `swarm teardown --now --grace '
+        f"{TEARDOWN_GRACE}`. raw: `git worktree add` + `tmux new-session` per agent one after the other, then "
+        "`kill-session`, `git worktree remove`, `git worktree prune`; Python's bytecode cache warm.",
+        phases,
+        f"Each worker process alone (not its agent command), RSS and CPU over a {CPU_INTERVAL:g} s window:",
+        workers,
+    ]
+    params = {"agents": args.agents, "files": args.files, "repeat": args.repeat}
+    return Result("launch", "Launch and teardown (launch_bench.py)", machine(tools=True), params, records, section)
+
+
+def _goal(goals: dict[str, Any], limits: dict[str, str], key: str) -> dict[str, Any]:
+    return {"goal": goals[key]["text"], "met": goals[key]["met"], "limit": limits[key]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -474,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=3, metavar="R", help="runs per side; medians reported (default 3)"
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = parser.parse_args(argv)
     if args.agents < 1 or args.files < 0 or args.repeat < 1:
         parser.error("--agents and --repeat must be positive, --files not negative")
@@ -504,21 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         finally:
             stop_private_server(socket_name)
-    result = summary(samples)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "machine": machine(tools=True),
-                    "agents": args.agents,
-                    "files": args.files,
-                    "repeat": args.repeat,
-                    **result,
-                }
-            )
-        )
-    else:
-        print(render_table(result, args))
+    emit(result(summary(samples), args), args.json)
     return 0
 
 

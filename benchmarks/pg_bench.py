@@ -54,7 +54,6 @@ import atexit
 import contextlib
 import importlib.metadata
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -88,7 +87,6 @@ from _common import (
     pg_bin_dir,
     queue_tasks,
     register_agents,
-    round_or_none,
     run_group,
     sqlite_url,
     start_barrier,
@@ -96,6 +94,7 @@ from _common import (
     swarm_worker,
     task_ids,
 )
+from _report import Block, Record, Result, Table, emit
 from psycopg import sql
 
 from swarm import threads
@@ -461,7 +460,7 @@ def measure_wake(server: PgServer, waiters: int, messages: int, interval: float)
     return Wake(waiters, messages, interval * 1000, Stats.of(latencies), Stats.of(send_seconds))
 
 
-# -- reporting ------------------------------------------------------------------------------------------------
+# -- the result ------------------------------------------------------------------------------------------------
 
 
 def _version(package: str) -> str:
@@ -481,110 +480,113 @@ def _machine(server_version: str) -> dict[str, Any]:
     )
 
 
-def goals(rows: Sequence[Row], wake: Wake) -> dict[str, Any]:
-    """The targets: swarm-pg >= 1.5x procrastinate at 8 workers; p99 wake <= 20 ms."""
-    at = next((r for r in rows if r.workers == GOAL_WORKERS), None)
-    return {
-        "throughput": {
-            "figure": f"swarm-pg claim+complete pairs/s at {GOAL_WORKERS} workers, vs procrastinate",
-            "text": f">= {GOAL_RATIO}x procrastinate at {GOAL_WORKERS} workers",
-            "ratio": None if at is None else round_or_none(at.ratio, 3),
-            "baseline": "not measured"
-            if at is None or math.isnan(at.ratio)
-            else f"procrastinate {at.rate('procrastinate'):.0f} pairs/s",
-            "swarm_pairs_per_s": None if at is None else round(at.rate("swarm-pg"), 1),
-            "met": None if at is None or math.isnan(at.ratio) else at.ratio >= GOAL_RATIO,
-        },
-        "wake": {
-            "figure": f"message wake latency p99 on PostgreSQL, {wake.waiters} waiters",
-            "text": f"p99 wake <= {GOAL_P99_MS:.0f} ms",
-            "p99_ms": round_or_none(wake.latency.p99_ms),
-            "p50_ms": round_or_none(wake.latency.p50_ms),
-            "met": None if math.isnan(wake.latency.p99_ms) else wake.latency.p99_ms <= GOAL_P99_MS,
-        },
+def _throughput_records(rows: Sequence[Row]) -> list[Record]:
+    """Per worker count: swarm-pg against procrastinate (the goal at 8 workers) and against swarm-sqlite."""
+    cpus = os.cpu_count() or 1
+    records = []
+    for r in rows:
+        at_goal = r.workers == GOAL_WORKERS and not math.isnan(r.ratio)
+        workers = f"{r.workers} worker{'s' if r.workers != 1 else ''}"
+        records.append(
+            Record(
+                f"claim+complete pairs/s on PostgreSQL, {workers}",
+                r.rate("swarm-pg"),
+                digits=0,
+                baseline=r.rate("procrastinate"),
+                baseline_of="procrastinate",
+                goal=f">= {GOAL_RATIO}x procrastinate" if r.workers == GOAL_WORKERS else "",
+                met=r.ratio >= GOAL_RATIO if at_goal else None,
+                limit="swarm's claim and complete each run the full domain path (lease reaping, the agent refresh, "
+                "the event log, dependency promotion, NOTIFY on completion) as one server-side function call inside "
+                "an explicit transaction: two round trips each (BEGIN with the call, then COMMIT once the "
+                "transaction id is known, so a COMMIT lost with its connection can be resolved), where "
+                "procrastinate's fetch_job and finish_job are one autocommit call each. The PostgreSQL server and "
+                f"the worker processes share {cpus} CPUs.",
+            )
+        )
+        records.append(
+            Record(
+                f"claim+complete pairs/s on PostgreSQL vs SQLite, {workers}",
+                r.rate("swarm-pg"),
+                digits=0,
+                baseline=r.rate("swarm-sqlite"),
+                baseline_of="swarm on SQLite",
+            )
+        )
+    return records
+
+
+def _wake_records(wake: Wake) -> list[Record]:
+    lat, snd, cpus = wake.latency, wake.send, os.cpu_count() or 1
+    return [
+        Record(f"wake latency p50 on PostgreSQL, {wake.waiters} waiters", lat.p50_ms, " ms"),
+        Record(
+            f"wake latency p99 on PostgreSQL, {wake.waiters} waiters",
+            lat.p99_ms,
+            " ms",
+            goal=f"<= {GOAL_P99_MS:.0f} ms",
+            met=None if math.isnan(lat.p99_ms) else lat.p99_ms <= GOAL_P99_MS,
+            limit="a wake-up needs the commit, the NOTIFY delivery to each waiter's listener thread and the waiter's "
+            f"next check of it (every {threads.POLL_SECONDS * 1000:.0f} ms, longer when idle); with {wake.waiters} "
+            f"waiter processes, the server and the sender on {cpus} CPUs, the tail is waiting for a CPU.",
+        ),
+        Record("wake latency max", lat.max_ms, " ms", summary=False),
+        Record("wake latency samples", lat.count, summary=False),
+        Record("the send call itself, p50", snd.p50_ms, " ms", summary=False),
+        Record("the send call itself, p99", snd.p99_ms, " ms", summary=False),
+    ]
+
+
+def result(server: PgServer, info: dict[str, Any], rows: Sequence[Row], wake: Wake, args: argparse.Namespace) -> Result:
+    """The figures: the three contenders per worker count, and the wake latency."""
+    settings = ", ".join(f"{k}={v}" for k, v in server.settings.items())
+    table = Table(
+        [
+            "workers",
+            "jobs",
+            "swarm-pg pairs/s",
+            "swarm-sqlite pairs/s",
+            "procrastinate pairs/s",
+            "pg/procrastinate",
+            "pg/sqlite",
+        ],
+        [
+            [
+                r.workers,
+                r.jobs,
+                r.rate("swarm-pg"),
+                r.rate("swarm-sqlite"),
+                r.rate("procrastinate"),
+                r.ratio,
+                r.pg_vs_sqlite,
+            ]
+            for r in rows
+        ],
+        digits=[0, 0, 0, 0, 0, 2, 2],
+        units=["", "", "", "", "", "x", "x"],
+    )
+    section: list[Block] = [
+        "Claim+complete pairs per second (procrastinate: `fetch_job` + `finish_job`), "
+        f"{args.jobs_per_worker} per worker, median of {args.repeat} runs, the three contenders interleaved, a fresh "
+        f"database per run. One PostgreSQL {info['postgresql']} server for the whole run, loopback TCP, "
+        f"{settings or 'defaults'} (the same for swarm and procrastinate {info['procrastinate']}); SQLite: WAL, "
+        f"synchronous=NORMAL. Load average before the script: {info['load_average']}.",
+        table,
+        f"Wake latency on PostgreSQL ({wake.waiters} waiters, {wake.messages} entries to all, one every "
+        f"{wake.interval_ms:.0f} ms; NOTIFY on commit, a listener thread per store, waiters checking it every "
+        f"{threads.POLL_SECONDS * 1000:.0f} ms).",
+    ]
+    params = {
+        "workers": [r.workers for r in rows],
+        "jobs_per_worker": args.jobs_per_worker,
+        "repeat": args.repeat,
+        "server_settings": server.settings,
+        "waiters": wake.waiters,
+        "messages": wake.messages,
+        "poll_seconds": threads.POLL_SECONDS,
     }
-
-
-def _settings_text(server: PgServer) -> str:
-    return ", ".join(f"{k}={v}" for k, v in server.settings.items())
-
-
-def render_table(
-    server: PgServer, info: dict[str, Any], rows: Sequence[Row], wake: Wake, args: argparse.Namespace
-) -> str:
-    """The plain-text report."""
-    lines = [
-        f"machine: {info['platform']} ({info['machine']}), {info['cpu_count']} CPUs, Python {info['python']}, "
-        f"PostgreSQL {info['postgresql']}, SQLite {info['sqlite']}, psycopg {info['psycopg']}, "
-        f"procrastinate {info['procrastinate']}, load average {info['load_average']} before the run",
-        f"PostgreSQL: one server for the whole run, loopback TCP, {_settings_text(server)} "
-        "(the same for swarm and procrastinate); SQLite: WAL, synchronous=NORMAL",
-        f"claim+complete (procrastinate: fetch+finish) pairs per second, {args.jobs_per_worker} per worker, "
-        f"median of {args.repeat} run(s), a fresh database per run",
-        "",
-        f"{'workers':>7} | {'swarm-pg':>9} | {'swarm-sqlite':>12} | {'procrastinate':>13} | "
-        f"{'pg/procrastinate':>16} | {'pg/sqlite':>9}",
-        f"{'-' * 7}-+-{'-' * 9}-+-{'-' * 12}-+-{'-' * 13}-+-{'-' * 16}-+-{'-' * 9}",
-    ]
-    lines.extend(
-        f"{r.workers:>7} | {r.rate('swarm-pg'):>9.0f} | {r.rate('swarm-sqlite'):>12.0f} | "
-        f"{r.rate('procrastinate'):>13.0f} | {r.ratio:>15.2f}x | {r.pg_vs_sqlite:>8.2f}x"
-        for r in rows
-    )
-    lat, snd = wake.latency, wake.send
-    lines += [
-        "",
-        f"message wake latency on PostgreSQL ({wake.waiters} waiters, {wake.messages} entries to all, one every "
-        f"{wake.interval_ms:.0f} ms; send -> wait returns): p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms, "
-        f"max {lat.max_ms:.1f} ms over {lat.count} samples; the send call itself p50 {snd.p50_ms:.1f} ms, "
-        f"p99 {snd.p99_ms:.1f} ms",
-        "",
-    ]
-    for target in goals(rows, wake).values():
-        if target["met"] is None:
-            verdict = "not measured"
-        elif "ratio" in target:
-            verdict = f"{'met' if target['met'] else 'NOT met'} ({target['ratio']:.2f}x)"
-        else:
-            verdict = f"{'met' if target['met'] else 'NOT met'} (p99 {target['p99_ms']:.1f} ms)"
-        lines.append(f"goal: {target['text']}: {verdict}")
-    return "\n".join(lines)
-
-
-def render_json(
-    server: PgServer, info: dict[str, Any], rows: Sequence[Row], wake: Wake, args: argparse.Namespace
-) -> str:
-    """The same figures as one JSON object."""
-    return json.dumps(
-        {
-            "machine": info,
-            "server_settings": server.settings,
-            "jobs_per_worker": args.jobs_per_worker,
-            "repeat": args.repeat,
-            "results": [
-                {
-                    "workers": r.workers,
-                    "jobs": r.jobs,
-                    "swarm_pg_pairs_per_s": round(r.rate("swarm-pg"), 1),
-                    "swarm_sqlite_pairs_per_s": round(r.rate("swarm-sqlite"), 1),
-                    "procrastinate_pairs_per_s": round_or_none(r.rate("procrastinate"), 1),
-                    "ratio_pg_vs_procrastinate": round_or_none(r.ratio, 3),
-                    "ratio_pg_vs_sqlite": round(r.pg_vs_sqlite, 3),
-                    "seconds": {kind: [round(s, 4) for s in r.samples[kind]] for kind in KINDS if kind in r.samples},
-                }
-                for r in rows
-            ],
-            "wake": {
-                "waiters": wake.waiters,
-                "messages": wake.messages,
-                "interval_ms": wake.interval_ms,
-                "poll_seconds": threads.POLL_SECONDS,
-                "latency": wake.latency.as_json(),
-                "send": wake.send.as_json(),
-            },
-            "goals": goals(rows, wake),
-        }
-    )
+    records = [*_throughput_records(rows), *_wake_records(wake)]
+    return Result("pg", "PostgreSQL (pg_bench.py)", info, params, records, section)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -620,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="leave procrastinate out (it need not be installed); its figures are null",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = parser.parse_args(argv)
     if args.jobs_per_worker < 1 or args.repeat < 1 or args.waiters < 1 or args.messages < 1:
         parser.error("--jobs-per-worker, --repeat, --waiters and --messages must be positive")
@@ -659,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             wake = measure_wake(server, args.waiters, args.messages, args.interval_ms / 1000)
             progress(f"wake latency: p50 {wake.latency.p50_ms:.1f} ms, p99 {wake.latency.p99_ms:.1f} ms")
-            print((render_json if args.json else render_table)(server, info, rows, wake, args))
+            emit(result(server, info, rows, wake, args), args.json)
     except BenchError as exc:
         print(f"benchmark FAILED a correctness check: {exc}", file=sys.stderr)
         return 1

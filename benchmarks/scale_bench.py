@@ -58,7 +58,6 @@ import contextlib
 import ctypes
 import functools
 import itertools
-import json
 import math
 import os
 import random
@@ -74,7 +73,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -95,6 +94,7 @@ from _common import (
     swarm_cli,
     warm_bytecode,
 )
+from _report import Block, Cell, Record, Result, Table, emit
 
 from swarm.agents import build_command, load_template
 from swarm.models import Spec
@@ -1029,7 +1029,7 @@ def steady_split(samples: Sequence[Sample], total: int, agents: int, launch_s: f
     return figures
 
 
-# -- reporting ------------------------------------------------------------------------------------------
+# -- the result ------------------------------------------------------------------------------------------
 
 
 def summary(
@@ -1163,133 +1163,150 @@ def summary(
             "met": monitor_pct < GOAL_MONITOR_CPU_PERCENT if math.isfinite(monitor_pct) else None,
         },
     }
-    result["samples"] = [asdict(s) for s in samples]
     return result
 
 
-def render_table(result: dict[str, Any], args: argparse.Namespace, info: dict[str, Any]) -> str:
-    """The plain-text report."""
-    ph, th, mem, cpu = result["phases"], result["throughput"], result["memory"], result["cpu"]
-    graph = result["graph"]
-    claimed_label = f"the last of {ph['agents_claimed']} agents claimed a task"
-    lines = [
-        f"machine: {info['platform']} ({info['machine']}), {info['cpu_count']} CPUs, {info['memory_gb']} GB, "
-        f"Python {info['python']}, git {info['git']}, tmux {info['tmux']}; load average {info['load_average_1m']} "
-        "before the run",
-        f"{args.agents} agents (--command {AGENT_COMMAND}), {graph['tasks']} tasks in epic {EPIC} "
-        f"({graph['tasks_with_deps']} with dependencies, {graph['edges']} edges, each on 0-{MAX_DEPS} of the "
-        f"{DEP_WINDOW} before it; seed {args.seed}); {args.files} files in the repository; Python bytecode cache warm",
-        "" if result["finished"] else f"RUN DID NOT FINISH: {'; '.join(result['problems'])}",
-        f"{'phase':<44} | {'s since launch began':>20}",
-        f"{'-' * 44}-+-{'-' * 20}",
-        f"{'swarm launch returned':<44} | {ph['launch_s']:>20.1f}",
-        f"{'first task claimed':<44} | {ph['first_claim_s']:>20.1f}",
-        f"{claimed_label:<44} | {ph['last_agent_first_claim_s']:>20.1f}",
-        f"{'last task done':<44} | {ph['last_done_s']:>20.1f}",
-        f"{'workers and monitor exited on their own':<44} | {ph['workers_exited_s']:>20.1f}",
-        f"{'swarm teardown (its own duration)':<44} | {ph['teardown_s']:>20.1f}",
-        "",
-        f"throughput: {th['tasks_done']} tasks in {ph['last_done_s']:.0f}s = {th['tasks_per_s']:.2f} tasks/s "
-        f"(launch included); steady {th['steady_tasks_per_s']:.2f} tasks/s (10%-90% of the tasks)",
-        "  tasks/s by tenth of the backlog: " + " ".join(f"{v:.1f}" for v in th["tasks_per_s_by_tenth"]),
-        f"  claim -> done per task: median {th['claim_to_done_s']['median']:.2f}s, p90 "
-        f"{th['claim_to_done_s']['p90']:.2f}s; done -> next claim per agent: median "
-        f"{th['done_to_next_claim_s']['median']:.2f}s, p90 {th['done_to_next_claim_s']['p90']:.2f}s",
-        f"  attempts that did not end done (failed, expired or returned): {th['failed_attempts']}"
-        + (
-            f" ({'; '.join(f'{k} x{v}' for k, v in th['failed_attempt_reasons'].items())})"
-            if th["failed_attempts"]
-            else ""
+def _summary_records(f: dict[str, Any], args: argparse.Namespace) -> list[Record]:
+    """The summary's figures of the run, its four goals among them."""
+    th, mem, cpu, ph, goals = f["throughput"], f["memory"], f["cpu"], f["phases"], f["goals"]
+    problems = "; ".join(str(p) for p in f["problems"]) or "no problem recorded"
+
+    def goal(key: str, limit: str) -> dict[str, Any]:
+        return {"goal": goals[key]["text"], "met": goals[key]["met"], "limit": limit}
+
+    return [
+        Record(
+            f"run to the end ({args.agents} agents, {args.tasks} tasks)",
+            goals["finished"]["value"],
+            **goal("finished", f"the run did not finish cleanly: {problems}."),
         ),
-        "",
-        f"memory: worker RSS MB (each worker's peak; median/max over {mem['workers_seen']}): "
-        f"{mem['worker_rss_mb']['median']:.1f} / {mem['worker_rss_mb']['max']:.1f}; "
-        f"monitor {mem['monitor_rss_mb']:.1f}",
-        f"  swarm's processes together, peak: RSS {mem['total_rss_mb_peak']:.0f} MB "
-        f"(PSS {mem['total_pss_mb_at_peak']:.0f} MB) at {mem['peak_at_s']:.0f}s; "
-        f"tmux server {mem['tmux_server_rss_mb_peak']:.1f} MB (not counted)",
-        "",
-        f"CPU of swarm's processes: {cpu['swarm_cpu_s']:.0f}s over {cpu['window_s']:.0f}s = "
-        f"{cpu['swarm_percent_of_machine']:.0f}% of the machine ({info['cpu_count']} CPUs), "
-        f"{cpu['swarm_cpu_ms_per_task']:.0f} ms per task",
-        f"  workers' own Python {cpu['workers_python_cpu_s']:.0f}s, their children (git + agent) "
-        f"{cpu['workers_children_cpu_s']:.0f}s, monitor {cpu['monitor_cpu_s']:.1f}s, detached git "
-        f"{cpu['detached_git_cpu_s']:.1f}s ({cpu['detached_git_processes']} seen), used after their last sample "
-        f"{cpu['after_last_sample_cpu_s']:.1f}s",
-        f"  agent commands left out: ~{cpu['agent_commands_cpu_s_estimated']:.1f}s "
-        f"({cpu['agent_command_cpu_ms_each']:.2f} ms each); tmux server {cpu['tmux_server_cpu_s']:.1f}s (not counted)",
-        f"  one worker's own Python: {cpu['workers_python_percent_of_core_median']:.1f}% of a core (median); "
-        f"monitor: {cpu['monitor_percent_of_core']:.2f}% of a core",
-        f"  the whole machine was {cpu['machine_busy_percent']:.0f}% busy; other processes "
-        f"{cpu['others_percent_of_machine']:.0f}%; this script's sampling {cpu['observer_cpu_s']:.1f}s",
-        f"launch: {ph['launch_s']:.1f}s ({ph['launch_cpu_s']:.1f}s CPU); teardown: {ph['teardown_s']:.1f}s "
-        f"({ph['teardown_cpu_s']:.1f}s CPU)"
-        + (
-            "; running meanwhile (seconds seen): " + ", ".join(f"{k} ({v})" for k, v in ph["teardown_saw"].items())
-            if ph["teardown_saw"]
-            else ""
+        Record("tasks/s, launch included", th["tasks_per_s"]),
+        Record("tasks/s, steady (10%-90% done)", th["steady_tasks_per_s"]),
+        Record("swarm CPU per task (git included)", cpu["swarm_cpu_ms_per_task"], " ms", 0),
+        Record("launch, s", ph["launch_s"]),
+        Record(
+            "worker RSS, max over workers",
+            mem["worker_rss_mb"]["max"],
+            " MB",
+            **goal(
+                "worker_rss",
+                f"the largest worker peaked at {mem['worker_rss_mb']['max']} MB while working: the "
+                "interpreter and its imports (as in launch) plus what merging, committing and the store allocate.",
+            ),
+        ),
+        Record("swarm's processes together, peak PSS", mem["total_pss_mb_at_peak"], " MB", 0),
+        Record(
+            "monitor CPU",
+            cpu["monitor_percent_of_core"],
+            "% of a core",
+            2,
+            **goal(
+                "monitor_cpu",
+                f"the monitor used {cpu['monitor_percent_of_core']}% of a core looking after "
+                f"{args.agents} busy agents whose state and logs change on every look.",
+            ),
+        ),
+        Record("teardown, s", ph["teardown_s"]),
+        Record(
+            "left after teardown",
+            goals["teardown"]["value"],
+            **goal("teardown", f"teardown left {goals['teardown']['value']}."),
         ),
     ]
-    steady = result["steady"]
-    if steady:
-        lines += [
-            f"steady state (all {args.agents} workers running, {steady['tasks']} tasks from {steady['from_s']:.0f}s "
-            f"to {steady['to_s']:.0f}s, {steady['tasks_per_s']:.1f} tasks/s): swarm {steady['swarm_ms']:.0f} ms CPU "
-            f"per task = workers' Python {steady['workers_python_ms']:.0f} + git and agent "
-            f"{steady['workers_children_ms']:.0f} + monitor {steady['monitor_ms']:.1f}; swarm used "
-            f"{steady['swarm_percent_of_machine']:.0f}% of the machine, which was {steady['machine_busy_percent']:.0f}%"
-            " busy",
-        ]
-        for name, label in (("ready", "ready tasks waiting"), ("starved", "no ready task (idle workers wait)")):
-            g = steady.get(name)
-            if g:
-                lines.append(
-                    f"  {label + ':':<36} {g['seconds']:>6.0f}s, {g['tasks_per_s']:5.1f} tasks/s, "
-                    f"{g['idle_workers']:5.1f} idle workers; per task: workers' Python {g['workers_python_ms']:.0f} ms,"
-                    f" git and agent {g['workers_children_ms']:.0f} ms; workers' Python "
-                    f"{g['workers_python_percent_of_machine']:.0f}% of the machine"
-                )
-    else:
-        lines.append("steady state: none (no two samples with every worker running between 10% and 90% done)")
-    profile = result.get("profile")
-    if profile:
-        early, late = profile["early"], profile["late"]
-        lines += [
+
+
+#: The section's other figures: (label, where in the summary, unit, digits).
+DETAILS: tuple[tuple[str, tuple[str, ...], str, int], ...] = (
+    ("tasks done", ("throughput", "tasks_done"), "", 0),
+    ("tasks/s by tenth of the backlog", ("throughput", "tasks_per_s_by_tenth"), "", 1),
+    ("claim -> done per task, median", ("throughput", "claim_to_done_s", "median"), " s", 2),
+    ("claim -> done per task, p90", ("throughput", "claim_to_done_s", "p90"), " s", 2),
+    ("done -> next claim per agent, median", ("throughput", "done_to_next_claim_s", "median"), " s", 2),
+    ("attempts that did not end done (failed, expired or returned)", ("throughput", "failed_attempts"), "", 0),
+    ("worker RSS, median over workers (each worker's peak)", ("memory", "worker_rss_mb", "median"), " MB", 1),
+    ("workers seen", ("memory", "workers_seen"), "", 0),
+    ("monitor RSS", ("memory", "monitor_rss_mb"), " MB", 1),
+    ("swarm's processes together, peak RSS", ("memory", "total_rss_mb_peak"), " MB", 0),
+    ("tmux server RSS, peak (not counted)", ("memory", "tmux_server_rss_mb_peak"), " MB", 1),
+    ("swarm CPU", ("cpu", "swarm_cpu_s"), " s", 0),
+    ("over (workers and monitor exited)", ("cpu", "window_s"), " s", 0),
+    ("swarm CPU, of the machine", ("cpu", "swarm_percent_of_machine"), "%", 0),
+    ("workers' own Python CPU", ("cpu", "workers_python_cpu_s"), " s", 0),
+    ("workers' git and agent children CPU", ("cpu", "workers_children_cpu_s"), " s", 0),
+    ("monitor CPU, in total", ("cpu", "monitor_cpu_s"), " s", 1),
+    ("detached git CPU", ("cpu", "detached_git_cpu_s"), " s", 1),
+    ("agent commands' CPU left out (estimated)", ("cpu", "agent_commands_cpu_s_estimated"), " s", 1),
+    ("tmux server CPU (not counted)", ("cpu", "tmux_server_cpu_s"), " s", 1),
+    ("the machine busy", ("cpu", "machine_busy_percent"), "%", 0),
+    ("other processes, of the machine", ("cpu", "others_percent_of_machine"), "%", 0),
+    ("launch CPU", ("phases", "launch_cpu_s"), " s", 1),
+    ("teardown CPU", ("phases", "teardown_cpu_s"), " s", 1),
+    ("steady state: tasks/s", ("steady", "tasks_per_s"), "", 1),
+    ("steady state: swarm CPU per task", ("steady", "swarm_ms"), " ms", 0),
+    ("steady state: workers' Python per task", ("steady", "workers_python_ms"), " ms", 0),
+    ("steady state: git and agent per task", ("steady", "workers_children_ms"), " ms", 0),
+    ("steady state: monitor per task", ("steady", "monitor_ms"), " ms", 1),
+    ("steady, ready tasks waiting: workers' Python per task", ("steady", "ready", "workers_python_ms"), " ms", 0),
+    ("steady, no ready task: workers' Python per task", ("steady", "starved", "workers_python_ms"), " ms", 0),
+)
+
+
+def _at(data: Any, path: Sequence[str]) -> Cell:
+    for step in path:
+        data = data.get(step) if isinstance(data, dict) else None
+    return data if isinstance(data, int | float | str | list) else None
+
+
+def _profile_table(profile: dict[str, Any]) -> Table:
+    early, late = profile["per_task_early"], profile["per_task_late"]
+    rows: list[list[Cell]] = [
+        [name, row["calls"], early[name]["wall_ms"], row["wall_ms"], row["child_cpu_ms"]] for name, row in late.items()
+    ]
+    rows.append(
+        [
+            "sum",
             "",
-            f"where the time per task goes: each step alone after the run ({profile['reps']} tasks replayed), "
-            "weighted by calls per task; ms per task",
-            f"  start of history ({early['commits_in_history']} commits) vs end ({late['commits_in_history']} "
-            f"commits); merges made/skipped (already in HEAD): {early['merges_made']}/{early['merges_skipped']} vs "
-            f"{late['merges_made']}/{late['merges_skipped']}",
-            f"  {'step':<42} | {'calls':>5} | {'start: wall':>11} | {'CPU':>5} | {'end: wall':>9} | {'CPU':>5} | "
-            f"{'of it in git/agent':>18}",
-            f"  {'-' * 42}-+-{'-' * 5}-+-{'-' * 11}-+-{'-' * 5}-+-{'-' * 9}-+-{'-' * 5}-+-{'-' * 18}",
+            profile["sum_early"]["wall_ms"],
+            profile["sum_late"]["wall_ms"],
+            profile["sum_late"]["child_cpu_ms"],
         ]
-        rows = [(name, profile["per_task_early"][name], row) for name, row in profile["per_task_late"].items()]
-        rows.append(("sum", profile["sum_early"], profile["sum_late"]))
-        for name, first, row in rows:
-            calls = f"{row['calls']:>5.2f}" if "calls" in row else " " * 5
-            lines.append(
-                f"  {name:<42} | {calls} | {first['wall_ms']:>11.1f} | {first['cpu_ms']:>5.1f} | "
-                f"{row['wall_ms']:>9.1f} | {row['cpu_ms']:>5.1f} | {row['child_cpu_ms']:>18.1f}"
-            )
-        if steady:
-            lines.append(
-                f"  in the run (steady state): {steady['swarm_ms']:.0f} ms CPU per task, "
-                f"{steady['workers_children_ms']:.0f} of it in git and the agent"
-            )
-        py = profile["python"]
-        worker_start = py["python -m swarm.runtime.worker --help"]["cpu_ms"]
-        lines.append(
-            "  Python start-up (once per worker, not per task): "
-            + "; ".join(f"{k} {v['wall_ms']:.0f} ms ({v['cpu_ms']:.0f} ms CPU)" for k, v in py.items())
-            + f"; x {args.agents} workers = {worker_start * args.agents / 1000:.0f}s CPU"
-        )
-    lines.append("")
-    for key, goal in result["goals"].items():
-        verdict = "not measured" if goal["met"] is None else "met" if goal["met"] else "NOT met"
-        lines.append(f"goal: {key} {goal['text']}: {verdict} ({goal['value']})")
-    return "\n".join(line for line in lines if line is not None)
+    )
+    return Table(["step", "calls", "start wall ms", "end wall ms", "end: in git/agent ms"], rows, [0, 2, 1, 1, 1])
+
+
+def result(f: dict[str, Any], args: argparse.Namespace, info: dict[str, Any]) -> Result:
+    """The figures of the run, its phases, and where the time per task goes when it was profiled."""
+    ph, graph = f["phases"], f["graph"]
+    section: list[Block] = [
+        f"`swarm launch {EPIC} --agents {args.agents} --command {AGENT_COMMAND}` on a backlog of {graph['tasks']} "
+        f"tasks ({graph['tasks_with_deps']} with dependencies, {graph['edges']} edges), followed to the end; "
+        f"swarm's processes sampled every {SAMPLE_SECONDS:g} s, CPU counted exactly through a child subreaper. "
+        f"Load average before the script: {info['load_average_1m']}.",
+    ]
+    if f["problems"]:
+        section.append("Problems: " + "; ".join(str(p) for p in f["problems"]))
+    phases = [
+        ["swarm launch returned", ph["launch_s"]],
+        ["first task claimed", ph["first_claim_s"]],
+        [f"the last of {ph['agents_claimed']} agents claimed a task", ph["last_agent_first_claim_s"]],
+        ["last task done", ph["last_done_s"]],
+        ["workers and monitor exited on their own", ph["workers_exited_s"]],
+        ["swarm teardown (its own duration)", ph["teardown_s"]],
+    ]
+    section.append(Table(["phase", "s since launch began"], phases))
+    profile = f.get("profile")
+    if profile:
+        section += [
+            "Where the time per task goes (each step replayed alone after the run, ms per task, at the start of the "
+            f"history ({profile['early']['commits_in_history']} commits) and at its end "
+            f"({profile['late']['commits_in_history']} commits)):",
+            _profile_table(profile),
+        ]
+    details = [Record(label, _at(f, path), unit, digits, summary=False) for label, path, unit, digits in DETAILS]
+    params = {"agents": args.agents, "tasks": args.tasks, "seed": args.seed, "finished": f["finished"], "graph": graph}
+    if profile:
+        params["commits_in_history"] = {k: profile[k]["commits_in_history"] for k in ("early", "late")}
+    return Result("scale", "Scale (scale_bench.py)", info, params, [*_summary_records(f, args), *details], section)
 
 
 def _terminated(signum: int, _frame: FrameType | None) -> None:
@@ -1298,17 +1315,6 @@ def _terminated(signum: int, _frame: FrameType | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     raise BenchError(f"terminated by {signal.Signals(signum).name}")
-
-
-def _jsonable(value: Any) -> Any:
-    """NaN (a figure that could not be measured) becomes null: strict JSON has no NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1326,7 +1332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile-reps", type=int, default=20, metavar="R", help="tasks replayed per profiled step (0: no profile)"
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = parser.parse_args(argv)
     if args.agents < 1 or args.tasks < 1 or args.timeout <= 0 or args.profile_reps < 0 or args.files < 0:
         parser.error("--agents, --tasks and --timeout must be positive, --profile-reps and --files not negative")
@@ -1372,13 +1378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             stop_private_server(socket_name)
             reap_adopted(skip=set())
-    result = summary(figures, events, agent_cpu_each, profile, args.tasks, args.agents)
-    if args.json:
-        payload = {"machine": info, "agents": args.agents, "tasks": args.tasks, "seed": args.seed, **result}
-        print(json.dumps(_jsonable(payload), allow_nan=False))
-    else:
-        print(render_table(result, args, info))
-    return 0 if all(goal["met"] for key, goal in result["goals"].items() if key in ("finished", "teardown")) else 1
+    measured = summary(figures, events, agent_cpu_each, profile, args.tasks, args.agents)
+    emit(result(measured, args, info), args.json)
+    return 0 if all(goal["met"] for key, goal in measured["goals"].items() if key in ("finished", "teardown")) else 1
 
 
 if __name__ == "__main__":

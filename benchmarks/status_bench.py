@@ -78,6 +78,7 @@ from _common import (
     swarm_cli,
     warm_bytecode,
 )
+from _report import Cell, Record, Result, Table, emit
 
 from swarm import status
 from swarm.config import LoadedConfig, load_config
@@ -671,7 +672,7 @@ def profiles(fixture: Fixture) -> str:
     return "\n".join(parts)
 
 
-# -- reporting -------------------------------------------------------------------------------------------
+# -- the result -------------------------------------------------------------------------------------------
 
 
 def _machine() -> dict[str, Any]:
@@ -741,50 +742,68 @@ def summary(r: Results, info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def render_table(result: dict[str, Any]) -> str:
-    """The plain-text report."""
-    info = result["machine"]
-    counts = ", ".join(f"{n} {state}" for state, n in result["counts"].items())
-    lines = [
-        f"machine: {info['platform']} ({info['machine']}), {info['cpu_count']} CPUs, Python {info['python']}, "
-        f"SQLite {info['sqlite']}, {info['processes']} processes running, "
-        f"load average {' '.join(str(x) for x in info['load_average'])} (1/5/15 min, at the end)",
-        f"{result['agents']} agents ({result['working_agents']} working, the rest idle; each a live process), "
-        f"{result['tasks']} tasks: {counts}",
-        f"{result['runs']} runs after one warm-up; Python bytecode cache warm; status JSON "
-        f"{result['status']['json_bytes'] / 1024:.0f} KB",
-        "",
-        f"{'swarm status --json':<40} | {'p50 ms':>8} | {'p95 ms':>8} | {'max ms':>8}",
-        f"{'-' * 40}-+-{'-' * 8}-+-{'-' * 8}-+-{'-' * 8}",
+def result(figures: dict[str, Any]) -> Result:
+    """The figures: status --json beside the CLI's bare start-up, its phases in-process, the monitor's cost."""
+    st, m, goals = figures["status"], figures["monitor"], figures["goals"]
+    cli, startup, total = st["cli_ms"], st["cli_startup_ms"], st["in_process_ms"]["total"]
+    records = [
+        Record(
+            f"swarm status --json p50 ({figures['agents']} agents, {figures['tasks']} tasks)",
+            cli["p50"],
+            " ms",
+            0,
+            baseline=startup["p50"],
+            baseline_of="swarm --version",
+            goal=f"p50 <= {GOAL_STATUS_MS:.0f} ms",
+            met=goals["status_cli"]["met"],
+            limit=f"of the {cli['p50']:.0f} ms, Python start-up and the CLI's imports take {startup['p50']:.0f} ms "
+            f"(swarm --version; the bare interpreter alone {st['python_startup_ms']['p50']:.0f} ms) and reading and "
+            f"rendering {figures['tasks']} tasks in-process {total['p50']:.0f} ms.",
+        ),
+        Record("swarm status --json p95", cli["p95"], " ms", 0, baseline=startup["p95"], baseline_of="swarm --version"),
+        Record(
+            f"monitor process CPU ({figures['agents']} agents)",
+            m["process_cpu_percent"],
+            "% of a core",
+            2,
+            goal=goals["monitor_cpu"]["text"].removeprefix("monitor "),
+            met=goals["monitor_cpu"]["met"],
+            limit=f"each steady look costs {m['look_steady_cpu_ms']:.1f} ms CPU for {figures['agents']} agents (the "
+            f"process table, the agents' logs, the database), once every {m['interval_s']:g} s.",
+        ),
+        Record("Monitor.look() steady p50", m["look_steady_ms"]["p50"], " ms"),
+        Record("status JSON", st["json_bytes"] / 1024, " KB", 0, summary=False),
+        Record("look(), first (cold)", m["look_first_ms"], " ms", summary=False),
+        Record("look(), steady CPU", m["look_steady_cpu_ms"], " ms", summary=False),
+        Record(
+            f"look() CPU at the {m['interval_s']:g} s interval (derived)",
+            m["look_cpu_percent_at_interval"],
+            "% of a core",
+            2,
+            summary=False,
+        ),
+        Record("monitor process window", m["process_window_s"], " s", 0, summary=False),
+        Record("monitor process looks in the window", m["process_looks"], summary=False),
+        Record("monitor process RSS", m["process_rss_mb"], " MB", 0, summary=False),
     ]
-
-    def row(label: str, s: dict[str, float]) -> str:
-        return f"{label:<40} | {s['p50']:>8.1f} | {s['p95']:>8.1f} | {s['max']:>8.1f}"
-
-    lines.append(row("CLI, end to end (subprocess)", result["status"]["cli_ms"]))
-    lines.append(row("CLI start-up alone (swarm --version)", result["status"]["cli_startup_ms"]))
-    lines.append(row("  of it, Python alone (python -c pass)", result["status"]["python_startup_ms"]))
-    for name, s in result["status"]["in_process_ms"].items():
-        lines.append(row(f"in-process: {name}", s))
-    m = result["monitor"]
-    lines += [
-        "",
-        f"{'monitor, ' + str(result['agents']) + ' agents':<40} | {'value':>8}",
-        f"{'-' * 40}-+-{'-' * 8}",
-        f"{'look(), first (cold) ms':<40} | {m['look_first_ms']:>8.1f}",
-        f"{'look(), steady p50 ms (wall)':<40} | {m['look_steady_ms']['p50']:>8.1f}",
-        f"{'look(), steady CPU ms':<40} | {m['look_steady_cpu_ms']:>8.1f}",
-        f"{'look() CPU % at ' + format(m['interval_s'], 'g') + ' s interval (derived)':<40} | "
-        f"{m['look_cpu_percent_at_interval']:>8.2f}",
-        f"{'monitor process CPU % of one core':<40} | {m['process_cpu_percent']:>8.2f}",
-        f"{'  (window s / looks in it / RSS MB)':<40} | {m['process_window_s']:>4.0f} / {m['process_looks']} / "
-        f"{m['process_rss_mb']:.0f}",
-        "",
+    rows: list[list[Cell]] = [
+        ["CLI, end to end (subprocess)", *_p(cli)],
+        ["CLI start-up alone (swarm --version)", *_p(startup)],
+        ["of it, Python alone (python -c pass)", *_p(st["python_startup_ms"])],
+        *[[f"in-process: {name}", *_p(phase)] for name, phase in st["in_process_ms"].items()],
     ]
-    for key, goal in result["goals"].items():
-        verdict = "met" if goal["met"] else "NOT met"
-        lines.append(f"goal: {key} {goal['text']}: {verdict} ({goal['value']}{goal['unit']})")
-    return "\n".join(lines)
+    counts = ", ".join(f"{n} {state}" for state, n in figures["counts"].items())
+    intro = (
+        f"{figures['agents']} agents ({figures['working_agents']} working, each a live process) and "
+        f"{figures['tasks']} tasks ({counts}); {figures['runs']} runs after a warm-up; Python's bytecode cache warm."
+    )
+    table = Table(["swarm status --json", "p50 ms", "p95 ms", "max ms"], rows)
+    params = {k: figures[k] for k in ("agents", "working_agents", "tasks", "runs", "counts")}
+    return Result("status", "Status and monitor (status_bench.py)", figures["machine"], params, records, [intro, table])
+
+
+def _p(stats: dict[str, float]) -> list[Cell]:
+    return [stats["p50"], stats["p95"], stats["max"]]
 
 
 # -- main ------------------------------------------------------------------------------------------------
@@ -829,7 +848,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="CPU window of the monitor process (default 20)",
     )
     parser.add_argument("--profile", action="store_true", help="also print cProfile of take()/to_json() and look()")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = parser.parse_args(argv)
     if args.agents < 1 or args.tasks < 1 or args.runs < 1 or args.monitor_seconds <= 0:
         parser.error("--agents, --tasks, --runs and --monitor-seconds must be positive")
@@ -838,14 +857,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminated)
     started = Started()
     failure: str | None = None
-    result: dict[str, Any] = {}
+    figures: dict[str, Any] = {}
     text = ""
     with tempfile.TemporaryDirectory(prefix="swarm-status-bench-") as tmp:
         scratch = Path(tmp)
         env = clean_env(socket_name, scratch / "pycache")
         try:
             results, text = run(args, scratch, env, started)
-            result = summary(results, _machine())
+            figures = summary(results, _machine())
         except BenchError as exc:
             failure = str(exc)
         finally:
@@ -864,7 +883,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if text:
         print(text, file=sys.stderr)
-    print(json.dumps(result) if args.json else render_table(result))
+    emit(result(figures), args.json)
     return 0
 
 

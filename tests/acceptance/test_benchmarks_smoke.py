@@ -1,6 +1,7 @@
 """Smoke test of benchmarks/: every script runs for real, at the smallest sizes its options allow, with
-``--json``, and its JSON holds what run_all.py reads, with sane values; then run_all.py renders RESULTS.md from
-those records into a temporary folder. So the benchmarks cannot rot silently when swarm changes under them.
+``--json``, and the result it prints (a ``benchmarks/_report.Result``: its records, its tables, the sizes it ran
+at) holds every figure RESULTS.md shows, with sane values; then run_all.py renders RESULTS.md from those
+results into a temporary folder. So the benchmarks cannot rot silently when swarm changes under them.
 
 Speed is not judged here (that is what the benchmarks are for): only exit status, shape and counts. The
 scripts run at the same time, each in its own process group, to keep the whole module short: most of their
@@ -12,6 +13,7 @@ removes it at the end. procrastinate is a benchmark-only extra: without it, pg_b
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -29,6 +31,9 @@ import pytest
 from tests.helpers import REPO_ROOT
 
 BENCHMARKS = REPO_ROOT / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # the benchmarks' modules import each other as top-level modules
+from _report import Record, Result, Run  # noqa: E402
+
 HAS_PROCRASTINATE = importlib.util.find_spec("procrastinate") is not None
 # Generous: the six together take about 20 s on two CPUs; a benchmark still running after this is stuck.
 DEADLINE_SECONDS = 240.0
@@ -74,15 +79,17 @@ class BenchRun:
     stderr: str
     seconds: float
 
-    def data(self) -> dict[str, Any]:
-        """Its one JSON object (the test fails, with its stderr, when there is none)."""
+    def result(self) -> Result:
+        """Its result, the one JSON object it printed (the test fails, with its stderr, when there is none)."""
         assert self.returncode == 0, f"{self.name} exited {self.returncode}:\n{self.stderr[-3000:]}"
         try:
             data = json.loads(self.stdout)
         except ValueError as exc:
             raise AssertionError(f"{self.name} printed no JSON: {self.stdout[:500]!r}") from exc
         assert isinstance(data, dict), data
-        return data
+        result = Result.from_json(data)
+        assert result.name == self.name, result.name
+        return result
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -139,203 +146,241 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BenchRu
                 _stop(proc)
 
 
-# -- what run_all.py reads, checked per benchmark ---------------------------------------------------------
+# -- the records of each benchmark, checked -----------------------------------------------------------------
 
 
-def at(data: Any, *path: str | int) -> Any:
-    """``data[path[0]][path[1]]...``; the test fails naming the first step that is missing."""
-    for n, step in enumerate(path):
-        where = path[: n + 1]
-        if isinstance(step, int):
-            assert isinstance(data, list), f"no list at {where}"
-            assert -len(data) <= step < len(data), f"no item {where}"
-        else:
-            assert isinstance(data, dict), f"no object at {where}"
-            assert step in data, f"no key {where}"
-        data = data[step]
-    return data
-
-
-def _number(data: Any, path: tuple[str | int, ...]) -> float:
-    value = at(data, *path)
-    assert isinstance(value, int | float), f"{path} = {value!r}"
-    assert not isinstance(value, bool), f"{path} = {value!r}"
+def _number(value: Any, what: str) -> float:
+    assert isinstance(value, int | float), f"{what} = {value!r}"
+    assert not isinstance(value, bool), f"{what} = {value!r}"
     return float(value)
 
 
-def positive(data: Any, *path: str | int) -> float:
-    """A number above zero at ``path``."""
-    value = _number(data, path)
-    assert value > 0, f"{path} = {value!r}"
-    return value
+def positive(value: Any, what: str = "value") -> float:
+    """A number above zero."""
+    number = _number(value, what)
+    assert number > 0, f"{what} = {value!r}"
+    return number
 
 
-def not_negative(data: Any, *path: str | int) -> float:
-    """A number, zero or more, at ``path``."""
-    value = _number(data, path)
-    assert value >= 0, f"{path} = {value!r}"
-    return value
+def not_negative(value: Any, what: str = "value") -> float:
+    """A number, zero or more."""
+    number = _number(value, what)
+    assert number >= 0, f"{what} = {value!r}"
+    return number
 
 
-def goal(data: Any, *path: str, measured: bool = True) -> None:
-    """A goal with its text, and a verdict when it was ``measured`` (else none)."""
-    assert isinstance(at(data, *path, "text"), str)
-    met = at(data, *path, "met")
-    assert isinstance(met, bool) if measured else met is None, f"{path}: met = {met!r}"
+def goal(record: Record, *, measured: bool = True) -> None:
+    """A goal with its text and what limits it, and a verdict when it was ``measured`` (else none)."""
+    assert record.goal, record
+    assert record.limit, record
+    assert isinstance(record.met, bool) if measured else record.met is None, record
 
 
-def check_machine(data: dict[str, Any], *keys: str) -> None:
-    """The header every benchmark prints, with its own extras."""
-    positive(data, "machine", "cpu_count")
+def no_goal_measured(result: Result) -> None:
+    """Where the goal's size was not run (8 processes, 50 waiters, 8 workers), no record claims a verdict."""
+    assert [r for r in result.records if r.met is not None] == [], result.records
+
+
+def check_machine(result: Result, *keys: str) -> None:
+    """The machine every benchmark reports, with its own extras."""
+    positive(result.machine.get("cpu_count"), "cpu_count")
     for key in ("platform", "python", *keys):
-        assert at(data, "machine", key) not in ("", None, "missing"), f"machine.{key}"
+        assert result.machine.get(key) not in ("", None, "missing"), f"machine.{key}"
 
 
-def check_queue(data: dict[str, Any]) -> None:
-    check_machine(data, "sqlite")
-    assert at(data, "tasks_per_process") == 2
-    assert at(data, "repeat") == 1
-    assert [at(r, "processes") for r in at(data, "results")] == [1, 2]
-    for r in at(data, "results"):
-        assert at(r, "tasks") == at(r, "processes") * 2
-        for key in ("swarm_pairs_per_s", "raw_pairs_per_s", "ratio"):
-            positive(r, key)
-    goal(data, "goal", measured=False)  # the goal sits at 8 processes
+def check_queue(result: Result) -> None:
+    check_machine(result, "sqlite")
+    assert result.params == {"tasks_per_process": 2, "repeat": 1, "processes": [1, 2]}
+    table = result.table("processes")
+    assert table.column("processes") == [1, 2]
+    assert table.column("tasks") == [2, 4]
+    for column in ("swarm pairs/s", "raw pairs/s", "ratio swarm/raw"):
+        for value in table.column(column):
+            positive(value, column)
+    for figure in ("claim+complete pairs/s, 1 process", "claim+complete pairs/s, 2 processes"):
+        positive(result.record(figure).value, figure)
+        positive(result.record(figure).baseline, figure)
+        assert result.record(figure).baseline_of == "raw SQLite"
+    no_goal_measured(result)
 
 
-def check_msg(data: dict[str, Any]) -> None:
-    check_machine(data, "sqlite")
-    not_negative(data, "machine", "load_average")
-    positive(data, "poll_seconds")
-    assert at(data, "messages") == 2
-    not_negative(data, "interval_ms")
-    (row,) = at(data, "broadcast")
-    assert at(row, "waiters") == 1
-    assert at(row, "latency", "count") == 2
-    assert at(row, "send", "count") == 2
-    for key in ("p50_ms", "p99_ms", "max_ms"):
-        positive(row, "latency", key)
-        positive(data, "ask_answer", key)
-        not_negative(row, "send", key)
-    not_negative(row, "waiter_cpu_percent")
-    assert at(data, "ask_answer", "count") == 2
-    assert at(data, "idle", "waiters") == 1
-    positive(data, "idle", "seconds")
-    not_negative(data, "idle", "cpu_percent_of_one_core")
-    not_negative(data, "idle", "cpu_percent_of_machine")
-    goal(data, "goal", measured=False)  # the goal sits at 50 waiters
+def check_msg(result: Result) -> None:
+    check_machine(result, "sqlite")
+    not_negative(result.machine.get("load_average"), "load_average")
+    positive(result.params["poll_seconds"])
+    assert result.params["messages"] == 2
+    not_negative(result.params["interval_ms"])
+    table = result.table("waiters")
+    (row,) = table.rows
+    assert row[:2] == [1, 2], row  # 1 waiter, 2 samples
+    for column in ("p50 ms", "p99 ms", "max ms"):
+        positive(row[table.header.index(column)], column)
+    for column in ("send p50 ms", "send p99 ms", "waiter CPU %"):
+        not_negative(row[table.header.index(column)], column)
+    positive(result.record("send -> wait p99, 1 waiter").value)
+    assert result.record("ask -> answer round trips in a row (agent-1 asks, lead answers)").value == 2
+    for figure in ("ask -> answer round trip p50", "ask -> answer round trip p99", "ask -> answer round trip max"):
+        positive(result.record(figure).value, figure)
+    assert (result.params["idle_waiters"], positive(result.params["idle_seconds"])) == (1, 0.2)
+    not_negative(result.record("idle wait CPU per waiter (1 waiting)").value)
+    not_negative(result.record("idle: 1 waiters for 0.2 s, CPU of one core in total").value)
+    not_negative(result.record("idle: the same, of the machine").value)
+    no_goal_measured(result)
 
 
-def check_launch(data: dict[str, Any]) -> None:
-    check_machine(data, "git", "tmux")
-    assert (at(data, "agents"), at(data, "files"), at(data, "repeat")) == (2, 3, 1)
+def check_launch(result: Result) -> None:
+    check_machine(result, "git", "tmux")
+    assert result.params == {"agents": 2, "files": 3, "repeat": 1}
     for phase in ("launch", "teardown"):
-        for key in ("swarm_s", "raw_s", "ratio"):
-            positive(data, "phases", phase, key)
-        assert len(at(data, "phases", phase, "swarm_samples")) == len(at(data, "phases", phase, "raw_samples")) == 1
-    not_negative(data, "workers_ready", "swarm_s")
+        record = result.record(f"{phase} of 2 agents, s")
+        positive(record.value, phase)
+        positive(record.baseline, phase)
+        goal(record)
+    phases = result.table("phase")
+    assert phases.column("phase") == ["launch", "teardown"]
+    for column in ("swarm s", "raw s", "ratio"):
+        for value in phases.column(column):
+            positive(value, column)
+    for column in ("swarm runs", "raw runs"):
+        assert [len(v) if isinstance(v, list) else v for v in phases.column(column)] == [1, 1], column
+    not_negative(result.record("workers running after launch returned, s").value)
     # One agent works (its task is ready), the other waits idle: both kinds were measured.
-    assert {group: at(data, "workers", group, "count") for group in ("all", "working", "idle")} == {
+    workers = result.table("workers")
+    assert dict(zip(workers.column("workers"), workers.column("count"), strict=True)) == {
         "all": 2,
         "working": 1,
         "idle": 1,
     }
-    for group in ("all", "working", "idle"):
-        for key in ("rss_mb", "tree_rss_mb"):
-            positive(data, "workers", group, key, "median")
-        positive(data, "workers", group, "rss_mb", "max")
-        not_negative(data, "workers", group, "cpu_percent", "max")
-    for key in ("launch", "teardown", "worker_rss", "worker_cpu"):
-        goal(data, "goals", key)
+    for column in ("RSS MB median", "RSS MB max", "with agent MB"):
+        for value in workers.column(column):
+            positive(value, column)
+    for value in workers.column("CPU % max"):
+        not_negative(value, "CPU % max")
+    for figure in ("worker RSS, max over workers", "worker CPU, max over workers"):
+        not_negative(result.record(figure).value, figure)
+        goal(result.record(figure))
 
 
-def check_status(data: dict[str, Any]) -> None:
-    check_machine(data, "sqlite")
-    positive(data, "machine", "processes")
-    assert (at(data, "agents"), at(data, "working_agents"), at(data, "tasks"), at(data, "runs")) == (2, 1, 6, 1)
-    counts = at(data, "counts")
-    assert sum(counts.values()) == 6, counts
-    assert counts["claimed"] == 1, counts
-    status = at(data, "status")
-    for key in ("cli_ms", "cli_startup_ms", "python_startup_ms"):
-        for stat in ("p50", "p95", "max"):
-            positive(status, key, stat)
-    positive(status, "json_bytes")
+def check_status(result: Result) -> None:
+    check_machine(result, "sqlite")
+    positive(result.machine.get("processes"), "processes")
+    params = result.params
+    assert (params["agents"], params["working_agents"], params["tasks"], params["runs"]) == (2, 1, 6, 1)
+    assert sum(params["counts"].values()) == 6, params["counts"]
+    assert params["counts"]["claimed"] == 1, params["counts"]
+    table = result.table("swarm status --json")
+    rows = {row[0]: row[1:] for row in table.rows}
+    for label in ("CLI, end to end (subprocess)", "CLI start-up alone (swarm --version)"):
+        for value in rows[label]:
+            positive(value, label)
+    for value in rows["of it, Python alone (python -c pass)"]:
+        positive(value, "python start-up")
     for phase in ("load_config", "status.take()", "total"):
-        positive(status, "in_process_ms", phase, "p50")
-    monitor = at(data, "monitor")
-    for key in ("interval_s", "look_first_ms", "process_window_s", "process_rss_mb"):
-        positive(monitor, key)
-    positive(monitor, "look_steady_ms", "p50")
-    for key in ("look_steady_cpu_ms", "look_cpu_percent_at_interval", "process_cpu_percent", "process_looks"):
-        not_negative(monitor, key)
-    goal(data, "goals", "status_cli")
-    goal(data, "goals", "monitor_cpu")
+        positive(rows[f"in-process: {phase}"][0], phase)
+    positive(result.record("status JSON").value)
+    cli = result.record("swarm status --json p50 (2 agents, 6 tasks)")
+    positive(cli.value)
+    positive(cli.baseline)
+    goal(cli)
+    for figure in (
+        "look(), first (cold)",
+        "monitor process window",
+        "monitor process RSS",
+        "Monitor.look() steady p50",
+    ):
+        positive(result.record(figure).value, figure)
+    for figure in (
+        "look(), steady CPU",
+        "look() CPU at the 2 s interval (derived)",
+        "monitor process looks in the window",
+    ):
+        not_negative(result.record(figure).value, figure)
+    monitor = result.record("monitor process CPU (2 agents)")
+    not_negative(monitor.value)
+    goal(monitor)
 
 
-def check_scale(data: dict[str, Any]) -> None:
-    check_machine(data, "git", "tmux")
-    positive(data, "machine", "memory_gb")
-    not_negative(data, "machine", "load_average_1m")
-    assert (at(data, "agents"), at(data, "tasks")) == (1, 3)
-    assert at(data, "problems") == []
-    assert at(data, "finished") is True
-    assert at(data, "throughput", "tasks_done") == 3
-    assert at(data, "throughput", "failed_attempts") == 0
-    positive(data, "throughput", "tasks_per_s")
-    positive(data, "throughput", "claim_to_done_s", "median")
-    assert at(data, "graph", "tasks") == 3
-    assert at(data, "graph", "tasks_with_deps") >= 1
-    for key in ("launch_s", "first_claim_s", "last_done_s", "workers_exited_s", "teardown_s"):
-        positive(data, "phases", key)
-    assert at(data, "phases", "agents_claimed") == 1
-    for key in ("swarm_cpu_s", "window_s"):
-        positive(data, "cpu", key)
-    not_negative(data, "cpu", "swarm_cpu_ms_per_task")
-    for key in ("finished", "teardown"):
-        goal(data, "goals", key)
-        assert at(data, "goals", key, "met") is True
+def check_scale(result: Result) -> None:
+    check_machine(result, "git", "tmux")
+    positive(result.machine.get("memory_gb"), "memory_gb")
+    not_negative(result.machine.get("load_average_1m"), "load_average_1m")
+    params = result.params
+    assert (params["agents"], params["tasks"], params["finished"]) == (1, 3, True)
+    assert not [b for b in result.section if isinstance(b, str) and b.startswith("Problems:")], result.section
+    assert result.record("tasks done").value == 3
+    assert result.record("attempts that did not end done (failed, expired or returned)").value == 0
+    positive(result.record("tasks/s, launch included").value)
+    positive(result.record("claim -> done per task, median").value)
+    assert params["graph"]["tasks"] == 3
+    assert params["graph"]["tasks_with_deps"] >= 1
+    phases = {str(row[0]): row[1] for row in result.table("phase").rows}
+    for label in (
+        "swarm launch returned",
+        "first task claimed",
+        "last task done",
+        "workers and monitor exited on their own",
+        "swarm teardown (its own duration)",
+    ):
+        positive(phases[label], label)
+    positive(phases["the last of 1 agents claimed a task"])
+    positive(result.record("launch, s").value)
+    positive(result.record("teardown, s").value)
+    for figure in ("swarm CPU", "over (workers and monitor exited)"):
+        positive(result.record(figure).value, figure)
+    not_negative(result.record("swarm CPU per task (git included)").value)
+    for figure in ("run to the end (1 agents, 3 tasks)", "left after teardown"):
+        goal(result.record(figure))
+        assert result.record(figure).met is True, result.record(figure)
+    assert result.record("left after teardown").value == "clean"
     # A run this short may end between two samples: RSS and monitor CPU can be unmeasured, never NOT met.
-    for key in ("worker_rss", "monitor_cpu"):
-        assert at(data, "goals", key, "met") in (True, False, None)
-    profile = at(data, "profile")
+    for figure in ("worker RSS, max over workers", "monitor CPU"):
+        assert result.record(figure).goal
+        assert result.record(figure).met in (True, False, None)
     for phase in ("early", "late"):
-        positive(profile, phase, "commits_in_history")
-        assert at(profile, f"per_task_{phase}"), f"no per-task steps for {phase}"
-        positive(profile, f"sum_{phase}", "wall_ms")
-    not_negative(profile, "sum_late", "child_cpu_ms")
-    assert "samples" in data
+        positive(params["commits_in_history"][phase], phase)
+    profile = result.table("step")
+    assert len(profile.rows) > 1, "no per-task steps"
+    total = profile.rows[-1]
+    assert total[0] == "sum", total
+    positive(total[2], "sum start wall ms")
+    positive(total[3], "sum end wall ms")
+    not_negative(total[4], "sum end child CPU ms")
 
 
-def check_pg(data: dict[str, Any]) -> None:
-    check_machine(data, "sqlite", "postgresql", "psycopg")
-    not_negative(data, "machine", "load_average")
-    assert at(data, "server_settings"), "no server settings"
-    assert (at(data, "jobs_per_worker"), at(data, "repeat")) == (2, 1)
-    (row,) = at(data, "results")
-    assert (at(row, "workers"), at(row, "jobs")) == (1, 2)
-    positive(row, "swarm_pg_pairs_per_s")
-    positive(row, "swarm_sqlite_pairs_per_s")
-    positive(row, "ratio_pg_vs_sqlite")
-    if HAS_PROCRASTINATE:
-        positive(row, "procrastinate_pairs_per_s")
-        positive(row, "ratio_pg_vs_procrastinate")
-    else:
-        assert at(row, "procrastinate_pairs_per_s") is None
-        assert at(row, "ratio_pg_vs_procrastinate") is None
-    wake = at(data, "wake")
-    assert (at(wake, "waiters"), at(wake, "messages")) == (2, 2)
-    positive(wake, "poll_seconds")
-    assert at(wake, "latency", "count") == 4
-    assert at(wake, "send", "count") == 2
-    for key in ("p50_ms", "p99_ms", "max_ms"):
-        positive(wake, "latency", key)
-        not_negative(wake, "send", key)
-    goal(data, "goals", "throughput", measured=False)  # the goal sits at 8 workers
-    goal(data, "goals", "wake")
+def check_pg(result: Result) -> None:
+    check_machine(result, "sqlite", "postgresql", "psycopg")
+    not_negative(result.machine.get("load_average"), "load_average")
+    params = result.params
+    assert params["server_settings"], "no server settings"
+    assert (params["workers"], params["jobs_per_worker"], params["repeat"]) == ([1], 2, 1)
+    table = result.table("workers")
+    (row,) = table.rows
+    assert row[:2] == [1, 2], row
+    for column in ("swarm-pg pairs/s", "swarm-sqlite pairs/s", "pg/sqlite"):
+        positive(row[table.header.index(column)], column)
+    versus = result.record("claim+complete pairs/s on PostgreSQL, 1 worker")
+    for column in ("procrastinate pairs/s", "pg/procrastinate"):
+        value = row[table.header.index(column)]
+        if HAS_PROCRASTINATE:
+            positive(value, column)
+        else:
+            assert value is None, (column, value)
+    assert (versus.baseline is not None) == HAS_PROCRASTINATE, versus
+    positive(result.record("claim+complete pairs/s on PostgreSQL vs SQLite, 1 worker").baseline)
+    assert (params["waiters"], params["messages"]) == (2, 2)
+    positive(params["poll_seconds"])
+    assert result.record("wake latency samples").value == 4
+    for figure in ("wake latency p50 on PostgreSQL, 2 waiters", "wake latency max"):
+        positive(result.record(figure).value, figure)
+    for figure in ("the send call itself, p50", "the send call itself, p99"):
+        not_negative(result.record(figure).value, figure)
+    assert versus.met is None  # the throughput goal sits at 8 workers
+    wake = result.record("wake latency p99 on PostgreSQL, 2 waiters")
+    positive(wake.value)
+    goal(wake)
 
 
-CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+CHECKS: dict[str, Callable[[Result], None]] = {
     "queue": check_queue,
     "msg": check_msg,
     "launch": check_launch,
@@ -346,8 +391,10 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
 
 
 @pytest.mark.parametrize("name", list(SMALL))
-def test_benchmark_runs_and_reports_what_run_all_reads(runs: dict[str, BenchRun], name: str) -> None:
-    CHECKS[name](runs[name].data())
+def test_benchmark_runs_and_returns_its_records(runs: dict[str, BenchRun], name: str) -> None:
+    result = runs[name].result()
+    assert result.title == TITLES[name]
+    CHECKS[name](result)
 
 
 def test_every_benchmark_script_is_exercised() -> None:
@@ -356,28 +403,28 @@ def test_every_benchmark_script_is_exercised() -> None:
 
 
 def test_run_all_renders_results_from_saved_records(runs: dict[str, BenchRun], tmp_path: Path) -> None:
-    """run_all.py --render-only, from records made of these runs, writes a RESULTS.md (in tmp_path) with a
+    """run_all.py --render-only, from runs made of these results, writes a RESULTS.md (in tmp_path) with a
     summary row and a section for every benchmark; the repository's own files are left alone."""
     record_files = [BENCHMARKS / "RESULTS.md", BENCHMARKS / ".results.json"]
     before = {p: p.stat().st_mtime_ns if p.exists() else None for p in record_files}
     records = {
-        name: {
-            "name": name,
-            "script": f"{name}_bench.py",
-            "argv": [f"benchmarks/{name}_bench.py", *SMALL[name], "--json"],
-            "started": "2026-01-01 00:00:00 UTC",
-            "commit": "smoke",
-            "load_before": [0.5, 0.5, 0.5],
-            "returncode": run.returncode,
-            "seconds": round(run.seconds, 1),
-            "data": run.data(),
-            "error": None,
-            "quick": False,
-        }
+        name: dataclasses.asdict(
+            Run(
+                name=name,
+                title=TITLES[name],
+                argv=[f"benchmarks/{name}_bench.py", *SMALL[name], "--json"],
+                started="2026-01-01 00:00:00 UTC",
+                commit="smoke",
+                load_before=[0.5, 0.5, 0.5],
+                returncode=run.returncode,
+                seconds=round(run.seconds, 1),
+                result=run.result(),
+            )
+        )
         for name, run in runs.items()
     }
     cache = tmp_path / "results.json"
-    cache.write_text(json.dumps({"version": 1, "runs": records}), encoding="utf-8")
+    cache.write_text(json.dumps({"version": 2, "runs": records}), encoding="utf-8")
     output = tmp_path / "RESULTS.md"
     done = subprocess.run(
         [
