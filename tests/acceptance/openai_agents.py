@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import git, tmux_sessions
+from swarm.runtime.tmux import private_sessions as tmux_sessions
+from tests.acceptance.conftest import git
 from tests.helpers import REPO_ROOT, retry_until, swarm_cli
 
 MOCK = REPO_ROOT.parent / "shared" / "tools" / "mock_openai.py"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm.agents import load_template, parse_usage
+from swarm.runtime.tmux import stop_private_server
 from tests.acceptance.conftest import git
 from tests.acceptance.openai_agents import (
     agent_log_lines,
@@ -24,7 +25,7 @@ from tests.acceptance.openai_agents import (
     mock_openai,
     teardown_leaves_nothing,
 )
-from tests.helpers import REPO_ROOT, stop_private_tmux
+from tests.helpers import REPO_ROOT
 
 __all__ = ["mock_openai"]  # the fixture, imported for pytest
 
@@ -95,4 +96,4 @@ def test_aider_template_runs_the_real_cli(tmp_path: Path, mock_openai: tuple[int
         assert all((t["cost_usd"] or 0) > 0 and (t["tokens"] or 0) > 0 for t in tasks), tasks
         teardown_leaves_nothing(repo, env, sock)
     finally:
-        stop_private_tmux(sock)
+        stop_private_server(sock)
