@@ -1041,6 +1041,75 @@ def summary(
     agents: int,
 ) -> dict[str, Any]:
     """Every figure and goal; the one source for both the table and the JSON."""
+    result: dict[str, Any] = {
+        "finished": figures.finished,
+        "problems": figures.problems + figures.left_after_teardown,
+        "phases": _phases(figures, events),
+        "throughput": _throughput(events),
+        "memory": _memory(figures),
+        "cpu": _cpu(figures, events, agent_cpu_each),
+        "steady": steady_split(figures.samples, total, agents, figures.launch_s),
+        "graph": {"tasks": total, "tasks_with_deps": events["tasks_with_deps"], "edges": events["dependency_edges"]},
+    }
+    if profile is not None:
+        result["profile"] = _profile(profile)
+    result["goals"] = _goals(figures, result, total, events["done"])
+    return result
+
+
+def _phases(figures: RunFigures, events: dict[str, Any]) -> dict[str, Any]:
+    """How long each phase of the run took, launch to teardown."""
+    return {
+        "launch_s": _r(figures.launch_s, 2),
+        "launch_cpu_s": _r(figures.launch_cpu_s, 2),
+        "first_claim_s": _r(events["first_claim_s"], 2),
+        "agents_claimed": events["agents_claimed"],
+        "last_agent_first_claim_s": _r(events["last_agent_first_claim_s"], 2),
+        "last_done_s": _r(events["last_done_s"], 2),
+        "workers_exited_s": _r(figures.exited_s, 2),
+        "teardown_s": _r(figures.teardown_s, 2),
+        "teardown_cpu_s": _r(figures.teardown_cpu_s, 2),
+        "teardown_saw": figures.teardown_saw,
+    }
+
+
+def _throughput(events: dict[str, Any]) -> dict[str, Any]:
+    """Tasks per second, claim-to-done and done-to-next-claim times, failed attempts."""
+    done = events["done"]
+    wall = events["last_done_s"]
+    return {
+        "tasks_done": done,
+        "tasks_per_s": _r(done / wall, 2) if wall and wall > 0 else math.nan,
+        "steady_tasks_per_s": _r(events["steady_tasks_per_s"], 2),
+        "tasks_per_s_by_tenth": [_r(v, 2) for v in events["tasks_per_s_by_tenth"]],
+        "claim_to_done_s": {k: _r(v, 3) for k, v in events["claim_to_done_s"].items()},
+        "done_to_next_claim_s": {k: _r(v, 3) for k, v in events["done_to_next_claim_s"].items()},
+        "failed_attempts": events["failed_attempt_count"],
+        "failed_attempt_reasons": events["failed_attempts"],
+    }
+
+
+def _memory(figures: RunFigures) -> dict[str, Any]:
+    """Peak memory of the workers, the monitor, the tmux server and all of the swarm."""
+    samples = figures.samples
+    workers = [t for t in figures.tracks if t.kind == "worker"]
+    monitors = [t for t in figures.tracks if t.kind == "monitor"]
+    peak = max(samples, key=lambda s: s.rss_mb) if samples else None
+    worker_peaks = [t.peak_rss / MB for t in workers]
+    return {
+        "worker_rss_mb": {"median": _r(median(worker_peaks)), "max": _r(max(worker_peaks or [math.nan]))},
+        "workers_seen": len(workers),
+        "monitor_rss_mb": _r(max((t.peak_rss / MB for t in monitors), default=math.nan)),
+        "total_rss_mb_peak": _r(peak.rss_mb) if peak else math.nan,
+        "total_pss_mb_at_peak": _r(peak.pss_mb) if peak else math.nan,
+        "workers_rss_mb_at_peak": _r(peak.workers_rss_mb) if peak else math.nan,
+        "peak_at_s": _r(peak.t) if peak else math.nan,
+        "tmux_server_rss_mb_peak": _r(max((s.tmux_rss_mb for s in samples), default=math.nan)),
+    }
+
+
+def _cpu(figures: RunFigures, events: dict[str, Any], agent_cpu_each: float) -> dict[str, Any]:
+    """CPU spent by the swarm's own processes, apart from the agents' commands (estimated) and others."""
     ncpu = os.cpu_count() or 1
     samples = figures.samples
     end_s = figures.exited_s if math.isfinite(figures.exited_s) else (samples[-1].t if samples else math.nan)
@@ -1062,86 +1131,52 @@ def summary(
     worker_rate = [
         100.0 * (t.cpu_self - t.first_self) / (t.last_t - t.first_t) for t in workers if t.last_t > t.first_t
     ]
-    peak = max(samples, key=lambda s: s.rss_mb) if samples else None
-    worker_peaks = [t.peak_rss / MB for t in workers]
     done = events["done"]
-    wall = events["last_done_s"]
     machine_busy = last.machine_busy_s if last else math.nan
-    result: dict[str, Any] = {
-        "finished": figures.finished,
-        "problems": figures.problems + figures.left_after_teardown,
-        "phases": {
-            "launch_s": _r(figures.launch_s, 2),
-            "launch_cpu_s": _r(figures.launch_cpu_s, 2),
-            "first_claim_s": _r(events["first_claim_s"], 2),
-            "agents_claimed": events["agents_claimed"],
-            "last_agent_first_claim_s": _r(events["last_agent_first_claim_s"], 2),
-            "last_done_s": _r(wall, 2),
-            "workers_exited_s": _r(figures.exited_s, 2),
-            "teardown_s": _r(figures.teardown_s, 2),
-            "teardown_cpu_s": _r(figures.teardown_cpu_s, 2),
-            "teardown_saw": figures.teardown_saw,
-        },
-        "throughput": {
-            "tasks_done": done,
-            "tasks_per_s": _r(done / wall, 2) if wall and wall > 0 else math.nan,
-            "steady_tasks_per_s": _r(events["steady_tasks_per_s"], 2),
-            "tasks_per_s_by_tenth": [_r(v, 2) for v in events["tasks_per_s_by_tenth"]],
-            "claim_to_done_s": {k: _r(v, 3) for k, v in events["claim_to_done_s"].items()},
-            "done_to_next_claim_s": {k: _r(v, 3) for k, v in events["done_to_next_claim_s"].items()},
-            "failed_attempts": events["failed_attempt_count"],
-            "failed_attempt_reasons": events["failed_attempts"],
-        },
-        "memory": {
-            "worker_rss_mb": {"median": _r(median(worker_peaks)), "max": _r(max(worker_peaks or [math.nan]))},
-            "workers_seen": len(workers),
-            "monitor_rss_mb": _r(max((t.peak_rss / MB for t in monitors), default=math.nan)),
-            "total_rss_mb_peak": _r(peak.rss_mb) if peak else math.nan,
-            "total_pss_mb_at_peak": _r(peak.pss_mb) if peak else math.nan,
-            "workers_rss_mb_at_peak": _r(peak.workers_rss_mb) if peak else math.nan,
-            "peak_at_s": _r(peak.t) if peak else math.nan,
-            "tmux_server_rss_mb_peak": _r(max((s.tmux_rss_mb for s in samples), default=math.nan)),
-        },
-        "cpu": {
-            "swarm_cpu_s": _r(swarm_cpu, 1),
-            "swarm_percent_of_machine": _r(100.0 * swarm_cpu / (end_s * ncpu), 1) if end_s else math.nan,
-            "swarm_cpu_ms_per_task": _r(1000 * swarm_cpu / done, 1) if done else math.nan,
-            "workers_python_cpu_s": _r(worker_self, 1),
-            "workers_children_cpu_s": _r(worker_children, 1),
-            "workers_python_percent_of_core_median": _r(median(worker_rate), 2),
-            "monitor_cpu_s": _r(monitor_cpu, 1),
-            "monitor_percent_of_core": _r(median(monitor_rate), 2),
-            "detached_git_cpu_s": _r(sum(t.cpu_self + t.cpu_children for t in detached), 1),
-            "detached_git_processes": len(detached),
-            "detached_git_commands": sorted({t.command for t in detached})[:5],
-            "agent_commands_cpu_s_estimated": _r(agent_cpu, 1),
-            "agent_command_cpu_ms_each": _r(1000 * agent_cpu_each, 2),
-            "after_last_sample_cpu_s": _r(cpu_total - worker_self - worker_children - monitor_cpu, 1),
-            "tmux_server_cpu_s": _r(last.tmux_cpu_s, 1) if last else math.nan,
-            # the machine's figure runs to the last sample, a little after the swarm's processes ended
-            "machine_busy_percent": _r(100.0 * machine_busy / (last.t * ncpu), 1) if last and last.t else math.nan,
-            "others_percent_of_machine": _r(100.0 * (machine_busy - cpu_total) / (last.t * ncpu), 1)
-            if last and last.t
-            else math.nan,
-            "observer_cpu_s": _r(figures.observer_cpu_s, 1),
-            "window_s": _r(end_s, 1),
-        },
-        "steady": steady_split(samples, total, agents, figures.launch_s),
-        "graph": {"tasks": total, "tasks_with_deps": events["tasks_with_deps"], "edges": events["dependency_edges"]},
+    return {
+        "swarm_cpu_s": _r(swarm_cpu, 1),
+        "swarm_percent_of_machine": _r(100.0 * swarm_cpu / (end_s * ncpu), 1) if end_s else math.nan,
+        "swarm_cpu_ms_per_task": _r(1000 * swarm_cpu / done, 1) if done else math.nan,
+        "workers_python_cpu_s": _r(worker_self, 1),
+        "workers_children_cpu_s": _r(worker_children, 1),
+        "workers_python_percent_of_core_median": _r(median(worker_rate), 2),
+        "monitor_cpu_s": _r(monitor_cpu, 1),
+        "monitor_percent_of_core": _r(median(monitor_rate), 2),
+        "detached_git_cpu_s": _r(sum(t.cpu_self + t.cpu_children for t in detached), 1),
+        "detached_git_processes": len(detached),
+        "detached_git_commands": sorted({t.command for t in detached})[:5],
+        "agent_commands_cpu_s_estimated": _r(agent_cpu, 1),
+        "agent_command_cpu_ms_each": _r(1000 * agent_cpu_each, 2),
+        "after_last_sample_cpu_s": _r(cpu_total - worker_self - worker_children - monitor_cpu, 1),
+        "tmux_server_cpu_s": _r(last.tmux_cpu_s, 1) if last else math.nan,
+        # the machine's figure runs to the last sample, a little after the swarm's processes ended
+        "machine_busy_percent": _r(100.0 * machine_busy / (last.t * ncpu), 1) if last and last.t else math.nan,
+        "others_percent_of_machine": _r(100.0 * (machine_busy - cpu_total) / (last.t * ncpu), 1)
+        if last and last.t
+        else math.nan,
+        "observer_cpu_s": _r(figures.observer_cpu_s, 1),
+        "window_s": _r(end_s, 1),
     }
-    if profile is not None:
-        early = per_task_budget(profile, "early")
-        late = per_task_budget(profile, "late")
-        result["profile"] = {
-            **profile,
-            "per_task_early": early,
-            "per_task_late": late,
-            "sum_early": {k: _r(sum(v[k] for v in early.values()), 1) for k in ("wall_ms", "cpu_ms", "child_cpu_ms")},
-            "sum_late": {k: _r(sum(v[k] for v in late.values()), 1) for k in ("wall_ms", "cpu_ms", "child_cpu_ms")},
-        }
+
+
+def _profile(profile: dict[str, Any]) -> dict[str, Any]:
+    """The workers' step profile with its per-task budgets early and late in the run."""
+    early = per_task_budget(profile, "early")
+    late = per_task_budget(profile, "late")
+    return {
+        **profile,
+        "per_task_early": early,
+        "per_task_late": late,
+        "sum_early": {k: _r(sum(v[k] for v in early.values()), 1) for k in ("wall_ms", "cpu_ms", "child_cpu_ms")},
+        "sum_late": {k: _r(sum(v[k] for v in late.values()), 1) for k in ("wall_ms", "cpu_ms", "child_cpu_ms")},
+    }
+
+
+def _goals(figures: RunFigures, result: dict[str, Any], total: int, done: int) -> dict[str, Any]:
+    """The run's four goals, each with its text, its value and whether it was met."""
     worker_max = result["memory"]["worker_rss_mb"]["max"]
     monitor_pct = result["cpu"]["monitor_percent_of_core"]
-    result["goals"] = {
+    return {
         "finished": {
             "text": f"all {total} tasks done and the workers exit on their own",
             "value": f"{done} done",
@@ -1163,7 +1198,6 @@ def summary(
             "met": monitor_pct < GOAL_MONITOR_CPU_PERCENT if math.isfinite(monitor_pct) else None,
         },
     }
-    return result
 
 
 def _summary_records(f: dict[str, Any], args: argparse.Namespace) -> list[Record]:
