@@ -172,6 +172,8 @@ class _Listener:
     def __init__(self, connect: Callable[[], Conn], name: str) -> None:
         self._connect = connect
         self.count = 0
+        #: LISTEN connections made so far: a new one asks change_marker() for one snapshot poll.
+        self.connects = 0
         self.healthy = False
         self._stop = threading.Event()
         self._conn_lock = threading.Lock()
@@ -197,8 +199,10 @@ class _Listener:
             try:
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
                 self.healthy = True
-                # Commits between the last poll and this LISTEN were announced to nobody: wake everyone once.
-                self.count += 1
+                # Commits between the last poll and this LISTEN were announced to nobody: the next
+                # change_marker() looks at the server's snapshot once (the marker moves only if one was made),
+                # and every waiter is woken to make that call.
+                self.connects += 1
                 _announce()
                 backoff = _LISTEN_FIRST
                 while not self._stop.is_set():
@@ -283,6 +287,7 @@ class PostgresStore(SqlStore[Cursor]):
         self._marker_state: tuple[int, str, int] | None = None
         self._snapshot = ""
         self._polled_at = float("-inf")
+        self._seen_connects = 0
         self._poll_retry_at = float("-inf")
         self.polls = 0  # how many times change_marker() asked the server (tests check waits stay cheap)
 
@@ -735,7 +740,12 @@ class PostgresStore(SqlStore[Cursor]):
             listener = self._listener
             healthy = listener is not None and listener.healthy
             now = time.monotonic()
-            if (not healthy or now - self._polled_at >= POLL_SECONDS) and now >= self._poll_retry_at:
+            # A LISTEN (re)connected since the last call: what was committed before it is seen by one poll.
+            connected = listener is not None and healthy and listener.connects != self._seen_connects
+            if connected and listener is not None:
+                self._seen_connects = listener.connects
+            due = connected or not healthy or now - self._polled_at >= POLL_SECONDS
+            if due and now >= self._poll_retry_at:
                 self._poll(now)
             state = (listener.count if listener else 0, self._snapshot, _local_count(self.url))
             if state != self._marker_state:

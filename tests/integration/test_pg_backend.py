@@ -272,6 +272,35 @@ def test_change_marker_is_a_memory_read_while_the_listener_is_healthy(pg_server:
     retry_until(lambda: all(app != "swarm-listen" for _, app in pg_server.backends(dbname_of(url))), seconds=10)
 
 
+def test_the_listener_connecting_does_not_move_the_marker_but_a_commit_before_it_does(pg_server: PgServer) -> None:
+    url = _thread_db(pg_server)
+    with open_store(url) as opened:
+        store = _pg(opened)
+        before = store.change_marker()  # starts the listener
+        retry_until(lambda: store._listener is not None and store._listener.healthy, seconds=10)
+        # Nothing was written: the LISTEN coming up is no change (callers would wake and look for nothing).
+        assert store.change_marker() == before
+        listener = store._listener
+        assert listener is not None
+
+        # Down, then a commit nobody is told about, then back: the first look after the reconnect sees it.
+        reconnect = listener._connect
+
+        def refuse() -> psycopg.Connection[tuple[object, ...]]:
+            raise OSError("reconnect disabled by the test")
+
+        listener._connect = refuse
+        assert pg_server.terminate_backends(dbname=dbname_of(url), application_name="swarm-listen") == 1
+        retry_until(lambda: not listener.healthy, seconds=10)
+        down = store.change_marker()
+        _send_from_another_process(url, "while the listener is down")  # no in-process count sees it
+        connects = listener.connects
+        listener._connect = reconnect
+        retry_until(lambda: listener.healthy and listener.connects > connects, seconds=10)
+        store._polled_at = time.monotonic()  # no routine poll is due: only the reconnect may cause this look
+        assert store.change_marker() != down
+
+
 def test_wait_wakes_on_a_commit_from_another_process(pg_server: PgServer) -> None:
     url = _thread_db(pg_server)
     with open_store(url) as store:
