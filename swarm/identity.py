@@ -1,12 +1,21 @@
 """Who is writing: every agent proves itself with the secret token launch gave it (stored hashed); the lead
-proves itself by reading ``.swarm/lead.token`` (0600, created on first use), i.e. by having the repository.
+proves itself by reading ``.swarm/lead.token`` (0600, created on first use), i.e. by having the repository, and
+by not running inside an agent.
 
-Rules for a write (a message, or a queue operation on behalf of an agent):
+Rules for a write (a message, or a queue operation on behalf of an agent), docs/contract.md §7:
 * ``SWARM_TOKEN`` set: it must match the hash recorded for ``SWARM_AGENT_ID`` (or ``lead``); the writer is
   that identity. A wrong token is refused (exit 2).
 * no ``SWARM_TOKEN``: the writer is the lead. The lead may drive the queue by hand for agent ids that have no
   token (nspec-style manual use), never for an agent launch gave a token to: that would be writing as
   someone else.
+* whoever claims to be the lead (no token, or the lead's token) is refused when the command runs inside an
+  agent of this database (:func:`started_by_agent`): when the process itself or one of its ancestors carries
+  the ``SWARM_ID``/``SWARM_AGENT_ID`` pair of an agent this database knows (every worker and every agent
+  process has them in its environment), or is one of the processes an agent's worker recorded (pid and start
+  time, ``.swarm/run/<agent>.pids``). Unsetting the variables, ``env -i``, ``setsid``, ``nohup`` or a double
+  fork do not escape it: they change the process itself, and while its worker lives the worker (a subreaper)
+  stays its ancestor. What escapes it is a process that detached *after its worker was killed* and cleared
+  its environment before the worker had recorded it; the sandbox (docs/contract.md §7) closes that.
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from pathlib import Path
 
 from swarm.errors import BadInput, SwarmError
 from swarm.models import LEAD, is_valid_id
+from swarm.runtime import procs
+from swarm.runtime.runfile import process_record_path
 from swarm.store import Store
 
 
@@ -80,6 +91,34 @@ def lead_token(store: Store, path: Path) -> str:
     return token
 
 
+def started_by_agent(store: Store, repo: Path) -> str | None:
+    """Which agent of ``store`` this process runs inside (``"agent-1 (its process 1234, bash)"``), or None.
+
+    See the module docstring for what is checked; a process whose environment cannot be read counts by its
+    record only."""
+    agents = store.list_agents()
+    # Agents a launch started belong to a swarm; ids the lead drives by hand (``queue claim --agent-id``) do not.
+    known = {(a.swarm_id, a.id) for a in agents if a.swarm_id}
+    recorded = {rec: a.id for a in agents for rec in procs.read_records(process_record_path(repo, a.id))}
+    for ancestor in procs.lineage():
+        pair = (ancestor.swarm_env.get("SWARM_ID"), ancestor.swarm_env.get("SWARM_AGENT_ID", ""))
+        agent = pair[1] if pair in known else recorded.get(ancestor.id)
+        if agent:
+            return f"{agent} (its process {ancestor.id.pid}, {ancestor.name})"
+    return None
+
+
+def _refuse_inside_agent(store: Store, lead_token_path: Path) -> None:
+    """BadInput when this process runs inside an agent: such a process is never the lead."""
+    agent = started_by_agent(store, lead_token_path.parent.parent)
+    if agent is not None:
+        raise BadInput(
+            f"this command was started by {agent} and cannot act as the lead",
+            hint="agents write as themselves, with the identity their worker gave them; "
+            "ask the lead with 'swarm msg ask'",
+        )
+
+
 def resolve(store: Store, lead_token_path: Path, env: Mapping[str, str], *, acting_as: str | None = None) -> str:
     """The identity of the caller, proven; ``acting_as`` is an explicit ``--agent-id`` for queue writes."""
     token = env.get("SWARM_TOKEN", "")
@@ -93,6 +132,8 @@ def resolve(store: Store, lead_token_path: Path, env: Mapping[str, str], *, acti
                 f"wrong token for {name}: SWARM_TOKEN does not prove this identity",
                 hint="agents get their token from the worker's environment; the lead needs no token",
             )
+        if name == LEAD:
+            _refuse_inside_agent(store, lead_token_path)
         return name
     if claimed and claimed != LEAD:
         if not is_valid_id(claimed):
@@ -107,6 +148,18 @@ def resolve(store: Store, lead_token_path: Path, env: Mapping[str, str], *, acti
                 f"SWARM_AGENT_ID={claimed} is set but SWARM_TOKEN is not",
                 hint="unset SWARM_AGENT_ID to write as the lead",
             )
+        _refuse_inside_agent(store, lead_token_path)  # driving an agent id by hand is the lead's power
         return claimed
+    _refuse_inside_agent(store, lead_token_path)
     lead_token(store, lead_token_path)
     return LEAD
+
+
+def require_lead(store: Store, lead_token_path: Path, env: Mapping[str, str], what: str) -> None:
+    """Refuse ``what`` (``"cancel tasks"``) unless the caller is the lead (:func:`resolve`)."""
+    who = resolve(store, lead_token_path, env)
+    if who != LEAD:
+        raise BadInput(
+            f"{who} cannot {what}: only the lead can",
+            hint="ask the lead with 'swarm msg ask', or exit non-zero to fail your own task",
+        )

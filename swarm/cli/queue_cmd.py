@@ -54,6 +54,15 @@ def _agent_queue(db: str | None, agent_id: str) -> Iterator[tuple[LoadedConfig, 
         yield loaded, store
 
 
+@contextmanager
+def _lead_queue(db: str | None, what: str) -> Iterator[Store]:
+    """The open queue, for the verbs only the lead may use (``what`` names them in the refusal)."""
+    loaded = load_with_db(db)
+    with open_queue(loaded) as store:
+        identity.require_lead(store, lead_token_path(loaded), os.environ, what)
+        yield store
+
+
 def _queue(db: str | None) -> Store:
     """The queue of ``--db`` or ``queue.database``, for the verbs that need nothing else of the configuration."""
     return open_queue(load_with_db(db))
@@ -301,7 +310,7 @@ def cancel_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Cancel a task that is not done. An agent holding it loses its lease."""
-    with _queue(db) as store:
+    with _lead_queue(db, "cancel tasks") as store:
         before = store.cancel(task_id, reason=reason)
     if as_json:
         emit_json({"task_id": task_id, "from": before.value, "state": "cancelled"})
@@ -316,7 +325,7 @@ def retry_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Put a dead or cancelled task back in the queue with fresh attempts."""
-    with _queue(db) as store:
+    with _lead_queue(db, "retry tasks") as store:
         after = store.retry(task_id)
     if as_json:
         emit_json({"task_id": task_id, "state": after.value})

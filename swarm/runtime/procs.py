@@ -389,6 +389,42 @@ def identify(pid: int) -> ProcId | None:
     return None if started is None else ProcId(pid, started)
 
 
+@dataclass(frozen=True)
+class Ancestor:
+    """A process of the caller's lineage: itself, its parent, and so on up to init."""
+
+    id: ProcId
+    name: str
+    #: The ``SWARM_*`` variables of its environment (empty when it cleared them or cannot be read).
+    swarm_env: dict[str, str]
+
+
+def lineage(pid: int | None = None) -> list[Ancestor]:
+    """``pid`` (default: this process) and each of its ancestors, nearest first.
+
+    A process that detaches (``setsid``, ``nohup``, a double fork) keeps an ancestor it cannot shed while that
+    ancestor lives: a double fork's orphan is re-parented to the nearest subreaper (a worker is one,
+    :func:`become_subreaper`), and ``setsid`` or ``env -i`` change the session and the environment of the
+    process itself, never those of its ancestors."""
+    found: list[Ancestor] = []
+    proc = _process(os.getpid() if pid is None else pid)
+    while proc is not None and proc.pid > 0:
+        try:
+            started, name = proc.create_time(), proc.name()
+        except _GONE:
+            break
+        try:
+            env = {k: v for k, v in proc.environ().items() if k.startswith("SWARM_")}
+        except (*_GONE, psutil.AccessDenied):
+            env = {}
+        found.append(Ancestor(ProcId(proc.pid, started), name, env))
+        try:
+            proc = proc.parent()
+        except _GONE:
+            break
+    return found
+
+
 def _proc_children_files() -> bool:
     # /proc/<pid>/task/<tid>/children needs CONFIG_PROC_CHILDREN; without it, psutil scans the process table.
     return os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children")

@@ -24,7 +24,6 @@ LEVELS: dict[str, int] = {
     "swarm.graph": 0,
     # 1: the store and what works directly on it or on the configuration.
     "swarm.store": 1,
-    "swarm.identity": 1,  # proves tokens against the store, so it sits beside it, not below it
     "swarm.config": 1,
     "swarm.agents": 1,
     "swarm.backlog": 1,
@@ -34,6 +33,8 @@ LEVELS: dict[str, int] = {
     "swarm.scaffold": 1,
     # 2: the machinery that runs agents: git, tmux, processes, the worker and the monitor.
     "swarm.runtime": 2,
+    # proves tokens against the store, and tells from the process tree whether the caller runs inside an agent
+    "swarm.identity": 2,
     # 3: what a command does, and what it shows.
     "swarm.launcher": 3,
     "swarm.repair": 3,
