@@ -234,7 +234,19 @@ def _refuse_foreign_branches(repo: GitRepo, loaded: LoadedConfig, request: Launc
     """BadInput when a branch named like one of the agent branches this launch may use exists and swarm did not
     create it: launch would build on its commits, and 'swarm merge' would carry them into the integration."""
     cfg = loaded.config
-    epic = request.epic
+    epic = request.epic  # agent branches are named after the swarm's first epic (docs/contract.md §6)
+    known: set[str] = set()
+    limit = request.agents or cfg.swarm.max_agents
+    if database_exists(loaded.database_url()):
+        # Branches of agents this database knows are swarm's, marked or not (made before marks existed).
+        with open_queue(loaded) as store:
+            known = {a.branch for a in store.list_agents() if a.branch}
+            current = store.current_swarm()
+        if current is not None and not current.ended:
+            epic = current.epic  # the launch joins the open swarm: its agents keep their branches
+            if current.max_agents:
+                # A relaunch without --agents starts as many as the swarm has; --agents never shrinks it.
+                limit = max(request.agents or 0, current.max_agents)
     folder = f"refs/heads/{cfg.swarm.branch_prefix}/{epic}/"
     listed = _git(repo.root, "for-each-ref", "--format=%(refname)", folder)
     agent_name = re.compile(rf"{re.escape(host_prefix(loaded))}agent-(\d+)")
@@ -243,17 +255,6 @@ def _refuse_foreign_branches(repo: GitRepo, loaded: LoadedConfig, request: Launc
         for ref in listed.stdout.split()
         if (match := agent_name.fullmatch(ref.removeprefix(folder)))
     }
-    if not found:
-        return
-    known: set[str] = set()
-    limit = request.agents or cfg.swarm.max_agents
-    if database_exists(loaded.database_url()):
-        # Branches of agents this database knows are swarm's, marked or not (made before marks existed).
-        with open_queue(loaded) as store:
-            known = {a.branch for a in store.list_agents() if a.branch}
-            current = store.current_swarm()
-            if request.agents is None and current is not None and current.epic == epic and current.max_agents:
-                limit = current.max_agents  # a relaunch without --agents starts as many as the first launch
     # Only the agents this launch may start: a branch agent-7 is not in the way of two agents.
     candidates = sorted(b for b, n in found.items() if n <= limit)
     foreign = [b for b in candidates if b not in known and branch_mark(repo.root, b) is None]
@@ -281,10 +282,13 @@ def _launch_locked(job: _Launch, backlog: Backlog, kind: str, base: str, warning
     """Everything launch writes, under the repository's command lock."""
     queued = _queue(job, backlog, kind, base, warnings)
     swarm = queued.swarm
+    if queued.joined is not None:
+        running = ", ".join(queued.joined.epics)
+        job.say(f"added {job.request.epic} to swarm {swarm.id} (running {running})")
     socket_name = job.loaded.config.swarm.tmux_socket
     with open_queue(job.loaded) as store:
         open_tasks = _count_open_tasks(store, swarm)
-        count = _agent_count(job, swarm, open_tasks)
+        count = _agent_count(job, swarm, open_tasks, _fleet_size(store, swarm, host_prefix(job.loaded)))
         runs = _plan_agents(job.repo, job.loaded, swarm, job.request, count, job.env, store)
         result = LaunchResult(swarm=swarm, queued=queued, agents=runs, warnings=warnings, tmux_socket=socket_name)
         if open_tasks == 0:
@@ -297,6 +301,7 @@ def _launch_locked(job: _Launch, backlog: Backlog, kind: str, base: str, warning
         # sessions started tens of seconds late. One list-sessions instead of a has-session per agent.
         existing = set(tmux.sessions())
         runs = result.agents = _own_session_names(tmux, job.repo.root, swarm.id, runs, existing)
+        existing -= _finished_sessions(store, tmux, swarm, runs, existing)
         _bury_dead_agents(store, swarm, [r for r in runs if r.session not in existing], job.say)
         to_start = _register_agents(store, swarm, runs, existing, result)
         _start_sessions(store, tmux, swarm, to_start, job.env, result)
@@ -338,15 +343,62 @@ def _count_open_tasks(store: Store, swarm: SwarmRecord) -> int:
     return sum(1 for t in store.list_tasks(swarm_id=swarm.id) if t.state.value in ("ready", "blocked", "claimed"))
 
 
-def _agent_count(job: _Launch, swarm: SwarmRecord, open_tasks: int) -> int:
+def _fleet_size(store: Store, swarm: SwarmRecord, prefix: str) -> int:
+    """How many agents this host's part of the swarm has (the highest ``agent-N`` registered to it)."""
+    name = re.compile(rf"{re.escape(prefix)}agent-(\d+)")
+    numbers = [int(m.group(1)) for a in store.list_agents(swarm.id) if (m := name.fullmatch(a.id))]
+    return max(numbers, default=0)
+
+
+def _agent_count(job: _Launch, swarm: SwarmRecord, open_tasks: int, fleet: int = 0) -> int:
     """How many agents to start: as asked, else as many as the swarm's first launch, but no more than there
-    are open tasks unless ``--agents`` says so."""
+    are open tasks unless ``--agents`` says so. ``--agents`` grows a running fleet of ``fleet`` agents, never
+    shrinks it (docs/contract.md §5)."""
     request = job.request
     count = request.agents or swarm.max_agents or job.loaded.config.swarm.max_agents
+    if request.agents is not None and request.agents < fleet:
+        job.say(
+            f"swarm {swarm.id} runs {fleet} agent(s); --agents {request.agents} does not shrink it "
+            "('swarm teardown' stops them all)"
+        )
+        count = fleet
     if open_tasks and count > open_tasks and request.agents is None:
         job.say(f"starting {open_tasks} agent(s), one per open task (max_agents is {count})")
         count = open_tasks
     return max(1, count)
+
+
+#: How long launch waits for a worker that has just said "finished" to exit, before restarting it.
+FINISHING_WORKER_SECONDS = 15.0
+
+
+def _finished_sessions(
+    store: Store, tmux: Tmux, swarm: SwarmRecord, runs: list[AgentRun], existing: set[str]
+) -> set[str]:
+    """Sessions of workers that decided the swarm was finished (state ``done``) before this launch added tasks:
+    each is waited for, and its session closed once its worker has exited, so that it is started again.
+
+    A worker records ``done`` before it counts the tasks a last time (worker.py ``_swarm_finished``), and this
+    reads the states after the tasks were queued: a worker not yet ``done`` here sees the new tasks and goes on;
+    one that is ``done`` either goes on too (its state changes) or exits (then it is restarted here)."""
+    ours = {r.agent_id: r for r in runs if r.session in existing}
+    finishing = {a.id: a for a in store.list_agents(swarm.id) if a.id in ours and a.state == AgentState.DONE.value}
+    closed: set[str] = set()
+    deadline = time.monotonic() + FINISHING_WORKER_SECONDS
+    while finishing and time.monotonic() < deadline:
+        now = {a.id: a for a in store.list_agents(swarm.id) if a.id in finishing}
+        for agent_id, agent in list(finishing.items()):
+            current = now.get(agent_id, agent)
+            if current.state != AgentState.DONE.value:
+                del finishing[agent_id]  # it saw the new tasks and works on
+            elif not current.pid or not procs.alive(current.pid):
+                session = ours[agent_id].session
+                tmux.kill_session(session, swarm.id)  # its pane may not have closed yet
+                closed.add(session)
+                del finishing[agent_id]
+        if finishing:
+            time.sleep(0.1)
+    return closed
 
 
 def _prepare_worktrees(job: _Launch, runs: list[AgentRun], base: str) -> list[str]:
@@ -604,6 +656,8 @@ class TeardownReport:
     sessions_left: list[str] = field(default_factory=list)
     #: Nothing of the swarm ran on this host when teardown began (a second teardown finds it so).
     already_down: bool = False
+    #: The swarm ended with this teardown (the next launch starts a new one).
+    ended: bool = False
 
     @property
     def clean(self) -> bool:
@@ -669,6 +723,7 @@ def _teardown_locked(repo: GitRepo, loaded: LoadedConfig, options: TeardownOptio
         down.delete_branches()
         down.forget_agents()
         down.verify()
+        down.end_swarm()
     return report
 
 
@@ -857,6 +912,13 @@ class _Teardown:
             # The run file holds the launching environment (API keys) and the agent's token: gone with the agent.
             run_file_path(self.repo.root, agent.id).unlink(missing_ok=True)
         _remove_run_files(self.repo.root, self.swarm.id)
+
+    def end_swarm(self) -> None:
+        """Once everything of the swarm is stopped, it ends (docs/contract.md §5): it stays in 'swarm history',
+        and the next launch starts a new swarm. Not while other hosts' agents may still work it."""
+        if self.report.clean and (self.options.all_hosts or not self.others):
+            self.store.end_swarm(self.swarm.id)
+            self.report.ended = True
 
     def verify(self) -> None:
         """Nothing that carries this swarm's id, or that its workers saw or recorded, is alive, and no session

@@ -56,6 +56,8 @@ class QueuedEpic:
     ready: list[str]
     dependencies: list[Spec] = field(default_factory=list)
     already_done: list[str] = field(default_factory=list)
+    #: The open swarm as it was before this epic joined it (None: a new swarm, or the epic was in it already).
+    joined: SwarmRecord | None = None
 
 
 def queue_epic(
@@ -80,7 +82,17 @@ def queue_epic(
             done = {t.id for t in existing.list_tasks() if t.state == TaskState.DONE}
     own, deps = backlog.closure(epic, done)
     with open_queue(loaded, create=True) as store:
-        record = store.ensure_swarm(epic, max_agents, repo=repo, settings=settings)
+        # docs/contract.md §5: one swarm at a time per repository; an epic launched while it is open joins it.
+        current = store.current_swarm()
+        joined: SwarmRecord | None = None
+        if current is not None and not current.ended:
+            if epic not in current.epics:
+                joined = current
+            # Never shrinks the stored fleet size: --agents below it leaves the running agents alone.
+            grow = None if max_agents is None else max(max_agents, current.max_agents or 0)
+            record = store.add_epic(current.id, epic, grow, repo=repo, settings=settings)
+        else:
+            record = store.ensure_swarm(epic, max_agents, repo=repo, settings=settings)
         # Membership covers the whole closure, done specs included, so the swarm's status shows them.
         members = [*deps, *own, *(s for s in epic_specs if s.id in done)]
         result = store.add_tasks(members, swarm_id=record.id)
@@ -94,6 +106,7 @@ def queue_epic(
         ready=result.ready,
         dependencies=deps,
         already_done=sorted(s.id for s in epic_specs if s.id in done),
+        joined=joined,
     )
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from swarm.config import LoadedConfig
+from swarm.errors import BadInput
 from swarm.models import LEAD, STATE_ORDER, AgentRecord, AgentState, Message, Task, TaskState
 from swarm.runtime import procs
 from swarm.store import Store, SwarmRecord
-from swarm.views import agent_json, question_json, task_json
+from swarm.views import agent_json, iso, question_json, task_json
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -37,6 +38,10 @@ class Snapshot:
     pause_reason: str | None = None
     #: What this host's monitor last wrote to ``.swarm/monitor.json`` (None: nothing, or another swarm's).
     monitor: dict[str, Any] | None = None
+    #: Tasks by state per epic, the swarm's epics first (then those of dependencies from other epics).
+    epics: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: ``--epic``: the snapshot's counts and tasks are this epic's only.
+    only_epic: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -49,21 +54,97 @@ class Snapshot:
         return self.counts["done"] == sum(self.counts.values())
 
 
-def take(store: Store, loaded: LoadedConfig, swarm: SwarmRecord) -> Snapshot:
-    """Read a snapshot of ``swarm``."""
+def take(store: Store, loaded: LoadedConfig, swarm: SwarmRecord, *, epic: str | None = None) -> Snapshot:
+    """Read a snapshot of ``swarm`` (of one of its epics with ``epic``: BadInput when it has no such epic)."""
     paused_until, pause_reason = store.claims_paused(swarm.id)
+    tasks = store.list_tasks(swarm_id=swarm.id)
+    epics = epic_counts(swarm, tasks)
+    if epic is not None:
+        if epic not in epics:
+            raise BadInput(
+                f"epic {epic!r} is not in swarm {swarm.id} (it works {', '.join(epics) or 'nothing'})",
+                hint="pass one of those to --epic, or --swarm ID for another swarm ('swarm history' lists them)",
+            )
+        tasks = [t for t in tasks if t.epic == epic]
+    counts = dict(epics[epic]) if epic is not None else store.counts(swarm_id=swarm.id)
     return Snapshot(
         swarm=swarm,
         database=loaded.database_url(),
-        counts=store.counts(swarm_id=swarm.id),
-        tasks=store.list_tasks(swarm_id=swarm.id),
+        counts=counts,
+        tasks=tasks,
         agents=store.list_agents(swarm.id),
         taken_at=time.time(),
         questions=store.unanswered_questions(LEAD),
         paused_until=paused_until,
         pause_reason=pause_reason,
         monitor=read_monitor(loaded.repo, swarm.id),
+        epics=epics,
+        only_epic=epic,
     )
+
+
+def epic_counts(swarm: SwarmRecord, tasks: list[Task]) -> dict[str, dict[str, int]]:
+    """Tasks by state for each epic: the swarm's epics in the order added, then any other epic its tasks are
+    of (dependencies queued from other epics); every state is present."""
+    order = [*swarm.epics, *sorted({t.epic for t in tasks} - set(swarm.epics))]
+    found: dict[str, dict[str, int]] = {e: {s.value: 0 for s in STATE_ORDER} for e in order}
+    for task in tasks:
+        found[task.epic][task.state.value] += 1
+    return found
+
+
+def history(store: Store) -> list[dict[str, Any]]:
+    """``swarm history --json``: every swarm of the database, oldest first, with its tasks' counts and cost."""
+    rows: list[dict[str, Any]] = []
+    for swarm in store.list_swarms():
+        tasks = store.list_tasks(swarm_id=swarm.id)
+        counts = {s.value: 0 for s in STATE_ORDER}
+        for task in tasks:
+            counts[task.state.value] += 1
+        rows.append(
+            {
+                "id": swarm.id,
+                "epics": list(swarm.epics),
+                "started_at": iso(swarm.created_at),
+                "ended_at": iso(swarm.ended_at),
+                "counts": counts,
+                "cost_usd": round(sum(t.cost_usd or 0.0 for t in tasks), 6),
+            }
+        )
+    return rows
+
+
+def render_history(rows: list[dict[str, Any]]) -> RenderableType:
+    """``swarm history``: one row per swarm."""
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    headers = ("swarm", "epics", "started", "ended", "done", "dead", "cancelled", "open", "cost")
+    cells: list[tuple[str, ...]] = []
+    for row in rows:
+        counts = row["counts"]
+        still = counts["blocked"] + counts["ready"] + counts["claimed"]
+        cells.append(
+            (
+                row["id"],
+                ", ".join(row["epics"]),
+                (row["started_at"] or "-")[:19].replace("T", " "),
+                (row["ended_at"] or "running")[:19].replace("T", " "),
+                str(counts["done"]),
+                str(counts["dead"]),
+                str(counts["cancelled"]),
+                str(still),
+                f"${row['cost_usd']:.2f}" if row["cost_usd"] else "-",
+            )
+        )
+    for index, column in enumerate(headers):
+        if column == "epics":  # the only column that may wrap on a narrow terminal; ids are never cut
+            table.add_column(column, ratio=1, min_width=5)
+        else:
+            table.add_column(column, no_wrap=True, min_width=max([len(column), *(len(c[index]) for c in cells)]))
+    for cell in cells:
+        table.add_row(*cell)
+    return table
 
 
 def read_monitor(repo: Path, swarm_id: str) -> dict[str, Any] | None:
@@ -125,6 +206,7 @@ def to_json(snap: Snapshot) -> dict[str, Any]:
         "agents": _agents_json(snap),
         "questions": [question_json(q) for q in snap.questions],
         "monitor": monitor_json(snap),
+        "epics": snap.epics if snap.only_epic is None else {snap.only_epic: snap.epics[snap.only_epic]},
     }
 
 
@@ -140,6 +222,8 @@ def _swarm_json(snap: Snapshot) -> dict[str, Any]:
         "claims_paused_until": snap.paused_until if paused else None,
         "pause_reason": snap.pause_reason if paused else None,
         "finished": snap.finished,
+        "epics": list(snap.swarm.epics),
+        "ended_at": iso(snap.swarm.ended_at),
     }
 
 
@@ -208,7 +292,7 @@ def _totals(snap: Snapshot) -> list[RenderableType]:
     head = Text.assemble(
         ("swarm ", "bold"),
         (snap.swarm.id, "bold cyan"),
-        f"  epic {snap.swarm.epic}  ",
+        f"  {_epics_label(snap)}  ",
         (f"{done}/{total} done", "bold green" if done == total else "bold"),
         f"  cost ${cost:.2f}" if cost else "",
         ("  (stop requested)", "yellow") if snap.swarm.stop_requested else "",
@@ -219,7 +303,35 @@ def _totals(snap: Snapshot) -> list[RenderableType]:
     bar = Table.grid(padding=(0, 1))
     bar.add_row(ProgressBar(total=total, completed=done, width=50), Text(f"{100 * done // total}%"))
     counts = Text("  ".join(f"{snap.counts[s.value]} {s.value}" for s in STATE_ORDER), style="dim")
-    return [head, bar, counts]
+    return [head, bar, counts, *_epic_lines(snap)]
+
+
+def _epics_label(snap: Snapshot) -> str:
+    epics = snap.swarm.epics or (snap.swarm.epic,)
+    label = f"epic {epics[0]}" if len(epics) == 1 else f"epics {', '.join(epics)}"
+    ended = f" (ended {iso(snap.swarm.ended_at)})" if snap.swarm.ended_at is not None else ""
+    return (f"{label}, showing {snap.only_epic}" if snap.only_epic else label) + ended
+
+
+def _epic_lines(snap: Snapshot) -> list[RenderableType]:
+    """One line per epic: done of total, a small bar, the states that are not zero."""
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    shown = {snap.only_epic: snap.epics[snap.only_epic]} if snap.only_epic else snap.epics
+    if len(snap.epics) < 2 and not snap.only_epic:
+        return []  # the totals above are the one epic's
+    grid = Table.grid(padding=(0, 1))
+    for epic, counts in shown.items():
+        total = sum(counts.values())
+        rest = ", ".join(f"{n} {state}" for state, n in counts.items() if n and state != "done")
+        grid.add_row(
+            Text(epic, style="bold"),
+            ProgressBar(total=total or 1, completed=counts["done"], width=20),
+            Text(f"{counts['done']}/{total} done" + (f"  ({rest})" if rest else "")),
+        )
+    return [grid]
 
 
 def _agent_row(a: dict[str, Any]) -> tuple[str, ...]:

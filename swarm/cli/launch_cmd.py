@@ -108,9 +108,13 @@ def _print_launch(result: LaunchResult, epic: str, out: Console) -> None:
         out.print(f"{len(result.resumed_sessions)} session(s) already running: {', '.join(result.resumed_sessions)}")
     sock = _socket_prefix(result)
     out.print(
-        f"swarm {result.swarm.id} is working epic {epic}. Next: '{sock}swarm status', "
+        f"swarm {result.swarm.id} is working {_epics_text(result.swarm.epics or (epic,))}. Next: '{sock}swarm status', "
         f"'swarm attach agent-1', '{sock}swarm teardown'"
     )
+
+
+def _epics_text(epics: tuple[str, ...]) -> str:
+    return f"epic {epics[0]}" if len(epics) == 1 else f"epics {', '.join(epics)}"
 
 
 def _wait(result: LaunchResult, loaded: LoadedConfig, timeout: float | None) -> None:
@@ -188,6 +192,7 @@ def _report_json(report: TeardownReport) -> dict[str, object]:
         "sessions_left": report.sessions_left,
         "clean": report.clean,
         "already_down": report.already_down,
+        "ended": report.ended,
     }
 
 
@@ -212,6 +217,8 @@ def _print_report(report: TeardownReport) -> None:
         out.print(f"kept unmerged branches: {', '.join(report.branches_kept)} (--force deletes them)")
     if report.clean:
         out.print(f"swarm {report.swarm_id} is down: no process or session of it is left; branches keep the work")
+    if report.ended:
+        out.print("it has ended ('swarm history' lists it); the next 'swarm launch' starts a new swarm")
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,7 @@ MODULE_OF = {
     "launch": "launch_cmd",
     "teardown": "launch_cmd",
     "status": "status_cmd",
+    "history": "status_cmd",
     "merge": "merge_cmd",
     "attach": "agent_cmd",
     "logs": "agent_cmd",

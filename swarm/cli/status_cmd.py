@@ -26,15 +26,19 @@ RECENT_EVENTS = 6
 def status_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object; its keys are never renamed or removed."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Keep the dashboard on screen, refreshed every second."),
+    epic: str | None = typer.Option(None, "--epic", "-e", help="Only this epic's tasks and counts."),
+    swarm_id: str | None = typer.Option(
+        None, "--swarm", help="Show this swarm (an id from 'swarm history') instead of the current one."
+    ),
     db: DbOption = None,
 ) -> None:
-    """Show the swarm: tasks by state, each agent's health, task, heartbeat, lease and cost."""
+    """Show the swarm: tasks by state (per epic), each agent's health, task, heartbeat, lease and cost."""
     loaded = load_with_db(db)
     with open_queue(loaded) as store:
-        swarm = store.current_swarm()
+        swarm = store.get_swarm(swarm_id) if swarm_id is not None else store.current_swarm()
         if swarm is None:
             raise BadInput("no swarm in this database yet", hint="start one with 'swarm launch EPIC'")
-        snap = dashboard.take(store, loaded, swarm)
+        snap = dashboard.take(store, loaded, swarm, epic=epic)
         if as_json:
             emit_json(dashboard.to_json(snap))
             return
@@ -56,7 +60,7 @@ def status_cmd(
             for event in store.events(since=last):
                 recent.append(event)
                 last = event.seq
-            current = dashboard.take(store, loaded, store.get_swarm(swarm.id))
+            current = dashboard.take(store, loaded, store.get_swarm(swarm.id), epic=epic)
             lines = [
                 Text(f"{iso(e.at)} {e.task_id} {e.from_state or '-'} -> {e.to_state} by {e.actor}: {e.reason}"[:160])
                 for e in recent
@@ -73,6 +77,24 @@ def status_cmd(
                 return
 
 
+def history_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object; its keys are never renamed or removed."),
+    db: DbOption = None,
+) -> None:
+    """List the repository's swarms, oldest first: id, epics, start, end, tasks done/dead/cancelled, cost."""
+    loaded = load_with_db(db)
+    with open_queue(loaded) as store:
+        rows = dashboard.history(store)
+    if as_json:
+        emit_json({"swarms": rows})
+        return
+    if not rows:
+        console().print("no swarm in this database yet; start one with 'swarm launch EPIC'")
+        return
+    console().print(dashboard.render_history(rows))
+
+
 def register(app: typer.Typer) -> None:
-    """Attach ``swarm status``."""
+    """Attach ``swarm status`` and ``swarm history``."""
     app.command("status")(status_cmd)
+    app.command("history")(history_cmd)

@@ -311,6 +311,13 @@ class Worker:
         self._next_counts = now + COUNTS_EVERY_SECONDS * random.uniform(0.75, 1.25)
         counts = self.store.counts(swarm_id=self.run.swarm_id)
         if counts["ready"] == 0 and counts["claimed"] == 0:
+            # "done" is recorded before one last count: a launch adding an epic now either sees this worker
+            # done (and restarts it once it exited) or its tasks are in that count (launcher._finished_sessions).
+            self._set_state(AgentState.DONE)
+            counts = self.store.counts(swarm_id=self.run.swarm_id)
+            if counts["ready"] or counts["claimed"]:
+                self._set_state(AgentState.IDLE)
+                return False
             self.say(self._finished_text(counts))
             return True
         if self._set_state(AgentState.IDLE):
@@ -622,7 +629,7 @@ class Worker:
                 "SWARM_LEASE_TOKEN": claim.lease_token,
                 "SWARM_PROMPT_FILE": str(prompt_file),
                 "SWARM_WORKTREE": run.worktree,
-                "SWARM_EPIC": run.epic,
+                "SWARM_EPIC": claim.epic,  # the task's: a swarm works several epics
                 "SWARM_ATTEMPT": str(claim.attempt),
             }
         )

@@ -69,7 +69,7 @@ class Reaped:
 
 @dataclass(frozen=True)
 class SwarmRecord:
-    """One swarm run registered in the database (one per epic)."""
+    """One swarm run registered in the database: its epics (``epic`` is the first), until it ends."""
 
     id: str
     epic: str
@@ -78,6 +78,15 @@ class SwarmRecord:
     stop_mode: str | None = None  # None, "finish" (finish the current task) or "now"
     repo: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    #: Every epic the swarm works, in the order they were added (the first is ``epic``).
+    epics: tuple[str, ...] = ()
+    #: When teardown ended the swarm (None while it is open: a launch then adds to it).
+    ended_at: float | None = None
+
+    @property
+    def ended(self) -> bool:
+        """Whether the swarm has ended (the next launch starts a new one)."""
+        return self.ended_at is not None
 
     @property
     def stop_requested(self) -> bool:
@@ -116,11 +125,34 @@ class Store(ABC):
         repo: str | None = None,
         settings: dict[str, Any] | None = None,
     ) -> SwarmRecord:
-        """Return the swarm of ``epic``, creating it with a fresh id the first time (idempotent).
+        """Return the open (not ended) swarm that works ``epic``, creating it with a fresh id when there is
+        none (idempotent while it is open).
 
         Given values (max_agents, repo, settings) replace the stored ones; a relaunch also clears a
         stop request left by an earlier teardown.
         """
+
+    @abstractmethod
+    def add_epic(
+        self,
+        swarm_id: str,
+        epic: str,
+        max_agents: int | None = None,
+        *,
+        repo: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> SwarmRecord:
+        """Add ``epic`` to the open swarm ``swarm_id`` (after its other epics; nothing when it works it already).
+        Given values replace the stored ones and the stop request is cleared, as in :meth:`ensure_swarm`.
+        BadInput when the swarm does not exist or has ended."""
+
+    @abstractmethod
+    def end_swarm(self, swarm_id: str) -> SwarmRecord:
+        """Record the swarm's end (teardown); the first end stays. BadInput when absent."""
+
+    @abstractmethod
+    def list_swarms(self) -> list[SwarmRecord]:
+        """Every swarm of the database, oldest first."""
 
     @abstractmethod
     def current_swarm(self) -> SwarmRecord | None:

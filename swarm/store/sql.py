@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from swarm.errors import BadInput, InvalidTransition, SchemaTooNew, SwarmError, UnknownTask
-from swarm.models import LEAD, STATE_ORDER, AgentRecord, Claim, Event, Message, Spec, Task, TaskState
+from swarm.models import LEAD, STATE_ORDER, AgentRecord, Claim, Event, Message, Spec, Task, TaskState, check_id
 from swarm.store.base import AddResult, Reaped, Store, StoreOptions, SwarmRecord
 from swarm.store.common import (
     AGENT_FIELDS,
@@ -39,6 +39,9 @@ from swarm.store.common import (
 from swarm.store.sqlfile import migrations
 
 log = logging.getLogger(__name__)
+
+#: The advisory lock (PostgreSQL) that serialises creating swarms and adding epics to them.
+SWARMS_LOCK = 0x5377_6172_6D00_0002
 
 T = TypeVar("T")
 
@@ -190,6 +193,9 @@ class SqlStore(Store, Generic[C]):
     def _run_script(self, cur: C, script: str) -> None:
         """Run one migration file."""
 
+    def _check_migrated(self, cur: C) -> None:
+        """Called before COMMIT when migrations ran: refuse a result that breaks the schema's rules."""
+
     # -- schema ----------------------------------------------------------------------------------
     def _migrate(self, cur: C) -> None:
         """Bring the schema up to the newest migration; SchemaTooNew for a database from a newer swarm."""
@@ -212,6 +218,8 @@ class SqlStore(Store, Generic[C]):
             log.info("migrating %s to schema version %d", self._label, number)
             self._run_script(cur, script)
             cur.execute(self._q["set_meta"], {"key": "schema_version", "value": str(number)})
+        if version < latest:
+            self._check_migrated(cur)
 
     def schema_version(self) -> int:
         """The schema version recorded in the database."""
@@ -227,23 +235,82 @@ class SqlStore(Store, Generic[C]):
         repo: str | None = None,
         settings: dict[str, Any] | None = None,
     ) -> SwarmRecord:
-        """Return the swarm of ``epic``, creating it the first time; given values replace stored ones."""
+        """Return the open swarm that works ``epic``, creating one the first time (and after the last one
+        ended); given values replace stored ones."""
+
+        def op(cur: C) -> SwarmRecord:
+            cur.execute(self._q["lock_swarms"], {"key": SWARMS_LOCK})
+            found = cur.execute(self._q["open_swarm_of_epic"], {"epic": epic}).fetchone()
+            now = self.options.clock()
+            if found is None:
+                swarm_id = f"sw-{uuid.uuid4().hex[:10]}"
+                new = {"id": swarm_id, "epic": epic, "max_agents": max_agents, "now": now}
+                cur.execute(self._q["insert_swarm"], new)
+                cur.execute(self._q["add_swarm_epic"], {"id": swarm_id, "epic": epic, "now": now})
+            else:
+                swarm_id = found[0]
+            return self._update_swarm(cur, swarm_id, max_agents, repo, settings)
+
+        return self._write(op)
+
+    def add_epic(
+        self,
+        swarm_id: str,
+        epic: str,
+        max_agents: int | None = None,
+        *,
+        repo: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> SwarmRecord:
+        """Add ``epic`` to an open swarm (nothing when it works it already); given values replace stored ones."""
+        check_id(epic, "epic")
+
+        def op(cur: C) -> SwarmRecord:
+            cur.execute(self._q["lock_swarms"], {"key": SWARMS_LOCK})
+            row = cur.execute(self._q["swarm_by_id"], {"id": swarm_id}).fetchone()
+            if row is None:
+                raise self._no_swarm(swarm_id)
+            if row[7] is not None:
+                raise BadInput(
+                    f"swarm {swarm_id} has ended: no epic can be added to it",
+                    hint="'swarm launch EPIC' starts a new swarm",
+                )
+            cur.execute(self._q["add_swarm_epic"], {"id": swarm_id, "epic": epic, "now": self.options.clock()})
+            return self._update_swarm(cur, swarm_id, max_agents, repo, settings)
+
+        return self._write(op)
+
+    def _update_swarm(
+        self, cur: C, swarm_id: str, max_agents: int | None, repo: str | None, settings: dict[str, Any] | None
+    ) -> SwarmRecord:
+        """Replace the given values of a swarm and clear its stop request (a launch); the swarm as it is now."""
         params = {
-            "epic": epic,
+            "id": swarm_id,
             "max_agents": max_agents,
             "repo": repo,
             "settings": None if settings is None else json.dumps(settings, sort_keys=True),
         }
+        cur.execute(self._q["update_swarm"], params)
+        row = cur.execute(self._q["swarm_by_id"], {"id": swarm_id}).fetchone()
+        assert row is not None  # inserted or found in this transaction
+        return swarm_of(row)
+
+    def end_swarm(self, swarm_id: str) -> SwarmRecord:
+        """Record that the swarm ended (teardown); ending it again keeps the first end."""
 
         def op(cur: C) -> SwarmRecord:
-            swarm_id = f"sw-{uuid.uuid4().hex[:10]}"
-            new = {"id": swarm_id, "epic": epic, "max_agents": max_agents, "now": self.options.clock()}
-            cur.execute(self._q["insert_swarm"], new)  # does nothing when the epic has its swarm already
-            row = cur.execute(self._q["update_swarm"], params).fetchone()
-            assert row is not None  # inserted or already there, in this transaction
+            cur.execute(self._q["end_swarm"], {"id": swarm_id, "now": self.options.clock()})
+            row = cur.execute(self._q["swarm_by_id"], {"id": swarm_id}).fetchone()
+            if row is None:
+                raise self._no_swarm(swarm_id)
             return swarm_of(row)
 
         return self._write(op)
+
+    def list_swarms(self) -> list[SwarmRecord]:
+        """Every swarm, oldest first."""
+        rows = self._read(lambda cur: cur.execute(self._q["list_swarms"]).fetchall())
+        return [swarm_of(r) for r in rows]
 
     def current_swarm(self) -> SwarmRecord | None:
         """The most recently created swarm."""
@@ -254,8 +321,11 @@ class SqlStore(Store, Generic[C]):
         """One swarm by id."""
         row = self._read(lambda cur: cur.execute(self._q["swarm_by_id"], {"id": swarm_id}).fetchone())
         if row is None:
-            raise BadInput(f"no swarm {swarm_id!r} in {self._label}", hint="run 'swarm status' to see the swarm")
+            raise self._no_swarm(swarm_id)
         return swarm_of(row)
+
+    def _no_swarm(self, swarm_id: str) -> BadInput:
+        return BadInput(f"no swarm {swarm_id!r} in {self._label}", hint="'swarm history' lists the swarms")
 
     def request_stop(self, swarm_id: str, mode: str) -> None:
         """Set the stop request that workers poll."""
@@ -781,9 +851,12 @@ def message_of(row: Sequence[Any]) -> Message:
 
 
 def swarm_of(row: Sequence[Any]) -> SwarmRecord:
-    """A swarms row as a record; ``settings`` is JSON text (SQLite) or already decoded (PostgreSQL jsonb)."""
+    """A swarms row as a record; ``settings`` is JSON text (SQLite) or already decoded (PostgreSQL jsonb), and
+    ``epics`` space-separated text (SQLite) or an array (PostgreSQL)."""
     stored: Mapping[str, Any] | str | None = row[6]
     settings = json.loads(stored or "{}") if isinstance(stored, str) else stored
+    listed = row[8]
+    epics = tuple(listed.split()) if isinstance(listed, str) else tuple(listed or ())
     return SwarmRecord(
         id=row[0],
         epic=row[1],
@@ -792,4 +865,6 @@ def swarm_of(row: Sequence[Any]) -> SwarmRecord:
         stop_mode=row[4],
         repo=row[5] or "",
         settings=dict(settings or {}),
+        epics=epics or (row[1],),
+        ended_at=row[7],
     )

@@ -108,7 +108,14 @@ class SQLiteStore(SqlStore[sqlite3.Cursor]):
         self._lock = threading.RLock()
         self._local_commits = 0
         self._conn = self._connect()
-        self._write(self._migrate)
+        # A migration may rebuild a table that others reference (007 rebuilds swarms): SQLite's documented
+        # procedure turns foreign keys off before BEGIN (the pragma does nothing inside a transaction) and
+        # checks them before COMMIT (_check_migrated).
+        self._conn.execute("PRAGMA foreign_keys=OFF")
+        try:
+            self._write(self._migrate)
+        finally:
+            self._conn.execute("PRAGMA foreign_keys=ON")
 
     # -- connection ------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -223,6 +230,15 @@ class SQLiteStore(SqlStore[sqlite3.Cursor]):
                     cur.close()
 
     # -- dialect hooks ---------------------------------------------------------------------------
+    def _check_migrated(self, cur: sqlite3.Cursor) -> None:
+        broken = cur.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise StoreError(
+                f"migrating {self.path} would break {len(broken)} reference(s) between tables "
+                f"(first: {tuple(broken[0])}); nothing was changed",
+                hint="restore the database from a backup, or report this with the file",
+            )
+
     def _run_script(self, cur: sqlite3.Cursor, script: str) -> None:
         for statement in _split_statements(script):
             cur.execute(statement)

@@ -521,6 +521,70 @@ def test_swarm_registration_is_idempotent(store: Store) -> None:
     assert current is not None
 
 
+def test_a_swarm_gains_epics_in_the_order_added(store: Store, clock: FakeClock) -> None:
+    record = store.ensure_swarm("E1", 2)
+    assert (record.epics, record.ended_at, record.ended) == (("E1",), None, False)
+    clock.advance(1)
+    grown = store.add_epic(record.id, "E2", 4, settings={"kind": "command"})
+    assert (grown.id, grown.epic, grown.epics, grown.max_agents) == (record.id, "E1", ("E1", "E2"), 4)
+    assert grown.settings == {"kind": "command"}
+    again = store.add_epic(record.id, "E1")  # already there: nothing changes, it stays first
+    assert again.epics == ("E1", "E2")
+    assert again.max_agents == 4
+    assert store.ensure_swarm("E2").id == record.id  # the open swarm that works E2
+    current = store.current_swarm()
+    assert current is not None
+    assert current.epics == ("E1", "E2")
+    # Tasks of the added epic become members and are claimed in claim order: priority, then age.
+    store.add_tasks([spec("A")], swarm_id=record.id)
+    clock.advance(1)
+    store.add_tasks([spec("B", epic="E2"), spec("C", epic="E2", priority=5)], swarm_id=record.id)
+    assert store.counts("E2", swarm_id=record.id)["ready"] == 2
+    order = [store.claim(f"agent-{n}", ttl_seconds=TTL, swarm_id=record.id) for n in (1, 2, 3)]
+    assert [c.task_id for c in order if c] == ["C", "A", "B"]
+
+
+def test_an_ended_swarm_stays_in_history_and_the_next_launch_starts_a_new_one(store: Store, clock: FakeClock) -> None:
+    first = store.ensure_swarm("E1")
+    store.add_epic(first.id, "E2")
+    store.add_tasks([spec("A")], swarm_id=first.id)
+    done = claim(store)
+    store.complete(done.task_id, "agent-1", done.lease_token)
+    clock.advance(10)
+    ended = store.end_swarm(first.id)
+    assert ended.ended_at == clock.now
+    assert ended.ended
+    clock.advance(10)
+    assert store.end_swarm(first.id).ended_at == ended.ended_at  # the first end stays
+    with pytest.raises(BadInput, match="ended"):
+        store.add_epic(first.id, "E3")
+    with pytest.raises(BadInput, match="no swarm"):
+        store.add_epic("sw-nope", "E3")
+    with pytest.raises(BadInput, match="no swarm"):
+        store.end_swarm("sw-nope")
+    second = store.ensure_swarm("E1")  # the old one ended: a new swarm
+    assert second.id != first.id
+    assert (second.epics, second.ended_at) == (("E1",), None)
+    store.add_tasks([spec("A")], swarm_id=second.id)  # the done task stays done
+    assert store.get_task("A").state == TaskState.DONE
+    listed = store.list_swarms()
+    assert [(s.id, s.epics, s.ended_at) for s in listed] == [
+        (first.id, ("E1", "E2"), ended.ended_at),
+        (second.id, ("E1",), None),
+    ]
+    current = store.current_swarm()
+    assert current is not None
+    assert current.id == second.id
+
+
+def test_two_stores_adding_epics_at_once_lose_none(make_store: StoreFactory) -> None:
+    one, two = make_store(), make_store()
+    record = one.ensure_swarm("E1")
+    for n in range(2, 6):
+        (one if n % 2 else two).add_epic(record.id, f"E{n}")
+    assert two.get_swarm(record.id).epics == ("E1", "E2", "E3", "E4", "E5")
+
+
 def test_change_marker_moves_on_other_connections_commit(make_store: StoreFactory) -> None:
     watcher = make_store()
     writer = make_store()

@@ -176,28 +176,51 @@ WHERE (%(task)s::text IS NULL OR task_id = %(task)s::text) AND seq > %(since)s
 ORDER BY seq
 LIMIT %(limit)s;
 
--- name: get_swarm
-SELECT id, epic, max_agents, created_at, stop_mode, repo, settings FROM swarms WHERE epic = %(epic)s;
+-- name: open_swarm_of_epic
+-- The open swarm that works the epic (the latest, should there be several from before schema v7).
+SELECT s.id FROM swarms AS s JOIN swarm_epics AS e ON e.swarm_id = s.id
+WHERE e.epic = %(epic)s AND s.ended_at IS NULL
+ORDER BY s.created_at DESC, s.created_order DESC LIMIT 1;
 
 -- name: latest_swarm
-SELECT id, epic, max_agents, created_at, stop_mode, repo, settings FROM swarms
-ORDER BY created_at DESC, created_order DESC LIMIT 1;
+SELECT s.id, s.epic, s.max_agents, s.created_at, s.stop_mode, s.repo, s.settings, s.ended_at,
+       array(SELECT e.epic FROM swarm_epics AS e WHERE e.swarm_id = s.id ORDER BY e.position) AS epics
+FROM swarms AS s
+ORDER BY s.created_at DESC, s.created_order DESC LIMIT 1;
 
 -- name: swarm_by_id
-SELECT id, epic, max_agents, created_at, stop_mode, repo, settings FROM swarms WHERE id = %(id)s;
+SELECT s.id, s.epic, s.max_agents, s.created_at, s.stop_mode, s.repo, s.settings, s.ended_at,
+       array(SELECT e.epic FROM swarm_epics AS e WHERE e.swarm_id = s.id ORDER BY e.position) AS epics
+FROM swarms AS s
+WHERE s.id = %(id)s;
+
+-- name: list_swarms
+SELECT s.id, s.epic, s.max_agents, s.created_at, s.stop_mode, s.repo, s.settings, s.ended_at,
+       array(SELECT e.epic FROM swarm_epics AS e WHERE e.swarm_id = s.id ORDER BY e.position) AS epics
+FROM swarms AS s
+ORDER BY s.created_at, s.created_order;
+
+-- name: lock_swarms
+-- Two processes launching at once: the second waits here until the first commits, then finds its swarm.
+SELECT pg_advisory_xact_lock(%(key)s::bigint);
 
 -- name: insert_swarm
--- Two processes launching the same epic at once: the second one's insert does nothing and both read the
--- winner's row.
-INSERT INTO swarms (id, epic, max_agents, created_at) VALUES (%(id)s, %(epic)s, %(max_agents)s, %(now)s)
-ON CONFLICT (epic) DO NOTHING;
+INSERT INTO swarms (id, epic, max_agents, created_at) VALUES (%(id)s, %(epic)s, %(max_agents)s, %(now)s);
+
+-- name: add_swarm_epic
+-- Does nothing when the swarm works the epic already; a new one goes after the others.
+INSERT INTO swarm_epics (swarm_id, epic, added_at, position)
+SELECT %(id)s, %(epic)s, %(now)s::float8, coalesce(max(position) + 1, 0) FROM swarm_epics WHERE swarm_id = %(id)s
+ON CONFLICT (swarm_id, epic) DO NOTHING;
+
+-- name: end_swarm
+UPDATE swarms SET ended_at = coalesce(ended_at, %(now)s::float8) WHERE id = %(id)s;
 
 -- name: update_swarm
 UPDATE swarms
 SET max_agents = coalesce(%(max_agents)s::integer, max_agents), repo = coalesce(%(repo)s::text, repo),
     settings = coalesce(%(settings)s::jsonb, settings), stop_mode = NULL
-WHERE epic = %(epic)s
-RETURNING id, epic, max_agents, created_at, stop_mode, repo, settings;
+WHERE id = %(id)s;
 
 -- name: request_stop
 UPDATE swarms SET stop_mode = %(mode)s WHERE id = %(id)s;

@@ -166,26 +166,54 @@ LIMIT :limit;
 -- name: existing_ids
 SELECT id, state FROM tasks;
 
--- name: get_swarm
-SELECT id, epic, max_agents, created_at, stop_mode, repo, settings FROM swarms WHERE epic = :epic;
+-- name: open_swarm_of_epic
+-- The open swarm that works the epic (the latest, should there be several from before schema v7).
+SELECT s.id FROM swarms AS s JOIN swarm_epics AS e ON e.swarm_id = s.id
+WHERE e.epic = :epic AND s.ended_at IS NULL
+ORDER BY s.created_at DESC, s.rowid DESC LIMIT 1;
 
 -- name: latest_swarm
-SELECT id, epic, max_agents, created_at, stop_mode, repo, settings FROM swarms ORDER BY created_at DESC, rowid DESC LIMIT 1;
+SELECT s.id, s.epic, s.max_agents, s.created_at, s.stop_mode, s.repo, s.settings, s.ended_at,
+       (SELECT group_concat(epic, ' ') FROM (SELECT epic FROM swarm_epics AS e WHERE e.swarm_id = s.id
+                                              ORDER BY e.position)) AS epics
+FROM swarms AS s
+ORDER BY s.created_at DESC, s.rowid DESC LIMIT 1;
 
 -- name: swarm_by_id
-SELECT id, epic, max_agents, created_at, stop_mode, repo, settings FROM swarms WHERE id = :id;
+SELECT s.id, s.epic, s.max_agents, s.created_at, s.stop_mode, s.repo, s.settings, s.ended_at,
+       (SELECT group_concat(epic, ' ') FROM (SELECT epic FROM swarm_epics AS e WHERE e.swarm_id = s.id
+                                              ORDER BY e.position)) AS epics
+FROM swarms AS s
+WHERE s.id = :id;
+
+-- name: list_swarms
+SELECT s.id, s.epic, s.max_agents, s.created_at, s.stop_mode, s.repo, s.settings, s.ended_at,
+       (SELECT group_concat(epic, ' ') FROM (SELECT epic FROM swarm_epics AS e WHERE e.swarm_id = s.id
+                                              ORDER BY e.position)) AS epics
+FROM swarms AS s
+ORDER BY s.created_at, s.rowid;
+
+-- name: lock_swarms
+-- Nothing to do: BEGIN IMMEDIATE already serialises every writer.
+SELECT 1;
 
 -- name: insert_swarm
--- Does nothing when the epic has its swarm already; update_swarm then returns that one.
-INSERT INTO swarms (id, epic, max_agents, created_at) VALUES (:id, :epic, :max_agents, :now)
-ON CONFLICT (epic) DO NOTHING;
+INSERT INTO swarms (id, epic, max_agents, created_at) VALUES (:id, :epic, :max_agents, :now);
+
+-- name: add_swarm_epic
+-- Does nothing when the swarm works the epic already; a new one goes after the others.
+INSERT INTO swarm_epics (swarm_id, epic, added_at, position)
+SELECT :id, :epic, :now, coalesce(max(position) + 1, 0) FROM swarm_epics WHERE swarm_id = :id
+ON CONFLICT (swarm_id, epic) DO NOTHING;
+
+-- name: end_swarm
+UPDATE swarms SET ended_at = coalesce(ended_at, :now) WHERE id = :id;
 
 -- name: update_swarm
 UPDATE swarms
 SET max_agents = coalesce(:max_agents, max_agents), repo = coalesce(:repo, repo),
     settings = coalesce(:settings, settings), stop_mode = NULL
-WHERE epic = :epic
-RETURNING id, epic, max_agents, created_at, stop_mode, repo, settings;
+WHERE id = :id;
 
 -- name: request_stop
 UPDATE swarms SET stop_mode = :mode WHERE id = :id;

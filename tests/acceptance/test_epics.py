@@ -1,0 +1,126 @@
+"""Several epics in one repository (docs/contract.md §5): a launch while a swarm runs adds its epic to it, the
+running agents take the new tasks, teardown ends the swarm, and the next launch starts a new one."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from swarm.store import open_store
+from tests.acceptance.conftest import DEMO_AGENT, Run, status_json
+from tests.helpers import retry_until
+
+LONG_LEASE = {"SWARM_QUEUE_LEASE_TTL_SECONDS": "900"}
+
+
+def _second_epic(project: Path) -> None:
+    """E2: X, then Y after X and after E1's A (a dependency on the running epic)."""
+    for sid, deps in {"X": [], "Y": ["X", "A"]}.items():
+        needs = " ".join(f"out/{d}.txt" for d in deps)
+        body = (f"NEED {needs}\n" if deps else "") + f"\n```file out/{sid}.txt\n{sid}\n```\n"
+        dep_line = f"depends_on: [{', '.join(deps)}]\n" if deps else ""
+        text = f"---\nid: {sid}\nepic: E2\ntitle: Make {sid}\n{dep_line}---\n{body}"
+        (project / "specs" / f"{sid}.md").write_text(text)
+
+
+def _claims(project: Path) -> Counter[str]:
+    with open_store(f"sqlite:///{project}/.swarm/swarm.db") as store:
+        return Counter(e.task_id for e in store.events() if e.to_state == "claimed")
+
+
+def _finished(run: Run) -> bool:
+    data = status_json(run)
+    return bool(data["swarm"]["finished"])
+
+
+def test_an_epic_launched_while_another_runs_joins_its_swarm(project: Path, run: Run, tmp_path: Path) -> None:
+    _second_epic(project)
+    gate = tmp_path / "gate"
+    agent = f'while [ ! -e "{gate}" ]; do sleep 0.2; done; {DEMO_AGENT}'
+    first = run("launch", "E1", "--agents", "1", "--command", agent, env=LONG_LEASE)
+    assert first.returncode == 0, first.stderr
+    swarm_id = status_json(run)["swarm"]["id"]
+    retry_until(lambda: status_json(run)["counts"]["claimed"] == 1, seconds=120)  # agent-1 waits on A
+
+    second = run("launch", "E2", "--agents", "2", "--command", agent, env=LONG_LEASE)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"added E2 to swarm {swarm_id} (running E1)" in second.stdout
+    data = status_json(run)
+    assert data["swarm"]["id"] == swarm_id
+    assert data["swarm"]["epics"] == ["E1", "E2"]
+    agents = {a["id"]: a for a in data["agents"]}
+    assert sorted(agents) == ["agent-1", "agent-2"]
+    assert agents["agent-1"]["branch"] == "swarm/E1/agent-1"  # its row kept, not overwritten by E2's launch
+    assert agents["agent-2"]["branch"] == "swarm/E1/agent-2"  # one naming scheme: the swarm's first epic
+    e2 = data["epics"]["E2"]
+    assert e2["ready"] + e2["claimed"] == 1  # X (agent-2 may hold it already); Y waits for X and E1's A
+    assert e2["blocked"] == 1
+    assert data["epics"]["E1"]["claimed"] == 1
+
+    smaller = run("launch", "E2", "--agents", "1", "--command", agent, env=LONG_LEASE)
+    assert smaller.returncode == 0, smaller.stdout + smaller.stderr
+    assert "does not shrink it" in smaller.stdout
+    assert [a["id"] for a in status_json(run)["agents"]] == ["agent-1", "agent-2"]
+
+    gate.touch()
+    retry_until(lambda: _finished(run), seconds=180)
+    data = status_json(run)
+    assert data["counts"]["done"] == 6, data["tasks"]
+    zero = {"blocked": 0, "ready": 0, "claimed": 0, "dead": 0, "cancelled": 0}
+    assert data["epics"] == {"E1": {**zero, "done": 4}, "E2": {**zero, "done": 2}}
+    assert set(_claims(project).values()) == {1}  # every task claimed once
+    only = json.loads(run("status", "--json", "--epic", "E2").stdout)
+    assert sorted(t["id"] for t in only["tasks"]) == ["X", "Y"]
+    assert only["counts"]["done"] == 2
+
+    # Teardown ends the swarm; the next launch starts a new one and runs no done task again.
+    assert run("teardown").returncode == 0
+    (project / "specs" / "Z.md").write_text("---\nid: Z\nepic: E2\ntitle: Make Z\n---\n\n```file out/Z.txt\nZ\n```\n")
+    again = run("launch", "E2", "--agents", "1", "--command", DEMO_AGENT, "--wait", "--timeout", "120", timeout=240)
+    assert again.returncode == 0, again.stdout + again.stderr
+    data = status_json(run)
+    new_id = data["swarm"]["id"]
+    assert new_id != swarm_id
+    assert data["swarm"]["epics"] == ["E2"]
+    assert _claims(project) == Counter({"A": 1, "B": 1, "C": 1, "D": 1, "X": 1, "Y": 1, "Z": 1})
+    assert data["agents"][0]["branch"] == "swarm/E2/agent-1"
+
+    listed = run("history", "--json")
+    assert listed.returncode == 0, listed.stderr
+    swarms = json.loads(listed.stdout)["swarms"]
+    assert [(s["id"], s["epics"]) for s in swarms] == [(swarm_id, ["E1", "E2"]), (new_id, ["E2"])]
+    assert swarms[0]["ended_at"] is not None
+    assert swarms[1]["ended_at"] is None
+    assert swarms[0]["counts"]["done"] == 6
+    table = run("history")
+    assert swarm_id in table.stdout
+    assert new_id in table.stdout
+
+    old = json.loads(run("status", "--json", "--swarm", swarm_id).stdout)
+    assert old["swarm"]["id"] == swarm_id
+    assert old["swarm"]["ended_at"] is not None
+    assert old["counts"]["done"] == 6
+
+    for bad, word in ((("--swarm", "sw-nope"), "no swarm"), (("--epic", "E9"), "not in swarm")):
+        refused = run("status", *bad)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert word in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert run("teardown").returncode == 0
+
+
+def test_an_epic_added_to_a_finished_swarm_restarts_its_workers(project: Path, run: Run) -> None:
+    _second_epic(project)
+    first = run("launch", "E1", "--agents", "2", "--command", DEMO_AGENT, "--wait", "--timeout", "120", timeout=240)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert {a["state"] for a in status_json(run)["agents"]} == {"done"}  # the workers said finished, exited
+
+    second = run("launch", "E2", "--command", DEMO_AGENT, "--wait", "--timeout", "120", timeout=240)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "added E2 to swarm" in second.stdout
+    data = status_json(run)
+    assert data["counts"]["done"] == 6
+    assert sorted(a["id"] for a in data["agents"]) == ["agent-1", "agent-2"]
+    assert set(_claims(project).values()) == {1}
+    assert run("teardown").returncode == 0
