@@ -77,6 +77,8 @@ class LaunchResult:
     resumed_sessions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     tmux_socket: str = ""
+    #: Nothing was left to do: no agent was started or is running for this launch.
+    idle: bool = False
 
 
 def launch_overrides(request: LaunchRequest) -> dict[str, object]:
@@ -286,6 +288,11 @@ def _launch_locked(job: _Launch, backlog: Backlog, kind: str, base: str, warning
         running = ", ".join(queued.joined.epics)
         job.say(f"added {job.request.epic} to swarm {swarm.id} (running {running})")
     socket_name = job.loaded.config.swarm.tmux_socket
+    if queued.finished:
+        job.say(f"every task of {job.request.epic} is already finished; no agent started")
+        return LaunchResult(
+            swarm=swarm, queued=queued, agents=[], warnings=warnings, tmux_socket=socket_name, idle=True
+        )
     with open_queue(job.loaded) as store:
         open_tasks = _count_open_tasks(store, swarm)
         count = _agent_count(job, swarm, open_tasks, _fleet_size(store, swarm, host_prefix(job.loaded)))
@@ -293,6 +300,7 @@ def _launch_locked(job: _Launch, backlog: Backlog, kind: str, base: str, warning
         result = LaunchResult(swarm=swarm, queued=queued, agents=runs, warnings=warnings, tmux_socket=socket_name)
         if open_tasks == 0:
             job.say(f"every task of {job.request.epic} is already finished; no agent started")
+            result.idle = not result.resumed_sessions
             return result
         result.created_worktrees = _prepare_worktrees(job, runs, base)
         tmux = Tmux(socket_name)

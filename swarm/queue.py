@@ -58,6 +58,9 @@ class QueuedEpic:
     already_done: list[str] = field(default_factory=list)
     #: The open swarm as it was before this epic joined it (None: a new swarm, or the epic was in it already).
     joined: SwarmRecord | None = None
+    #: Every spec of the epic is done already and no swarm is open: nothing was queued and no swarm created
+    #: (``swarm`` is then the last one, which has ended).
+    finished: bool = False
 
 
 def queue_epic(
@@ -91,6 +94,17 @@ def queue_epic(
             # Never shrinks the stored fleet size: --agents below it leaves the running agents alone.
             grow = None if max_agents is None else max(max_agents, current.max_agents or 0)
             record = store.add_epic(current.id, epic, grow, repo=repo, settings=settings)
+        elif current is not None and not own and not deps:
+            # Nothing of the epic is left to do: a new swarm would only be an empty line in the history.
+            return QueuedEpic(
+                swarm=current,
+                epic=epic,
+                added=[],
+                existing=[],
+                ready=[],
+                already_done=sorted(s.id for s in epic_specs if s.id in done),
+                finished=True,
+            )
         else:
             record = store.ensure_swarm(epic, max_agents, repo=repo, settings=settings)
         # Membership covers the whole closure, done specs included, so the swarm's status shows them.

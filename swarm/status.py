@@ -115,36 +115,25 @@ def history(store: Store) -> list[dict[str, Any]]:
 
 
 def render_history(rows: list[dict[str, Any]]) -> RenderableType:
-    """``swarm history``: one row per swarm."""
-    from rich.table import Table
+    """``swarm history``: two lines per swarm (its id and epics, then its times and counts), so that nothing is
+    squeezed out on a narrow terminal or in a file (rich renders 80 columns when not on a terminal)."""
+    from rich.text import Text
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    headers = ("swarm", "epics", "started", "ended", "done", "dead", "cancelled", "open", "cost")
-    cells: list[tuple[str, ...]] = []
+    lines: list[str] = []
     for row in rows:
         counts = row["counts"]
         still = counts["blocked"] + counts["ready"] + counts["claimed"]
-        cells.append(
-            (
-                row["id"],
-                ", ".join(row["epics"]),
-                (row["started_at"] or "-")[:19].replace("T", " "),
-                (row["ended_at"] or "running")[:19].replace("T", " "),
-                str(counts["done"]),
-                str(counts["dead"]),
-                str(counts["cancelled"]),
-                str(still),
-                f"${row['cost_usd']:.2f}" if row["cost_usd"] else "-",
-            )
+        started = (row["started_at"] or "-")[:19].replace("T", " ")
+        ended = (row["ended_at"] or "")[:19].replace("T", " ")
+        if ended[:10] == started[:10]:
+            ended = ended[11:]  # the same day: the time says it
+        cost = f"${row['cost_usd']:.2f}" if row["cost_usd"] else "no cost recorded"
+        lines.append(f"{row['id']}  {', '.join(row['epics'])}")
+        lines.append(
+            f"    {started} -> {ended or 'running'}; {counts['done']} done, {counts['dead']} dead, "
+            f"{counts['cancelled']} cancelled, {still} open; {cost}"
         )
-    for index, column in enumerate(headers):
-        if column == "epics":  # the only column that may wrap on a narrow terminal; ids are never cut
-            table.add_column(column, ratio=1, min_width=5)
-        else:
-            table.add_column(column, no_wrap=True, min_width=max([len(column), *(len(c[index]) for c in cells)]))
-    for cell in cells:
-        table.add_row(*cell)
-    return table
+    return Text("\n".join(lines))
 
 
 def read_monitor(repo: Path, swarm_id: str) -> dict[str, Any] | None:

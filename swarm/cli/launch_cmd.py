@@ -79,7 +79,7 @@ def launch_cmd(
     loaded = load_launch_config(request, cwd=Path.cwd())
     result = launch(request, cwd=Path.cwd(), say=out.print, loaded=loaded)
     _print_launch(result, epic, out)
-    if wait:
+    if wait and not result.idle:
         _wait(result, loaded, timeout)
 
 
@@ -106,10 +106,12 @@ def _print_launch(result: LaunchResult, epic: str, out: Console) -> None:
         out.print(f"started {len(result.started_sessions)} agent session(s): {', '.join(result.started_sessions)}")
     if result.resumed_sessions:
         out.print(f"{len(result.resumed_sessions)} session(s) already running: {', '.join(result.resumed_sessions)}")
+    if result.idle:
+        return  # launch said why nothing started; there is nothing to watch
     sock = _socket_prefix(result)
     out.print(
         f"swarm {result.swarm.id} is working {_epics_text(result.swarm.epics or (epic,))}. Next: '{sock}swarm status', "
-        f"'swarm attach agent-1', '{sock}swarm teardown'"
+        f"'{sock}swarm attach agent-1', '{sock}swarm teardown'"
     )
 
 

@@ -124,3 +124,18 @@ def test_an_epic_added_to_a_finished_swarm_restarts_its_workers(project: Path, r
     assert sorted(a["id"] for a in data["agents"]) == ["agent-1", "agent-2"]
     assert set(_claims(project).values()) == {1}
     assert run("teardown").returncode == 0
+
+
+def test_relaunching_a_finished_epic_after_teardown_starts_no_swarm(project: Path, run: Run) -> None:
+    launched = run("launch", "E1", "--agents", "1", "--command", DEMO_AGENT)
+    assert launched.returncode == 0, launched.stderr
+    retry_until(lambda: _finished(run), seconds=180, interval=0.5)
+    assert run("teardown").returncode == 0
+
+    again = run("launch", "E1", "--command", DEMO_AGENT)
+    assert again.returncode == 0, again.stderr
+    assert "every task of E1 is already finished; no agent started" in again.stdout
+    assert "is working" not in again.stdout  # nothing is working: no hint to watch it
+    swarms = json.loads(run("history", "--json").stdout)["swarms"]
+    assert len(swarms) == 1  # no empty swarm recorded for a launch that had nothing to do
+    assert swarms[0]["ended_at"] is not None
