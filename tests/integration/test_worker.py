@@ -150,9 +150,18 @@ def task(repo: Path, task_id: str) -> object:
         return store.get_task(task_id)
 
 
-def spec(sid: str, *deps: str, max_attempts: int = 1) -> Spec:
-    """A spec of epic E."""
-    return Spec(id=sid, epic="E", title=f"title {sid}", body=f"do {sid}", depends_on=deps, max_attempts=max_attempts)
+def spec(sid: str, *deps: str, max_attempts: int = 1, allow_empty: bool = False, verify: str | None = None) -> Spec:
+    """A spec of epic E; ``allow_empty`` for agents that change nothing (docs/contract.md §3)."""
+    return Spec(
+        id=sid,
+        epic="E",
+        title=f"title {sid}",
+        body=f"do {sid}",
+        depends_on=deps,
+        max_attempts=max_attempts,
+        allow_empty=allow_empty,
+        verify=verify,
+    )
 
 
 def test_success_commits_with_task_id_and_completes(repo: Path, make_worker: MakeWorker) -> None:
@@ -294,7 +303,7 @@ def test_stop_now_returns_the_task_and_leaves_work_for_teardown(repo: Path, make
 
 
 def test_worker_exits_when_the_swarm_is_finished(repo: Path, make_worker: MakeWorker) -> None:
-    queue(repo, spec("A"), spec("B", "A"))
+    queue(repo, spec("A", allow_empty=True), spec("B", "A", allow_empty=True))
     worker = make_worker("agent-1", "true")
     assert worker.loop() == 0
     with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
@@ -517,7 +526,7 @@ def test_a_detached_child_is_stopped_when_its_task_ends_and_does_not_hold_the_ta
 ) -> None:
     """The agent exits at once and leaves a child that would sleep 1000 s with the agent's stdout open: the
     task is done, the worker does not wait for the pipe to close, and the child is stopped."""
-    queue(repo, spec("A"))
+    queue(repo, spec("A", allow_empty=True))
     marker = repo / "child.pid"
     worker = start_worker("agent-1", f"{detach} sleep 1000 & echo $! > {marker}")
     child = owned(retry_until(lambda: _pid_in(marker), seconds=60))
@@ -532,7 +541,7 @@ def test_an_orphan_of_the_agent_is_stopped_when_its_task_ends(
 ) -> None:
     """A double fork out of the agent's tree (its parent exits) with no environment: the worker, a child
     subreaper, gets the orphan and stops it with the task; the worker goes on to the next task."""
-    queue(repo, spec("A"), spec("B", "A"))
+    queue(repo, spec("A", allow_empty=True), spec("B", "A", allow_empty=True))
     marker = repo / "orphan.pid"
     worker = start_worker(
         "agent-1",
@@ -594,7 +603,7 @@ def test_a_restarted_worker_stops_what_the_killed_one_left(
 
 
 def test_the_log_is_rotated_at_its_cap_and_keeps_the_newest_lines(repo: Path, make_worker: MakeWorker) -> None:
-    queue(repo, spec("A"), spec("B"))
+    queue(repo, spec("A", allow_empty=True), spec("B", allow_empty=True))
     worker = make_worker("agent-1", "seq 1 3000; echo last line of $SWARM_TASK_ID", log_max_bytes=4096)
     worker.loop()
     log = repo / ".swarm" / "logs" / "agent-1.log"
