@@ -442,7 +442,8 @@ REAL_FAILURES = [
     pytest.param(
         "claude",
         [
-            '{"type":"assistant","message":{"content":[{"type":"text","text":"Invalid API key · Fix external API key"}]}}',
+            '{"type":"assistant","message":{"content":[{"type":"text",'
+            '"text":"Invalid API key · Fix external API key"}]}}',
             '{"type":"result","subtype":"success","is_error":true,"api_error_status":401,'
             '"result":"Invalid API key · Fix external API key"}',
         ],
