@@ -1,9 +1,11 @@
 """``swarm worker``: the per-agent loop that launch starts inside each tmux session (docs/contract.md §6).
 
 claim -> merge the completed dependencies' commits -> render the prompt -> run the agent command in the
-worktree, in its own process group, output to the pane and the log -> heartbeat while it runs -> on exit 0
-commit everything as ``<task-id>: <title>`` and complete with the sha, else fail with the last lines of
-output -> next. It stops when the swarm's tasks are finished or when teardown asks it to.
+worktree, in its own process group, output to the pane and the log -> heartbeat while it runs -> on exit 0,
+once verified (no known failure in its output, a change unless the spec allows none, the verify command
+passed: docs/contract.md §3), commit everything as ``<task-id>: <title>`` and complete with the sha, else fail
+with the reason or the last lines of output -> next. It stops when the swarm's tasks are finished or when
+teardown asks it to.
 
 Nothing is dropped silently: when a lease is lost, a run fails or times out, the agent's partial changes
 are stashed (``git stash``) with a message naming the task, so the next task starts clean and the work can
