@@ -177,7 +177,8 @@ def build_repo(root: Path, tasks: int, files: int, seed: int) -> dict[str, list[
         graph[spec_id] = deps
         dep_line = f"depends_on: [{', '.join(deps)}]\n" if deps else ""
         (specs / f"{spec_id}.md").write_text(
-            f"---\nid: {spec_id}\nepic: {EPIC}\ntitle: Task {spec_id}\n{dep_line}---\n"
+            # The agent (`true`) changes nothing on purpose: it measures swarm, not an agent (docs/contract.md §3).
+            f"---\nid: {spec_id}\nepic: {EPIC}\ntitle: Task {spec_id}\n{dep_line}allow_empty: true\n---\n"
             f"Scale benchmark task {spec_id}: nothing to change.\n",
             encoding="utf-8",
         )

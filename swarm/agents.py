@@ -98,6 +98,9 @@ class AgentTemplate:
     #: Patterns launch adds to the repository's ``.git/info/exclude``: files the CLI writes into the
     #: worktree (aider's ``.aider*``) stay out of task commits without touching the user's ``.gitignore``.
     git_exclude: tuple[str, ...] = ()
+    #: Regexes for what the CLI prints when its run failed although it may exit 0 (the API unreachable, a
+    #: refused key, retries exhausted), searched in the last lines of its output (:func:`known_failure`).
+    failure_patterns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,7 @@ def _parse_template(kind: str, source: str, data: Mapping[str, Any]) -> AgentTem
         "env",
         "notes",
     }
-    optional = {"usage", "git_exclude"}
+    optional = {"usage", "git_exclude", "failure_patterns"}
     missing = sorted(expected - data.keys())
     if missing:
         raise broken(f"missing {', '.join(missing)}")
@@ -173,7 +176,8 @@ def _parse_template(kind: str, source: str, data: Mapping[str, Any]) -> AgentTem
     if not argv:
         raise broken("argv is empty")
     waiting, limits = strings("waiting_patterns"), strings("rate_limit_patterns")
-    for pattern in (*waiting, *limits):
+    failures = strings("failure_patterns") if "failure_patterns" in data else ()
+    for pattern in (*waiting, *limits, *failures):
         try:
             re.compile(pattern)
         except re.error as exc:
@@ -198,6 +202,7 @@ def _parse_template(kind: str, source: str, data: Mapping[str, Any]) -> AgentTem
         notes=text("notes").strip(),
         usage=next(f for f in USAGE_FORMATS if f == usage),
         git_exclude=excludes,
+        failure_patterns=failures,
     )
 
 
@@ -321,6 +326,52 @@ def _codex_usage(line: str, usage: dict[str, Any]) -> None:
         usage["tokens"] = int(line.replace(",", ""))
 
 
+#: How many of the last output lines :func:`known_failure` searches: a CLI says how its run ended at the end,
+#: and a failure it recovered from (aider's "Retrying in 2.0 seconds...") lies further up.
+FAILURE_LINES = 3
+
+
+def _normal(line: str) -> str:
+    return " ".join(line.split())
+
+
+def known_failure(patterns: Sequence[re.Pattern[str]], tail: Sequence[str], prompt: str) -> str | None:
+    """The known failure in the last lines of an agent's output (docs/contract.md §3), or None.
+
+    The first of the last :data:`FAILURE_LINES` lines of ``tail`` that matches one of ``patterns`` and the lines
+    after it, joined with " | ". A line equal (up to whitespace) to a line of ``prompt`` is the agent echoing its
+    task, never a failure.
+    """
+    echoed = {_normal(line) for line in prompt.splitlines()}
+    last = list(tail)[-FAILURE_LINES:]
+    for number, line in enumerate(last):
+        if _normal(line) not in echoed and any(p.search(line) for p in patterns):
+            said = [_readable(text) for text in last[number:]]
+            # A CLI often says it twice (Claude Code's last message and its result event, codex's two lines).
+            return " | ".join(text for n, text in enumerate(said) if n == 0 or text != said[n - 1])
+    return None
+
+
+def _readable(line: str) -> str:
+    """What an output line says: the text of a JSON event (Claude Code's stream-json), else the line; at most
+    300 characters."""
+    if line.startswith("{"):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if isinstance(event, dict):
+            message = event.get("message")
+            content = message.get("content") if isinstance(message, dict) else None
+            texts = [c.get("text") for c in content if isinstance(c, dict)] if isinstance(content, list) else []
+            if isinstance(event.get("result"), str):
+                texts = [event["result"]]
+            said = " ".join(t for t in texts if isinstance(t, str) and t.strip())
+            if said:
+                line = said
+    return line if len(line) <= 300 else line[:299] + "…"
+
+
 def check_agent_cli(template: AgentTemplate, env: Mapping[str, str] | None = None) -> str | None:
     """The version of the template's CLI (first line of ``<binary> <version_args>``), or None for a kind
     that needs no CLI (``command``).
@@ -390,10 +441,13 @@ def render_prompt(
     agent_id: str,
     worktree: Path,
     branch: str,
+    previous_failure: str | None = None,
 ) -> str:
     """The prompt of one task, from ``templates/prompt.md``.
 
     ``dependencies`` are ``(task id, title, commit sha or None)`` of the completed tasks this one depends on.
+    ``previous_failure`` is why the last attempt failed (the task's ``last_error``): it adds a section that
+    quotes it (docs/contract.md §3); without it the section is left out.
     Values are substituted in a single pass (``string.Template.safe_substitute``), so a ``$name`` inside the
     body or a title is kept verbatim and never re-interpreted.
     """
@@ -405,6 +459,18 @@ def render_prompt(
         )
     else:
         deps = "None: this task depends on no other task."
+    if previous_failure and previous_failure.strip():
+        # Quoted, so that an agent that echoes its prompt does not print the failure's own lines again
+        # (known_failure ignores lines of the prompt, and the real failure line is not one of them).
+        quoted = "\n".join(f"> {line}".rstrip() for line in previous_failure.strip().splitlines())
+        failure = (
+            "## The previous attempt failed\n\n"
+            f"{quoted}\n\n"
+            "Find out why, fix it, and make sure this attempt does not fail the same way."
+        )
+    else:
+        failure = ""
+        text = text.replace("$previous_failure\n\n", "")
     return Template(text).safe_substitute(
         task_id=task_id,
         title=title,
@@ -415,4 +481,5 @@ def render_prompt(
         agent_id=agent_id,
         worktree=str(worktree),
         branch=branch,
+        previous_failure=failure,
     )

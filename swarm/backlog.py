@@ -35,13 +35,15 @@ __all__ = ["Backlog", "load_backlog", "parse_spec_text"]
 
 #: libyaml is an order of magnitude faster than the pure-Python parser; both build the same nodes.
 _LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-#: Only used to read YAML 1.1 integers (``0x1f``, ``1_000``, ``1:30``) exactly as ``safe_load`` would.
-_INT_READER = yaml.constructor.SafeConstructor()
+#: Only used to read YAML 1.1 integers (``0x1f``, ``1_000``, ``1:30``) and booleans (``yes``, ``off``) exactly as
+#: ``safe_load`` would.
+_SCALAR_READER = yaml.constructor.SafeConstructor()
 
 _TAG_NULL = "tag:yaml.org,2002:null"
 _TAG_BOOL = "tag:yaml.org,2002:bool"
 _TAG_INT = "tag:yaml.org,2002:int"
 _TAG_FLOAT = "tag:yaml.org,2002:float"
+_TAG_STR = "tag:yaml.org,2002:str"
 
 _KNOWN_FIELDS = (
     "id",
@@ -52,6 +54,8 @@ _KNOWN_FIELDS = (
     "requires",
     "max_attempts",
     "timeout_seconds",
+    "verify",
+    "allow_empty",
 )
 _ID_RULE = (
     f"use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit (pattern {ID_PATTERN.pattern})"
@@ -292,6 +296,8 @@ def _parse_front(front: str, body: str, path: Path, result: _Parsed, problem: _P
     priority = _int_field("priority", fields.get("priority"), None, problem)
     max_attempts = _int_field("max_attempts", fields.get("max_attempts"), 1, problem)
     timeout_seconds = _int_field("timeout_seconds", fields.get("timeout_seconds"), 1, problem)
+    verify = _verify_field(fields.get("verify"), problem)
+    allow_empty = _bool_field("allow_empty", fields.get("allow_empty"), problem)
     title = _title(fields.get("title"), body, spec_id, problem)
     if spec_id is None or epic is None:
         return None
@@ -306,6 +312,8 @@ def _parse_front(front: str, body: str, path: Path, result: _Parsed, problem: _P
         max_attempts=max_attempts,
         timeout_seconds=timeout_seconds,
         path=path,
+        verify=verify,
+        allow_empty=allow_empty,
     )
 
 
@@ -419,11 +427,36 @@ def _int_field(name: str, node: yaml.Node | None, minimum: int | None, problem: 
     if not isinstance(node, yaml.ScalarNode) or node.tag != _TAG_INT:
         problem(_line(node), f"{name} must be a whole number, got {_describe(node)}; write e.g. '{name}: 3'")
         return None
-    value = _INT_READER.construct_yaml_int(node)
+    value = _SCALAR_READER.construct_yaml_int(node)
     if minimum is not None and value < minimum:
         problem(_line(node), f"{name} must be at least {minimum}, got {value}")
         return None
     return value
+
+
+def _verify_field(node: yaml.Node | None, problem: _Problem) -> str | None:
+    """The spec's verify command: None when absent (the configuration's ``[swarm] verify`` applies), ``""``
+    for no verify (docs/contract.md §2)."""
+    if node is None or _is_null(node):
+        return None
+    # Only a YAML string: `verify: 3` or `verify: true` is almost surely a slip, not a shell command.
+    if not isinstance(node, yaml.ScalarNode) or node.tag != _TAG_STR:
+        problem(
+            _line(node),
+            f"verify must be a shell command written as text, got {_describe(node)}; "
+            "write e.g. 'verify: \"pytest -q\"' (or 'verify: \"\"' for no verify)",
+        )
+        return None
+    return str(node.value).strip()
+
+
+def _bool_field(name: str, node: yaml.Node | None, problem: _Problem) -> bool:
+    if node is None or _is_null(node):
+        return False
+    if not isinstance(node, yaml.ScalarNode) or node.tag != _TAG_BOOL:
+        problem(_line(node), f"{name} must be true or false, got {_describe(node)}; write e.g. '{name}: true'")
+        return False
+    return bool(_SCALAR_READER.construct_yaml_bool(node))
 
 
 def _title(node: yaml.Node | None, body: str, spec_id: str | None, problem: _Problem) -> str:

@@ -230,6 +230,9 @@ class SwarmSettings(_Section):
     #: How long launch, teardown and repair wait for another of them working on this repository.
     lock_timeout_seconds: Annotated[float, Field(ge=0)] = 120.0
     log_max_bytes: Annotated[int, Field(ge=1024)] = 10_000_000
+    #: docs/contract.md §3: a shell command that must pass before a task is done, for specs without their own
+    #: ``verify``; empty means no verify.
+    verify: str = ""
 
 
 class AgentSettings(_Section):

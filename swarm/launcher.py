@@ -568,6 +568,7 @@ def _plan_agents(
                 retry_backoff_seconds=cfg.queue.retry_backoff_seconds,
                 retry_backoff_max_seconds=cfg.queue.retry_backoff_max_seconds,
                 log_max_bytes=cfg.swarm.log_max_bytes,
+                verify=cfg.swarm.verify,
             )
         )
     return runs

@@ -63,6 +63,11 @@ class Spec:
     max_attempts: int | None = None
     timeout_seconds: int | None = None
     path: Path | None = None
+    #: docs/contract.md §3: the command that must pass for the task to be done; None: ``[swarm] verify``,
+    #: empty: no verify.
+    verify: str | None = None
+    #: Done although the agent changed nothing.
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,9 @@ class Task:
     timeout_seconds: int | None = None
     tokens: int | None = None
     heartbeat_at: float | None = None
+    #: The spec's ``verify`` (None: the configuration's) and ``allow_empty`` (docs/contract.md §2).
+    verify: str | None = None
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True)

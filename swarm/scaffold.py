@@ -84,6 +84,9 @@ host_label = ""
 lock_timeout_seconds = 120.0
 # An agent's log (.swarm/logs/<agent>.log) is moved to <agent>.log.1 when it reaches this size.
 log_max_bytes = 10000000
+# A shell command run in the worktree after an agent exits 0, e.g. "pytest -q"; if it fails, so does the task.
+# A spec's own verify takes precedence; empty means no verify.
+verify = ""
 
 [agent]
 # The agent program: a template of templates/agents/ (claude, codex, aider, command).

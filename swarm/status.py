@@ -361,6 +361,7 @@ def _agents_table(agents_json: list[dict[str, Any]]) -> RenderableType:
 
 def _tasks_table(snap: Snapshot, tasks_json: list[dict[str, Any]]) -> RenderableType:
     """One row per task: its state (or how long its retry backoff still runs), owner, tries, commit, title."""
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -377,6 +378,8 @@ def _tasks_table(snap: Snapshot, tasks_json: list[dict[str, Any]]) -> Renderable
             t.owner or "-",
             str(t.attempts),
             (t.commit or "")[:10] or "-",
-            t.title if not t.last_error or t.state == TaskState.DONE else f"{t.title} [{t.last_error[:60]}]",
+            # The title and the reason come from outside (a spec, an agent's output): escaped, or rich would take
+            # "[verify failed (exit 1): ...]" for a markup tag and print nothing of it.
+            escape(t.title if not t.last_error or t.state == TaskState.DONE else f"{t.title} [{t.last_error[:80]}]"),
         )
     return tasks

@@ -138,8 +138,10 @@ def claim_cmd(
     if got is None:
         console().print("nothing to claim: no ready task this agent can take")
         return
+    from rich.markup import escape
+
     out = console()
-    out.print(f"claimed {got.task_id} (attempt {got.attempt}): {got.title}")
+    out.print(f"claimed {got.task_id} (attempt {got.attempt}): {escape(got.title)}")
     out.print(f"lease token {got.lease_token}, until {iso(got.lease_until)}")
 
 
@@ -235,6 +237,7 @@ def status_cmd(
     out.print(f"{total} task(s): " + ", ".join(f"{counts[s.value]} {s.value}" for s in STATE_ORDER))
     if not tasks:
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -248,7 +251,7 @@ def status_cmd(
             task.owner or "-",
             f"{task.attempts}/{task.max_attempts}",
             ",".join(task.depends_on) or "-",
-            note,
+            escape(note),  # a spec's title, an agent's reason: never rich markup ("[agent exited 3: ...]")
         )
     out.print(table)
 

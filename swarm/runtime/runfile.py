@@ -52,6 +52,8 @@ class AgentRun(BaseModel):
     retry_backoff_max_seconds: float = 600.0
     #: The agent's log is rotated to ``<agent>.log.1`` when it would grow past this.
     log_max_bytes: int = 10_000_000
+    #: ``[swarm] verify``: run after a task whose spec names no verify of its own (empty: none).
+    verify: str = ""
 
     @property
     def swarm_dir(self) -> Path:

@@ -1,9 +1,11 @@
 """``swarm worker``: the per-agent loop that launch starts inside each tmux session (docs/contract.md §6).
 
 claim -> merge the completed dependencies' commits -> render the prompt -> run the agent command in the
-worktree, in its own process group, output to the pane and the log -> heartbeat while it runs -> on exit 0
-commit everything as ``<task-id>: <title>`` and complete with the sha, else fail with the last lines of
-output -> next. It stops when the swarm's tasks are finished or when teardown asks it to.
+worktree, in its own process group, output to the pane and the log -> heartbeat while it runs -> on exit 0,
+once verified (no known failure in its output, a change unless the spec allows none, the verify command
+passed: docs/contract.md §3), commit everything as ``<task-id>: <title>`` and complete with the sha, else fail
+with the reason or the last lines of output -> next. It stops when the swarm's tasks are finished or when
+teardown asks it to.
 
 Nothing is dropped silently: when a lease is lost, a run fails or times out, the agent's partial changes
 are stashed (``git stash``) with a message naming the task, so the next task starts clean and the work can
@@ -41,7 +43,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from swarm.agents import AgentCommand, build_command, load_template, parse_usage, render_prompt
+from swarm.agents import AgentCommand, build_command, known_failure, load_template, parse_usage, render_prompt
 from swarm.errors import BadInput, LeaseLost, StoreError, SwarmError
 from swarm.models import LEAD, AgentState, Claim, Message, Task
 from swarm.runtime import procs
@@ -120,6 +122,17 @@ class RunResult:
     tokens: int | None = None
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """What the worker knows of one attempt before the agent runs: the task as queued (its ``verify``,
+    ``allow_empty`` and ``last_error``), the prompt, and where HEAD was when the agent started."""
+
+    task: Task
+    prompt: str
+    prompt_file: Path
+    start_sha: str
+
+
 class Worker:
     """One agent's loop over the queue."""
 
@@ -151,6 +164,7 @@ class Worker:
         self._outcome = "not started"
         self._current: Claim | None = None
         self._rate_patterns = [re.compile(p) for p in self.template.rate_limit_patterns]
+        self._failure_patterns = [re.compile(p) for p in self.template.failure_patterns]
         # Spread the workers' commit-graph writes: they start together.
         self._graph_countdown = random.randint(1, COMMIT_GRAPH_EVERY)
         self._empty_claims = 0
@@ -528,13 +542,21 @@ class Worker:
         self.say(f"claimed {claim.task_id} (attempt {claim.attempt}): {claim.title}")
         if not self._clear_leftovers(claim):
             return
+        # The claim carries what the agent needs; the task row also has its verify, allow_empty and last error.
+        task = self.store.get_task(claim.task_id)
         deps = [self.store.get_task(dep) for dep in claim.depends_on]
         if not self._merge_dependencies(claim, deps):
             return
-        prompt, prompt_file = self._write_prompt(claim, deps)
+        try:
+            start_sha = self.worktree.head_sha()  # after the merge: merging the dependencies is not the agent's work
+        except GitError as exc:
+            self._return_not_run(claim, exc)
+            return
+        previous = task.last_error if claim.attempt > 1 else None
+        prompt, prompt_file = self._write_prompt(claim, deps, previous)
         self._not_run = 0
         result = self.run_agent(claim, prompt, prompt_file)
-        self.finish(claim, result)
+        self.finish(claim, result, Attempt(task, prompt, prompt_file, start_sha))
 
     def _clear_leftovers(self, claim: Claim) -> bool:
         """Stash changes left in the worktree by a run that crashed with the worker: kept, but not leaked into
@@ -577,8 +599,9 @@ class Worker:
             return False
         return True
 
-    def _write_prompt(self, claim: Claim, deps: list[Task]) -> tuple[str, Path]:
-        """Render the task's prompt and write it (0600) to the agent's prompt folder; the text and the file."""
+    def _write_prompt(self, claim: Claim, deps: list[Task], previous_failure: str | None) -> tuple[str, Path]:
+        """Render the task's prompt (with why the previous attempt failed, if it did) and write it (0600) to the
+        agent's prompt folder; the text and the file."""
         run = self.run
         prompt = render_prompt(
             task_id=claim.task_id,
@@ -590,6 +613,7 @@ class Worker:
             agent_id=run.agent_id,
             worktree=Path(run.worktree),
             branch=run.branch,
+            previous_failure=previous_failure,
         )
         prompt_file = run.prompt_dir / f"{claim.task_id}-{claim.attempt}.md"
         fd = os.open(prompt_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -883,10 +907,12 @@ class Worker:
         return committed.sha
 
     # -- release ---------------------------------------------------------------------------------
-    def finish(self, claim: Claim, result: RunResult) -> None:
+    def finish(self, claim: Claim, result: RunResult, attempt: Attempt) -> None:
         """Commit and complete, or fail, or return; keep every change somewhere."""
         self._outcome = _outcome_of(result)
         if self._release_unfinished(claim, result):
+            return
+        if not self._verified(claim, result, attempt):
             return
         sha = self._commit_finished(claim)
         self._count_for_commit_graph()
@@ -917,6 +943,95 @@ class Worker:
         else:
             return False
         return True
+
+    def _verified(self, claim: Claim, result: RunResult, attempt: Attempt) -> bool:
+        """docs/contract.md §3: a run that exited 0 is done only if its output shows no known failure, it changed
+        something (unless the spec allows none) and its verify passes. Otherwise the task is failed (its changes
+        stashed) or, when the verify run was stopped or lost the lease, released; then False."""
+        reason = known_failure(self._failure_patterns, result.tail, attempt.prompt)
+        if reason is not None:
+            reason = f"the agent exited 0 but its output shows a known failure: {reason}"
+        elif not attempt.task.allow_empty and not self._changed(attempt):
+            reason = "the agent changed nothing (no change in the worktree, no new commit); a spec that expects "
+            reason += "no change says 'allow_empty: true'"
+        else:
+            command = attempt.task.verify if attempt.task.verify is not None else self.run.verify
+            if command.strip():
+                checked = self._run_verify(claim, command, attempt)
+                if checked.lease_lost is not None or checked.stopped:
+                    self._outcome = _outcome_of(checked)
+                    self._release_unfinished(claim, checked)
+                    return False
+                reason = self._verify_failure(claim, checked)
+        if reason is None:
+            return True
+        self._outcome = "failed"
+        self._stash(claim, "not verified")
+        self._release_failed(claim, reason[:2000], result)
+        return False
+
+    def _changed(self, attempt: Attempt) -> bool:
+        """Whether the agent changed the worktree or committed since it started (HEAD wherever it left it)."""
+        return self.worktree.has_changes() or self.worktree.head_sha() != attempt.start_sha
+
+    def _verify_failure(self, claim: Claim, checked: RunResult) -> str | None:
+        """Why a verify run failed, with the tail of its output; None when it passed (then this says so)."""
+        last = " | ".join(checked.tail[-5:]) or "(no output)"
+        if checked.timed_out:
+            limit = claim.timeout_seconds or self.run.task_timeout_seconds
+            return f"verify timed out after {limit:.0f}s: {last}"
+        if checked.exit_code != 0:
+            return f"verify failed (exit {checked.exit_code}): {last}"
+        self.say(f"{claim.task_id}: verify passed")
+        return None
+
+    def _run_verify(self, claim: Claim, command: str, attempt: Attempt) -> RunResult:
+        """Run the task's verify command as the agent ran: ``/bin/sh -c`` in the worktree with the agent's
+        environment, in its own process group, output to the pane and the log, heartbeating the lease, bounded
+        by the task's timeout (docs/contract.md §3)."""
+        run = self.run
+        self.say(f"{claim.task_id}: the agent exited 0; verifying: {command}")
+        env = self.agent_env(claim, attempt.prompt_file)
+        env.update(self.template.env)
+        record = process_record_path(Path(run.repo), run.agent_id)
+        watch = procs.AgentProcesses(record=record, adopt=procs.is_subreaper())
+        try:
+            proc = subprocess.Popen(  # the spec's own shell code, as one argument of sh -c
+                ["/bin/sh", "-c", command],
+                cwd=run.worktree,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return RunResult(exit_code=127, tail=[f"cannot start /bin/sh: {exc.strerror}"])
+        self.store.update_agent(run.agent_id, agent_pid=proc.pid)
+        watch.attach(proc.pid)
+        result = RunResult()
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        reader = threading.Thread(target=self._copy_output, args=(proc, tail), daemon=True)
+        reader.start()
+        try:
+            self._supervise(claim, proc, watch, result)
+        except Terminated:
+            self._kill(proc)
+            raise
+        finally:
+            self._end_run(proc, watch, reader)
+        result.exit_code = proc.returncode
+        result.tail = list(tail)
+        return result
+
+    def _copy_output(self, proc: subprocess.Popen[bytes], tail: deque[str]) -> None:
+        """Copy a verify run's output to the pane and the log, keeping its last lines."""
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            self._emit(raw)
+            text = raw.decode("utf-8", "replace").strip()
+            if text:
+                tail.append(text)
 
     def _commit_finished(self, claim: Claim) -> str | None:
         """Commit the work of a run that exited 0; HostFault when the machine refuses the commit."""

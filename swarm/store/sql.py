@@ -564,6 +564,8 @@ class SqlStore(Store, Generic[C]):
             "timeout_seconds": spec.timeout_seconds,
             "source": str(spec.path) if spec.path else None,
             "now": now,
+            "verify": spec.verify,
+            "allow_empty": spec.allow_empty,
         }
 
     def claim(
@@ -832,7 +834,9 @@ class SqlStore(Store, Generic[C]):
             timeout_seconds=row[17],
             tokens=row[18],
             heartbeat_at=row[19],
-            depends_on=self._ids(row[20]),
+            verify=row[20],
+            allow_empty=bool(row[21]),
+            depends_on=self._ids(row[22]),
         )
 
 

@@ -72,6 +72,14 @@ def _wrong_type(specs: Path) -> None:
     write_spec(specs, "A", extra="priority: high")
 
 
+def _verify_not_text(specs: Path) -> None:
+    write_spec(specs, "A", extra="verify: [pytest]")
+
+
+def _allow_empty_not_bool(specs: Path) -> None:
+    write_spec(specs, "A", extra='allow_empty: "sure"')
+
+
 def _empty_body(specs: Path) -> None:
     specs.mkdir(parents=True, exist_ok=True)
     specs.joinpath("A.md").write_text("---\nid: A\nepic: E1\n---\n\n", "utf-8")
@@ -94,6 +102,8 @@ CASES = [
     Broken("non-utf8", _not_utf8, ["latin1.md", "UTF-8"]),
     Broken("no-front-matter", _no_front_matter, ["plain.md", "front matter"]),
     Broken("wrong-type", _wrong_type, ["A.md", "priority"]),
+    Broken("verify-not-text", _verify_not_text, ["A.md:5", "verify must be a shell command", "write e.g."]),
+    Broken("allow-empty-not-boolean", _allow_empty_not_bool, ["A.md:5", "allow_empty must be true or false"]),
     Broken("empty-body", _empty_body, ["A.md", "prompt is empty"]),
     Broken("all-problems-at-once", _many_problems, ["GHOST", "again.md", "2 problems"]),
 ]

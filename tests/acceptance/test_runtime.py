@@ -199,6 +199,8 @@ def test_agent_environment(project: Path, run: Run, tmux_socket: str, tmp_path: 
         "env['__swarm_on_path'] = shutil.which('swarm') or ''\n"
         "env['__stdin'] = sys.stdin.read()\n"
         f"json.dump(env, open(os.path.join({str(dump)!r}, os.environ['SWARM_TASK_ID'] + '.json'), 'w'))\n"
+        # A task is done only if its agent changed something (docs/contract.md §3).
+        "open(os.environ['SWARM_TASK_ID'] + '.txt', 'w').write('env dumped')\n"
     )
     launched = run(
         "launch",

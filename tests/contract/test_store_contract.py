@@ -78,6 +78,19 @@ def test_add_sets_blocked_and_ready_from_dependencies(store: Store) -> None:
     assert task.max_attempts == 3
 
 
+def test_a_task_keeps_its_specs_verify_and_allow_empty(store: Store) -> None:
+    """docs/contract.md §2/§3: the worker reads them back with get_task after the claim."""
+    checked = Spec(
+        id="V", epic="E1", title="t", body="b", verify="pytest -q 'tests/a b.py' && echo ok", allow_empty=True
+    )
+    unchecked = Spec(id="N", epic="E1", title="t", body="b", verify="")
+    store.add_tasks([checked, unchecked, spec("D")])
+    assert (store.get_task("V").verify, store.get_task("V").allow_empty) == (checked.verify, True)
+    assert (store.get_task("N").verify, store.get_task("N").allow_empty) == ("", False)  # "" is "no verify"
+    assert (store.get_task("D").verify, store.get_task("D").allow_empty) == (None, False)  # None: the default
+    assert {t.id: t.verify for t in store.list_tasks()} == {"V": checked.verify, "N": "", "D": None}
+
+
 def test_add_is_idempotent(store: Store) -> None:
     store.add_tasks([spec("A"), spec("B", "A")])
     again = store.add_tasks([spec("A"), spec("B", "A"), spec("C", "B")])

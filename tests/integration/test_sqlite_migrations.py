@@ -37,6 +37,28 @@ def test_v1_database_is_migrated_forward_keeping_its_data(tmp_path: Path) -> Non
         assert got.task_id == "A"
 
 
+def test_v5_database_gains_verify_and_allow_empty_with_their_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "v5.db"
+    conn = sqlite3.connect(path)
+    for number, sql in migrations("sqlite"):
+        if number > 5:
+            break
+        for statement in _split_statements(sql):
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '5')")
+    conn.execute(
+        "INSERT INTO tasks (id, epic, title, body, state, max_attempts, created_at, updated_at)"
+        " VALUES ('A', 'E1', 'a', 'body', 'ready', 3, 1.0, 1.0)"
+    )
+    conn.commit()
+    conn.close()
+
+    with open_store(f"sqlite:///{path}") as store:
+        assert store.schema_version() == 6
+        old = store.get_task("A")
+        assert (old.verify, old.allow_empty) == (None, False)  # the configuration's verify; changes required
+
+
 def test_database_from_a_newer_swarm_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/new.db"
     open_store(url).close()

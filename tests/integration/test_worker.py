@@ -150,9 +150,18 @@ def task(repo: Path, task_id: str) -> object:
         return store.get_task(task_id)
 
 
-def spec(sid: str, *deps: str, max_attempts: int = 1) -> Spec:
-    """A spec of epic E."""
-    return Spec(id=sid, epic="E", title=f"title {sid}", body=f"do {sid}", depends_on=deps, max_attempts=max_attempts)
+def spec(sid: str, *deps: str, max_attempts: int = 1, allow_empty: bool = False, verify: str | None = None) -> Spec:
+    """A spec of epic E; ``allow_empty`` for agents that change nothing (docs/contract.md §3)."""
+    return Spec(
+        id=sid,
+        epic="E",
+        title=f"title {sid}",
+        body=f"do {sid}",
+        depends_on=deps,
+        max_attempts=max_attempts,
+        allow_empty=allow_empty,
+        verify=verify,
+    )
 
 
 def test_success_commits_with_task_id_and_completes(repo: Path, make_worker: MakeWorker) -> None:
@@ -294,7 +303,7 @@ def test_stop_now_returns_the_task_and_leaves_work_for_teardown(repo: Path, make
 
 
 def test_worker_exits_when_the_swarm_is_finished(repo: Path, make_worker: MakeWorker) -> None:
-    queue(repo, spec("A"), spec("B", "A"))
+    queue(repo, spec("A", allow_empty=True), spec("B", "A", allow_empty=True))
     worker = make_worker("agent-1", "true")
     assert worker.loop() == 0
     with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
@@ -517,7 +526,7 @@ def test_a_detached_child_is_stopped_when_its_task_ends_and_does_not_hold_the_ta
 ) -> None:
     """The agent exits at once and leaves a child that would sleep 1000 s with the agent's stdout open: the
     task is done, the worker does not wait for the pipe to close, and the child is stopped."""
-    queue(repo, spec("A"))
+    queue(repo, spec("A", allow_empty=True))
     marker = repo / "child.pid"
     worker = start_worker("agent-1", f"{detach} sleep 1000 & echo $! > {marker}")
     child = owned(retry_until(lambda: _pid_in(marker), seconds=60))
@@ -532,7 +541,7 @@ def test_an_orphan_of_the_agent_is_stopped_when_its_task_ends(
 ) -> None:
     """A double fork out of the agent's tree (its parent exits) with no environment: the worker, a child
     subreaper, gets the orphan and stops it with the task; the worker goes on to the next task."""
-    queue(repo, spec("A"), spec("B", "A"))
+    queue(repo, spec("A", allow_empty=True), spec("B", "A", allow_empty=True))
     marker = repo / "orphan.pid"
     worker = start_worker(
         "agent-1",
@@ -594,7 +603,7 @@ def test_a_restarted_worker_stops_what_the_killed_one_left(
 
 
 def test_the_log_is_rotated_at_its_cap_and_keeps_the_newest_lines(repo: Path, make_worker: MakeWorker) -> None:
-    queue(repo, spec("A"), spec("B"))
+    queue(repo, spec("A", allow_empty=True), spec("B", allow_empty=True))
     worker = make_worker("agent-1", "seq 1 3000; echo last line of $SWARM_TASK_ID", log_max_bytes=4096)
     worker.loop()
     log = repo / ".swarm" / "logs" / "agent-1.log"
@@ -665,3 +674,135 @@ def test_a_failing_pre_commit_hook_does_not_block_the_task_commit(repo: Path, ma
     a = task(repo, "A")
     assert a.state == TaskState.DONE  # type: ignore[attr-defined]
     assert git(repo, "log", "-1", "--format=%s", a.commit) == "A: title A"  # type: ignore[attr-defined]
+
+
+# -- done means verified (docs/contract.md §3) ------------------------------------------------------------
+
+
+def test_a_passing_verify_lets_the_task_be_done(repo: Path, make_worker: MakeWorker) -> None:
+    worktree = repo / ".worktrees" / "agent-1"
+    # The verify runs in the worktree with the agent's environment, after the agent and before the commit.
+    check = f'test "$PWD" = {worktree} && test "$SWARM_TASK_ID" = A && grep -q hi out.txt && echo checked-ok'
+    queue(repo, spec("A", verify=check))
+    worker = make_worker("agent-1", "echo hi > out.txt")
+    assert worker.loop() == 0
+    done = task(repo, "A")
+    assert done.state == TaskState.DONE  # type: ignore[attr-defined]
+    assert git(repo, "show", f"{done.commit}:out.txt") == "hi"  # type: ignore[attr-defined]
+    log = (repo / ".swarm" / "logs" / "agent-1.log").read_text()
+    assert "checked-ok" in log  # its output reaches the pane and the log
+    assert "A: verify passed" in log
+
+
+def test_a_failing_verify_fails_the_task_with_its_output_and_keeps_the_changes(
+    repo: Path, make_worker: MakeWorker
+) -> None:
+    queue(repo, spec("A", verify="echo 'FAILED tests/test_x.py::test_y - assert 2 == 3'; exit 4"))
+    worker = make_worker("agent-1", "echo wrong > out.txt")
+    worker.loop()
+    failed = task(repo, "A")
+    assert failed.state == TaskState.DEAD  # type: ignore[attr-defined]
+    assert failed.commit is None  # type: ignore[attr-defined]
+    assert failed.last_error == "verify failed (exit 4): FAILED tests/test_x.py::test_y - assert 2 == 3"  # type: ignore[attr-defined]
+    assert not (repo / ".worktrees" / "agent-1" / "out.txt").exists()
+    assert "swarm: A attempt 1 (not verified)" in git(repo, "stash", "list")  # the changes are kept
+
+
+def test_the_configured_verify_applies_unless_the_spec_says_otherwise(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"), spec("B", verify=""), spec("C", verify="true"))
+    worker = make_worker("agent-1", 'echo x > "$SWARM_TASK_ID.txt"', verify="echo configured check failed; exit 1")
+    worker.loop()
+    assert task(repo, "A").last_error == "verify failed (exit 1): configured check failed"  # type: ignore[attr-defined]
+    assert task(repo, "B").state == TaskState.DONE  # type: ignore[attr-defined]  # "": no verify
+    assert task(repo, "C").state == TaskState.DONE  # type: ignore[attr-defined]  # its own wins
+
+
+def test_a_verify_is_bounded_by_the_tasks_timeout(repo: Path, make_worker: MakeWorker) -> None:
+    slow = Spec(
+        id="A", epic="E", title="t", body="b", max_attempts=1, timeout_seconds=1, verify="echo started; sleep 60"
+    )
+    queue(repo, slow)
+    worker = make_worker("agent-1", "echo x > out.txt")
+    worker.loop()
+    failed = task(repo, "A")
+    assert failed.state == TaskState.DEAD  # type: ignore[attr-defined]
+    assert failed.last_error == "verify timed out after 1s: started"  # type: ignore[attr-defined]
+
+
+def test_an_agent_that_changed_nothing_fails(repo: Path, make_worker: MakeWorker) -> None:
+    # The API was down, the CLI retried, gave up and exited 0.
+    queue(repo, spec("A"))
+    worker = make_worker("agent-1", "echo 'nothing to do'")
+    worker.loop()
+    failed = task(repo, "A")
+    assert failed.state == TaskState.DEAD  # type: ignore[attr-defined]
+    assert failed.last_error.startswith("the agent changed nothing")  # type: ignore[attr-defined]
+
+
+def test_a_commit_of_the_agents_own_counts_as_a_change(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A"))
+    commit = "echo mine > mine.txt && git add mine.txt && git -c user.name=a -c user.email=a@x commit -qm 'my own'"
+    worker = make_worker("agent-1", commit)
+    worker.loop()
+    done = task(repo, "A")
+    assert done.state == TaskState.DONE  # type: ignore[attr-defined]
+    assert git(repo, "show", f"{done.commit}:mine.txt") == "mine"  # type: ignore[attr-defined]
+
+
+def test_allow_empty_lets_a_task_without_changes_be_done(repo: Path, make_worker: MakeWorker) -> None:
+    queue(repo, spec("A", allow_empty=True))
+    worker = make_worker("agent-1", "true")
+    assert worker.loop() == 0
+    assert task(repo, "A").state == TaskState.DONE  # type: ignore[attr-defined]
+
+
+FAKE_AIDER = """#!/bin/sh
+# A stand-in for aider that ends the way aider 0.86.2 does when the key is refused: the message, then exit 0.
+for arg; do prompt="$arg"; done
+cat "$prompt"
+echo edited > edited.txt
+if [ -n "$FAKE_AIDER_FAIL" ]; then
+  echo 'litellm.AuthenticationError: AuthenticationError: OpenAIException - invalid'
+  echo 'x-api-key'
+  echo 'The API provider is not able to authenticate you. Check your API key.'
+fi
+exit 0
+"""
+
+
+@pytest.mark.parametrize("fail", [True, False], ids=["cli-gave-up", "prompt-only-mentions-it"])
+def test_a_known_failure_output_fails_the_task_although_the_cli_exited_0(
+    repo: Path, make_worker: MakeWorker, tmp_path: Path, fail: bool
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "aider").write_text(FAKE_AIDER)
+    (bin_dir / "aider").chmod(0o755)
+    # The prompt holds the very line aider prints: the agent echoing it (the stand-in cats its prompt) is no failure.
+    body = "Explain this message in docs/errors.md:\n\nThe API provider is not able to authenticate you.\n"
+    queue(repo, Spec(id="A", epic="E", title="t", body=body, max_attempts=1))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", **({"FAKE_AIDER_FAIL": "1"} if fail else {})}
+    worker = make_worker("agent-1", "", kind="aider", model="openai/mock", env=env)
+    worker.loop()
+    got = task(repo, "A")
+    if not fail:
+        assert got.state == TaskState.DONE  # type: ignore[attr-defined]
+        return
+    assert got.state == TaskState.DEAD  # type: ignore[attr-defined]
+    assert got.last_error == (  # type: ignore[attr-defined]
+        "the agent exited 0 but its output shows a known failure: litellm.AuthenticationError: AuthenticationError: "
+        "OpenAIException - invalid | x-api-key | The API provider is not able to authenticate you. Check your API key."
+    )
+    assert "swarm: A attempt 1 (not verified)" in git(repo, "stash", "list")
+
+
+def test_the_next_attempts_prompt_carries_the_previous_failure(repo: Path, make_worker: MakeWorker) -> None:
+    check = 'test "$SWARM_ATTEMPT" = 2 || { echo "expected 3, got 2"; exit 1; }'
+    queue(repo, spec("A", max_attempts=2, verify=check))
+    worker = make_worker("agent-1", 'echo "$SWARM_ATTEMPT" > out.txt', retry_backoff_seconds=0.0)
+    assert worker.loop() == 0
+    assert task(repo, "A").state == TaskState.DONE  # type: ignore[attr-defined]
+    prompts = repo / ".swarm" / "prompts" / "agent-1"
+    first, second = (prompts / "A-1.md").read_text(), (prompts / "A-2.md").read_text()
+    assert "previous attempt" not in first
+    assert "## The previous attempt failed\n\n> verify failed (exit 1): expected 3, got 2\n" in second

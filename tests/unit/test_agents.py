@@ -17,6 +17,7 @@ from swarm.agents import (
     AgentTemplate,
     build_command,
     check_agent_cli,
+    known_failure,
     load_template,
     parse_usage,
     render_prompt,
@@ -382,7 +383,30 @@ def test_render_prompt_has_body_deps_and_how_to_ask() -> None:
     assert "$" not in text.replace("$title", "")  # every placeholder was filled
 
 
-def test_render_prompt_without_dependencies() -> None:
+def test_render_prompt_of_a_first_attempt_has_no_failure_section() -> None:
+    text = _render("body")
+    assert "previous attempt" not in text
+    assert "\n\n\n" not in text  # the section's placeholder line is gone, not left blank
+
+
+def test_render_prompt_quotes_the_previous_failure() -> None:
+    reason = "verify failed (exit 1): FAILED tests/test_x.py::test_y | assert 2 == 3\nsecond line $title"
+    text = render_prompt(
+        task_id="T2",
+        title="Add the parser",
+        body="body",
+        epic="E1",
+        attempt=2,
+        dependencies=[],
+        agent_id="agent-3",
+        worktree=WORKTREE,
+        branch="swarm/E1/agent-3",
+        previous_failure=reason,
+    )
+    assert "## The previous attempt failed" in text
+    assert "> verify failed (exit 1): FAILED tests/test_x.py::test_y | assert 2 == 3\n> second line $title" in text
+    assert text.index("previous attempt failed") < text.index("## What to do")
+
     assert "depends on no other task" in _render("body")
 
 
@@ -392,6 +416,144 @@ def test_render_prompt_keeps_dollars_in_the_body_verbatim() -> None:
     assert body in text
     assert "Title with $task_id" in text
     assert "Title with T2" not in text
+
+
+# ----------------------------------------------------------------------------------------------------
+# Known failures
+
+#: The last lines each real CLI printed when it gave up (aider exits 0 then): against a closed loopback port and
+#: against a server that refuses the key (Claude Code 2.1.197, codex-cli 0.171.0, aider 0.86.2).
+CLAUDE_RESULT = (
+    '{"type":"result","subtype":"success","is_error":true,"api_error_status":null,"num_turns":1,'
+    '"result":"API Error: Unable to connect to API (ConnectionRefused)","total_cost_usd":0}'
+)
+REAL_FAILURES = [
+    pytest.param(
+        "claude",
+        [
+            '{"type":"system","subtype":"api_retry","attempt":10,"max_retries":10,"error_status":null}',
+            '{"type":"assistant","message":{"model":"<synthetic>","role":"assistant","content":[{"type":"text",'
+            '"text":"API Error: Unable to connect to API (ConnectionRefused)"}]},"error":"server_error"}',
+            CLAUDE_RESULT,
+        ],
+        "API Error: Unable to connect to API (ConnectionRefused)",
+        id="claude-unreachable",
+    ),
+    pytest.param(
+        "claude",
+        [
+            '{"type":"assistant","message":{"content":[{"type":"text",'
+            '"text":"Invalid API key · Fix external API key"}]}}',
+            '{"type":"result","subtype":"success","is_error":true,"api_error_status":401,'
+            '"result":"Invalid API key · Fix external API key"}',
+        ],
+        "Invalid API key · Fix external API key",
+        id="claude-bad-key",
+    ),
+    pytest.param(
+        "claude",
+        ["API Error: Unable to connect to API (ConnectionRefused)"],
+        "API Error: Unable to connect to API (ConnectionRefused)",
+        id="claude-text-output",
+    ),
+    pytest.param(
+        "codex",
+        [
+            "ERROR: Reconnecting... 5/5",
+            "ERROR: unexpected status 401 Unauthorized: invalid x-api-key, url: http://127.0.0.1:9/v1/responses",
+            "ERROR: unexpected status 401 Unauthorized: invalid x-api-key, url: http://127.0.0.1:9/v1/responses",
+        ],
+        "ERROR: unexpected status 401 Unauthorized: invalid x-api-key, url: http://127.0.0.1:9/v1/responses",
+        id="codex-bad-key",
+    ),
+    pytest.param(
+        "aider",
+        [
+            "Repo-map: using 4096 tokens, auto refresh",
+            "litellm.AuthenticationError: AuthenticationError: OpenAIException - invalid",
+            "x-api-key",
+            "The API provider is not able to authenticate you. Check your API key.",
+        ],
+        "litellm.AuthenticationError: AuthenticationError: OpenAIException - invalid | x-api-key | "
+        "The API provider is not able to authenticate you. Check your API key.",
+        id="aider-bad-key",
+    ),
+    pytest.param(
+        "aider",
+        [
+            "Retrying in 32.0 seconds...",
+            "litellm.InternalServerError: InternalServerError: OpenAIException - Connection",
+            "error.",
+            "The API provider's servers are down or overloaded.",
+        ],
+        "litellm.InternalServerError: InternalServerError: OpenAIException - Connection | error. | "
+        "The API provider's servers are down or overloaded.",
+        id="aider-unreachable",
+    ),
+]
+
+
+def _patterns(kind: str) -> list[re.Pattern[str]]:
+    return [re.compile(p) for p in load_template(kind).failure_patterns]
+
+
+@pytest.mark.parametrize(("kind", "tail", "reason"), REAL_FAILURES)
+def test_the_real_failure_outputs_are_known(kind: str, tail: list[str], reason: str) -> None:
+    assert known_failure(_patterns(kind), tail, "Write the parser.") == reason
+
+
+@pytest.mark.parametrize(
+    ("kind", "tail"),
+    [
+        pytest.param(
+            "claude",
+            ['{"type":"result","subtype":"success","is_error":false,"result":"Done: wrote parser.py"}'],
+            id="claude-success",
+        ),
+        pytest.param(
+            "aider",
+            [
+                "litellm.InternalServerError: InternalServerError: OpenAIException - Connection",
+                "The API provider's servers are down or overloaded.",
+                "Retrying in 0.2 seconds...",
+                "parser.py",
+                "Applied edit to parser.py",
+                "Tokens: 1.2k sent, 34 received. Cost: $0.0019 message, $0.0042 session.",
+            ],
+            id="aider-recovered-after-a-retry",
+        ),
+        pytest.param("codex", ["tokens used", "1,234"], id="codex-success"),
+    ],
+)
+def test_a_run_that_ended_well_shows_no_known_failure(kind: str, tail: list[str]) -> None:
+    assert known_failure(_patterns(kind), tail, "Write the parser.") is None
+
+
+def test_a_line_that_echoes_the_prompt_is_not_a_failure() -> None:
+    prompt = "Handle this error:\n\n    The API provider is not able to authenticate you.\n"
+    echo = ["Handle this error:", "The API provider is not able to authenticate you."]
+    assert known_failure(_patterns("aider"), echo, prompt) is None
+    # The same words printed by the CLI itself, in a line of its own that the prompt does not hold, still count.
+    real = [*echo, "The API provider is not able to authenticate you. Check your API key."]
+    assert known_failure(_patterns("aider"), real, prompt) == real[-1]
+
+
+def test_the_previous_failure_quoted_in_the_prompt_is_not_mistaken_for_an_echo() -> None:
+    reason = "ERROR: unexpected status 401 Unauthorized: invalid x-api-key"
+    prompt = _render("body").replace("## What to do", f"> {reason}\n\n## What to do")
+    assert known_failure(_patterns("codex"), [f"> {reason}"], prompt) is None  # the agent printing its prompt
+    assert known_failure(_patterns("codex"), [reason], prompt) == reason  # codex failing the same way again
+
+
+def test_the_command_kind_knows_no_failure_output() -> None:
+    assert load_template("command").failure_patterns == ()
+
+
+def test_a_bad_failure_pattern_is_a_broken_template() -> None:
+    data = tomllib.loads((templates_dir() / "agents" / "aider.toml").read_text(encoding="utf-8"))
+    data["failure_patterns"] = ["(unclosed"]
+    with pytest.raises(SwarmError, match="bad regex"):
+        agents._parse_template("aider", "aider.toml", data)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -163,6 +163,45 @@ def test_empty_optional_fields_mean_defaults() -> None:
     assert (spec.depends_on, spec.priority, spec.requires, spec.max_attempts) == ((), 0, (), None)
 
 
+@pytest.mark.parametrize(
+    ("extra", "verify", "allow_empty"),
+    [
+        pytest.param("verify: pytest -q tests/test_x.py\n", "pytest -q tests/test_x.py", False, id="plain"),
+        pytest.param(
+            'verify: "make check && echo ok"\nallow_empty: true\n', "make check && echo ok", True, id="quoted"
+        ),
+        pytest.param('verify: ""\n', "", False, id="empty-means-no-verify"),
+        pytest.param("verify: |\n  ruff check .\n  pytest -q\n", "ruff check .\npytest -q", False, id="block"),
+        pytest.param("verify:\nallow_empty:\n", None, False, id="empty-fields-mean-defaults"),
+        pytest.param("allow_empty: false\n", None, False, id="allow-empty-false"),
+    ],
+)
+def test_verify_and_allow_empty(extra: str, verify: str | None, allow_empty: bool) -> None:
+    spec, problems = parse_spec_text(spec_text("S1", extra=extra), Path("a.md"))
+    assert problems == []
+    assert spec is not None
+    assert (spec.verify, spec.allow_empty) == (verify, allow_empty)
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        pytest.param("verify: 3\n", "verify must be a shell command written as text, got the number 3", id="number"),
+        pytest.param("verify: true\n", "verify must be a shell command written as text, got the boolean", id="bool"),
+        pytest.param("verify: [pytest, -q]\n", "verify must be a shell command written as text, got a list", id="list"),
+        pytest.param('allow_empty: "yes"\n', "allow_empty must be true or false, got the text 'yes'", id="text"),
+        pytest.param("allow_empty: 1\n", "allow_empty must be true or false, got the number 1", id="number"),
+    ],
+)
+def test_verify_and_allow_empty_of_the_wrong_type_name_the_file_line_and_fix(extra: str, fragment: str) -> None:
+    spec, problems = parse_spec_text(spec_text("S1", extra=extra), Path("specs/a.md"))
+    assert spec is None
+    assert len(problems) == 1
+    assert problems[0].startswith("specs/a.md:4: ")
+    assert fragment in problems[0]
+    assert "write e.g." in problems[0]
+
+
 def test_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
     specs = tmp_path / "specs"
     write(specs, "a.md", b"\xef\xbb\xbf---\r\nid: S1\r\nepic: E1\r\n---\r\nBody line\r\n")

@@ -95,6 +95,7 @@ def test_defaults_match_the_design() -> None:
         "swarm.host_label": "",
         "swarm.lock_timeout_seconds": 120.0,
         "swarm.log_max_bytes": 10_000_000,
+        "swarm.verify": "",
         "agent.kind": "claude",
         "agent.model": "sonnet",
         "agent.permission_mode": "bypassPermissions",

@@ -105,9 +105,9 @@ SELECT id, state FROM tasks WHERE id = ANY(%(ids)s::text[]);
 
 -- name: insert_task
 INSERT INTO tasks (id, epic, title, body, state, priority, requires, pending, attempts, max_attempts,
-                   timeout_seconds, source, created_at, updated_at)
+                   timeout_seconds, source, created_at, updated_at, verify, allow_empty)
 VALUES (%(id)s, %(epic)s, %(title)s, %(body)s, 'blocked', %(priority)s, %(requires)s::text[], 0, 0,
-        %(max_attempts)s, %(timeout_seconds)s, %(source)s, %(now)s, %(now)s);
+        %(max_attempts)s, %(timeout_seconds)s, %(source)s, %(now)s, %(now)s, %(verify)s, %(allow_empty)s);
 
 -- name: analyze_tasks
 ANALYZE tasks, deps, swarm_tasks;
@@ -154,7 +154,7 @@ RETURNING state;
 -- name: select_tasks
 SELECT t.id, t.epic, t.title, t.body, t.state, t.priority, t.requires, t.attempts, t.max_attempts,
        t.owner, t.lease_until, t.not_before, t.commit_sha, t.cost_usd, t.last_error,
-       t.created_at, t.updated_at, t.timeout_seconds, t.tokens, t.heartbeat_at,
+       t.created_at, t.updated_at, t.timeout_seconds, t.tokens, t.heartbeat_at, t.verify, t.allow_empty,
        ARRAY(SELECT d.depends_on FROM deps AS d WHERE d.task_id = t.id ORDER BY d.depends_on) AS deps
 FROM tasks AS t
 WHERE (%(epic)s::text IS NULL OR t.epic = %(epic)s::text) AND (%(id)s::text IS NULL OR t.id = %(id)s::text)

@@ -103,9 +103,9 @@ VALUES (:task, :now, :actor, :from_state, :to_state, :reason);
 
 -- name: insert_task
 INSERT INTO tasks (id, epic, title, body, state, priority, requires, pending, attempts, max_attempts,
-                   timeout_seconds, source, created_at, updated_at)
+                   timeout_seconds, source, created_at, updated_at, verify, allow_empty)
 VALUES (:id, :epic, :title, :body, 'blocked', :priority, :requires, 0, 0, :max_attempts,
-        :timeout_seconds, :source, :now, :now);
+        :timeout_seconds, :source, :now, :now, :verify, :allow_empty);
 
 -- name: insert_dep
 INSERT OR IGNORE INTO deps (task_id, depends_on) VALUES (:id, :dep);
@@ -142,7 +142,7 @@ RETURNING state;
 -- name: select_tasks
 SELECT t.id, t.epic, t.title, t.body, t.state, t.priority, t.requires, t.attempts, t.max_attempts,
        t.owner, t.lease_until, t.not_before, t.commit_sha, t.cost_usd, t.last_error,
-       t.created_at, t.updated_at, t.timeout_seconds, t.tokens, t.heartbeat_at,
+       t.created_at, t.updated_at, t.timeout_seconds, t.tokens, t.heartbeat_at, t.verify, t.allow_empty,
        (SELECT group_concat(depends_on, ' ') FROM (SELECT depends_on FROM deps WHERE task_id = t.id
                                                    ORDER BY depends_on)) AS deps
 FROM tasks AS t
