@@ -54,7 +54,7 @@ def test_v5_database_gains_verify_and_allow_empty_with_their_defaults(tmp_path: 
     conn.close()
 
     with open_store(f"sqlite:///{path}") as store:
-        assert store.schema_version() == 6
+        assert store.schema_version() == migrations("sqlite")[-1][0] >= 6
         old = store.get_task("A")
         assert (old.verify, old.allow_empty) == (None, False)  # the configuration's verify; changes required
 
