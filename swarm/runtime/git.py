@@ -1202,6 +1202,11 @@ class Worktree:
         _check_ref_text(sha, "commit")
         return _is_ancestor(self._git, sha, "HEAD")
 
+    def ref_sha(self, ref: str) -> str | None:
+        """The commit ``ref`` points at, or None when there is no such ref."""
+        result = self._git.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+        return result.out.strip() if result.status == 0 else None
+
     def reset_hard(self, sha: str) -> None:
         """Point the checked-out branch at ``sha`` and make the tree match it exactly.
 

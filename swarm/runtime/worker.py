@@ -912,9 +912,12 @@ class Worker:
         self._outcome = _outcome_of(result)
         if self._release_unfinished(claim, result):
             return
-        if not self._verified(claim, result, attempt):
+        changed = self._changed(attempt)
+        earlier = None if changed else self._already_on_branch(claim)
+        if not self._verified(claim, result, attempt, changed=changed or earlier is not None):
             return
-        sha = self._commit_finished(claim)
+        # A verify may leave files behind; they are the task's, so they are committed as usual.
+        sha = earlier if earlier and not self.worktree.has_changes() else self._commit_finished(claim)
         self._count_for_commit_graph()
         if not self._share_commit(claim, sha, result):
             return
@@ -944,14 +947,15 @@ class Worker:
             return False
         return True
 
-    def _verified(self, claim: Claim, result: RunResult, attempt: Attempt) -> bool:
+    def _verified(self, claim: Claim, result: RunResult, attempt: Attempt, *, changed: bool) -> bool:
         """docs/contract.md §3: a run that exited 0 is done only if its output shows no known failure, it changed
-        something (unless the spec allows none) and its verify passes. Otherwise the task is failed (its changes
-        stashed) or, when the verify run was stopped or lost the lease, released; then False."""
+        something (``changed``; or the spec allows none, or the task's commit is already on the branch) and its
+        verify passes. Otherwise the task is failed (its changes stashed) or, when the verify run was stopped or
+        lost the lease, released; then False."""
         reason = known_failure(self._failure_patterns, result.tail, attempt.prompt)
         if reason is not None:
             reason = f"the agent exited 0 but its output shows a known failure: {reason}"
-        elif not attempt.task.allow_empty and not self._changed(attempt):
+        elif not (attempt.task.allow_empty or changed):
             reason = "the agent changed nothing (no change in the worktree, no new commit); a spec that expects "
             reason += "no change says 'allow_empty: true'"
         else:
@@ -969,6 +973,16 @@ class Worker:
         self._stash(claim, "not verified")
         self._release_failed(claim, reason[:2000], result)
         return False
+
+    def _already_on_branch(self, claim: Claim) -> str | None:
+        """The commit that did this task before, when the branch already holds it (the queue started over beside
+        a kept branch, docs/contract.md §3): the agent found its work done. None otherwise."""
+        earlier = self.worktree.ref_sha(_task_ref(claim.task_id))
+        if earlier is None or not self.worktree.contains(earlier):
+            return None
+        where = f"the task's commit {earlier[:12]} is already on {self.run.branch}"
+        self.say(f"{claim.task_id}: the agent changed nothing; {where}")
+        return earlier
 
     def _changed(self, attempt: Attempt) -> bool:
         """Whether the agent changed the worktree or committed since it started (HEAD wherever it left it)."""

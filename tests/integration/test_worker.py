@@ -739,6 +739,29 @@ def test_an_agent_that_changed_nothing_fails(repo: Path, make_worker: MakeWorker
     assert failed.last_error.startswith("the agent changed nothing")  # type: ignore[attr-defined]
 
 
+def test_a_run_that_changes_nothing_because_the_task_is_already_on_its_branch_is_done(
+    repo: Path, make_run: MakeRun
+) -> None:
+    queue(repo, spec("A"))
+    run = make_run("agent-1", "echo hi > out.txt")
+    assert Worker(run, out=io.BytesIO()).loop() == 0
+    earlier = task(repo, "A").commit  # type: ignore[attr-defined]
+    # The queue started over (.swarm/ moved away on purpose); the kept branch already holds A's commit, so the
+    # agent writes what is there and changes nothing: that is A done, at the commit that did it.
+    for name in ("swarm.db", "swarm.db-wal", "swarm.db-shm"):
+        (repo / ".swarm" / name).unlink(missing_ok=True)
+    queue(repo, spec("A"))
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        again = run.model_copy(update={"swarm_id": store.ensure_swarm("E").id})
+    assert Worker(again, out=io.BytesIO()).loop() == 0
+    done = task(repo, "A")
+    assert done.state == TaskState.DONE  # type: ignore[attr-defined]
+    assert done.commit == earlier  # type: ignore[attr-defined]
+    assert git(repo, "rev-parse", "swarm/E/agent-1") == earlier  # no empty commit on top
+    log = (repo / ".swarm" / "logs" / "agent-1.log").read_text()
+    assert f"A: the agent changed nothing; the task's commit {earlier[:12]} is already on swarm/E/agent-1" in log
+
+
 def test_a_commit_of_the_agents_own_counts_as_a_change(repo: Path, make_worker: MakeWorker) -> None:
     queue(repo, spec("A"))
     commit = "echo mine > mine.txt && git add mine.txt && git -c user.name=a -c user.email=a@x commit -qm 'my own'"
