@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from swarm.agents import AgentTemplate, check_agent_cli, load_template, root_permission_problem
 from swarm.backlog import Backlog, load_backlog
@@ -79,6 +80,33 @@ class LaunchResult:
     tmux_socket: str = ""
     #: Nothing was left to do: no agent was started or is running for this launch.
     idle: bool = False
+
+
+def launch_json(result: LaunchResult) -> dict[str, Any]:
+    """What ``swarm launch --json`` prints and the lead's ``swarm_launch`` tool returns (never an agent's token)."""
+    queued = result.queued
+    return {
+        "swarm": {"id": result.swarm.id, "epic": result.swarm.epic, "epics": list(result.swarm.epics)},
+        "queued": {
+            "epic": queued.epic,
+            "added": queued.added,
+            "existing": queued.existing,
+            "ready": queued.ready,
+            "dependencies": [{"id": s.id, "epic": s.epic} for s in queued.dependencies],
+            "already_done": queued.already_done,
+            "joined": queued.joined is not None,
+        },
+        "agents": [
+            {"id": run.agent_id, "session": run.session, "branch": run.branch, "worktree": run.worktree}
+            for run in result.agents
+        ],
+        "created_worktrees": result.created_worktrees,
+        "started_sessions": result.started_sessions,
+        "resumed_sessions": result.resumed_sessions,
+        "warnings": result.warnings,
+        "tmux_socket": result.tmux_socket,
+        "idle": result.idle,
+    }
 
 
 def launch_overrides(request: LaunchRequest) -> dict[str, object]:
@@ -684,6 +712,28 @@ class TeardownOptions:
     delete_branches: bool = False
     grace: float | None = None
     all_hosts: bool = False
+
+
+def teardown_json(report: TeardownReport) -> dict[str, Any]:
+    """What ``swarm teardown --json`` prints and the lead's ``swarm_teardown`` tool returns."""
+    return {
+        "swarm": report.swarm_id,
+        "stopped_gracefully": report.stopped_gracefully,
+        "shutdown_responses": report.responses,
+        "killed": report.killed,
+        "returned_tasks": report.returned_tasks,
+        "wip_commits": report.wip_commits,
+        "sessions_killed": report.sessions_killed,
+        "worktrees_removed": report.worktrees_removed,
+        "worktrees_kept": report.worktrees_kept,
+        "branches_deleted": report.branches_deleted,
+        "branches_kept": report.branches_kept,
+        "survivors": report.survivors,
+        "sessions_left": report.sessions_left,
+        "clean": report.clean,
+        "already_down": report.already_down,
+        "ended": report.ended,
+    }
 
 
 def teardown(

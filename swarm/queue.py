@@ -63,6 +63,23 @@ class QueuedEpic:
     finished: bool = False
 
 
+def queued_json(result: QueuedEpic, loaded: LoadedConfig) -> dict[str, Any]:
+    """What ``swarm queue init --json`` prints and the lead's ``queue_init`` tool returns."""
+    return {
+        "swarm": {
+            "id": result.swarm.id,
+            "epic": result.epic,
+            "database": loaded.database_url(),
+            "max_agents": result.swarm.max_agents,
+        },
+        "added": result.added,
+        "existing": result.existing,
+        "ready": result.ready,
+        "dependencies": [{"id": s.id, "epic": s.epic} for s in result.dependencies],
+        "already_done": result.already_done,
+    }
+
+
 def queue_epic(
     loaded: LoadedConfig,
     backlog: Backlog,

@@ -11,7 +11,7 @@ import typer
 from swarm.cli.options import DbOption, RememberedDbOption
 from swarm.cli.output import console, emit_json, split_list
 from swarm.config import load_config
-from swarm.errors import SwarmError
+from swarm.errors import BadInput, SwarmError
 from swarm.follow import follow
 from swarm.launcher import (
     LaunchRequest,
@@ -19,8 +19,10 @@ from swarm.launcher import (
     TeardownOptions,
     TeardownReport,
     launch,
+    launch_json,
     load_launch_config,
     teardown,
+    teardown_json,
 )
 from swarm.runtime.git import open_repo
 
@@ -61,8 +63,15 @@ def launch_cmd(
     timeout: float | None = typer.Option(
         None, "--timeout", min=0.0, help="With --wait: give up after this many seconds."
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print what launch did as one JSON object (its progress goes to stderr)."
+    ),
 ) -> None:
     """Queue an epic, create one worktree and branch per agent, and start each agent in a tmux session."""
+    if as_json and wait:
+        raise BadInput(
+            "--json and --wait do not go together", hint="launch with --json, then poll 'swarm status --json'"
+        )
     out = console()
     request = LaunchRequest(
         epic=epic,
@@ -77,7 +86,14 @@ def launch_cmd(
         reuse_branches=reuse_branches,
     )
     loaded = load_launch_config(request, cwd=Path.cwd())
-    result = launch(request, cwd=Path.cwd(), say=out.print, loaded=loaded)
+    # With --json, stdout is the document only: what launch says on the way goes to stderr.
+    say = (lambda line: print(line, file=sys.stderr)) if as_json else out.print
+    result = launch(request, cwd=Path.cwd(), say=say, loaded=loaded)
+    if as_json:
+        for warning in result.warnings:
+            _warn(warning)
+        emit_json(launch_json(result))
+        return
     _print_launch(result, epic, out)
     if wait and not result.idle:
         _wait(result, loaded, timeout)
@@ -167,7 +183,7 @@ def teardown_cmd(
         say=(lambda line: print(line, file=sys.stderr)) if as_json else (lambda text: out.print(text, markup=False)),
     )
     if as_json:
-        emit_json(_report_json(report))
+        emit_json(teardown_json(report))
     else:
         _print_report(report)
     if report.swarm_id and not report.clean:
@@ -175,27 +191,6 @@ def teardown_cmd(
             f"teardown could not stop everything: processes {report.survivors}, sessions {report.sessions_left}",
             hint="stop those PIDs by hand (they carry this swarm's SWARM_ID) and run teardown again",
         )
-
-
-def _report_json(report: TeardownReport) -> dict[str, object]:
-    return {
-        "swarm": report.swarm_id,
-        "stopped_gracefully": report.stopped_gracefully,
-        "shutdown_responses": report.responses,
-        "killed": report.killed,
-        "returned_tasks": report.returned_tasks,
-        "wip_commits": report.wip_commits,
-        "sessions_killed": report.sessions_killed,
-        "worktrees_removed": report.worktrees_removed,
-        "worktrees_kept": report.worktrees_kept,
-        "branches_deleted": report.branches_deleted,
-        "branches_kept": report.branches_kept,
-        "survivors": report.survivors,
-        "sessions_left": report.sessions_left,
-        "clean": report.clean,
-        "already_down": report.already_down,
-        "ended": report.ended,
-    }
 
 
 def _print_report(report: TeardownReport) -> None:

@@ -17,7 +17,7 @@ from swarm.cli.output import console, emit_json, split_list
 from swarm.config import LoadedConfig
 from swarm.errors import BadInput
 from swarm.models import STATE_ORDER, TaskState, check_id
-from swarm.queue import add_task, backlog_folder, lead_token_path, open_queue, queue_epic
+from swarm.queue import add_task, backlog_folder, lead_token_path, open_queue, queue_epic, queued_json
 from swarm.store import Store
 from swarm.views import claim_json, iso, task_json
 
@@ -87,21 +87,7 @@ def init_cmd(
     specs = load_backlog(backlog_folder(loaded, backlog))  # validates everything before any write
     result = queue_epic(loaded, specs, epic, max_agents=max_agents)
     if as_json:
-        emit_json(
-            {
-                "swarm": {
-                    "id": result.swarm.id,
-                    "epic": result.epic,
-                    "database": loaded.database_url(),
-                    "max_agents": result.swarm.max_agents,
-                },
-                "added": result.added,
-                "existing": result.existing,
-                "ready": result.ready,
-                "dependencies": [{"id": s.id, "epic": s.epic} for s in result.dependencies],
-                "already_done": result.already_done,
-            }
-        )
+        emit_json(queued_json(result, loaded))
         return
     out = console()
     blocked = len(result.added) - len(result.ready)
