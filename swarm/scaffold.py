@@ -147,18 +147,37 @@ Use `docs/OVERVIEW.md` as the starting point and link the glossary from it. Chan
 }
 
 
-def scaffold_targets(repo: Path) -> list[Path]:
-    """The files ``swarm init`` creates or overwrites (``.gitignore`` is only ever appended to)."""
-    return [repo / CONFIG_FILE_NAME, *(repo / SPECS_DIR / name for name in EXAMPLE_SPECS)]
+#: Where ``swarm init --claude`` writes the lead's Claude Code slash command (``/swarm``).
+CLAUDE_COMMAND = Path(".claude") / "commands" / "swarm.md"
 
 
-def write_scaffold(repo: Path, force: bool = False) -> list[Path]:
-    """Write ``swarm.toml``, the example specs and the ``.gitignore`` entries into ``repo``.
+def claude_command_text() -> str:
+    """The slash command's text: ``templates/claude/swarm.md``."""
+    from swarm.agents import templates_dir
+
+    return (templates_dir() / "claude" / "swarm.md").read_text(encoding="utf-8")
+
+
+def scaffold_targets(repo: Path, claude: bool = False) -> list[Path]:
+    """The files ``swarm init`` creates or overwrites (``.gitignore`` is only ever appended to).
+
+    With ``claude`` the slash command too; in a repository that has a ``swarm.toml`` already, only that."""
+    base = [repo / CONFIG_FILE_NAME, *(repo / SPECS_DIR / name for name in EXAMPLE_SPECS)]
+    if not claude:
+        return base
+    if (repo / CONFIG_FILE_NAME).exists():
+        return [repo / CLAUDE_COMMAND]
+    return [*base, repo / CLAUDE_COMMAND]
+
+
+def write_scaffold(repo: Path, force: bool = False, claude: bool = False) -> list[Path]:
+    """Write ``swarm.toml``, the example specs and the ``.gitignore`` entries into ``repo``; with ``claude``
+    also the lead's slash command (only that when ``swarm.toml`` exists: the repository is set up already).
 
     Returns the files written, in order. Raises :class:`BadInput` (having written nothing) when a target
     exists and ``force`` is false; with ``force`` the targets are overwritten and nothing else is touched.
     """
-    targets = scaffold_targets(repo)
+    targets = scaffold_targets(repo, claude)
     existing = [path for path in targets if path.exists() or path.is_symlink()]
     if existing and not force:
         names = ", ".join(str(path.relative_to(repo)) for path in existing)
@@ -166,15 +185,21 @@ def write_scaffold(repo: Path, force: bool = False) -> list[Path]:
             f"swarm init would overwrite {names} in {repo}",
             hint="run 'swarm init --force' to overwrite them (no other file is touched)",
         )
+    command = claude_command_text() if claude else ""  # read before the first write: a missing template stops here
     written: list[Path] = []
     try:
-        (repo / SPECS_DIR).mkdir(parents=True, exist_ok=True)
-        for name, text in EXAMPLE_SPECS.items():
-            written.append(atomic_write_text(repo / SPECS_DIR / name, text))
-        written.append(atomic_write_text(repo / CONFIG_FILE_NAME, SWARM_TOML))
-        gitignore = update_gitignore(repo)
-        if gitignore is not None:
-            written.append(gitignore)
+        if repo / CONFIG_FILE_NAME in targets:
+            (repo / SPECS_DIR).mkdir(parents=True, exist_ok=True)
+            for name, text in EXAMPLE_SPECS.items():
+                written.append(atomic_write_text(repo / SPECS_DIR / name, text))
+            written.append(atomic_write_text(repo / CONFIG_FILE_NAME, SWARM_TOML))
+        if claude:
+            (repo / CLAUDE_COMMAND).parent.mkdir(parents=True, exist_ok=True)
+            written.append(atomic_write_text(repo / CLAUDE_COMMAND, command))
+        if repo / CONFIG_FILE_NAME in targets:
+            gitignore = update_gitignore(repo)
+            if gitignore is not None:
+                written.append(gitignore)
     except OSError as exc:
         where = exc.filename or repo
         raise SwarmError(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from swarm.config import find_repo_root, load_config
+from swarm.config import CONFIG_FILE_NAME, find_repo_root, load_config
 from swarm.scaffold import EXAMPLE_EPIC, SPECS_DIR, write_scaffold
 
 
@@ -50,12 +50,24 @@ def init(
             help="Overwrite swarm.toml and the example specs if they exist (no other file is touched).",
         ),
     ] = False,
+    claude: Annotated[
+        bool,
+        typer.Option(
+            "--claude",
+            help="Also write the Claude Code slash command .claude/commands/swarm.md (/swarm EPIC: launch, watch, "
+            "answer, tear down through 'swarm mcp --lead'); a repository with a swarm.toml gets only that.",
+        ),
+    ] = False,
 ) -> None:
     """Write a commented swarm.toml and an example specs/ backlog in the current repository."""
     repo = find_repo_root()
-    written = write_scaffold(repo, force=force)
+    written = write_scaffold(repo, force=force, claude=claude)
     for path in written:
         typer.echo(f"wrote {path.relative_to(repo)}")
+    if claude:
+        typer.echo("give Claude Code the lead's tools, once: claude mcp add swarm -- swarm mcp --lead")
+        if repo / CONFIG_FILE_NAME not in written:
+            return
     if not (repo / ".git").exists():
         typer.echo(f"note: {repo} is not a git repository; run 'git init' before 'swarm launch'", err=True)
     typer.echo(f"next: edit the specs in {SPECS_DIR}/ (or keep the examples), then run 'swarm launch {EXAMPLE_EPIC}'")

@@ -262,3 +262,38 @@ def test_every_option_has_help() -> None:
     result = CliRunner().invoke(cli(), ["config", "show", "--help"])
     assert "--json" in result.stdout
     assert "JSON object" in result.stdout
+
+
+# -- --claude: the lead's slash command -------------------------------------------------------------------
+
+
+def test_init_claude_writes_the_slash_command_too(repo: Path) -> None:
+    written = write_scaffold(repo, claude=True)
+    command = repo / ".claude" / "commands" / "swarm.md"
+    assert written == [*scaffold_targets(repo)[1:], repo / "swarm.toml", command, repo / ".gitignore"]
+    text = command.read_text(encoding="utf-8")
+    assert text.startswith("---\ndescription: ")
+    assert "$ARGUMENTS" in text
+    # It names every lead tool, and how to add the server when it is missing.
+    for tool in ("swarm_launch", "swarm_status", "questions", "msg_reply", "swarm_teardown", "queue_retry"):
+        assert tool in text
+    assert "claude mcp add swarm -- swarm mcp --lead" in text
+
+
+def test_init_claude_in_an_initialised_repository_writes_only_the_command(repo: Path) -> None:
+    write_scaffold(repo)
+    (repo / "swarm.toml").write_text("[swarm]\nmax_agents = 2\n", encoding="utf-8")
+    assert write_scaffold(repo, claude=True) == [repo / ".claude" / "commands" / "swarm.md"]
+    assert (repo / "swarm.toml").read_text(encoding="utf-8") == "[swarm]\nmax_agents = 2\n"
+    before = snapshot(repo)
+    with pytest.raises(BadInput, match=r"\.claude/commands/swarm\.md.*--force"):
+        write_scaffold(repo, claude=True)
+    assert snapshot(repo) == before
+
+
+def test_cli_init_claude(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(repo)
+    result = CliRunner().invoke(cli(), ["init", "--claude"])
+    assert result.exit_code == 0, result.output
+    assert "wrote .claude/commands/swarm.md" in result.output
+    assert "claude mcp add swarm -- swarm mcp --lead" in result.output
