@@ -214,7 +214,7 @@ def _build(backend: _LeadBackend) -> MCPServer[Any]:
 
 
 def _add_swarm_tools(tool: _ToolDecorator, backend: _LeadBackend) -> None:
-    """The swarm as a whole: ``swarm_launch``, ``swarm_status``, ``swarm_teardown``."""
+    """Starting and stopping the swarm: ``swarm_launch``, ``swarm_teardown`` (and ``swarm_status`` between them)."""
 
     @tool
     async def swarm_launch(
@@ -242,6 +242,41 @@ def _add_swarm_tools(tool: _ToolDecorator, backend: _LeadBackend) -> None:
 
         with _tool_errors():
             return await _run_job(backend, "swarm_launch", (epic, agents, agent, model, command), run)
+
+    _add_status_tool(tool, backend)
+
+    @tool
+    async def swarm_teardown(
+        now: Annotated[
+            bool, Field(description="Stop agents mid-task (their task goes back to the queue); default: after it.")
+        ] = False,
+    ) -> dict[str, Any]:
+        """Stop everything the swarm runs on this host and end it (`swarm teardown --json`): workers stop
+        (after their task, or at once with now=true), unfinished claims go back, uncommitted work is committed
+        as WIP on the agent's branch, sessions and worktrees are removed; branches keep the work. Returns
+        {"swarm", "returned_tasks", "wip_commits", "sessions_killed", "worktrees_removed", "clean", "ended",
+        ...}. A call returns after at most 25 s: {"in_progress": "swarm_teardown"} means call it again to keep
+        waiting."""
+
+        def run() -> dict[str, Any]:
+            loaded = backend.loaded()
+            with backend.lead_store("tear the swarm down"):
+                pass
+            report = teardown(cwd=backend.cwd, loaded=loaded, options=TeardownOptions(now=now), say=log.info)
+            if report.swarm_id and not report.clean:
+                raise SwarmError(
+                    f"teardown could not stop everything: processes {report.survivors}, "
+                    f"sessions {report.sessions_left}",
+                    hint="stop those PIDs by hand (they carry this swarm's SWARM_ID) and run teardown again",
+                )
+            return teardown_json(report)
+
+        with _tool_errors():
+            return await _run_job(backend, "swarm_teardown", (now,), run)
+
+
+def _add_status_tool(tool: _ToolDecorator, backend: _LeadBackend) -> None:
+    """Watching the swarm: ``swarm_status``."""
 
     @tool
     async def swarm_status(
@@ -277,35 +312,6 @@ def _add_swarm_tools(tool: _ToolDecorator, backend: _LeadBackend) -> None:
 
         with _tool_errors():
             return await _blocking(backend, blocking)
-
-    @tool
-    async def swarm_teardown(
-        now: Annotated[
-            bool, Field(description="Stop agents mid-task (their task goes back to the queue); default: after it.")
-        ] = False,
-    ) -> dict[str, Any]:
-        """Stop everything the swarm runs on this host and end it (`swarm teardown --json`): workers stop
-        (after their task, or at once with now=true), unfinished claims go back, uncommitted work is committed
-        as WIP on the agent's branch, sessions and worktrees are removed; branches keep the work. Returns
-        {"swarm", "returned_tasks", "wip_commits", "sessions_killed", "worktrees_removed", "clean", "ended",
-        ...}. A call returns after at most 25 s: {"in_progress": "swarm_teardown"} means call it again to keep
-        waiting."""
-
-        def run() -> dict[str, Any]:
-            loaded = backend.loaded()
-            with backend.lead_store("tear the swarm down"):
-                pass
-            report = teardown(cwd=backend.cwd, loaded=loaded, options=TeardownOptions(now=now), say=log.info)
-            if report.swarm_id and not report.clean:
-                raise SwarmError(
-                    f"teardown could not stop everything: processes {report.survivors}, "
-                    f"sessions {report.sessions_left}",
-                    hint="stop those PIDs by hand (they carry this swarm's SWARM_ID) and run teardown again",
-                )
-            return teardown_json(report)
-
-        with _tool_errors():
-            return await _run_job(backend, "swarm_teardown", (now,), run)
 
 
 def _add_queue_tools(tool: _ToolDecorator, backend: _LeadBackend) -> None:

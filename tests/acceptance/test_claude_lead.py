@@ -29,8 +29,10 @@ AGENT = (
 
 
 #: Claude Code in print mode, as the agent template runs it.
-LEAD_ARGV = ("claude", "-p", "--model", "sonnet", "--permission-mode", "bypassPermissions")
-LEAD_ARGV += ("--output-format", "stream-json", "--verbose")
+LEAD_ARGV = (
+    *("claude", "-p", "--model", "sonnet", "--permission-mode", "bypassPermissions"),
+    *("--output-format", "stream-json", "--verbose"),
+)
 
 
 def tool(name: str, **arguments: object) -> str:

@@ -44,6 +44,7 @@ LEVELS: dict[str, int] = {
     "swarm.console": 3,
     "swarm.follow": 3,
     "swarm.mcp_server": 3,
+    "swarm.mcp_lead": 3,
     "swarm.demo": 3,
     # 4: the command line.
     "swarm.cli": 4,
