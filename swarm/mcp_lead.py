@@ -10,7 +10,9 @@ MCP clients time tool calls out, so no call blocks for long: waits take at most 
 launch and teardown (which can take longer: worktrees, a shutdown grace period) run on a thread of the server
 that outlives the call; a call that returns before they finish says so, and calling the tool again with the
 same arguments keeps waiting for the same run. What launch starts lives in tmux, not in this process: the swarm
-keeps running when the server exits (it waits for a launch or teardown in progress before it does).
+keeps running when the server exits. A client that closes stdin gets a launch or teardown in progress finished
+first; one that kills the server (the MCP SDK sends SIGTERM 2 s after closing stdin) interrupts it, as Ctrl-C
+interrupts ``swarm launch``, and launching again resumes.
 """
 
 from __future__ import annotations
@@ -417,7 +419,7 @@ def serve() -> None:
 
     It acts as the lead of the repository around the cwd (its configuration, its database); every tool proves
     that first (docs/contract.md §7) and returns the failure as a tool error. A launch or teardown still in
-    progress when the client goes away is finished before the process exits.
+    progress when the client closes the connection is finished before the process exits (unless it is killed).
     """
     backend = _LeadBackend(os.environ, Path.cwd())
     try:

@@ -218,6 +218,11 @@ async def test_queue_tools_match_the_cli(repo: Path, tmux_socket: str) -> None:
         assert "\n" not in unknown
 
         assert await call(session, "msg_wait", timeout_s=0.2) == {"timeout": True}
+    # The CLI's launch --json is a document alone: with --wait's progress it would not be.
+    both = swarm_cli("launch", "E2", "--json", "--wait", cwd=repo, env=env)
+    assert both.returncode == 2
+    assert both.stderr.count("\n") == 1
+    assert "--json and --wait" in both.stderr
 
 
 async def test_lead_tools_refuse_an_agent(repo: Path, tmux_socket: str) -> None:
