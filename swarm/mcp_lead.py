@@ -383,7 +383,8 @@ def _add_thread_tools(tool: _ToolDecorator, backend: _LeadBackend) -> None:
     ) -> dict[str, Any]:
         """Wait for the next entry on the team thread addressed to you (the lead) or to everyone that you did
         not write (`swarm msg wait --json`); returns the entry or {"timeout": true}. One call waits at most
-        25 s; each call continues where your last wait stopped, so nothing sent in between is missed."""
+        25 s; each call continues where your last wait stopped, so nothing sent in between is missed (the very
+        first starts at the thread's end: msg_list and questions show what came before)."""
         wait_for = _clamp(timeout_s)
 
         def blocking(stopped: Callable[[], bool]) -> Message | None:

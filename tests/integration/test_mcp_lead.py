@@ -150,6 +150,9 @@ async def test_lead_launches_answers_watches_and_tears_down(repo: Path, tmux_soc
         assert launched["queued"]["added"] == ["A"]
         assert [a["id"] for a in launched["agents"]] == ["agent-1"]
         assert len(launched["started_sessions"]) == 2  # the agent and the monitor
+        # The lead's first wait starts at the thread's end: the question is the next entry addressed to it.
+        waited = await call(session, "msg_wait")
+        assert (waited["type"], waited["author"], waited["to"]) == ("question", "agent-1", "lead")
         # The agent's question holds the swarm: status returns as soon as it is open.
         watched = await call(session, "swarm_status", wait_s=25)
         assert [q["body"] for q in watched["questions"]] == ["which colour for A?"]
@@ -218,6 +221,10 @@ async def test_queue_tools_match_the_cli(repo: Path, tmux_socket: str) -> None:
         assert "\n" not in unknown
 
         assert await call(session, "msg_wait", timeout_s=0.2) == {"timeout": True}
+        assert (await call(session, "swarm_status"))["counts"]["ready"] == 1  # B; C waits for B
+        unknown_epic = await call_error(session, "swarm_status", epic="E9")
+        assert "epic 'E9' is not in swarm" in unknown_epic
+        assert "\n" not in unknown_epic
     # The CLI's launch --json is a document alone: with --wait's progress it would not be.
     both = swarm_cli("launch", "E2", "--json", "--wait", cwd=repo, env=env)
     assert both.returncode == 2
