@@ -39,6 +39,15 @@ INSTALL_HINTS: Mapping[str, str] = {
 PLACEHOLDERS = ("model", "permission_mode", "prompt_file", "worktree", "task_id", "command")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
+#: How long the prompt tells an agent to wait for the lead's answer (``swarm msg ask ... --timeout``).
+ASK_TIMEOUT_SECONDS = 600
+#: How long one shell command of an agent may run (``{command_timeout_ms}`` in a template's env): an ask's wait
+#: and a minute for the command to start, connect and print, so the CLI never stops an ask that keeps its word.
+COMMAND_TIMEOUT_SECONDS = ASK_TIMEOUT_SECONDS + 60
+#: The placeholders an env value may hold.
+_ENV_PLACEHOLDERS = {"command_timeout_ms": str(COMMAND_TIMEOUT_SECONDS * 1000)}
+_ENV_PLACEHOLDER = re.compile(r"\{(" + "|".join(_ENV_PLACEHOLDERS) + r")\}")
+
 PromptMode = Literal["stdin", "file"]
 
 #: How an agent's output reports what the run cost (the template's ``usage`` key): Claude Code's stream-json
@@ -246,7 +255,10 @@ def build_command(
                 argv.pop()  # the option that would have taken the empty value
             continue
         argv.append(_PLACEHOLDER.sub(lambda m: values[m.group(1)], part))
-    env = dict(template.env)
+    env = {
+        name: _ENV_PLACEHOLDER.sub(lambda m: _ENV_PLACEHOLDERS[m.group(1)], value)
+        for name, value in template.env.items()
+    }
     # Set here as well as by the worker so that an agent always finds its prompt, whatever the mode.
     env.update(
         {
@@ -482,4 +494,5 @@ def render_prompt(
         worktree=str(worktree),
         branch=branch,
         previous_failure=failure,
+        ask_timeout=str(ASK_TIMEOUT_SECONDS),
     )
