@@ -338,6 +338,13 @@ def _codex_usage(line: str, usage: dict[str, Any]) -> None:
         usage["tokens"] = int(line.replace(",", ""))
 
 
+def tool_output(fmt: UsageFormat, line: str) -> bool:
+    """Whether an output line of an agent whose output is in ``fmt`` is what its tools returned: Claude Code's
+    stream-json ``user`` events carry the tool results (a file it read, a command's output), the task's material
+    and never the provider reporting a rate limit, however much a file about rate limiting reads like one."""
+    return fmt == "claude-stream-json" and line.startswith('{"type":"user"')
+
+
 #: How many of the last output lines :func:`known_failure` searches: a CLI says how its run ended at the end,
 #: and a failure it recovered from (aider's "Retrying in 2.0 seconds...") lies further up.
 FAILURE_LINES = 3
@@ -347,6 +354,18 @@ def _normal(line: str) -> str:
     return " ".join(line.split())
 
 
+def prompt_lines(prompt: str) -> frozenset[str]:
+    """The lines of ``prompt``, whitespace collapsed, for :func:`echoes`."""
+    return frozenset(_normal(line) for line in prompt.splitlines())
+
+
+def echoes(line: str, prompt: frozenset[str]) -> bool:
+    """Whether an output line is equal (up to whitespace) to a line of the prompt (:func:`prompt_lines`): the agent
+    echoing its task (codex prints its prompt, a command agent may ``cat`` it), never the CLI reporting a failure or
+    a rate limit although the task's words may read like one."""
+    return _normal(line) in prompt
+
+
 def known_failure(patterns: Sequence[re.Pattern[str]], tail: Sequence[str], prompt: str) -> str | None:
     """The known failure in the last lines of an agent's output (docs/contract.md §3), or None.
 
@@ -354,10 +373,10 @@ def known_failure(patterns: Sequence[re.Pattern[str]], tail: Sequence[str], prom
     after it, joined with " | ". A line equal (up to whitespace) to a line of ``prompt`` is the agent echoing its
     task, never a failure.
     """
-    echoed = {_normal(line) for line in prompt.splitlines()}
+    echoed = prompt_lines(prompt)
     last = list(tail)[-FAILURE_LINES:]
     for number, line in enumerate(last):
-        if _normal(line) not in echoed and any(p.search(line) for p in patterns):
+        if not echoes(line, echoed) and any(p.search(line) for p in patterns):
             said = [_readable(text) for text in last[number:]]
             # A CLI often says it twice (Claude Code's last message and its result event, codex's two lines).
             return " | ".join(text for n, text in enumerate(said) if n == 0 or text != said[n - 1])

@@ -192,7 +192,7 @@ def test_claude_bash_commands_may_run_as_long_as_the_prompt_lets_an_ask_wait() -
     promised = re.search(r"swarm msg ask \"your question\" --timeout (\d+)", _render("body"))
     assert promised is not None
     asked_ms = int(promised.group(1)) * 1000
-    assert agents.ASK_TIMEOUT_SECONDS * 1000 == asked_ms  # one constant for the prompt and the environment
+    assert asked_ms == agents.ASK_TIMEOUT_SECONDS * 1000  # one constant for the prompt and the environment
     # Claude Code's Bash tool stops a command after BASH_DEFAULT_TIMEOUT_MS (2 minutes unless set), and a
     # longer timeout the model asks for is capped at BASH_MAX_TIMEOUT_MS: both must outlast the ask.
     for name in ("BASH_DEFAULT_TIMEOUT_MS", "BASH_MAX_TIMEOUT_MS"):
@@ -656,3 +656,17 @@ def test_bad_usage_format_is_a_broken_template() -> None:
 
 def _template_data(kind: str) -> dict[str, object]:
     return dict(tomllib.loads((templates_dir() / "agents" / f"{kind}.toml").read_text(encoding="utf-8")))
+
+
+def test_only_claudes_stream_json_tool_results_are_tool_output() -> None:
+    result = '{"type":"user","message":{"role":"user","content":[{"type":"tool_result","content":"rate limited"}]}}'
+    assert agents.tool_output("claude-stream-json", result)
+    assert not agents.tool_output("claude-stream-json", '{"type":"assistant","message":{"content":[]}}')
+    assert not agents.tool_output("codex", result)  # codex prints no JSON events: any line may be codex's own
+
+
+def test_echoes_ignores_whitespace_only() -> None:
+    lines = agents.prompt_lines("Retry on  HTTP 429:\n\n    Error: rate limited\n")
+    assert agents.echoes("Error: rate limited", lines)
+    assert agents.echoes("Retry on HTTP 429:", lines)
+    assert not agents.echoes("Error: rate limited, try again in 1 second", lines)
