@@ -231,7 +231,8 @@ def build_command(
     scanned again and any other brace (or ``$``) in a user's ``--command`` reaches ``sh -c`` untouched.
     An element that is exactly a placeholder with an empty value (``--model ""``) is dropped together with
     the option just before it, so the agent falls back to its own default. ``command`` is only used by the
-    ``command`` kind (the caller turns ``--command`` into that kind); it is required there.
+    ``command`` kind (the caller turns ``--command`` into that kind); it is required there. An env value's
+    ``{command_timeout_ms}`` becomes :data:`COMMAND_TIMEOUT_SECONDS` in milliseconds.
     """
     uses_command = any("{command}" in part for part in template.argv)
     if uses_command and not (command or "").strip():
