@@ -23,6 +23,7 @@ from swarm.agents import (
     known_kinds,
     load_template,
     root_permission_problem,
+    templates_dir,
 )
 from swarm.cli.output import console, emit_json
 from swarm.config import AgentSettings, load_config
@@ -147,6 +148,75 @@ def check_agent(template: AgentTemplate, *, required: bool) -> Check:
     return Check(name, OK, version, shutil.which(template.binary) or template.binary, required)
 
 
+#: Seconds to wait for ``<cli> --help``: aider imports its whole stack first (5 s on an idle machine).
+HELP_TIMEOUT_SECONDS = 30.0
+
+
+def template_options(template: AgentTemplate) -> tuple[list[str], list[str]]:
+    """The ``--help`` argv of the template's CLI and the options the template passes it.
+
+    The CLI's own arguments start at the first argv entry that is the template's binary (codex's template runs
+    it through a small ``/bin/sh -c`` front); the words right after it are subcommands (``codex exec``), whose
+    own ``--help`` lists their options. An option is an entry starting with ``-``, without any ``=value``.
+    """
+    argv = list(template.argv)
+    start = next((n for n, part in enumerate(argv) if os.path.basename(part) == template.binary), 0)
+    own = argv[start + 1 :]
+    subcommands = []
+    for part in own:
+        if part.startswith("-") or "{" in part:
+            break
+        subcommands.append(part)
+    options = [part.split("=", 1)[0] for part in own if part.startswith("-") and part != "-"]
+    return [template.binary, *subcommands, "--help"], list(dict.fromkeys(options))
+
+
+def _help_text(argv: list[str]) -> tuple[str | None, str]:
+    """The output of a CLI's ``--help`` (stdout and stderr), or None and why it could not be read."""
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=HELP_TIMEOUT_SECONDS,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return None, f"no answer within {HELP_TIMEOUT_SECONDS:g}s"
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    text = done.stdout + "\n" + done.stderr
+    if not text.strip():
+        return None, f"no output, exit {done.returncode}"
+    return text, ""
+
+
+def check_agent_options(template: AgentTemplate, version: str | None, *, required: bool) -> Check:
+    """Every option the template passes its CLI is one the installed version lists in its ``--help``: a renamed
+    or dropped option (codex 0.171 dropped --full-auto) would otherwise fail every task at its start."""
+    name = f"flags {template.kind}"
+    help_argv, options = template_options(template)
+    shown = " ".join(help_argv)
+    text, why = _help_text(help_argv)
+    if text is None:
+        return Check(name, WARN, version, f"cannot read {shown} ({why}); the template's options are not checked", False)
+    # An option is listed when it stands alone: "--model" must not be found inside "--model-settings".
+    unknown = [opt for opt in options if not re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text)]
+    if unknown:
+        source = templates_dir() / "agents" / f"{template.kind}.toml"
+        return Check(
+            name,
+            FAIL,
+            version,
+            f"{source} passes {', '.join(unknown)}, which {template.binary} {version or '(version unknown)'} does "
+            f"not accept ({shown}); remove it from the template's argv or install the version the template names",
+            required,
+        )
+    return Check(name, OK, version, f"{shown} lists the template's {len(options)} options", required)
+
+
 def check_postgres() -> Check:
     """PostgreSQL client and server tools: only needed for a PostgreSQL queue, so informational."""
     found = shutil.which("pg_ctl") or next(iter(sorted(glob.glob(_POSTGRES_GLOB), reverse=True)), None)
@@ -189,7 +259,11 @@ def run_checks(agent_kind: str | None = None) -> list[Check]:
     if kind not in kinds:
         checks.append(Check(f"agent {kind}", FAIL, None, f"unknown agent kind; known: {', '.join(kinds)}", True))
     for each in kinds:
-        checks.append(check_agent(load_template(each), required=each == kind))
+        template = load_template(each)
+        found = check_agent(template, required=each == kind)
+        checks.append(found)
+        if found.status == OK and template.binary:
+            checks.append(check_agent_options(template, found.version, required=each == kind))
     checks.append(check_postgres())
     if "claude" in kinds:
         checks.append(check_claude_root(permission_mode, os.environ))
