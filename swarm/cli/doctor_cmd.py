@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import typer
@@ -217,6 +218,14 @@ def check_agent_options(template: AgentTemplate, version: str | None, *, require
     return Check(name, OK, version, f"{shown} lists the template's {len(options)} options", required)
 
 
+def _agent_checks(template: AgentTemplate, *, required: bool) -> list[Check]:
+    """A kind's CLI, and once it is installed, the options its template passes it."""
+    found = check_agent(template, required=required)
+    if found.status != OK or not template.binary:
+        return [found]
+    return [found, check_agent_options(template, found.version, required=required)]
+
+
 def check_postgres() -> Check:
     """PostgreSQL client and server tools: only needed for a PostgreSQL queue, so informational."""
     found = shutil.which("pg_ctl") or next(iter(sorted(glob.glob(_POSTGRES_GLOB), reverse=True)), None)
@@ -258,12 +267,10 @@ def run_checks(agent_kind: str | None = None) -> list[Check]:
     kinds = known_kinds()
     if kind not in kinds:
         checks.append(Check(f"agent {kind}", FAIL, None, f"unknown agent kind; known: {', '.join(kinds)}", True))
-    for each in kinds:
-        template = load_template(each)
-        found = check_agent(template, required=each == kind)
-        checks.append(found)
-        if found.status == OK and template.binary:
-            checks.append(check_agent_options(template, found.version, required=each == kind))
+    # Each kind's CLI in its own thread: aider alone takes seconds to print its version and its help.
+    with ThreadPoolExecutor(max_workers=max(1, len(kinds))) as pool:
+        for found in pool.map(lambda each: _agent_checks(load_template(each), required=each == kind), kinds):
+            checks.extend(found)
     checks.append(check_postgres())
     if "claude" in kinds:
         checks.append(check_claude_root(permission_mode, os.environ))
@@ -276,7 +283,8 @@ def doctor_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Check the tools swarm needs (Python, git, tmux, SQLite, the agent CLIs). Exits 1 if one is missing."""
+    """Check the tools swarm needs (Python, git, tmux, SQLite, the agent CLIs) and that each installed agent CLI
+    accepts the options its template passes. Exits 1 if a required one is missing or fails."""
     checks = run_checks(agent)
     ok = all(c.passed for c in checks)
     if as_json:
