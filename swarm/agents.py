@@ -35,6 +35,10 @@ INSTALL_HINTS: Mapping[str, str] = {
     "aider": "pip install aider-chat",
 }
 
+#: The option the worker adds to a ``claude`` run: the ``swarm`` MCP server's config file (``swarm doctor`` checks
+#: that the installed Claude Code accepts it, as it does the template's own options).
+CLAUDE_MCP_OPTION = "--mcp-config"
+
 #: The placeholders an argv element may hold. Anything else in braces is left as it is.
 PLACEHOLDERS = ("model", "permission_mode", "prompt_file", "worktree", "task_id", "command")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")

@@ -18,6 +18,7 @@ import typer
 from rich.table import Table
 
 from swarm.agents import (
+    CLAUDE_MCP_OPTION,
     VERSION_TIMEOUT_SECONDS,
     AgentTemplate,
     check_agent_cli,
@@ -158,7 +159,8 @@ def template_options(template: AgentTemplate) -> tuple[list[str], list[str]]:
 
     The CLI's own arguments start at the first argv entry that is the template's binary (codex's template runs
     it through a small ``/bin/sh -c`` front); the words right after it are subcommands (``codex exec``), whose
-    own ``--help`` lists their options. An option is an entry starting with ``-``, without any ``=value``.
+    own ``--help`` lists their options. An option is an entry starting with ``-``, without any ``=value``; a
+    Claude Code run also gets the option the worker adds.
     """
     argv = list(template.argv)
     start = next((n for n, part in enumerate(argv) if os.path.basename(part) == template.binary), 0)
@@ -169,6 +171,8 @@ def template_options(template: AgentTemplate) -> tuple[list[str], list[str]]:
             break
         subcommands.append(part)
     options = [part.split("=", 1)[0] for part in own if part.startswith("-") and part != "-"]
+    if template.kind == "claude":
+        options.append(CLAUDE_MCP_OPTION)  # the worker adds it (the swarm MCP server)
     return [template.binary, *subcommands, "--help"], list(dict.fromkeys(options))
 
 

@@ -44,6 +44,7 @@ from types import FrameType
 from typing import IO, Any
 
 from swarm.agents import (
+    CLAUDE_MCP_OPTION,
     AgentCommand,
     build_command,
     echoes,
@@ -746,7 +747,7 @@ class Worker:
         env = self.agent_env(claim, prompt_file)
         env.update(command.env)
         if self.template.kind == "claude":
-            command.argv.extend(["--mcp-config", str(self.write_mcp_config(env))])
+            command.argv.extend([CLAUDE_MCP_OPTION, str(self.write_mcp_config(env))])
         return command, env
 
     def _supervise(

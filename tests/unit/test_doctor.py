@@ -135,7 +135,10 @@ def test_claude_root_warning(
 
 
 #: The options each built-in template passes its CLI, as that CLI's --help lists them.
-CLAUDE_HELP = "  -p, --print\n  --model <model>\n  --permission-mode <mode>\n  --output-format <format>\n  --verbose\n"
+CLAUDE_HELP = (
+    "  -p, --print\n  --model <model>\n  --permission-mode <mode>\n  --output-format <format>\n  --verbose\n"
+    "  --mcp-config <configs...>\n"  # the worker adds it
+)
 CODEX_EXEC_HELP = "  -c, --config <key=value>\n  -m, --model <MODEL>\n  -s, --sandbox <MODE>\n  --skip-git-repo-check\n"
 
 
@@ -188,7 +191,7 @@ def test_every_flag_accepted_passes_and_a_subcommands_help_is_read(
     checks = {c["name"]: c for c in json.loads(out)["checks"]}
     assert checks["flags claude"]["status"] == "ok", checks["flags claude"]
     assert checks["flags codex"]["status"] == "ok", checks["flags codex"]
-    assert "6 options" in checks["flags claude"]["detail"]
+    assert "7 options" in checks["flags claude"]["detail"]
     assert "codex exec --help" in checks["flags codex"]["detail"]
     assert "flags aider" not in checks  # not installed: its "agent aider" line says so
     assert code == 0, out
