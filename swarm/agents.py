@@ -35,9 +35,22 @@ INSTALL_HINTS: Mapping[str, str] = {
     "aider": "pip install aider-chat",
 }
 
+#: The option the worker adds to a ``claude`` run: the ``swarm`` MCP server's config file (``swarm doctor`` checks
+#: that the installed Claude Code accepts it, as it does the template's own options).
+CLAUDE_MCP_OPTION = "--mcp-config"
+
 #: The placeholders an argv element may hold. Anything else in braces is left as it is.
 PLACEHOLDERS = ("model", "permission_mode", "prompt_file", "worktree", "task_id", "command")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
+
+#: How long the prompt tells an agent to wait for the lead's answer (``swarm msg ask ... --timeout``).
+ASK_TIMEOUT_SECONDS = 600
+#: How long one shell command of an agent may run (``{command_timeout_ms}`` in a template's env): an ask's wait
+#: and a minute for the command to start, connect and print, so the CLI never stops an ask that keeps its word.
+COMMAND_TIMEOUT_SECONDS = ASK_TIMEOUT_SECONDS + 60
+#: The placeholders an env value may hold.
+_ENV_PLACEHOLDERS = {"command_timeout_ms": str(COMMAND_TIMEOUT_SECONDS * 1000)}
+_ENV_PLACEHOLDER = re.compile(r"\{(" + "|".join(_ENV_PLACEHOLDERS) + r")\}")
 
 PromptMode = Literal["stdin", "file"]
 
@@ -222,7 +235,8 @@ def build_command(
     scanned again and any other brace (or ``$``) in a user's ``--command`` reaches ``sh -c`` untouched.
     An element that is exactly a placeholder with an empty value (``--model ""``) is dropped together with
     the option just before it, so the agent falls back to its own default. ``command`` is only used by the
-    ``command`` kind (the caller turns ``--command`` into that kind); it is required there.
+    ``command`` kind (the caller turns ``--command`` into that kind); it is required there. An env value's
+    ``{command_timeout_ms}`` becomes :data:`COMMAND_TIMEOUT_SECONDS` in milliseconds.
     """
     uses_command = any("{command}" in part for part in template.argv)
     if uses_command and not (command or "").strip():
@@ -246,7 +260,10 @@ def build_command(
                 argv.pop()  # the option that would have taken the empty value
             continue
         argv.append(_PLACEHOLDER.sub(lambda m: values[m.group(1)], part))
-    env = dict(template.env)
+    env = {
+        name: _ENV_PLACEHOLDER.sub(lambda m: _ENV_PLACEHOLDERS[m.group(1)], value)
+        for name, value in template.env.items()
+    }
     # Set here as well as by the worker so that an agent always finds its prompt, whatever the mode.
     env.update(
         {
@@ -326,6 +343,13 @@ def _codex_usage(line: str, usage: dict[str, Any]) -> None:
         usage["tokens"] = int(line.replace(",", ""))
 
 
+def tool_output(fmt: UsageFormat, line: str) -> bool:
+    """Whether an output line of an agent whose output is in ``fmt`` is what its tools returned: Claude Code's
+    stream-json ``user`` events carry the tool results (a file it read, a command's output), the task's material
+    and never the provider reporting a rate limit, however much a file about rate limiting reads like one."""
+    return fmt == "claude-stream-json" and line.startswith('{"type":"user"')
+
+
 #: How many of the last output lines :func:`known_failure` searches: a CLI says how its run ended at the end,
 #: and a failure it recovered from (aider's "Retrying in 2.0 seconds...") lies further up.
 FAILURE_LINES = 3
@@ -335,6 +359,18 @@ def _normal(line: str) -> str:
     return " ".join(line.split())
 
 
+def prompt_lines(prompt: str) -> frozenset[str]:
+    """The lines of ``prompt``, whitespace collapsed, for :func:`echoes`."""
+    return frozenset(_normal(line) for line in prompt.splitlines())
+
+
+def echoes(line: str, prompt: frozenset[str]) -> bool:
+    """Whether an output line is equal (up to whitespace) to a line of the prompt (:func:`prompt_lines`): the agent
+    echoing its task (codex prints its prompt, a command agent may ``cat`` it), never the CLI reporting a failure or
+    a rate limit although the task's words may read like one."""
+    return _normal(line) in prompt
+
+
 def known_failure(patterns: Sequence[re.Pattern[str]], tail: Sequence[str], prompt: str) -> str | None:
     """The known failure in the last lines of an agent's output (docs/contract.md §3), or None.
 
@@ -342,10 +378,10 @@ def known_failure(patterns: Sequence[re.Pattern[str]], tail: Sequence[str], prom
     after it, joined with " | ". A line equal (up to whitespace) to a line of ``prompt`` is the agent echoing its
     task, never a failure.
     """
-    echoed = {_normal(line) for line in prompt.splitlines()}
+    echoed = prompt_lines(prompt)
     last = list(tail)[-FAILURE_LINES:]
     for number, line in enumerate(last):
-        if _normal(line) not in echoed and any(p.search(line) for p in patterns):
+        if not echoes(line, echoed) and any(p.search(line) for p in patterns):
             said = [_readable(text) for text in last[number:]]
             # A CLI often says it twice (Claude Code's last message and its result event, codex's two lines).
             return " | ".join(text for n, text in enumerate(said) if n == 0 or text != said[n - 1])
@@ -482,4 +518,5 @@ def render_prompt(
         worktree=str(worktree),
         branch=branch,
         previous_failure=failure,
+        ask_timeout=str(ASK_TIMEOUT_SECONDS),
     )

@@ -11,18 +11,21 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import typer
 from rich.table import Table
 
 from swarm.agents import (
+    CLAUDE_MCP_OPTION,
     VERSION_TIMEOUT_SECONDS,
     AgentTemplate,
     check_agent_cli,
     known_kinds,
     load_template,
     root_permission_problem,
+    templates_dir,
 )
 from swarm.cli.output import console, emit_json
 from swarm.config import AgentSettings, load_config
@@ -147,6 +150,86 @@ def check_agent(template: AgentTemplate, *, required: bool) -> Check:
     return Check(name, OK, version, shutil.which(template.binary) or template.binary, required)
 
 
+#: Seconds to wait for ``<cli> --help``: aider imports its whole stack first (5 s on an idle machine).
+HELP_TIMEOUT_SECONDS = 30.0
+
+
+def template_options(template: AgentTemplate) -> tuple[list[str], list[str]]:
+    """The ``--help`` argv of the template's CLI and the options the template passes it.
+
+    The CLI's own arguments start at the first argv entry that is the template's binary (codex's template runs
+    it through a small ``/bin/sh -c`` front); the words right after it are subcommands (``codex exec``), whose
+    own ``--help`` lists their options. An option is an entry starting with ``-``, without any ``=value``; a
+    Claude Code run also gets the option the worker adds.
+    """
+    argv = list(template.argv)
+    start = next((n for n, part in enumerate(argv) if os.path.basename(part) == template.binary), 0)
+    own = argv[start + 1 :]
+    subcommands = []
+    for part in own:
+        if part.startswith("-") or "{" in part:
+            break
+        subcommands.append(part)
+    options = [part.split("=", 1)[0] for part in own if part.startswith("-") and part != "-"]
+    if template.kind == "claude":
+        options.append(CLAUDE_MCP_OPTION)  # the worker adds it (the swarm MCP server)
+    return [template.binary, *subcommands, "--help"], list(dict.fromkeys(options))
+
+
+def _help_text(argv: list[str]) -> tuple[str | None, str]:
+    """The output of a CLI's ``--help`` (stdout and stderr), or None and why it could not be read."""
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=HELP_TIMEOUT_SECONDS,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return None, f"no answer within {HELP_TIMEOUT_SECONDS:g}s"
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    text = done.stdout + "\n" + done.stderr
+    if not text.strip():
+        return None, f"no output, exit {done.returncode}"
+    return text, ""
+
+
+def check_agent_options(template: AgentTemplate, version: str | None, *, required: bool) -> Check:
+    """Every option the template passes its CLI is one the installed version lists in its ``--help``: a renamed
+    or dropped option (codex 0.171 dropped --full-auto) would otherwise fail every task at its start."""
+    name = f"flags {template.kind}"
+    help_argv, options = template_options(template)
+    shown = " ".join(help_argv)
+    text, why = _help_text(help_argv)
+    if text is None:
+        return Check(name, WARN, version, f"cannot read {shown} ({why}); the template's options are not checked", False)
+    # An option is listed when it stands alone: "--model" must not be found inside "--model-settings".
+    unknown = [opt for opt in options if not re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text)]
+    if unknown:
+        source = templates_dir() / "agents" / f"{template.kind}.toml"
+        return Check(
+            name,
+            FAIL,
+            version,
+            f"{source} passes {', '.join(unknown)}, which {template.binary} {version or '(version unknown)'} does "
+            f"not accept ({shown}); remove it from the template's argv or install the version the template names",
+            required,
+        )
+    return Check(name, OK, version, f"{shown} lists the template's {len(options)} options", required)
+
+
+def _agent_checks(template: AgentTemplate, *, required: bool) -> list[Check]:
+    """A kind's CLI, and once it is installed, the options its template passes it."""
+    found = check_agent(template, required=required)
+    if found.status != OK or not template.binary:
+        return [found]
+    return [found, check_agent_options(template, found.version, required=required)]
+
+
 def check_postgres() -> Check:
     """PostgreSQL client and server tools: only needed for a PostgreSQL queue, so informational."""
     found = shutil.which("pg_ctl") or next(iter(sorted(glob.glob(_POSTGRES_GLOB), reverse=True)), None)
@@ -188,8 +271,10 @@ def run_checks(agent_kind: str | None = None) -> list[Check]:
     kinds = known_kinds()
     if kind not in kinds:
         checks.append(Check(f"agent {kind}", FAIL, None, f"unknown agent kind; known: {', '.join(kinds)}", True))
-    for each in kinds:
-        checks.append(check_agent(load_template(each), required=each == kind))
+    # Each kind's CLI in its own thread: aider alone takes seconds to print its version and its help.
+    with ThreadPoolExecutor(max_workers=max(1, len(kinds))) as pool:
+        for found in pool.map(lambda each: _agent_checks(load_template(each), required=each == kind), kinds):
+            checks.extend(found)
     checks.append(check_postgres())
     if "claude" in kinds:
         checks.append(check_claude_root(permission_mode, os.environ))
@@ -202,7 +287,8 @@ def doctor_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Check the tools swarm needs (Python, git, tmux, SQLite, the agent CLIs). Exits 1 if one is missing."""
+    """Check the tools swarm needs (Python, git, tmux, SQLite, the agent CLIs) and that each installed agent CLI
+    accepts the options its template passes. Exits 1 if a required one is missing or fails."""
     checks = run_checks(agent)
     ok = all(c.passed for c in checks)
     if as_json:

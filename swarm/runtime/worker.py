@@ -43,7 +43,18 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from swarm.agents import AgentCommand, build_command, known_failure, load_template, parse_usage, render_prompt
+from swarm.agents import (
+    CLAUDE_MCP_OPTION,
+    AgentCommand,
+    build_command,
+    echoes,
+    known_failure,
+    load_template,
+    parse_usage,
+    prompt_lines,
+    render_prompt,
+    tool_output,
+)
 from swarm.errors import BadInput, LeaseLost, StoreError, SwarmError
 from swarm.models import LEAD, AgentState, Claim, Message, Task
 from swarm.runtime import procs
@@ -704,7 +715,7 @@ class Worker:
         result = RunResult()
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         usage: dict[str, Any] = {}
-        reader = threading.Thread(target=self._pump, args=(proc, tail, usage), daemon=True)
+        reader = threading.Thread(target=self._pump, args=(proc, tail, usage, prompt_lines(prompt)), daemon=True)
         reader.start()
         if command.stdin_prompt:
             threading.Thread(target=_feed, args=(proc, prompt), daemon=True).start()
@@ -736,7 +747,7 @@ class Worker:
         env = self.agent_env(claim, prompt_file)
         env.update(command.env)
         if self.template.kind == "claude":
-            command.argv.extend(["--mcp-config", str(self.write_mcp_config(env))])
+            command.argv.extend([CLAUDE_MCP_OPTION, str(self.write_mcp_config(env))])
         return command, env
 
     def _supervise(
@@ -800,8 +811,11 @@ class Worker:
             self.say("the agent's output is still held open by a process swarm cannot see; not waiting for it")
         self.store.update_agent(self.run.agent_id, agent_pid=None)
 
-    def _pump(self, proc: subprocess.Popen[bytes], tail: deque[str], usage: dict[str, Any]) -> None:
-        """Copy the agent's output to the pane and the log; keep the tail; note progress, cost, rate limits."""
+    def _pump(
+        self, proc: subprocess.Popen[bytes], tail: deque[str], usage: dict[str, Any], prompt: frozenset[str]
+    ) -> None:
+        """Copy the agent's output to the pane and the log; keep the tail; note progress, cost, rate limits (not in
+        the lines that echo the ``prompt``, :func:`swarm.agents.prompt_lines`)."""
         assert proc.stdout is not None
         last_note = 0.0
         pending: str | None = None
@@ -812,7 +826,9 @@ class Worker:
                 continue
             tail.append(text)
             parse_usage(self.template.usage, text, usage)
-            self._watch_rate_limit(text)
+            # A spec about rate limiting printed back, or a file about it the agent read, is not the provider.
+            if not echoes(text, prompt) and not tool_output(self.template.usage, text):
+                self._watch_rate_limit(text)
             pending = text
             now = time.monotonic()
             if now - last_note >= OUTPUT_NOTE_SECONDS:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from swarm.agents import COMMAND_TIMEOUT_SECONDS
 from swarm.runtime.tmux import private_sessions as tmux_sessions
 from swarm.runtime.tmux import stop_private_server
 from tests.acceptance.conftest import git
@@ -64,6 +65,7 @@ def test_claude_template_runs_the_real_cli(tmp_path: Path, mock_api: tuple[int, 
     (repo / "specs" / "A.md").write_text(
         "---\nid: A\nepic: E1\ntitle: Write a file and say hello\n---\n"
         "RUN: mkdir -p out && echo written-by-claude > out/A.txt\n"
+        'RUN: echo "$BASH_DEFAULT_TIMEOUT_MS $BASH_MAX_TIMEOUT_MS" > out/timeouts.txt\n'
         'TOOL: mcp__swarm__msg_send {"text": "hello from claude", "to": "lead"}\n'
     )
     git(repo, "init", "-q", "-b", "main")
@@ -116,6 +118,18 @@ def test_claude_template_runs_the_real_cli(tmp_path: Path, mock_api: tuple[int, 
         assert task["state"] == "done"
         assert git(repo, "show", f"{task['commit']}:out/A.txt") == "written-by-claude"
         assert git(repo, "log", "-1", "--format=%s", task["commit"]) == "A: Write a file and say hello"
+        # The Bash tool lets a command run longer than the prompt's `swarm msg ask --timeout` waits.
+        limit = str(COMMAND_TIMEOUT_SECONDS * 1000)
+        assert git(repo, "show", f"{task['commit']}:out/timeouts.txt") == f"{limit} {limit}"
+        # Claude Code's own worktree, subagent, task-list and scheduling tools are not offered (the init event
+        # lists the tools of the session; "Task" there is the subagent tool "Agent").
+        events = [json.loads(line) for line in logs.read_text().splitlines() if line.startswith('{"type":"system"')]
+        offered = next(e["tools"] for e in events if e.get("subtype") == "init")
+        assert "Bash" in offered
+        assert not [
+            t for t in offered if t in {"Task", "Agent", "Workflow", "ScheduleWakeup"} or t.endswith("Worktree")
+        ]
+        assert not [t for t in offered if t.startswith(("Task", "Cron"))]
         assert (task["cost_usd"] or 0) > 0  # from the stream-json result line
         assert (task["tokens"] or 0) > 0
         # The agent reached the swarm MCP server (proving its identity with its token) and wrote on the thread.

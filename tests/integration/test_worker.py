@@ -20,7 +20,7 @@ from swarm.models import AgentRecord, Spec, TaskState
 from swarm.runtime import procs
 from swarm.runtime.git import open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path, write_run_file
-from swarm.runtime.worker import Worker
+from swarm.runtime.worker import CONTROL_THREAD, Worker
 from swarm.store import open_store
 from tests.helpers import retry_until, swarm_cli
 
@@ -829,3 +829,42 @@ def test_the_next_attempts_prompt_carries_the_previous_failure(repo: Path, make_
     first, second = (prompts / "A-1.md").read_text(), (prompts / "A-2.md").read_text()
     assert "previous attempt" not in first
     assert "## The previous attempt failed\n\n> verify failed (exit 1): expected 3, got 2\n" in second
+
+
+#: A spec about rate limiting: its lines read like a provider's rate-limit message.
+RATE_LIMIT_SPEC = "Retry when the API answers HTTP 429:\n\nError: rate limited, try again in 30 seconds\n"
+
+
+@pytest.mark.parametrize(
+    ("agent", "paused"),
+    [
+        # Codex echoes its prompt: the spec's own lines are the task, not the provider talking.
+        pytest.param("cat; echo x > f.txt", False, id="the-agent-echoes-its-prompt"),
+        # Claude Code's stream-json "user" events are what its tools returned (a file it read, a command's
+        # output): the task's material, not the provider. (The command kind reads stream-json like claude.)
+        pytest.param(
+            """echo '{"type":"user","message":{"content":[{"type":"tool_result","content":"rate limited"}]}}'; """
+            "echo x > f.txt",
+            False,
+            id="a-tool-result-in-stream-json",
+        ),
+        # The same words in a line of the agent's own still pause claims (for the second it names).
+        pytest.param("cat; echo 'Error: rate limited, try again in 1 second'; echo x > f.txt", True, id="real"),
+    ],
+)
+def test_a_rate_limit_in_the_prompt_echoed_does_not_pause_claims(
+    repo: Path, make_worker: MakeWorker, agent: str, paused: bool
+) -> None:
+    queue(repo, Spec(id="A", epic="E", title="t", body=RATE_LIMIT_SPEC, max_attempts=1))
+    worker = make_worker("agent-1", agent)
+    assert worker.loop() == 0
+    assert task(repo, "A").state == TaskState.DONE  # type: ignore[attr-defined]
+    with open_store(f"sqlite:///{repo}/.swarm/swarm.db") as store:
+        until, reason = store.claims_paused(worker.run.swarm_id)
+        signals = [m.body for m in store.list_messages(CONTROL_THREAD) if m.type == "signal.rate_limited"]
+    if not paused:
+        assert (until, reason, signals) == (0.0, None, [])
+        return
+    assert until > 0
+    assert reason == "rate limit seen by agent-1"
+    assert signals == ["claims paused for 1s: Error: rate limited, try again in 1 second"]

@@ -149,6 +149,57 @@ def test_claude_command_substitutes_model_and_permission_mode() -> None:
     assert not any("{" in part for part in built.argv)
 
 
+#: Claude Code's tools that move the work out of swarm's worktree (EnterWorktree, a subagent's own worktree) or
+#: schedule work beyond the run (cron jobs, wake-ups, background workflows, its own task list), as 2.1.197 names
+#: them in the init event ("Task" there is the "Agent" tool of the API).
+CLAUDE_TOOLS_OFF = {
+    "Agent",
+    "EnterWorktree",
+    "ExitWorktree",
+    "CronCreate",
+    "CronDelete",
+    "CronList",
+    "ScheduleWakeup",
+    "TaskCreate",
+    "TaskGet",
+    "TaskList",
+    "TaskOutput",
+    "TaskStop",
+    "TaskUpdate",
+    "Workflow",
+}
+
+
+def test_claude_gets_no_worktree_task_or_cron_tools() -> None:
+    argv = _build("claude")
+    denied = argv[argv.index("--disallowedTools") + 1]
+    assert set(denied.split(",")) == CLAUDE_TOOLS_OFF
+    # One argument: the option takes every following word up to the next option, and the worker appends
+    # --mcp-config after it, so a list of words would be fragile.
+    after = argv[argv.index("--disallowedTools") + 2 :]
+    assert not after or after[0].startswith("-")
+
+
+def test_claude_bash_commands_may_run_as_long_as_the_prompt_lets_an_ask_wait() -> None:
+    built = build_command(
+        load_template("claude"),
+        model="sonnet",
+        permission_mode="acceptEdits",
+        prompt_file=PROMPT_FILE,
+        worktree=WORKTREE,
+        task_id="T1",
+    )
+    promised = re.search(r"swarm msg ask \"your question\" --timeout (\d+)", _render("body"))
+    assert promised is not None
+    asked_ms = int(promised.group(1)) * 1000
+    assert asked_ms == agents.ASK_TIMEOUT_SECONDS * 1000  # one constant for the prompt and the environment
+    # Claude Code's Bash tool stops a command after BASH_DEFAULT_TIMEOUT_MS (2 minutes unless set), and a
+    # longer timeout the model asks for is capped at BASH_MAX_TIMEOUT_MS: both must outlast the ask.
+    for name in ("BASH_DEFAULT_TIMEOUT_MS", "BASH_MAX_TIMEOUT_MS"):
+        assert int(built.env[name]) > asked_ms, name
+    assert not any("{" in value for value in built.env.values())
+
+
 def _run_codex_front(tmp_path: Path, database_url: str, model: str = "gpt-5-codex") -> list[str]:
     """Run the codex template's argv with a fake ``codex`` that prints its arguments and its stdin."""
     fake = tmp_path / "bin" / "codex"
@@ -605,3 +656,17 @@ def test_bad_usage_format_is_a_broken_template() -> None:
 
 def _template_data(kind: str) -> dict[str, object]:
     return dict(tomllib.loads((templates_dir() / "agents" / f"{kind}.toml").read_text(encoding="utf-8")))
+
+
+def test_only_claudes_stream_json_tool_results_are_tool_output() -> None:
+    result = '{"type":"user","message":{"role":"user","content":[{"type":"tool_result","content":"rate limited"}]}}'
+    assert agents.tool_output("claude-stream-json", result)
+    assert not agents.tool_output("claude-stream-json", '{"type":"assistant","message":{"content":[]}}')
+    assert not agents.tool_output("codex", result)  # codex prints no JSON events: any line may be codex's own
+
+
+def test_echoes_ignores_whitespace_only() -> None:
+    lines = agents.prompt_lines("Retry on  HTTP 429:\n\n    Error: rate limited\n")
+    assert agents.echoes("Error: rate limited", lines)
+    assert agents.echoes("Retry on HTTP 429:", lines)
+    assert not agents.echoes("Error: rate limited, try again in 1 second", lines)
