@@ -1,0 +1,146 @@
+"""The bubblewrap argv builder (pure) and the sandbox settings' checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from swarm.config import ConfigError, load_config
+from swarm.errors import BadInput
+from swarm.runtime import sandbox
+from swarm.runtime.sandbox import SandboxSpec, bwrap_argv, mounts
+
+REPO = "/home/u/proj"
+
+
+def spec(**changes: object) -> SandboxSpec:
+    base: dict[str, object] = {
+        "worktree": f"{REPO}/.worktrees/a1",
+        "repo": REPO,
+        "git_common_dir": f"{REPO}/.git",
+        "git_dir": f"{REPO}/.git/worktrees/a1",
+        "worktree_base": f"{REPO}/.worktrees",
+        "prompt_dir": f"{REPO}/.swarm/prompts/a1",
+        "home": "/home/u",
+        "swarm_paths": ("/venv",),
+        "readonly": (f"{REPO}/.git/hooks", f"{REPO}/.git/config", f"{REPO}/.worktrees/a1/.git"),
+        "system": (("/usr", None), ("/bin", "usr/bin")),
+    }
+    base.update(changes)
+    return SandboxSpec(**base)  # type: ignore[arg-type]
+
+
+def order(s: SandboxSpec) -> list[tuple[str, str]]:
+    return [(m.op, m.dest) for m in mounts(s)]
+
+
+def test_a_home_holding_the_repository_is_bound_before_the_repository_is_hidden_and_its_parts_bound_back() -> None:
+    seen = order(spec())
+    index = {entry: i for i, entry in enumerate(seen)}
+    home = index[("--bind", "/home/u")]
+    hide_repo = index[("--tmpfs", REPO)]
+    hide_worktrees = index[("--tmpfs", f"{REPO}/.worktrees")]
+    hide_meta = index[("--tmpfs", f"{REPO}/.git/worktrees")]
+    assert (
+        home
+        < hide_repo
+        < index[("--bind", f"{REPO}/.git")]
+        < hide_meta
+        < index[("--bind", f"{REPO}/.git/worktrees/a1")]
+    )
+    assert (
+        hide_worktrees < index[("--bind", f"{REPO}/.worktrees/a1")] < index[("--ro-bind", f"{REPO}/.worktrees/a1/.git")]
+    )
+    assert index[("--bind", f"{REPO}/.git")] < index[("--ro-bind", f"{REPO}/.git/hooks")]
+    assert hide_repo < index[("--ro-bind", f"{REPO}/.swarm/prompts/a1")]
+    # .swarm itself is never bound: only the agent's own prompts, below the hidden repository.
+    assert not any(dest == f"{REPO}/.swarm" for _, dest in seen)
+
+
+def test_a_configured_path_at_a_hidden_path_does_not_uncover_it() -> None:
+    seen = order(spec(extra_paths=(REPO,)))
+    assert seen.index(("--ro-bind", REPO)) < seen.index(("--tmpfs", REPO))
+
+
+def test_a_home_subset_is_a_fresh_home_with_only_those_paths() -> None:
+    seen = order(spec(home_paths=(".claude", ".config/x")))
+    assert ("--bind", "/home/u") not in seen
+    assert seen.index(("--tmpfs", "/home/u")) < seen.index(("--bind", "/home/u/.claude"))
+    assert ("--bind", "/home/u/.config/x") in seen
+
+
+def test_the_argv_namespaces_and_runs_the_agent_in_its_worktree() -> None:
+    argv = bwrap_argv(spec(), ["claude", "-p"], bwrap="/usr/bin/bwrap")
+    assert argv[0] == "/usr/bin/bwrap"
+    assert {"--die-with-parent", "--unshare-pid", "--unshare-ipc"} <= set(argv)
+    assert "--unshare-net" not in argv
+    assert argv[-4:] == [f"{REPO}/.worktrees/a1", "--", "claude", "-p"]
+    assert argv[argv.index("--chdir") + 1] == f"{REPO}/.worktrees/a1"
+    assert ["--proc", "/proc"] == argv[argv.index("--proc") : argv.index("--proc") + 2]
+    assert ["--symlink", "usr/bin", "/bin"] == argv[argv.index("--symlink") : argv.index("--symlink") + 3]
+    assert "--unshare-net" in bwrap_argv(spec(network=False), ["x"])
+
+
+def test_the_channel_folder_is_bound_read_write() -> None:
+    assert ("--bind", "/run/swarm/a1") in order(spec(channel_dir="/run/swarm/a1"))
+
+
+def test_git_dirs_reads_the_worktree_link(tmp_path: Path) -> None:
+    common = tmp_path / "repo" / ".git"
+    meta = common / "worktrees" / "a1"
+    meta.mkdir(parents=True)
+    (meta / "commondir").write_text("../..\n")
+    wt = tmp_path / "wt"
+    wt.mkdir()
+    (wt / ".git").write_text(f"gitdir: {meta}\n")
+    assert sandbox.git_dirs(wt) == (str(meta), str(common))
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+
+def test_an_unknown_sandbox_kind_is_one_line_naming_the_choices(tmp_path: Path) -> None:
+    (tmp_path / "swarm.toml").write_text('[swarm]\nsandbox = "docker"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path, env={})
+    assert "swarm.sandbox" in caught.value.render() and "'bwrap'" in caught.value.render()
+    assert "\n" not in caught.value.render()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("sandbox_paths", '["relative/dir"]'), ("sandbox_home", '["/etc"]'), ("sandbox_home", '["~/../x"]')],
+)
+def test_sandbox_paths_of_the_wrong_shape_are_refused(tmp_path: Path, key: str, value: str) -> None:
+    (tmp_path / "swarm.toml").write_text(f"[swarm]\n{key} = {value}\n")
+    with pytest.raises(ConfigError, match=f"swarm.{key}"):
+        load_config(tmp_path, env={})
+
+
+def test_the_sandbox_settings_have_safe_defaults(tmp_path: Path) -> None:
+    cfg = load_config(tmp_path, env={}).config.swarm
+    assert (cfg.sandbox, cfg.sandbox_network, cfg.sandbox_home, cfg.sandbox_paths) == ("none", True, [], [])
+
+
+def test_a_missing_sandbox_path_is_bad_input(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path)}
+    with pytest.raises(BadInput, match="sandbox_paths names /nonexistent/x, which does not exist"):
+        sandbox.check_paths([], ["/nonexistent/x"], env, repo=tmp_path, worktree_base=tmp_path / ".worktrees")
+    with pytest.raises(BadInput, match=r"sandbox_home names .*\.claude, which does not exist"):
+        sandbox.check_paths(["~/.claude"], [], env, repo=tmp_path, worktree_base=tmp_path / ".worktrees")
+
+
+def test_a_sandbox_path_inside_what_is_hidden_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / ".swarm" / "run").mkdir(parents=True)
+    with pytest.raises(BadInput, match="inside what the sandbox hides"):
+        sandbox.check_paths([], [str(tmp_path / ".swarm" / "run")], {}, repo=tmp_path, worktree_base=tmp_path / "w")
+
+
+def test_bwrap_missing_is_bad_input_with_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BadInput) as caught:
+        sandbox.check("bwrap", home_setting=[], extra=[], env={}, repo=tmp_path, worktree_base=tmp_path)
+    text = caught.value.render()
+    assert "bwrap (bubblewrap) is not on PATH" in text and "apt-get install bubblewrap" in text
+    sandbox.check("none", home_setting=[], extra=[], env={}, repo=tmp_path, worktree_base=tmp_path)
