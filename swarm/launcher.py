@@ -32,7 +32,7 @@ from swarm.errors import BadInput, StoreError, SwarmError
 from swarm.identity import hash_token, lead_token
 from swarm.models import LEAD, AgentRecord, AgentState, Task, check_id
 from swarm.queue import QueuedEpic, backlog_folder, database_exists, lead_token_path, open_queue, queue_epic
-from swarm.runtime import procs
+from swarm.runtime import procs, sandbox
 from swarm.runtime.git import GitRepo, is_inside, open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path, read_run_file, run_file_path, write_run_file
 from swarm.runtime.sessions import monitor_sessions, session_name, start_monitor, start_worker
@@ -129,6 +129,7 @@ def launch(
         loaded = load_config(repo.root, overrides=overrides, env=launch_env)
     tmux_available()
     template = _check_agent(request, loaded, launch_env)
+    _check_sandbox(repo.root, loaded, launch_env)
     backlog = load_backlog(backlog_folder(loaded))
     backlog.epic_specs(request.epic)
     base = repo.resolve(request.base or "HEAD")
@@ -156,6 +157,19 @@ def _check_agent(request: LaunchRequest, loaded: LoadedConfig, launch_env: dict[
     if problem:
         raise BadInput(problem)
     return template
+
+
+def _check_sandbox(root: Path, loaded: LoadedConfig, launch_env: dict[str, str]) -> None:
+    """BadInput before anything starts when the configured sandbox cannot run here (docs/contract.md §6)."""
+    cfg = loaded.config.swarm
+    sandbox.check(
+        cfg.sandbox,
+        home_setting=cfg.sandbox_home,
+        extra=cfg.sandbox_paths,
+        env=launch_env,
+        repo=root,
+        worktree_base=root / cfg.worktree_base,
+    )
 
 
 def _checkout_warnings(repo: GitRepo, base: str) -> list[str]:
@@ -569,6 +583,10 @@ def _plan_agents(
                 retry_backoff_max_seconds=cfg.queue.retry_backoff_max_seconds,
                 log_max_bytes=cfg.swarm.log_max_bytes,
                 verify=cfg.swarm.verify,
+                sandbox=cfg.swarm.sandbox,
+                sandbox_network=cfg.swarm.sandbox_network,
+                sandbox_home=list(cfg.swarm.sandbox_home),
+                sandbox_paths=list(cfg.swarm.sandbox_paths),
             )
         )
     return runs

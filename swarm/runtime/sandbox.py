@@ -263,10 +263,10 @@ def check_paths(
             "swarm.sandbox_home is set but HOME is not", hint="set HOME, or empty swarm.sandbox_home to drop it"
         )
     for rel in home_paths(home_setting):
-        path = Path(home or "/") / rel
-        if not path.exists():
+        inside = Path(home or "/") / rel
+        if not inside.exists():
             raise BadInput(
-                f"swarm.sandbox_home names {path}, which does not exist",
+                f"swarm.sandbox_home names {inside}, which does not exist",
                 hint="create it, or remove it from sandbox_home in swarm.toml",
             )
     hidden = [str((repo / ".swarm").resolve()), str(worktree_base.resolve())]

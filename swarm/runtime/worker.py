@@ -46,7 +46,7 @@ from typing import IO, Any
 from swarm.agents import AgentCommand, build_command, known_failure, load_template, parse_usage, render_prompt
 from swarm.errors import BadInput, LeaseLost, StoreError, SwarmError
 from swarm.models import LEAD, AgentState, Claim, Message, Task
-from swarm.runtime import procs
+from swarm.runtime import procs, sandbox
 from swarm.runtime.git import TASK_REF_PREFIX, GitError, Worktree, open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path
 from swarm.store import RetryPolicy, Store, StoreOptions, open_store
@@ -737,7 +737,26 @@ class Worker:
         env.update(command.env)
         if self.template.kind == "claude":
             command.argv.extend(["--mcp-config", str(self.write_mcp_config(env))])
+        if run.sandbox == "bwrap":
+            command.argv[:] = self._sandboxed(command.argv, env)
         return command, env
+
+    def _sandboxed(self, argv: list[str], env: dict[str, str]) -> list[str]:
+        """``argv`` inside the agent's bubblewrap sandbox (docs/contract.md §6); BadInput when a configured path
+        went missing since launch (the task fails saying so)."""
+        run = self.run
+        spec = sandbox.plan(
+            repo=Path(run.repo),
+            worktree=Path(run.worktree),
+            prompt_dir=run.prompt_dir,
+            env=env,
+            network=run.sandbox_network,
+            home_setting=run.sandbox_home,
+            extra=run.sandbox_paths,
+        )
+        # The launching shell's TMPDIR is not in the sandbox; its own /tmp is.
+        env["TMPDIR"] = "/tmp"
+        return sandbox.bwrap_argv(spec, argv, bwrap=shutil.which("bwrap", path=env.get("PATH")) or "bwrap")
 
     def _supervise(
         self, claim: Claim, proc: subprocess.Popen[bytes], watch: procs.AgentProcesses, result: RunResult

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm.config import ConfigError, load_config
-from swarm.errors import BadInput
+from swarm.config import load_config
+from swarm.errors import BadInput, ConfigError
 from swarm.runtime import sandbox
 from swarm.runtime.sandbox import SandboxSpec, bwrap_argv, mounts
 
@@ -77,8 +77,8 @@ def test_the_argv_namespaces_and_runs_the_agent_in_its_worktree() -> None:
     assert "--unshare-net" not in argv
     assert argv[-4:] == [f"{REPO}/.worktrees/a1", "--", "claude", "-p"]
     assert argv[argv.index("--chdir") + 1] == f"{REPO}/.worktrees/a1"
-    assert ["--proc", "/proc"] == argv[argv.index("--proc") : argv.index("--proc") + 2]
-    assert ["--symlink", "usr/bin", "/bin"] == argv[argv.index("--symlink") : argv.index("--symlink") + 3]
+    assert argv[argv.index("--proc") : argv.index("--proc") + 2] == ["--proc", "/proc"]
+    assert argv[argv.index("--symlink") : argv.index("--symlink") + 3] == ["--symlink", "usr/bin", "/bin"]
     assert "--unshare-net" in bwrap_argv(spec(network=False), ["x"])
 
 
@@ -104,7 +104,8 @@ def test_an_unknown_sandbox_kind_is_one_line_naming_the_choices(tmp_path: Path) 
     (tmp_path / "swarm.toml").write_text('[swarm]\nsandbox = "docker"\n')
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path, env={})
-    assert "swarm.sandbox" in caught.value.render() and "'bwrap'" in caught.value.render()
+    assert "swarm.sandbox" in caught.value.render()
+    assert "'bwrap'" in caught.value.render()
     assert "\n" not in caught.value.render()
 
 
@@ -142,5 +143,6 @@ def test_bwrap_missing_is_bad_input_with_how_to_install(tmp_path: Path, monkeypa
     with pytest.raises(BadInput) as caught:
         sandbox.check("bwrap", home_setting=[], extra=[], env={}, repo=tmp_path, worktree_base=tmp_path)
     text = caught.value.render()
-    assert "bwrap (bubblewrap) is not on PATH" in text and "apt-get install bubblewrap" in text
+    assert "bwrap (bubblewrap) is not on PATH" in text
+    assert "apt-get install bubblewrap" in text
     sandbox.check("none", home_setting=[], extra=[], env={}, repo=tmp_path, worktree_base=tmp_path)
