@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from tests.acceptance.conftest import Run, git, status_json
 from tests.helpers import retry_until
@@ -49,7 +50,7 @@ def test_a_sandboxed_agent_sees_its_worktree_and_git_but_not_swarm_the_checkout_
     launched = run("launch", "E1", "--agents", "2", "--command", _probe(project), env=env)
     assert launched.returncode == 0, launched.stderr
 
-    def finished() -> dict[str, object] | None:
+    def finished() -> dict[str, Any] | None:
         data = status_json(run)
         return data if data["counts"]["done"] == 4 or data["counts"]["dead"] else None
 
