@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 
+from swarm.cli.main import run as cli_run
 from swarm.config import load_config
 from swarm.errors import BadInput, ConfigError
 from swarm.runtime import sandbox
@@ -146,3 +149,43 @@ def test_bwrap_missing_is_bad_input_with_how_to_install(tmp_path: Path, monkeypa
     assert "bwrap (bubblewrap) is not on PATH" in text
     assert "apt-get install bubblewrap" in text
     sandbox.check("none", home_setting=[], extra=[], env={}, repo=tmp_path, worktree_base=tmp_path)
+
+
+# -- swarm doctor -----------------------------------------------------------------------------------
+
+
+def _doctor_checks(capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, dict[str, object]]]:
+    code = cli_run(["doctor", "--json", "--agent", "command"])
+    return code, {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+
+
+def test_doctor_requires_bwrap_only_when_the_sandbox_is_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("git", "tmux"):
+        found = shutil.which(tool)
+        assert found
+        (bin_dir / tool).symlink_to(found)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    code, checks = _doctor_checks(capsys)
+    assert checks["sandbox"]["status"] == "missing"
+    assert checks["sandbox"]["required"] is False
+    assert code == 0
+    (tmp_path / "swarm.toml").write_text('[swarm]\nsandbox = "bwrap"\n')
+    code, checks = _doctor_checks(capsys)
+    assert checks["sandbox"]["required"] is True
+    assert "apt-get install bubblewrap" in str(checks["sandbox"]["detail"])
+    assert code == 1
+
+
+def test_doctor_says_bwrap_works_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "swarm.toml").write_text('[swarm]\nsandbox = "bwrap"\n')
+    _, checks = _doctor_checks(capsys)
+    assert checks["sandbox"]["status"] == "ok", checks["sandbox"]
+    assert str(checks["sandbox"]["version"]).startswith("0.")
