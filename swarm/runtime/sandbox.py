@@ -246,7 +246,8 @@ def plan(
         home=os.path.realpath(home) if home else None,
         home_paths=home_paths(home_setting),
         swarm_paths=swarm_paths(),
-        extra_paths=(*(os.path.realpath(p) for p in extra), *_resolver_paths()),
+        # At the path as written (PATH may name it through a symbolic link); bwrap follows links in the source.
+        extra_paths=(*(os.path.abspath(p) for p in extra), *_resolver_paths()),
         channel_dir=os.path.dirname(os.path.realpath(channel)) if channel else None,
         readonly=tuple(dict.fromkeys(readonly)),
         system=system_paths(),

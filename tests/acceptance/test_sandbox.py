@@ -5,12 +5,16 @@ committed as usual. Bad sandbox settings stop launch before it starts anything."
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from swarm.runtime.tmux import stop_private_server
 from tests.acceptance.conftest import Run, git, status_json
-from tests.helpers import retry_until
+from tests.acceptance.test_claude_agent import CLAUDE_BIN, mock_api  # noqa: F401  (fixture)
+from tests.helpers import retry_until, swarm_cli
+from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures)
 
 
 def _probe(repo: Path) -> str:
@@ -109,3 +113,87 @@ def test_without_bwrap_on_path_launch_says_how_to_install_it(project: Path, run:
     assert "bwrap (bubblewrap) is not on PATH" in result.stderr
     assert "apt-get install bubblewrap" in result.stderr
     assert not (project / ".worktrees").exists()
+
+
+def test_the_real_claude_code_cli_works_a_task_inside_the_sandbox(
+    tmp_path: Path,
+    mock_api: tuple[int, Path],  # noqa: F811
+    pg_url: str,  # noqa: F811
+) -> None:
+    """Claude Code in the sandbox: its Bash tool writes the work, sees neither .swarm/ nor other processes,
+    `swarm msg ask` reaches the lead and the `swarm` MCP tools work (the queue on PostgreSQL over loopback: the
+    sandbox hides the SQLite file until each agent has its own channel)."""
+    assert (CLAUDE_BIN / "claude").exists(), f"Claude Code CLI not found in {CLAUDE_BIN}; ./scripts/test installs it"
+    port, log = mock_api
+    repo = tmp_path / "proj"
+    (repo / "specs").mkdir(parents=True)
+    (repo / "README.md").write_text("# proj\n")
+    (repo / "specs" / "A.md").write_text(
+        "---\nid: A\nepic: E1\ntitle: Work in the sandbox\n---\n"
+        "RUN: mkdir -p out && echo written-in-sandbox > out/A.txt\n"
+        f"RUN: (ls -A {repo}/.swarm; echo ---; for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done)"
+        " > out/seen.txt 2>&1\n"
+        'RUN: swarm msg ask "which base?" --timeout 90 > out/answer.txt\n'
+        'TOOL: mcp__swarm__msg_send {"text": "hello from the sandbox", "to": "lead"}\n'
+    )
+    (repo / "swarm.toml").write_text(f'[swarm]\nsandbox = "bwrap"\nsandbox_paths = ["{CLAUDE_BIN.parent.parent}"]\n')
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    home = tmp_path / "home"
+    home.mkdir()
+    sock = f"swarm-sbx-claude-{os.getpid()}"
+    env = {
+        "PATH": f"{CLAUDE_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "ANTHROPIC_API_KEY": "not-a-real-key",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "IS_SANDBOX": "1",
+        "ENABLE_TOOL_SEARCH": "false",
+        "SWARM_TMUX_SOCKET": sock,
+    }
+    try:
+        launched = swarm_cli(
+            "launch", "E1", "--agent", "claude", "--agents", "1", "--db", pg_url, cwd=repo, env=env, timeout=120
+        )
+        assert launched.returncode == 0, launched.stderr
+
+        def question() -> dict[str, Any] | None:
+            found = json.loads(swarm_cli("status", "--json", cwd=repo, env=env).stdout)["questions"]
+            return found[0] if found else None
+
+        logs = repo / ".swarm" / "logs" / "agent-1.log"
+        try:
+            asked = retry_until(question, seconds=150, interval=0.3)
+        except Exception:
+            raise AssertionError(logs.read_text() if logs.exists() else "no log") from None
+        assert asked["body"] == "which base?"
+        assert str(asked["from"]).endswith("agent-1")
+        assert swarm_cli("msg", "reply", str(asked["seq"]), "use main", cwd=repo, env=env).returncode == 0
+
+        def finished() -> dict[str, Any] | None:
+            task = json.loads(swarm_cli("status", "--json", cwd=repo, env=env).stdout)["tasks"][0]
+            return task if task["state"] in ("done", "dead") else None
+
+        task = retry_until(finished, seconds=150, interval=0.3)
+        assert task["state"] == "done", logs.read_text()
+        sha = task["commit"]
+        assert git(repo, "show", f"{sha}:out/A.txt") == "written-in-sandbox"
+        assert git(repo, "show", f"{sha}:out/answer.txt") == "use main"
+        swarm_seen, _, procs_seen = git(repo, "show", f"{sha}:out/seen.txt").partition("---")
+        assert swarm_seen.split() == ["prompts"], swarm_seen
+        assert "claude" in procs_seen
+        assert "worker" not in procs_seen, procs_seen
+        entries = [
+            json.loads(line) for line in swarm_cli("msg", "list", "--json", cwd=repo, env=env).stdout.splitlines()
+        ]
+        # On a shared (PostgreSQL) queue agent ids carry the host label: the asker's is the one.
+        hello = [(e["author"], e["to"]) for e in entries if e["body"] == "hello from the sandbox"]
+        assert hello == [(asked["from"], "lead")]
+        requests = [json.loads(line) for line in log.read_text().splitlines()]
+        assert any("mcp__swarm__msg_send" in r["tools"] for r in requests)
+        assert swarm_cli("teardown", cwd=repo, env=env).returncode == 0
+    finally:
+        stop_private_server(sock)
