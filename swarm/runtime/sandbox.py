@@ -128,7 +128,9 @@ def mounts(spec: SandboxSpec) -> list[Mount]:
 
 def bwrap_argv(spec: SandboxSpec, argv: Sequence[str], *, bwrap: str = "bwrap") -> list[str]:
     """The argv that runs ``argv`` in the sandbox of ``spec``, starting in its worktree."""
-    out = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc"]
+    # --cap-drop ALL: run by root, bwrap would leave the agent every capability, and CAP_SYS_ADMIN unmounts what
+    # hides .swarm/ and the other worktrees. (Unprivileged, bwrap drops them anyway.)
+    out = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--cap-drop", "ALL"]
     if not spec.network:
         out.append("--unshare-net")
     for path, link in spec.system:

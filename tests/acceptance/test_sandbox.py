@@ -26,6 +26,9 @@ def _probe(repo: Path) -> str:
             'T="$SWARM_TASK_ID"',
             "mkdir -p out",
             "f=out/$T.probe",
+            # Root in the sandbox would unmount what hides .swarm/ and the other worktrees, were it not for
+            # --cap-drop ALL.
+            f"umount -l {r}/.worktrees 2>/dev/null; umount -l {r} 2>/dev/null",
             f"echo \"swarm: $(ls -A {r}/.swarm 2>&1 | tr '\\n' ' ')\" > $f",
             f'echo "db: $(test -e {r}/.swarm/swarm.db && echo visible || echo hidden)" >> $f',
             f'echo "runfiles: $(test -e {r}/.swarm/run && echo visible || echo hidden)" >> $f',

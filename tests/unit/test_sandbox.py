@@ -77,6 +77,7 @@ def test_the_argv_namespaces_and_runs_the_agent_in_its_worktree() -> None:
     argv = bwrap_argv(spec(), ["claude", "-p"], bwrap="/usr/bin/bwrap")
     assert argv[0] == "/usr/bin/bwrap"
     assert {"--die-with-parent", "--unshare-pid", "--unshare-ipc"} <= set(argv)
+    assert argv[argv.index("--cap-drop") + 1] == "ALL"
     assert "--unshare-net" not in argv
     assert argv[-4:] == [f"{REPO}/.worktrees/a1", "--", "claude", "-p"]
     assert argv[argv.index("--chdir") + 1] == f"{REPO}/.worktrees/a1"
