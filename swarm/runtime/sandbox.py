@@ -167,6 +167,17 @@ def _resolver_paths() -> list[str]:
     return []
 
 
+def _both_paths(paths: Sequence[str]) -> list[str]:
+    """Each path as written (PATH may name it through a symbolic link) and where it really is (a script's
+    ``#!`` line names that), once each; bwrap follows links in a bind's source."""
+    both: list[str] = []
+    for path in paths:
+        for each in (os.path.abspath(path), os.path.realpath(path)):
+            if each not in both:
+                both.append(each)
+    return both
+
+
 def swarm_paths() -> tuple[str, ...]:
     """swarm's own interpreter, environment, package and ``swarm`` executable, for ``swarm msg`` inside."""
     import swarm
@@ -248,8 +259,7 @@ def plan(
         home=os.path.realpath(home) if home else None,
         home_paths=home_paths(home_setting),
         swarm_paths=swarm_paths(),
-        # At the path as written (PATH may name it through a symbolic link); bwrap follows links in the source.
-        extra_paths=(*(os.path.abspath(p) for p in extra), *_resolver_paths()),
+        extra_paths=(*_both_paths(extra), *_resolver_paths()),
         channel_dir=os.path.dirname(os.path.realpath(channel)) if channel else None,
         readonly=tuple(dict.fromkeys(readonly)),
         system=system_paths(),

@@ -754,8 +754,10 @@ class Worker:
             home_setting=run.sandbox_home,
             extra=run.sandbox_paths,
         )
-        # The launching shell's TMPDIR is not in the sandbox; its own /tmp is.
+        # The launching shell's TMPDIR is not in the sandbox; its own /tmp is. SWARM_SANDBOX tells the agent's CLI
+        # it is sandboxed already (the codex template turns codex's own sandbox off, which cannot nest).
         env["TMPDIR"] = "/tmp"
+        env["SWARM_SANDBOX"] = "bwrap"
         return sandbox.bwrap_argv(spec, argv, bwrap=shutil.which("bwrap", path=env.get("PATH")) or "bwrap")
 
     def _supervise(

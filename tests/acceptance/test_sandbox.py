@@ -12,7 +12,10 @@ from typing import Any
 
 from swarm.runtime.tmux import stop_private_server
 from tests.acceptance.conftest import Run, git, status_json
+from tests.acceptance.openai_agents import mock_openai  # noqa: F401  (fixture)
+from tests.acceptance.test_aider_agent import AIDER_BIN, PRICES
 from tests.acceptance.test_claude_agent import CLAUDE_BIN, mock_api  # noqa: F401  (fixture)
+from tests.acceptance.test_codex_agent import CODEX_BIN, _codex_home
 from tests.helpers import retry_until, swarm_cli
 from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures)
 
@@ -198,5 +201,96 @@ def test_the_real_claude_code_cli_works_a_task_inside_the_sandbox(
         requests = [json.loads(line) for line in log.read_text().splitlines()]
         assert any("mcp__swarm__msg_send" in r["tools"] for r in requests)
         assert swarm_cli("teardown", cwd=repo, env=env).returncode == 0
+    finally:
+        stop_private_server(sock)
+
+
+def _one_task_repo(root: Path, body: str, sandbox_paths: list[Path]) -> Path:
+    (root / "specs").mkdir(parents=True)
+    (root / "README.md").write_text("# proj\n")
+    (root / "specs" / "A.md").write_text(f"---\nid: A\nepic: E1\ntitle: Make A\n---\n{body}")
+    paths = ", ".join(json.dumps(str(p)) for p in sandbox_paths)
+    (root / "swarm.toml").write_text(f'[swarm]\nsandbox = "bwrap"\nsandbox_paths = [{paths}]\n')
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    return root
+
+
+def _launch_one(repo: Path, agent: str, model: str, env: dict[str, str]) -> dict[str, Any]:
+    launched = swarm_cli(
+        *("launch", "E1", "--agent", agent, "--model", model, "--agents", "1", "--wait", "--timeout", "150"),
+        cwd=repo,
+        env=env,
+        timeout=200,
+    )
+    logs = repo / ".swarm" / "logs" / "agent-1.log"
+    assert launched.returncode == 0, launched.stderr + (logs.read_text() if logs.exists() else "")
+    task: dict[str, Any] = json.loads(swarm_cli("status", "--json", cwd=repo, env=env).stdout)["tasks"][0]
+    assert task["state"] == "done", logs.read_text()
+    assert swarm_cli("teardown", cwd=repo, env=env).returncode == 0
+    return task
+
+
+def test_the_real_codex_cli_works_inside_the_sandbox_with_its_own_sandbox_off(
+    tmp_path: Path,
+    mock_openai: tuple[int, Path],  # noqa: F811
+) -> None:
+    assert (CODEX_BIN / "codex").exists(), f"Codex CLI not found in {CODEX_BIN}; ./scripts/test installs it"
+    port, _ = mock_openai
+    body = f"RUN: mkdir -p out && ls -A {tmp_path}/proj/.swarm > out/A.txt && echo codex-in-sandbox >> out/A.txt\n"
+    repo = _one_task_repo(tmp_path / "proj", body, [CODEX_BIN.parent.parent])
+    home = tmp_path / "home"
+    home.mkdir()
+    # CODEX_HOME inside HOME: the sandbox shows the agent its home directory (read-write), codex writes there.
+    codex_home = _codex_home(home, port)
+    sock = f"swarm-sbx-codex-{os.getpid()}"
+    env = {
+        "PATH": f"{CODEX_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(home),
+        "CODEX_HOME": str(codex_home),
+        "MOCK_OPENAI_KEY": "not-a-real-key",
+        "SWARM_TMUX_SOCKET": sock,
+    }
+    try:
+        task = _launch_one(repo, "codex", "gpt-5", env)
+        # The shell command ran (codex's own sandbox would have refused to start inside swarm's) and saw in
+        # .swarm/ only the skeleton of its prompts.
+        assert git(repo, "show", f"{task['commit']}:out/A.txt").split() == ["prompts", "codex-in-sandbox"]
+    finally:
+        stop_private_server(sock)
+
+
+def test_the_real_aider_works_inside_the_sandbox(
+    tmp_path: Path,
+    mock_openai: tuple[int, Path],  # noqa: F811
+) -> None:
+    assert (AIDER_BIN / "aider").exists(), f"aider not found in {AIDER_BIN}; ./scripts/test installs it"
+    port, _ = mock_openai
+    venv = AIDER_BIN.parent
+    # The venv's interpreter links to a Python installed outside /usr (pyenv, say): that one must be seen too.
+    base = next(
+        line.split("=", 1)[1].strip()
+        for line in (venv / "pyvenv.cfg").read_text().splitlines()
+        if line.startswith("home")
+    )
+    repo = _one_task_repo(tmp_path / "proj", "WRITE: out/A.txt :: aider-in-sandbox\n", [venv, Path(base).parent])
+    home = tmp_path / "home"
+    (home / ".aider" / "caches").mkdir(parents=True)
+    (home / ".aider" / "caches" / "model_prices_and_context_window.json").write_text(json.dumps(PRICES))
+    # Without a git identity aider writes one into .git/config, which the sandbox keeps read-only.
+    (home / ".gitconfig").write_text("[user]\n\tname = dev\n\temail = dev@example.invalid\n")
+    sock = f"swarm-sbx-aider-{os.getpid()}"
+    env = {
+        "PATH": f"{AIDER_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(home),
+        "OPENAI_API_BASE": f"http://127.0.0.1:{port}/v1",
+        "OPENAI_API_KEY": "not-a-real-key",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "SWARM_TMUX_SOCKET": sock,
+    }
+    try:
+        task = _launch_one(repo, "aider", "openai/mock", env)
+        assert git(repo, "show", f"{task['commit']}:out/A.txt") == "aider-in-sandbox"
     finally:
         stop_private_server(sock)
