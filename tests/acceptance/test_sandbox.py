@@ -59,6 +59,7 @@ def test_a_sandboxed_agent_sees_its_worktree_and_git_but_not_swarm_the_checkout_
     env = _sandboxed(project, tmp_path)
     launched = run("launch", "E1", "--agents", "2", "--command", _probe(project), env=env)
     assert launched.returncode == 0, launched.stderr
+    assert "the sandbox hides the SQLite queue from the agents" in launched.stdout + launched.stderr
 
     def finished() -> dict[str, Any] | None:
         data = status_json(run)
