@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ def _probe(repo: Path) -> str:
             f"echo \"worktrees: $(ls -A {r}/.worktrees | tr '\\n' ' ')\" >> $f",
             "echo \"procs: $(for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; printf '|'; done)\" >> $f",
             'echo "git: $(git rev-parse --abbrev-ref HEAD)" >> $f',
+            # What git outside the sandbox obeys stays read-only: no hook, no config, no redirected link.
+            f'echo "hook: $(touch {r}/.git/hooks/post-commit 2>/dev/null && echo planted || echo refused)" >> $f',
+            f'echo "config: $(git config --file {r}/.git/config core.fsmonitor x 2>/dev/null && echo set || '
+            'echo refused)" >> $f',
+            'echo "link: $( (echo "gitdir: /tmp" > .git) 2>/dev/null && echo rewritten || echo refused)" >> $f',
             'echo "$T" > out/$T.txt',
             'if [ "$T" = A ]; then git add out/A.txt && git -c user.name=a -c user.email=a@example.invalid '
             'commit -qm "commit made inside the sandbox" && echo "commit: ok" >> $f; fi',
@@ -53,6 +59,16 @@ def _sandboxed(project: Path, tmp_path: Path, extra: str = "") -> dict[str, str]
     return {"HOME": str(home)}
 
 
+def _finished(run: Run) -> dict[str, Any]:
+    """``swarm status --json`` once the diamond is done or a task is dead."""
+
+    def finished() -> dict[str, Any] | None:
+        data = status_json(run)
+        return data if data["counts"]["done"] == 4 or data["counts"]["dead"] else None
+
+    return retry_until(finished, seconds=120, interval=0.3)
+
+
 def test_a_sandboxed_agent_sees_its_worktree_and_git_but_not_swarm_the_checkout_or_the_others(
     project: Path, run: Run, tmp_path: Path
 ) -> None:
@@ -60,12 +76,7 @@ def test_a_sandboxed_agent_sees_its_worktree_and_git_but_not_swarm_the_checkout_
     launched = run("launch", "E1", "--agents", "2", "--command", _probe(project), env=env)
     assert launched.returncode == 0, launched.stderr
     assert "the sandbox hides the SQLite queue from the agents" in launched.stdout + launched.stderr
-
-    def finished() -> dict[str, Any] | None:
-        data = status_json(run)
-        return data if data["counts"]["done"] == 4 or data["counts"]["dead"] else None
-
-    data = retry_until(finished, seconds=120, interval=0.3)
+    data = _finished(run)
     assert data["counts"]["done"] == 4, json.dumps(data["tasks"])
     commits = {t["id"]: t["commit"] for t in data["tasks"]}
     for task, sha in commits.items():
@@ -78,11 +89,13 @@ def test_a_sandboxed_agent_sees_its_worktree_and_git_but_not_swarm_the_checkout_
         # One worktree: its own.
         assert len(seen["worktrees"].split()) == 1, seen
         assert seen["git"].startswith("swarm/E1/agent-"), seen
+        assert (seen["hook"], seen["config"], seen["link"]) == ("refused", "refused", "refused"), seen
         # Only the sandbox's own processes: bwrap, the agent's shell and the probe; no worker, no other agent.
         procs = [p for p in seen["procs"].split("|") if p.strip()]
         assert procs, seen
         assert not any("worker" in p or "tmux" in p for p in procs), procs
         assert len(procs) <= 6, procs
+    assert not (project / ".git" / "hooks" / "post-commit").exists()
     a_probe = git(project, "show", f"{commits['A']}:out/A.probe")
     assert "commit: ok" in a_probe
     assert "commit made inside the sandbox" in git(project, "log", "--format=%s", commits["A"])
@@ -295,3 +308,32 @@ def test_the_real_aider_works_inside_the_sandbox(
         assert git(repo, "show", f"{task['commit']}:out/A.txt") == "aider-in-sandbox"
     finally:
         stop_private_server(sock)
+
+
+def test_sandbox_home_and_network_settings_narrow_what_the_agent_reaches(
+    project: Path, run: Run, tmp_path: Path
+) -> None:
+    """``sandbox_home`` shows only the named paths of $HOME; ``sandbox_network = false`` cuts the host's loopback
+    off (a listener of this test is not reachable)."""
+    env = _sandboxed(project, tmp_path, 'sandbox_home = ["~/.claude"]\nsandbox_network = false\n')
+    home = Path(env["HOME"])
+    (home / ".claude").mkdir()
+    (home / ".claude" / "settings.json").write_text("{}")
+    (home / "secret").write_text("lead secret")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        connect = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5)"
+        agent = (
+            'mkdir -p out; f=out/"$SWARM_TASK_ID".txt; '
+            'echo "settings: $(cat ~/.claude/settings.json 2>&1)" > $f; '
+            'echo "secret: $(cat ~/secret 2>/dev/null || echo hidden)" >> $f; '
+            f'echo "net: $(python3 -c "{connect}" 2>/dev/null && echo reached || echo cut)" >> $f'
+        )
+        launched = run("launch", "E1", "--agents", "1", "--command", agent, env=env)
+        assert launched.returncode == 0, launched.stderr
+        data = _finished(run)
+    assert data["counts"]["done"] == 4, json.dumps(data["tasks"])
+    sha = next(t["commit"] for t in data["tasks"] if t["id"] == "A")
+    assert git(project, "show", f"{sha}:out/A.txt").splitlines() == ["settings: {}", "secret: hidden", "net: cut"]
