@@ -129,7 +129,7 @@ def launch(
         loaded = load_config(repo.root, overrides=overrides, env=launch_env)
     tmux_available()
     template = _check_agent(request, loaded, launch_env)
-    _check_sandbox(repo.root, loaded, launch_env)
+    _check_sandbox(repo.root, loaded, launch_env, template)
     backlog = load_backlog(backlog_folder(loaded))
     backlog.epic_specs(request.epic)
     base = repo.resolve(request.base or "HEAD")
@@ -159,9 +159,11 @@ def _check_agent(request: LaunchRequest, loaded: LoadedConfig, launch_env: dict[
     return template
 
 
-def _check_sandbox(root: Path, loaded: LoadedConfig, launch_env: dict[str, str]) -> None:
-    """BadInput before anything starts when the configured sandbox cannot run here (docs/contract.md §6)."""
+def _check_sandbox(root: Path, loaded: LoadedConfig, launch_env: dict[str, str], template: AgentTemplate) -> None:
+    """BadInput before anything starts when the configured sandbox cannot run here, or would not show the agent's
+    CLI (docs/contract.md §6)."""
     cfg = loaded.config.swarm
+    binary = shutil.which(template.binary, path=launch_env.get("PATH")) if template.binary else None
     sandbox.check(
         cfg.sandbox,
         home_setting=cfg.sandbox_home,
@@ -169,6 +171,7 @@ def _check_sandbox(root: Path, loaded: LoadedConfig, launch_env: dict[str, str])
         env=launch_env,
         repo=root,
         worktree_base=root / cfg.worktree_base,
+        binary=binary,
     )
 
 

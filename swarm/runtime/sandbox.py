@@ -297,6 +297,30 @@ def check_paths(
             )
 
 
+def check_visible(
+    binary: str, *, home_setting: Sequence[str], extra: Sequence[str], env: Mapping[str, str], repo: Path
+) -> None:
+    """BadInput when the agent CLI at ``binary`` (and where its links lead) lies outside what the sandbox shows:
+    it would fail every task with "execvp: No such file or directory"."""
+    home = env.get("HOME")
+    shown = [*SYSTEM_PATHS, *_both_paths(extra), *swarm_paths()]
+    if home:
+        shown += [os.path.join(home, p) for p in home_paths(home_setting)] if home_setting else [home]
+    repo_root = str(repo.resolve())
+    inside_repo = [p for p in _both_paths(extra) if _inside(p, repo_root)]
+    missing = []
+    for path in dict.fromkeys((os.path.abspath(binary), os.path.realpath(binary))):
+        # The repository is hidden but for what sandbox_paths names inside it.
+        roots = inside_repo if _inside(path, repo_root) else shown
+        if not any(_inside(path, root) for root in roots):
+            missing.append(os.path.dirname(path))
+    if missing:
+        raise BadInput(
+            f"the agent CLI {binary} is outside what the sandbox shows",
+            hint=f"add {' and '.join(missing)} (or a folder above) to sandbox_paths in swarm.toml",
+        )
+
+
 def bwrap_problem(bwrap: str | None = None) -> str | None:
     """Why bubblewrap cannot sandbox agents here (missing, or the kernel refuses its namespaces); None if it can."""
     found = bwrap or shutil.which("bwrap")
@@ -328,8 +352,10 @@ def check(
     env: Mapping[str, str],
     repo: Path,
     worktree_base: Path,
+    binary: str | None = None,
 ) -> None:
-    """Before launch starts anything: BadInput (exit 2) when the configured sandbox cannot run."""
+    """Before launch starts anything: BadInput (exit 2) when the configured sandbox cannot run, or when the agent
+    CLI ``binary`` (as found on the launching PATH) would not be seen inside it."""
     if kind == "none":
         return
     if kind not in KINDS:
@@ -341,3 +367,5 @@ def check(
             hint=f'{INSTALL_HINT}, or set sandbox = "none" in swarm.toml',
         )
     check_paths(home_setting, extra, env, repo=repo, worktree_base=worktree_base)
+    if binary:
+        check_visible(binary, home_setting=home_setting, extra=extra, env=env, repo=repo)

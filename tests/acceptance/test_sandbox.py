@@ -175,6 +175,15 @@ def test_the_real_claude_code_cli_works_a_task_inside_the_sandbox(
         "SWARM_TMUX_SOCKET": sock,
     }
     try:
+        # Without its folder in sandbox_paths the CLI would not be found inside: launch says so, starts nothing.
+        (repo / "swarm.toml").write_text('[swarm]\nsandbox = "bwrap"\n')
+        refused = swarm_cli("launch", "E1", "--agent", "claude", "--agents", "1", "--db", pg_url, cwd=repo, env=env)
+        assert refused.returncode == 2, refused.stderr
+        assert "is outside what the sandbox shows" in refused.stderr, refused.stderr
+        assert not (repo / ".worktrees").exists()
+        (repo / "swarm.toml").write_text(
+            f'[swarm]\nsandbox = "bwrap"\nsandbox_paths = ["{CLAUDE_BIN.parent.parent}"]\n'
+        )
         launched = swarm_cli(
             "launch", "E1", "--agent", "claude", "--agents", "1", "--db", pg_url, cwd=repo, env=env, timeout=120
         )

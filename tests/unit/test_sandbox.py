@@ -190,3 +190,24 @@ def test_doctor_says_bwrap_works_here(
     _, checks = _doctor_checks(capsys)
     assert checks["sandbox"]["status"] == "ok", checks["sandbox"]
     assert str(checks["sandbox"]["version"]).startswith("0.")
+
+
+def test_an_agent_cli_the_sandbox_would_not_show_is_bad_input(tmp_path: Path) -> None:
+    home, repo, tools = tmp_path / "home", tmp_path / "home" / "proj", tmp_path / "tools"
+    for folder in (repo / "node_modules" / ".bin", tools):
+        folder.mkdir(parents=True)
+    (tools / "claude").write_text("#!/bin/sh\n")
+    (repo / "node_modules" / ".bin" / "claude").symlink_to(tools / "claude")
+    env = {"HOME": str(home)}
+    sandbox.check_visible("/usr/bin/git", home_setting=[], extra=[], env=env, repo=repo)
+    with pytest.raises(BadInput, match=f"add {tools} .*to sandbox_paths"):
+        sandbox.check_visible(str(tools / "claude"), home_setting=[], extra=[], env=env, repo=repo)
+    sandbox.check_visible(str(tools / "claude"), home_setting=[], extra=[str(tools)], env=env, repo=repo)
+    # In the home directory, but inside the repository, which the sandbox hides.
+    with pytest.raises(BadInput, match="outside what the sandbox shows"):
+        sandbox.check_visible(
+            str(repo / "node_modules" / ".bin" / "claude"), home_setting=[], extra=[str(tools)], env=env, repo=repo
+        )
+    # A home subset shows only what it names.
+    with pytest.raises(BadInput, match="outside what the sandbox shows"):
+        sandbox.check_visible(str(home / "bin" / "x"), home_setting=["~/.claude"], extra=[], env=env, repo=repo)
