@@ -1030,9 +1030,13 @@ class Worker:
         env.update(self.template.env)
         record = process_record_path(Path(run.repo), run.agent_id)
         watch = procs.AgentProcesses(record=record, adopt=procs.is_subreaper())
+        argv = ["/bin/sh", "-c", command]
+        if run.sandbox == "bwrap":
+            # In the agent's sandbox too: verify runs what the agent wrote (tests, conftest.py, a Makefile).
+            argv = self._sandboxed(argv, env)
         try:
             proc = subprocess.Popen(  # the spec's own shell code, as one argument of sh -c
-                ["/bin/sh", "-c", command],
+                argv,
                 cwd=run.worktree,
                 env=env,
                 stdin=subprocess.DEVNULL,

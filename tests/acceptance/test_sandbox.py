@@ -323,8 +323,10 @@ def test_sandbox_home_and_network_settings_narrow_what_the_agent_reaches(
     project: Path, run: Run, tmp_path: Path
 ) -> None:
     """``sandbox_home`` shows only the named paths of $HOME; ``sandbox_network = false`` cuts the host's loopback
-    off (a listener of this test is not reachable)."""
-    env = _sandboxed(project, tmp_path, 'sandbox_home = ["~/.claude"]\nsandbox_network = false\n')
+    off (a listener of this test is not reachable); the verify command runs in the sandbox as well."""
+    # verify runs in the sandbox too: it runs what the agent wrote.
+    verify = f'verify = "test ! -e {project}/.swarm/run"\n'
+    env = _sandboxed(project, tmp_path, f'sandbox_home = ["~/.claude"]\nsandbox_network = false\n{verify}')
     home = Path(env["HOME"])
     (home / ".claude").mkdir()
     (home / ".claude" / "settings.json").write_text("{}")
