@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -211,3 +213,38 @@ def test_an_agent_cli_the_sandbox_would_not_show_is_bad_input(tmp_path: Path) ->
     # A home subset shows only what it names.
     with pytest.raises(BadInput, match="outside what the sandbox shows"):
         sandbox.check_visible(str(home / "bin" / "x"), home_setting=["~/.claude"], extra=[], env=env, repo=repo)
+
+
+def test_plan_of_a_real_worktree_binds_its_channel_and_runs(tmp_path: Path) -> None:
+    """plan() on a real repository and worktree, and the argv run for real: the channel folder (another
+    helper's ``$SWARM_CHANNEL``) is writable inside, the main checkout is not there, .git/config is read-only."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    (repo / "README.md").write_text("x\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    worktree = repo / ".worktrees" / "agent-1"
+    subprocess.run([*git, "worktree", "add", "-q", "-b", "w", str(worktree)], check=True)
+    prompts = repo / ".swarm" / "prompts" / "agent-1"
+    prompts.mkdir(parents=True)
+    channel = tmp_path / "channels" / "agent-1" / "sock"
+    channel.parent.mkdir(parents=True)
+    env = {"HOME": str(tmp_path / "home"), "SWARM_CHANNEL": str(channel)}
+    (tmp_path / "home").mkdir()
+    spec = sandbox.plan(
+        repo=repo, worktree=worktree, prompt_dir=prompts, env=env, network=True, home_setting=[], extra=[]
+    )
+    assert spec.channel_dir == str(channel.parent.resolve())
+    assert str((repo / ".git" / "config").resolve()) in spec.readonly
+    script = (
+        f"touch {channel.parent}/reply && test ! -e {repo}/README.md && "
+        f"! touch {repo}/.git/config 2>/dev/null && git log --oneline | wc -l"
+    )
+    done = subprocess.run(
+        sandbox.bwrap_argv(spec, ["/bin/sh", "-c", script]), capture_output=True, text=True, env=os.environ, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+    assert (channel.parent / "reply").exists()
