@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from swarm.runtime import procs
 from swarm.runtime.tmux import stop_private_server
 from tests.acceptance.conftest import Run, git, status_json
 from tests.acceptance.openai_agents import mock_openai  # noqa: F401  (fixture)
@@ -348,3 +349,19 @@ def test_sandbox_home_and_network_settings_narrow_what_the_agent_reaches(
     assert data["counts"]["done"] == 4, json.dumps(data["tasks"])
     sha = next(t["commit"] for t in data["tasks"] if t["id"] == "A")
     assert git(project, "show", f"{sha}:out/A.txt").splitlines() == ["settings: {}", "secret: hidden", "net: cut"]
+
+
+def test_teardown_now_stops_everything_in_the_sandbox(project: Path, run: Run, tmp_path: Path) -> None:
+    """A sandboxed agent and what it left in the background (a detached sleep) end with teardown --now: the
+    worker's signals reach into the pid namespace, and nothing carrying the swarm's id is left."""
+    env = _sandboxed(project, tmp_path)
+    launched = run(
+        "launch", "E1", "--agents", "1", "--command", "(setsid sleep 300 &); while true; do sleep 0.2; done", env=env
+    )
+    assert launched.returncode == 0, launched.stderr
+    retry_until(lambda: status_json(run)["counts"]["claimed"] == 1, seconds=60, interval=0.2)
+    data = status_json(run)
+    down = run("teardown", "--now", "--json", env=env)
+    assert down.returncode == 0, down.stderr
+    assert json.loads(down.stdout)["clean"] is True
+    assert procs.processes_with_env("SWARM_ID", data["swarm"]["id"]) == []
