@@ -97,6 +97,33 @@ find_python_for_aider() {
     return 1
 }
 
+# bubblewrap, for the sandbox tests ([swarm] sandbox = "bwrap", tests/acceptance/test_sandbox.py). As root with
+# apt-get it is installed; otherwise the missing piece is named (a failure in CI, a warning elsewhere). It must
+# also work here: a kernel or container that refuses user or pid namespaces makes every sandbox fail.
+bwrap_missing() {
+    if [ "${CI:-}" = "true" ]; then
+        die "CI: $*"
+    fi
+    say "warning: $*; the sandbox tests will fail"
+}
+
+ensure_bwrap() {
+    if ! command -v bwrap >/dev/null 2>&1; then
+        if [ "$EUID" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            say "installing bubblewrap (apt-get, once)"
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; } >&2 \
+                || { bwrap_missing "apt-get could not install bubblewrap; see the messages above"; return 0; }
+        else
+            bwrap_missing "bwrap is missing: install bubblewrap (apt-get install bubblewrap, dnf install bubblewrap, pacman -S bubblewrap)"
+            return 0
+        fi
+    fi
+    local err
+    if ! err="$(bwrap --ro-bind / / --unshare-pid --proc /proc --dev /dev true 2>&1)"; then
+        bwrap_missing "bwrap cannot create a sandbox here (${err:-no message}); user namespaces may be disabled"
+    fi
+}
+
 # Every agent CLI the tests need; quick (three file checks) once installed.
 ensure_agent_clis() {
     ensure_claude_cli

@@ -25,7 +25,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, cast, get_origin
+from typing import Annotated, Any, Literal, cast, get_origin
 
 import annotated_types
 from pydantic import (
@@ -155,6 +155,22 @@ def _relative_path(value: str) -> str:
     return value
 
 
+def _absolute_path(value: str) -> str:
+    _non_empty(value)
+    if not Path(value).is_absolute():
+        raise ValueError("must be an absolute path such as /opt/tools")
+    return value
+
+
+def _home_path(value: str) -> str:
+    # "~/.claude" or ".claude": a path inside $HOME, which the worker resolves against the agent's own HOME.
+    _non_empty(value)
+    inside = value.removeprefix("~/")
+    if Path(inside).is_absolute() or inside in ("~", ".") or ".." in Path(inside).parts:
+        raise ValueError('must be a path inside the home directory such as "~/.claude"')
+    return value
+
+
 NonEmptyStr = Annotated[str, AfterValidator(_non_empty), AfterValidator(_no_newline)]
 RelativePath = Annotated[str, AfterValidator(_relative_path), AfterValidator(_no_newline)]
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -233,6 +249,18 @@ class SwarmSettings(_Section):
     #: docs/contract.md §3: a shell command that must pass before a task is done, for specs without their own
     #: ``verify``; empty means no verify.
     verify: str = ""
+    #: docs/contract.md §6: "bwrap" runs each agent in a bubblewrap sandbox; "none" runs it as the user.
+    sandbox: Literal["none", "bwrap"] = "none"
+    #: The sandbox keeps the network unless this is false (then it has loopback of its own only).
+    sandbox_network: bool = True
+    #: What of $HOME the sandboxed agent sees, read-write ("~/.claude", ...); empty: the whole home directory.
+    sandbox_home: list[Annotated[str, AfterValidator(_home_path), AfterValidator(_no_newline)]] = Field(
+        default_factory=list
+    )
+    #: More folders or files the sandboxed agent sees, read-only (a toolchain outside /usr and /opt).
+    sandbox_paths: list[Annotated[str, AfterValidator(_absolute_path), AfterValidator(_no_newline)]] = Field(
+        default_factory=list
+    )
 
 
 class AgentSettings(_Section):

@@ -33,7 +33,7 @@ from swarm.errors import BadInput, StoreError, SwarmError
 from swarm.identity import hash_token, lead_token
 from swarm.models import LEAD, AgentRecord, AgentState, Task, check_id
 from swarm.queue import QueuedEpic, backlog_folder, database_exists, lead_token_path, open_queue, queue_epic
-from swarm.runtime import procs
+from swarm.runtime import procs, sandbox
 from swarm.runtime.git import GitRepo, is_inside, open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path, read_run_file, run_file_path, write_run_file
 from swarm.runtime.sessions import monitor_sessions, session_name, start_monitor, start_worker
@@ -157,10 +157,11 @@ def launch(
         loaded = load_config(repo.root, overrides=overrides, env=launch_env)
     tmux_available()
     template = _check_agent(request, loaded, launch_env)
+    _check_sandbox(repo.root, loaded, launch_env, template)
     backlog = load_backlog(backlog_folder(loaded))
     backlog.epic_specs(request.epic)
     base = repo.resolve(request.base or "HEAD")
-    warnings = _checkout_warnings(repo, base)
+    warnings = _checkout_warnings(repo, base) + _sandbox_warnings(loaded)
     _check_capabilities(request.capabilities)
     _refuse_emptied_database(repo, loaded)
     if not request.reuse_branches:
@@ -184,6 +185,32 @@ def _check_agent(request: LaunchRequest, loaded: LoadedConfig, launch_env: dict[
     if problem:
         raise BadInput(problem)
     return template
+
+
+def _check_sandbox(root: Path, loaded: LoadedConfig, launch_env: dict[str, str], template: AgentTemplate) -> None:
+    """BadInput before anything starts when the configured sandbox cannot run here, or would not show the agent's
+    CLI (docs/contract.md §6)."""
+    cfg = loaded.config.swarm
+    binary = shutil.which(template.binary, path=launch_env.get("PATH")) if template.binary else None
+    sandbox.check(
+        cfg.sandbox,
+        home_setting=cfg.sandbox_home,
+        extra=cfg.sandbox_paths,
+        env=launch_env,
+        repo=root,
+        worktree_base=root / cfg.worktree_base,
+        binary=binary,
+    )
+
+
+def _sandbox_warnings(loaded: LoadedConfig) -> list[str]:
+    """What a sandboxed swarm cannot do yet: its agents do not see a SQLite queue (it lives in .swarm/)."""
+    if loaded.config.swarm.sandbox == "none" or not loaded.database_url().startswith("sqlite:"):
+        return []
+    return [
+        "the sandbox hides the SQLite queue from the agents: swarm msg and the swarm MCP tools fail inside "
+        "(use a PostgreSQL queue, --db postgresql://..., for them)"
+    ]
 
 
 def _checkout_warnings(repo: GitRepo, base: str) -> list[str]:
@@ -597,6 +624,10 @@ def _plan_agents(
                 retry_backoff_max_seconds=cfg.queue.retry_backoff_max_seconds,
                 log_max_bytes=cfg.swarm.log_max_bytes,
                 verify=cfg.swarm.verify,
+                sandbox=cfg.swarm.sandbox,
+                sandbox_network=cfg.swarm.sandbox_network,
+                sandbox_home=list(cfg.swarm.sandbox_home),
+                sandbox_paths=list(cfg.swarm.sandbox_paths),
             )
         )
     return runs

@@ -87,6 +87,15 @@ log_max_bytes = 10000000
 # A shell command run in the worktree after an agent exits 0, e.g. "pytest -q"; if it fails, so does the task.
 # A spec's own verify takes precedence; empty means no verify.
 verify = ""
+# "bwrap" runs each agent in a bubblewrap sandbox: it sees its worktree, the repository's .git, its home, the
+# system and swarm itself, not .swarm/, the other worktrees or other processes. "none": no sandbox.
+sandbox = "none"
+# With the sandbox: false cuts the agent off the network (its CLI then cannot reach its API either).
+sandbox_network = true
+# With the sandbox: what of the home directory the agent sees, e.g. ["~/.claude", "~/.claude.json"]; [] = all.
+sandbox_home = []
+# With the sandbox: more absolute paths the agent sees read-only (a toolchain outside /usr and /opt).
+sandbox_paths = []
 
 [agent]
 # The agent program: a template of templates/agents/ (claude, codex, aider, command).

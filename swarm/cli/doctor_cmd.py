@@ -30,6 +30,7 @@ from swarm.agents import (
 from swarm.cli.output import console, emit_json
 from swarm.config import AgentSettings, load_config
 from swarm.errors import EXIT_RUNTIME, BadInput, SwarmError
+from swarm.runtime import sandbox
 
 OK = "ok"
 MISSING = "missing"
@@ -251,11 +252,28 @@ def check_claude_root(permission_mode: str, env: Mapping[str, str]) -> Check:
     return Check("claude as root", OK, None, f"permission mode {permission_mode} can run as this user", False)
 
 
+def check_sandbox(kind: str) -> Check:
+    """bubblewrap is installed and can create namespaces here; required only with ``sandbox = "bwrap"``."""
+    required = kind == "bwrap"
+    why = "" if required else ' (needed only with [swarm] sandbox = "bwrap")'
+    found = shutil.which("bwrap")
+    if found is None:
+        return Check("sandbox", MISSING, None, f"bwrap is not on PATH{why}; {sandbox.INSTALL_HINT}", required)
+    line = _first_line([found, "--version"])
+    version = line.removeprefix("bubblewrap ").strip() if line else None
+    problem = sandbox.bwrap_problem(found)
+    if problem is not None:
+        hint = "user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1, or run as root)"
+        return Check("sandbox", FAIL, version, f"{problem}{why}; {hint}", required)
+    return Check("sandbox", OK, version, f"{found} (sandbox = {kind!r})", required)
+
+
 def run_checks(agent_kind: str | None = None) -> list[Check]:
     """Every check, in report order. ``agent_kind`` overrides the configured ``agent.kind``."""
     checks = [check_python(), check_git(), check_tmux(), check_sqlite()]
     defaults = AgentSettings()
     kind, permission_mode = defaults.kind, defaults.permission_mode
+    sandbox_kind = "none"
     try:
         loaded = load_config()
     except SwarmError as exc:
@@ -263,6 +281,7 @@ def run_checks(agent_kind: str | None = None) -> list[Check]:
         checks.append(Check("config", FAIL, None, exc.render(), True))
     else:
         kind, permission_mode = loaded.config.agent.kind, loaded.config.agent.permission_mode
+        sandbox_kind = loaded.config.swarm.sandbox
         where = loaded.toml_path if loaded.toml_path.exists() else "defaults (no swarm.toml)"
         checks.append(Check("config", OK, None, f"{where}; agent.kind = {kind}", True))
     if agent_kind is not None:
@@ -276,6 +295,7 @@ def run_checks(agent_kind: str | None = None) -> list[Check]:
         for found in pool.map(lambda each: _agent_checks(load_template(each), required=each == kind), kinds):
             checks.extend(found)
     checks.append(check_postgres())
+    checks.append(check_sandbox(sandbox_kind))
     if "claude" in kinds:
         checks.append(check_claude_root(permission_mode, os.environ))
     return checks
@@ -287,8 +307,8 @@ def doctor_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Check the tools swarm needs (Python, git, tmux, SQLite, the agent CLIs) and that each installed agent CLI
-    accepts the options its template passes. Exits 1 if a required one is missing or fails."""
+    """Check the tools swarm needs (Python, git, tmux, SQLite, the agent CLIs, bwrap for a sandbox) and that each
+    installed agent CLI accepts the options its template passes. Exits 1 if a required one is missing or fails."""
     checks = run_checks(agent)
     ok = all(c.passed for c in checks)
     if as_json:

@@ -54,6 +54,11 @@ class AgentRun(BaseModel):
     log_max_bytes: int = 10_000_000
     #: ``[swarm] verify``: run after a task whose spec names no verify of its own (empty: none).
     verify: str = ""
+    #: ``[swarm] sandbox`` and its settings: "bwrap" runs the agent command in a sandbox (docs/contract.md §6).
+    sandbox: str = "none"
+    sandbox_network: bool = True
+    sandbox_home: list[str] = []
+    sandbox_paths: list[str] = []
 
     @property
     def swarm_dir(self) -> Path:

@@ -57,7 +57,7 @@ from swarm.agents import (
 )
 from swarm.errors import BadInput, LeaseLost, StoreError, SwarmError
 from swarm.models import LEAD, AgentState, Claim, Message, Task
-from swarm.runtime import procs
+from swarm.runtime import procs, sandbox
 from swarm.runtime.git import TASK_REF_PREFIX, GitError, Worktree, open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path
 from swarm.store import RetryPolicy, Store, StoreOptions, open_store
@@ -748,7 +748,28 @@ class Worker:
         env.update(command.env)
         if self.template.kind == "claude":
             command.argv.extend([CLAUDE_MCP_OPTION, str(self.write_mcp_config(env))])
+        if run.sandbox == "bwrap":
+            command.argv[:] = self._sandboxed(command.argv, env)
         return command, env
+
+    def _sandboxed(self, argv: list[str], env: dict[str, str]) -> list[str]:
+        """``argv`` inside the agent's bubblewrap sandbox (docs/contract.md §6); BadInput when a configured path
+        went missing since launch (the task fails saying so)."""
+        run = self.run
+        spec = sandbox.plan(
+            repo=Path(run.repo),
+            worktree=Path(run.worktree),
+            prompt_dir=run.prompt_dir,
+            env=env,
+            network=run.sandbox_network,
+            home_setting=run.sandbox_home,
+            extra=run.sandbox_paths,
+        )
+        # The launching shell's TMPDIR is not in the sandbox; its own /tmp is. SWARM_SANDBOX tells the agent's CLI
+        # it is sandboxed already (the codex template turns codex's own sandbox off, which cannot nest).
+        env["TMPDIR"] = "/tmp"
+        env["SWARM_SANDBOX"] = "bwrap"
+        return sandbox.bwrap_argv(spec, argv, bwrap=shutil.which("bwrap", path=env.get("PATH")) or "bwrap")
 
     def _supervise(
         self, claim: Claim, proc: subprocess.Popen[bytes], watch: procs.AgentProcesses, result: RunResult
@@ -1025,9 +1046,13 @@ class Worker:
         env.update(self.template.env)
         record = process_record_path(Path(run.repo), run.agent_id)
         watch = procs.AgentProcesses(record=record, adopt=procs.is_subreaper())
+        argv = ["/bin/sh", "-c", command]
+        if run.sandbox == "bwrap":
+            # In the agent's sandbox too: verify runs what the agent wrote (tests, conftest.py, a Makefile).
+            argv = self._sandboxed(argv, env)
         try:
             proc = subprocess.Popen(  # the spec's own shell code, as one argument of sh -c
-                ["/bin/sh", "-c", command],
+                argv,
                 cwd=run.worktree,
                 env=env,
                 stdin=subprocess.DEVNULL,
