@@ -49,6 +49,7 @@ METAVARS = {
     "test": "CMD",
     "thread": "NAME",
     "timeout": "SECONDS",
+    "to": "AGENT",
     "ttl": "SECONDS",
     "where": "DIR",
 }
