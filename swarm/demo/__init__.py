@@ -159,7 +159,7 @@ def _socket_prefix(socket_name: str) -> str:
 def _show_merge(out: Console, repo: Path) -> str | None:
     """Run ``swarm merge`` on the demo's result and show the branch it built; None if it stopped."""
     out.print("\n[bold]swarm merge[/]: every done task's commit, in dependency order, onto one branch")
-    out.print(f"  $ swarm merge   (run in {escape(str(repo))})", markup=False)
+    out.print(f"  $ swarm merge   (run in {repo})", markup=False)
 
     def show(outcome: TaskOutcome) -> None:
         out.print(f"  {outcome.status.value:<8}  {outcome.task}: {outcome.title}", markup=False)

@@ -63,3 +63,16 @@ def test_did_leaves_out_what_was_done_zero_times() -> None:
     assert did(("closed", 2, "session"), ("removed", 0, "worktree")) == "closed 2 sessions"
     assert did(("closed", 1, "session"), ("removed", 3, "worktree")) == "closed 1 session; removed 3 worktrees"
     assert did(("closed", 0, "session"), ("removed", 0, "worktree")) == ""
+
+
+def test_teardown_of_a_finished_swarm_does_not_report_closing_no_session(capsys: pytest.CaptureFixture[str]) -> None:
+    from swarm.cli.launch_cmd import _print_report
+    from swarm.launcher import TeardownReport
+
+    _print_report(TeardownReport(swarm_id="sw-1", worktrees_removed=["w1", "w2", "w3"], ended=True))
+    out = capsys.readouterr().out
+    assert "removed 3 worktrees" in out
+    assert "closed" not in out
+    assert "(s)" not in out
+    _print_report(TeardownReport(swarm_id="sw-1", sessions_killed=["s1"], worktrees_removed=["w1"]))
+    assert "closed 1 session; removed 1 worktree\n" in capsys.readouterr().out
