@@ -73,6 +73,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         # The wheelhouse lacks a dependency (first run on this machine, or a new requirement): gather them once.
         gathered = _pip(sys.executable, "wheel", "--wheel-dir", WHEELHOUSE, "--find-links", dist, wheel, timeout=600)
         assert gathered.returncode == 0, gathered.stdout + gathered.stderr
+        for own in WHEELHOUSE.glob("coding_agent_swarm-*.whl"):
+            own.unlink()  # only the dependencies stay: this checkout's wheel is built afresh every run
         done = _pip(sys.executable, *offline)
     assert done.returncode == 0, done.stdout + done.stderr
     return venv / "bin"
