@@ -55,6 +55,7 @@ def run_demo(*, agents: int = 3, keep: bool = False, pace: float = 1.0, where: P
     # Only a socket file the demo made is removed at the end: one that was there before is someone's server.
     made_socket = bool(socket_name) and not private_socket_file(socket_name).exists()
     tasks_count = spec_count()
+    cmd = escape(swarm_command())
     server = f"tmux socket '{escape(socket_name)}'" if socket_name else "your default tmux server"
     out.print(
         f"[bold]swarm demo[/]: {plural(agents, 'scripted agent')} {'works' if agents == 1 else 'work'} "
@@ -82,14 +83,25 @@ def run_demo(*, agents: int = 3, keep: bool = False, pace: float = 1.0, where: P
         )
     else:
         shutil.rmtree(base_dir, ignore_errors=True)
-        out.print("The throwaway repository was removed (run 'swarm demo --keep' to look around in it).")
+        out.print(f"The throwaway repository was removed (run '{cmd} demo --keep' to look around in it).")
     out.print(
-        "Next: 'swarm init' in your own repository, write specs, 'swarm launch EPIC', "
-        "then 'swarm merge' to collect the work on one branch."
+        f"Next: '{cmd} init' in your own repository, write specs, '{cmd} launch EPIC', "
+        f"then '{cmd} merge' to collect the work on one branch."
     )
     return DemoResult(
         repo=repo, done=done, total=total, seconds=elapsed, clean=run.ok and run.clean, merged_into=merged_into
     )
+
+
+def swarm_command() -> str:
+    """How to type this swarm in a hint: ``swarm`` when that is it on PATH, else its path (``.venv/bin/swarm``)."""
+    mine = Path(sys.executable).parent / "swarm"
+    found = shutil.which("swarm")
+    if found and mine.exists() and Path(found).resolve() == mine.resolve():
+        return "swarm"
+    if mine.exists():
+        return shlex.quote(os.path.relpath(mine) if mine.is_relative_to(Path.cwd()) else str(mine))
+    return f"{shlex.quote(sys.executable)} -m swarm"
 
 
 def _socket_name() -> str:
@@ -133,7 +145,7 @@ def _run_swarm(out: Console, repo: Path, agents: int, env: dict[str, str], socke
         result = launch(LaunchRequest(epic=EPIC, agents=agents, command=command), cwd=repo, say=out.print, env=env)
         out.print(
             f"launched swarm {result.swarm.id}: sessions {', '.join(result.started_sessions)}\n"
-            f"(watch one live from another terminal: {_socket_prefix(socket_name)}swarm attach agent-1, "
+            f"(watch one live from another terminal: {_socket_prefix(socket_name)}{swarm_command()} attach agent-1, "
             f"run from {escape(str(repo))})\n"
         )
         loaded = load_config(repo, env=env)
@@ -159,7 +171,7 @@ def _socket_prefix(socket_name: str) -> str:
 def _show_merge(out: Console, repo: Path) -> str | None:
     """Run ``swarm merge`` on the demo's result and show the branch it built; None if it stopped."""
     out.print("\n[bold]swarm merge[/]: every done task's commit, in dependency order, onto one branch")
-    out.print(f"  $ swarm merge   (run in {repo})", markup=False)
+    out.print(f"  $ {swarm_command()} merge   (run in {repo})", markup=False)
 
     def show(outcome: TaskOutcome) -> None:
         out.print(f"  {outcome.status.value:<8}  {outcome.task}: {outcome.title}", markup=False)
