@@ -94,13 +94,13 @@ def run_demo(*, agents: int = 3, keep: bool = False, pace: float = 1.0, where: P
 
 
 def swarm_command() -> str:
-    """How to type this swarm in a hint: ``swarm`` when that is it on PATH, else its path (``.venv/bin/swarm``)."""
+    """How to type this swarm in a hint: ``swarm`` when that is it on PATH, else its path (a checkout's .venv)."""
     mine = Path(sys.executable).parent / "swarm"
     found = shutil.which("swarm")
     if found and mine.exists() and Path(found).resolve() == mine.resolve():
         return "swarm"
     if mine.exists():
-        return shlex.quote(os.path.relpath(mine) if mine.is_relative_to(Path.cwd()) else str(mine))
+        return shlex.quote(str(mine))  # absolute: the hints are run from other folders (the demo's repository)
     return f"{shlex.quote(sys.executable)} -m swarm"
 
 

@@ -22,5 +22,5 @@ def test_a_swarm_that_is_not_on_path_is_typed_by_its_path(monkeypatch: pytest.Mo
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.chdir(tmp_path)
     assert swarm_command() == str(BIN / "swarm")
-    monkeypatch.chdir(BIN.parent.parent)  # a checkout with its .venv
-    assert swarm_command() == os.path.join(BIN.relative_to(BIN.parent.parent), "swarm")
+    monkeypatch.chdir(BIN.parent.parent)  # in the checkout too: the hints are run from the demo's repository
+    assert swarm_command() == str(BIN / "swarm")
