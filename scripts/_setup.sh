@@ -155,6 +155,11 @@ ensure_venv() {
         "$python" -m venv "$VENV" || die "could not create the virtual environment; install python3-venv and run this again"
     fi
     say "installing swarm and its development tools into .venv (once)"
+    # The distribution was called "swarm" before it became "coding-agent-swarm" (the PyPI name "swarm" is another
+    # project's): remove that install first, or two distributions would claim the same files.
+    if "$VENV/bin/python" -m pip show --quiet swarm >/dev/null 2>&1; then
+        "$VENV/bin/python" -m pip uninstall --quiet --yes swarm >&2 || die "pip could not remove the old 'swarm' install"
+    fi
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev]" \
         || die "pip could not install the project; see the messages above"
     printf '%s' "$want" >"$STAMP"

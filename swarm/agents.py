@@ -24,6 +24,7 @@ from string import Template
 from typing import Any, Literal
 
 from swarm.errors import BadInput, SwarmError
+from swarm.words import plural_of
 
 #: Seconds to wait for ``<binary> --version``: a CLI that hangs must not hang ``swarm doctor``.
 VERSION_TIMEOUT_SECONDS = 10.0
@@ -181,7 +182,7 @@ def _parse_template(kind: str, source: str, data: Mapping[str, Any]) -> AgentTem
         raise broken(f"missing {', '.join(missing)}")
     unknown = sorted(data.keys() - expected - optional)
     if unknown:
-        raise broken(f"unknown key(s) {', '.join(unknown)}")
+        raise broken(f"unknown {plural_of('key', len(unknown))} {', '.join(unknown)}")
     prompt = text("prompt")
     if prompt not in ("stdin", "file"):
         raise broken(f'prompt must be "stdin" or "file", not {prompt!r}')

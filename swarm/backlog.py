@@ -28,6 +28,7 @@ import yaml
 from swarm.errors import BacklogError, BadInput
 from swarm.graph import topological_order
 from swarm.models import ID_PATTERN, Spec, is_valid_id
+from swarm.words import plural
 
 logger = logging.getLogger(__name__)
 
@@ -651,6 +652,6 @@ def _cycle_problems(
         )
     if hidden:
         problems.append(
-            f"{folder_display}: {hidden} more dependency cycle(s) not shown; fix those above and load again"
+            f"{folder_display}: {plural(hidden, 'more dependency cycle')} not shown; fix those above and load again"
         )
     return problems

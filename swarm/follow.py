@@ -15,6 +15,7 @@ from swarm.errors import SwarmError
 from swarm.queue import open_queue
 from swarm.runtime import procs
 from swarm.store import Store, SwarmRecord
+from swarm.words import all_of, plural, plural_of
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -86,7 +87,7 @@ def follow(swarm: SwarmRecord, loaded: LoadedConfig, *, timeout: float | None) -
                 _wait_for_change(store)
     display.final(snap)
     _check_outcome(snap)
-    out.print(f"all {snap.counts['done']} task(s) of {swarm.epic} are done")
+    out.print(f"{all_of(snap.counts['done'], 'task')} of {swarm.epic} {plural_of('is', snap.counts['done'])} done")
     return snap
 
 
@@ -112,7 +113,7 @@ def _check_progress(snap: dashboard.Snapshot, deadline: float | None, timeout: f
     if deadline is not None and time.monotonic() > deadline:
         raise SwarmError(
             f"timed out after {timeout or 0:.0f}s with {snap.counts['done']} of "
-            f"{sum(snap.counts.values())} task(s) done",
+            f"{plural(sum(snap.counts.values()), 'task')} done",
             hint="the swarm keeps running: 'swarm status' to watch, 'swarm teardown' to stop",
         )
 
@@ -131,6 +132,6 @@ def _check_outcome(snap: dashboard.Snapshot) -> None:
     if not snap.succeeded:
         raise SwarmError(
             f"the epic finished with {snap.counts['dead']} dead, {snap.counts['blocked']} blocked and "
-            f"{snap.counts['cancelled']} cancelled task(s)",
+            f"{plural(snap.counts['cancelled'], 'cancelled task')}",
             hint="see 'swarm status' for the reasons, 'swarm queue retry TASK' to try again",
         )

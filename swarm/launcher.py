@@ -39,6 +39,7 @@ from swarm.runtime.runfile import AgentRun, process_record_path, read_run_file, 
 from swarm.runtime.sessions import monitor_sessions, session_name, start_monitor, start_worker
 from swarm.runtime.tmux import Tmux, tmux_available
 from swarm.store import Store, SwarmRecord, path_from_url
+from swarm.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -421,12 +422,12 @@ def _agent_count(job: _Launch, swarm: SwarmRecord, open_tasks: int, fleet: int =
     count = request.agents or swarm.max_agents or job.loaded.config.swarm.max_agents
     if request.agents is not None and request.agents < fleet:
         job.say(
-            f"swarm {swarm.id} runs {fleet} agent(s); --agents {request.agents} does not shrink it "
+            f"swarm {swarm.id} runs {plural(fleet, 'agent')}; --agents {request.agents} does not shrink it "
             "('swarm teardown' stops them all)"
         )
         count = fleet
     if open_tasks and count > open_tasks and request.agents is None:
-        job.say(f"starting {open_tasks} agent(s), one per open task (max_agents is {count})")
+        job.say(f"starting {plural(open_tasks, 'agent')}, one per open task (max_agents is {count})")
         count = open_tasks
     return max(1, count)
 
@@ -669,7 +670,7 @@ def _create_worktrees(repo: GitRepo, loaded: LoadedConfig, runs: list[AgentRun],
     with ThreadPoolExecutor(max_workers=min(8, len(runs))) as pool:
         created = [agent for agent in pool.map(one, runs) if agent]
     if created:
-        say(f"created {len(created)} worktree(s) under {cfg.swarm.worktree_base}/")
+        say(f"created {plural(len(created), 'worktree')} under {cfg.swarm.worktree_base}/")
     return created
 
 
@@ -908,7 +909,7 @@ class _Teardown:
         grace = self.options.grace
         wait = grace if grace is not None else (15.0 if now else 30.0)
         self.say(
-            f"asked {len(live)} worker(s) to stop ({'now' if now else 'after their current task'}); "
+            f"asked {plural(len(live), 'worker')} to stop ({'now' if now else 'after their current task'}); "
             f"waiting up to {wait:.0f}s"
         )
         deadline = time.monotonic() + wait

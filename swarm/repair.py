@@ -33,6 +33,7 @@ from swarm.runtime.git import GitRepo, Worktree, WorktreeInfo, is_inside, open_r
 from swarm.runtime.sessions import monitor_sessions
 from swarm.runtime.tmux import Tmux
 from swarm.store import Store, SwarmRecord
+from swarm.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ class _Repair:
         steps: list[str] = []
         leftovers = self._leftovers(agent)
         if leftovers:
-            steps.append(f"stop its {len(leftovers)} leftover process(es) {leftovers}")
+            steps.append(f"stop its {plural(len(leftovers), 'leftover process')} {leftovers}")
         if kill_session:
             steps.append(f"kill its session {agent.session}")
         return steps

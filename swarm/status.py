@@ -15,6 +15,7 @@ from swarm.models import LEAD, STATE_ORDER, AgentRecord, AgentState, Message, Ta
 from swarm.runtime import procs
 from swarm.store import Store, SwarmRecord
 from swarm.views import agent_json, iso, question_json, task_json
+from swarm.words import plural
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -239,7 +240,7 @@ def _age(seconds: float | None) -> str:
 def _monitor_line(monitor: dict[str, Any], snap: Snapshot) -> RenderableType:
     from rich.text import Text
 
-    restarts = f", {monitor['restarts']} restart(s)" if monitor["restarts"] else ""
+    restarts = f", {plural(monitor['restarts'], 'restart')}" if monitor["restarts"] else ""
     look = f", last look {_age(monitor['last_look_age_s'])} ago" if monitor["last_look_age_s"] is not None else ""
     if monitor["alive"]:
         return Text(f"monitor: running (pid {monitor['pid']}){look}{restarts}", style="dim")

@@ -19,7 +19,7 @@ def demo_cmd(
     from swarm.demo import run_demo
 
     result = run_demo(agents=agents, keep=keep, pace=pace, where=where)
-    if result.done != result.total or not result.clean:
+    if result.done != result.total or not result.clean or result.merged_into is None:
         raise SwarmError(
             f"the demo finished with {result.done} of {result.total} tasks done",
             hint="run 'swarm doctor' to check the machine, and 'swarm demo --keep' to inspect the logs",

@@ -25,6 +25,7 @@ from swarm.launcher import (
     teardown_json,
 )
 from swarm.runtime.git import open_repo
+from swarm.words import did, plural
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -111,17 +112,19 @@ def _print_launch(result: LaunchResult, epic: str, out: Console) -> None:
     queued = result.queued
     if queued.dependencies:
         out.print(
-            f"also queued {len(queued.dependencies)} undone dependenc(ies) from other epics: "
+            f"also queued {plural(len(queued.dependencies), 'undone dependency')} from other epics: "
             + ", ".join(f"{s.id} ({s.epic})" for s in queued.dependencies)
         )
     if queued.added:
-        out.print(f"queued {len(queued.added)} task(s) ({len(queued.ready)} ready)")
+        out.print(f"queued {plural(len(queued.added), 'task')} ({len(queued.ready)} ready)")
     elif queued.existing:
-        out.print(f"resuming: {len(queued.existing)} task(s) already queued")
+        out.print(f"resuming: {plural(len(queued.existing), 'task')} already queued")
     if result.started_sessions:
-        out.print(f"started {len(result.started_sessions)} agent session(s): {', '.join(result.started_sessions)}")
+        started = result.started_sessions
+        out.print(f"started {plural(len(started), 'agent session')}: {', '.join(started)}")
     if result.resumed_sessions:
-        out.print(f"{len(result.resumed_sessions)} session(s) already running: {', '.join(result.resumed_sessions)}")
+        resumed = result.resumed_sessions
+        out.print(f"{plural(len(resumed), 'session')} already running: {', '.join(resumed)}")
     if result.idle:
         return  # launch said why nothing started; there is nothing to watch
     sock = _socket_prefix(result)
@@ -201,13 +204,17 @@ def _print_report(report: TeardownReport) -> None:
         out.print(f"swarm {report.swarm_id} is already down: nothing of it was running on this host")
         return
     if report.killed:
-        out.print(f"stopped {len(report.killed)} process(es) that did not exit in time")
+        out.print(f"stopped {plural(len(report.killed), 'process')} that did not exit in time")
     if report.returned_tasks:
         out.print(f"returned to the queue: {', '.join(report.returned_tasks)}")
-    out.print(
-        f"closed {len(report.sessions_killed)} session(s); removed {len(report.worktrees_removed)} worktree(s)"
-        + (f"; kept {len(report.worktrees_kept)}" if report.worktrees_kept else "")
+    # Only what teardown did: after a finished swarm its sessions have closed themselves ("closed 0" says nothing).
+    done = did(
+        ("closed", len(report.sessions_killed), "session"),
+        ("removed", len(report.worktrees_removed), "worktree"),
+        ("kept", len(report.worktrees_kept), "worktree"),
     )
+    if done:
+        out.print(done)
     if report.branches_deleted:
         out.print(f"deleted branches: {', '.join(report.branches_deleted)}")
     if report.branches_kept:

@@ -68,8 +68,11 @@ def build_app(only: str | None = None) -> typer.Typer:
     """The typer application: every command, or only the one named ``only`` (a top-level command name)."""
     import importlib
 
+    from swarm.cli.helptext import SwarmGroup
+
     app = typer.Typer(
         name="swarm",
+        cls=SwarmGroup,  # whole summaries, values named like EPIC and --db URL (swarm/cli/helptext.py)
         help="Run a team of coding agents on one git repository in parallel.",
         no_args_is_help=True,
         add_completion=False,

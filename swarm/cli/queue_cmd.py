@@ -20,6 +20,7 @@ from swarm.models import STATE_ORDER, TaskState, check_id
 from swarm.queue import add_task, backlog_folder, lead_token_path, open_queue, queue_epic, queued_json
 from swarm.store import Store
 from swarm.views import claim_json, iso, task_json
+from swarm.words import plural, plural_of
 
 queue_app = typer.Typer(
     help="Work the task queue by hand or from an agent: init, claim, heartbeat, release, status, add, "
@@ -92,16 +93,18 @@ def init_cmd(
     out = console()
     blocked = len(result.added) - len(result.ready)
     if result.added:
-        out.print(f"queued {len(result.added)} task(s) for epic {epic}: {len(result.ready)} ready, {blocked} blocked")
+        added = plural(len(result.added), "task")
+        out.print(f"queued {added} for epic {epic}: {len(result.ready)} ready, {blocked} blocked")
     else:
         out.print(f"nothing new to queue for epic {epic}")
     if result.dependencies:
         listed = ", ".join(f"{s.id} ({s.epic})" for s in result.dependencies)
-        out.print(f"also queued {len(result.dependencies)} undone dependenc(ies) from other epics: {listed}")
+        out.print(f"also queued {plural(len(result.dependencies), 'undone dependency')} from other epics: {listed}")
     if result.existing:
-        out.print(f"{len(result.existing)} task(s) were already queued and left as they are")
+        out.print(f"{plural(len(result.existing), 'task')} already in the queue, left unchanged")
     if result.already_done:
-        out.print(f"{len(result.already_done)} spec(s) of {epic} are already done")
+        done = len(result.already_done)
+        out.print(f"{plural(done, 'spec')} of {epic} {plural_of('is', done)} already done")
     out.print(f"swarm {result.swarm.id}, database {loaded.database_url()}")
 
 
@@ -220,7 +223,7 @@ def status_cmd(
         return
     out = console()
     total = sum(counts.values())
-    out.print(f"{total} task(s): " + ", ".join(f"{counts[s.value]} {s.value}" for s in STATE_ORDER))
+    out.print(f"{plural(total, 'task')}: " + ", ".join(f"{counts[s.value]} {s.value}" for s in STATE_ORDER))
     if not tasks:
         return
     from rich.markup import escape

@@ -12,6 +12,7 @@ from swarm.config import load_config
 from swarm.errors import SwarmError
 from swarm.repair import Finding, RepairReport, repair
 from swarm.runtime.git import open_repo
+from swarm.words import plural
 
 
 def repair_cmd(
@@ -30,7 +31,7 @@ def repair_cmd(
     failed = report.failed
     if failed:
         raise SwarmError(
-            f"repair could not fix {len(failed)} of {len(report.findings)} finding(s): "
+            f"repair could not fix {len(failed)} of {plural(len(report.findings), 'finding')}: "
             + "; ".join(f"{f.subject}: {f.error}" for f in failed),
             hint="fix those by hand (see above), then run 'swarm repair' again",
         )
@@ -56,10 +57,11 @@ def _print_report(report: RepairReport) -> None:
     for finding in report.findings:
         out.print(_line(finding, report.dry_run))
     if report.dry_run:
-        out.print(f"dry run: {len(report.findings)} finding(s) in {where}; nothing changed ('swarm repair' fixes them)")
+        found = plural(len(report.findings), "finding")
+        out.print(f"dry run: {found} in {where}; nothing changed ('swarm repair' fixes them)")
         return
     done = sum(1 for f in report.findings if f.done)
-    out.print(f"repaired {done} of {len(report.findings)} finding(s) in {where}")
+    out.print(f"repaired {done} of {plural(len(report.findings), 'finding')} in {where}")
     if report.buried:
         out.print(f"run 'swarm launch {report.swarm.epic}' to restart the agents marked dead (it resumes)")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -12,14 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
+
 from swarm.config import load_config
 from swarm.console import console
 from swarm.demo.project import EPIC, spec_count, write_project
 from swarm.follow import follow
 from swarm.launcher import LaunchRequest, launch, teardown
+from swarm.merge import TaskOutcome, merge_swarm
 from swarm.models import Task
 from swarm.runtime.git import open_repo
+from swarm.runtime.tmux import private_sessions, private_socket_file, stop_private_server
 from swarm.status import Snapshot
+from swarm.words import article, did, plural
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -34,36 +40,75 @@ class DemoResult:
     total: int
     seconds: float
     clean: bool
+    #: The branch ``swarm merge`` built from the done tasks; None when the merge did not run or stopped.
+    merged_into: str | None = None
 
 
 def run_demo(*, agents: int = 3, keep: bool = False, pace: float = 1.0, where: Path | None = None) -> DemoResult:
-    """Create the throwaway project, launch the swarm, follow it, tear it down, and summarise."""
+    """Create the throwaway project, launch the swarm, follow it, tear it down, merge its work, and summarise."""
     out = console()
     started = time.monotonic()
     base_dir = Path(tempfile.mkdtemp(prefix="swarm-demo-", dir=where))
     repo = base_dir / "calc"
     write_project(repo)
-    socket_name = f"swarm-demo-{os.getpid()}"
+    socket_name = _socket_name()
+    # Only a socket file the demo made is removed at the end: one that was there before is someone's server.
+    made_socket = bool(socket_name) and not private_socket_file(socket_name).exists()
+    tasks_count = spec_count()
+    cmd = escape(swarm_command())
+    server = f"tmux socket '{escape(socket_name)}'" if socket_name else "your default tmux server"
     out.print(
-        f"[bold]swarm demo[/]: {agents} scripted agents work a {spec_count()}-task backlog with dependencies\n"
-        f"in a throwaway repository: {repo}\n"
+        f"[bold]swarm demo[/]: {plural(agents, 'scripted agent')} {'works' if agents == 1 else 'work'} "
+        f"{article(tasks_count)} {tasks_count}-task backlog with dependencies\n"
+        f"in a throwaway repository: {escape(str(repo))}\n"
         f"Each agent gets its own git worktree and branch and runs in its own tmux session\n"
-        f"(tmux socket '{socket_name}'). The agents are scripts that follow their specs, so no API key is needed.\n"
+        f"({server}). The agents are scripts that follow their specs, so no API key is needed.\n"
     )
-    run = _run_swarm(out, repo, agents, _demo_env(socket_name, pace), socket_name)
-    tasks = run.snap.tasks if run.snap else []
-    _print_agents(out, repo, tasks)
+    try:
+        run = _run_swarm(out, repo, agents, _demo_env(socket_name, pace), socket_name)
+        tasks = run.snap.tasks if run.snap else []
+        _print_agents(out, repo, tasks)
+        merged_into = _show_merge(out, repo) if run.ok else None
+    finally:
+        if made_socket and not private_sessions(socket_name):
+            stop_private_server(socket_name)
     elapsed = time.monotonic() - started
     done = run.snap.counts["done"] if run.snap else 0
-    total = sum(run.snap.counts.values()) if run.snap else spec_count()
-    out.print(f"\n{done}/{total} tasks done in {elapsed:.1f}s.")
+    total = sum(run.snap.counts.values()) if run.snap else tasks_count
+    out.print(f"\n{done}/{plural(total, 'task')} done in {elapsed:.1f}s.")
     if keep:
-        out.print(f"The repository is kept at {repo} (try: git -C {repo} log --oneline --graph --all).")
+        out.print(
+            f"The repository is kept at {escape(str(repo))} "
+            f"(try: git -C {escape(shlex.quote(str(repo)))} log --oneline --graph --all)."
+        )
     else:
         shutil.rmtree(base_dir, ignore_errors=True)
-        out.print("The throwaway repository was removed (run 'swarm demo --keep' to look around in it).")
-    out.print("Next: 'swarm init' in your own repository, write specs, then 'swarm launch EPIC'.")
-    return DemoResult(repo=repo, done=done, total=total, seconds=elapsed, clean=run.ok and run.clean)
+        out.print(f"The throwaway repository was removed (run '{cmd} demo --keep' to look around in it).")
+    out.print(
+        f"Next: '{cmd} init' in your own repository, write specs, '{cmd} launch EPIC', "
+        f"then '{cmd} merge' to collect the work on one branch."
+    )
+    return DemoResult(
+        repo=repo, done=done, total=total, seconds=elapsed, clean=run.ok and run.clean, merged_into=merged_into
+    )
+
+
+def swarm_command() -> str:
+    """How to type this swarm in a hint: ``swarm`` when that is it on PATH, else its path (a checkout's .venv)."""
+    mine = Path(sys.executable).parent / "swarm"
+    found = shutil.which("swarm")
+    if found and mine.exists() and Path(found).resolve() == mine.resolve():
+        return "swarm"
+    if mine.exists():
+        return shlex.quote(str(mine))  # absolute: the hints are run from other folders (the demo's repository)
+    return f"{shlex.quote(sys.executable)} -m swarm"
+
+
+def _socket_name() -> str:
+    """``SWARM_TMUX_SOCKET`` when it is set (empty: the default tmux server), else a private socket of the demo's."""
+    if "SWARM_TMUX_SOCKET" in os.environ:
+        return os.environ["SWARM_TMUX_SOCKET"]
+    return f"swarm-demo-{os.getpid()}"
 
 
 def _demo_env(socket_name: str, pace: float) -> dict[str, str]:
@@ -100,8 +145,8 @@ def _run_swarm(out: Console, repo: Path, agents: int, env: dict[str, str], socke
         result = launch(LaunchRequest(epic=EPIC, agents=agents, command=command), cwd=repo, say=out.print, env=env)
         out.print(
             f"launched swarm {result.swarm.id}: sessions {', '.join(result.started_sessions)}\n"
-            f"(watch one live from another terminal: SWARM_TMUX_SOCKET={socket_name} swarm attach agent-1, "
-            f"run from {repo})\n"
+            f"(watch one live from another terminal: {_socket_prefix(socket_name)}{swarm_command()} attach agent-1, "
+            f"run from {escape(str(repo))})\n"
         )
         loaded = load_config(repo, env=env)
         snap = follow(result.swarm, loaded, timeout=120)
@@ -109,11 +154,47 @@ def _run_swarm(out: Console, repo: Path, agents: int, env: dict[str, str], socke
     finally:
         out.print("\n[bold]teardown[/]: stopping the agents and removing their worktrees (branches stay)")
         report = teardown(cwd=repo, say=out.print)
-        out.print(
-            f"closed {len(report.sessions_killed)} session(s), removed {len(report.worktrees_removed)} worktree(s); "
-            + ("no swarm process is left running" if report.clean else f"LEFT RUNNING: {report.survivors}")
+        # After a finished swarm the agents' sessions have closed themselves: say only what teardown did.
+        done = did(
+            ("closed", len(report.sessions_killed), "session"), ("removed", len(report.worktrees_removed), "worktree")
         )
+        left = "no swarm process is left running" if report.clean else f"LEFT RUNNING: {report.survivors}"
+        out.print(f"{done}; {left}" if done else left[0].upper() + left[1:])
     return _Run(snap=snap, ok=ok, clean=report.clean)
+
+
+def _socket_prefix(socket_name: str) -> str:
+    """``SWARM_TMUX_SOCKET=NAME `` for a command shown to the user, when the demo runs on a private socket."""
+    return f"SWARM_TMUX_SOCKET={escape(shlex.quote(socket_name))} " if socket_name else ""
+
+
+def _show_merge(out: Console, repo: Path) -> str | None:
+    """Run ``swarm merge`` on the demo's result and show the branch it built; None if it stopped."""
+    out.print("\n[bold]swarm merge[/]: every done task's commit, in dependency order, onto one branch")
+    out.print(f"  $ {swarm_command()} merge   (run in {repo})", markup=False)
+
+    def show(outcome: TaskOutcome) -> None:
+        out.print(f"  {outcome.status.value:<8}  {outcome.task}: {outcome.title}", markup=False)
+
+    report = merge_swarm(repo, on_task=show, say=lambda text: out.print(f"  {text}", markup=False))
+    failed = report.failed
+    if failed is not None:
+        out.print(f"  the merge stopped at {failed.task}: {failed.reason}", markup=False)
+        return None
+    listed = subprocess.run(
+        ["git", "-C", str(repo), "ls-tree", "-r", "--name-only", report.branch],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    built = [f for f in listed.stdout.split() if not f.startswith("specs/")]
+    out.print(
+        f"branch {report.branch} is at {report.head[:10]}: {plural(len(report.merged), 'task')} merged, "
+        f"one 'Merge <task>: <title>' commit each; it holds {', '.join(built)}",
+        markup=False,
+    )
+    return report.branch
 
 
 def _print_agents(out: Console, repo: Path, tasks: list[Task]) -> None:

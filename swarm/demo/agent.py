@@ -56,7 +56,8 @@ def main() -> int:
         target = _safe(worktree, match.group(1))
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(match.group(2), encoding="utf-8")
-        say(f"wrote {match.group(1)} ({len(match.group(2).splitlines())} lines)")
+        lines = len(match.group(2).splitlines())
+        say(f"wrote {match.group(1)} ({lines} line{'' if lines == 1 else 's'})")
         written += 1
     if not written:
         say("no file blocks in the prompt; nothing to write")

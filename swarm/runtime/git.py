@@ -31,6 +31,7 @@ import git
 import git.exc
 
 from swarm.errors import BadInput, SwarmError
+from swarm.words import plural
 
 logger = logging.getLogger(__name__)
 
@@ -861,7 +862,7 @@ class Worktree:
                 count = self._git.run("rev-list", "--count", head, *([f"^{tip}"] if tip else []), what=what).out
                 self._git.run("update-ref", "-m", log_message, ref, head, *([tip] if tip else []), what=what)
                 notes.append(
-                    f"the agent left {branch} for {where}; brought its {count.strip()} commit(s) onto {branch}"
+                    f"the agent left {branch} for {where}; brought its {plural(int(count), 'commit')} onto {branch}"
                 )
             else:
                 notes.append(f"the agent left {branch} for {where}; put HEAD back on {branch}")
@@ -1131,7 +1132,7 @@ class Worktree:
                 ref=ref,
                 detail=f"merging {ref} conflicts in {', '.join(conflicts)}",
             )
-        detail = f"merged {len(merged)} commit(s)" + (f", {skipped} already present" if skipped else "")
+        detail = f"merged {plural(len(merged), 'commit')}" + (f", {skipped} already present" if skipped else "")
         return MergeResult(ok=True, merged=merged, detail=detail)
 
     def _merge_bases(self, ref: str, sha: str) -> list[str]:

@@ -36,6 +36,7 @@ from swarm.runtime.runfile import read_run_file, run_file_path
 from swarm.runtime.sessions import restart_worker
 from swarm.runtime.tmux import Tmux
 from swarm.store import Store
+from swarm.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -228,11 +229,11 @@ class Monitor:
                 state=AgentState.FAILED.value,
                 pid=None,
                 agent_pid=None,
-                detail=f"{verdict.why}; gave up after {agent.restarts} restarts",
+                detail=f"{verdict.why}; gave up after {plural(agent.restarts, 'restart')}",
             )
             self.escalate(
                 f"{agent.id}:failed",
-                f"{agent.id} failed: {verdict.why}; gave up after {agent.restarts} restarts (max_restarts)",
+                f"{agent.id} failed: {verdict.why}; gave up after {plural(agent.restarts, 'restart')} (max_restarts)",
             )
             return
         if agent.state != verdict.state:

@@ -488,13 +488,18 @@ def private_sessions(socket_name: str) -> list[str]:
     return done.stdout.split() if done.returncode == 0 else []
 
 
+def private_socket_file(socket_name: str) -> Path:
+    """Where tmux keeps the socket of ``tmux -L socket_name`` (``$TMUX_TMPDIR/tmux-UID/NAME``)."""
+    return Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}" / socket_name
+
+
 def stop_private_server(socket_name: str) -> None:
     """Stop the tmux server of socket ``socket_name`` and remove its socket file, which tmux 3.3 leaves behind
     after kill-server. Only for a socket its caller named itself, uniquely: never the user's default server."""
     if not socket_name:
         raise BadInput("stop_private_server needs a socket name: the default server is never stopped")
     subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True, check=False, timeout=30)
-    socket_file = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}" / socket_name
+    socket_file = private_socket_file(socket_name)
     with contextlib.suppress(OSError):
         if socket_file.is_socket():
             socket_file.unlink()

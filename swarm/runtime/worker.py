@@ -61,6 +61,7 @@ from swarm.runtime import procs, sandbox
 from swarm.runtime.git import TASK_REF_PREFIX, GitError, Worktree, open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path
 from swarm.store import RetryPolicy, Store, StoreOptions, open_store
+from swarm.words import all_of, plural, plural_of
 
 log = logging.getLogger(__name__)
 
@@ -498,7 +499,7 @@ class Worker:
             )
         if cancelled:
             return f"nothing left to do: {counts['done']} done, {cancelled} cancelled; exiting"
-        return f"all {counts['done']} task(s) of the swarm are done; exiting"
+        return f"{all_of(counts['done'], 'task')} of the swarm {plural_of('is', counts['done'])} done; exiting"
 
     def _wait_for_change(self, seconds: float, *, not_before: float = 0.0) -> None:
         """Return when the database changed (but not before ``not_before`` seconds), or after ``seconds``."""
@@ -1283,7 +1284,7 @@ def _stop_leftovers(record: Path, say: Callable[[str], None]) -> None:
         return
     if stopped:
         pids = ", ".join(str(p.pid) for p in stopped)
-        say(f"stopped {len(stopped)} process(es) left by an earlier run of this agent (pids {pids})")
+        say(f"stopped {plural(len(stopped), 'process')} left by an earlier run of this agent (pids {pids})")
 
 
 def _stop_agent_processes(watch: procs.AgentProcesses, say: Callable[[str], None]) -> None:
@@ -1292,7 +1293,7 @@ def _stop_agent_processes(watch: procs.AgentProcesses, say: Callable[[str], None
         leftover = [p.pid for p in watch.poll()]
         if leftover:
             pids = ", ".join(map(str, leftover))
-            say(f"the agent left {len(leftover)} process(es) running (pids {pids}); stopping them")
+            say(f"the agent left {plural(len(leftover), 'process')} running (pids {pids}); stopping them")
         left = watch.stop(grace=KILL_GRACE_SECONDS)
     except Terminated:
         # A signal during the grace period: no more grace, but nothing is left behind either.

@@ -33,6 +33,7 @@ from swarm.store.base import Reaped, StoreOptions
 from swarm.store.common import path_from_url
 from swarm.store.sql import ClaimRequest, SqlStore, event, log_reaped
 from swarm.store.sqlfile import queries
+from swarm.words import plural
 
 T = TypeVar("T")
 
@@ -234,7 +235,7 @@ class SQLiteStore(SqlStore[sqlite3.Cursor]):
         broken = cur.execute("PRAGMA foreign_key_check").fetchall()
         if broken:
             raise StoreError(
-                f"migrating {self.path} would break {len(broken)} reference(s) between tables "
+                f"migrating {self.path} would break {plural(len(broken), 'reference')} between tables "
                 f"(first: {tuple(broken[0])}); nothing was changed",
                 hint="restore the database from a backup, or report this with the file",
             )

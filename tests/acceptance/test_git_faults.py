@@ -139,7 +139,7 @@ def test_task_and_wip_commits_land_on_the_agent_branch_after_a_checkout_b(
         # On the agent branch, not on 'other' where the agent left HEAD.
         git(project, "merge-base", "--is-ancestor", commit, branch)  # exit 1 (not on it) fails the test
     assert git(project, "log", "-1", "--format=%s", "other") != "B: Make B"
-    assert f"the agent left {branch} for branch 'other'; brought its 1 commit(s) onto {branch}" in _log(project)
+    assert f"the agent left {branch} for branch 'other'; brought its 1 commit onto {branch}" in _log(project)
 
     down = run("teardown", "--now")
     assert down.returncode == 0, down.stderr + down.stdout

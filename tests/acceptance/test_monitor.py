@@ -125,7 +125,7 @@ def test_a_worker_signalled_again_and_again_is_given_up_after_max_restarts(proje
     notes = [n["body"] for n in _escalations(run)]
     assert len(notes) == 2, notes
     assert "restarting it (restart 1 of 1)" in notes[0]
-    assert "gave up after 1 restarts" in notes[1]
+    assert "gave up after 1 restart (max_restarts)" in notes[1]
     assert run("teardown").returncode == 0
 
 

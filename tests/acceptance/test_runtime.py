@@ -40,7 +40,7 @@ def _assert_nothing_left(project: Path, socket: str, swarm_id: str) -> None:
 def test_diamond_epic_with_three_agents(project: Path, run: Run, tmux_socket: str) -> None:
     launched = run("launch", "E1", "--agents", "3", "--command", DEMO_AGENT, "--wait", "--timeout", "90")
     assert launched.returncode == 0, launched.stderr + launched.stdout
-    assert "all 4 task(s) of E1 are done" in launched.stdout
+    assert "all 4 tasks of E1 are done" in launched.stdout
 
     data = status_json(run)
     assert data["counts"]["done"] == 4

@@ -696,7 +696,7 @@ def test_heal_stashes_leftovers_under_the_given_label_and_returns_to_the_branch(
     actions = repo.heal_worktree(wt.path, "swarm/e/a1", leftovers="swarm: left outside a task")
     assert "outside any task" in actions[0]
     assert "swarm: left outside a task" in git(repo.root, "stash", "list")
-    assert actions[1] == "the agent left swarm/e/a1 for branch 'elsewhere'; brought its 1 commit(s) onto swarm/e/a1"
+    assert actions[1] == "the agent left swarm/e/a1 for branch 'elsewhere'; brought its 1 commit onto swarm/e/a1"
     assert wt.branch() == "swarm/e/a1"
     assert (wt.path / "side.txt").exists()
     assert not wt.has_changes()
@@ -708,7 +708,7 @@ def test_commit_on_branch_brings_the_agents_branch_switch_back(repo: GitRepo) ->
     commit_file(wt.path, "mid.txt", "mid\n", "agent's own commit")
     (wt.path / "end.txt").write_text("end\n")
     result = wt.commit_on_branch("swarm/e/a1", "T1: task", AGENT)
-    assert result.notes == ["the agent left swarm/e/a1 for branch 'other'; brought its 2 commit(s) onto swarm/e/a1"]
+    assert result.notes == ["the agent left swarm/e/a1 for branch 'other'; brought its 2 commits onto swarm/e/a1"]
     assert wt.branch() == "swarm/e/a1"
     assert git(repo.root, "rev-parse", "swarm/e/a1") == result.sha
     assert git(repo.root, "log", "-1", "--format=%s|%an", "swarm/e/a1") == "T1: task|swarm agent-1"

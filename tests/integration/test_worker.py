@@ -613,7 +613,7 @@ def test_the_log_is_rotated_at_its_cap_and_keeps_the_newest_lines(repo: Path, ma
     assert older.stat().st_size <= 4096
     assert not log.with_name("agent-1.log.2").exists()  # one older file: at most twice the cap on disk
     newest = log.read_text()
-    assert newest.rstrip().endswith("all 2 task(s) of the swarm are done; exiting")
+    assert newest.rstrip().endswith("all 2 tasks of the swarm are done; exiting")
     assert "last line of B" in older.read_text() + newest
 
     # `swarm logs` shows the tail across the rotation: the older file first, then the current one.
@@ -868,3 +868,9 @@ def test_a_rate_limit_in_the_prompt_echoed_does_not_pause_claims(
     assert until > 0
     assert reason == "rate limit seen by agent-1"
     assert signals == ["claims paused for 1s: Error: rate limited, try again in 1 second"]
+
+
+def test_the_end_of_a_one_task_swarm_reads_as_english() -> None:
+    counts = {"done": 1, "blocked": 0, "dead": 0, "cancelled": 0}
+    assert Worker._finished_text(counts) == "the only task of the swarm is done; exiting"
+    assert Worker._finished_text({**counts, "done": 3}) == "all 3 tasks of the swarm are done; exiting"

@@ -412,4 +412,5 @@ def test_cancelled_tasks_are_not_counted_as_done(swarm: Swarm) -> None:
     assert Worker(swarm.run_of("agent-1", "echo a > a.txt"), out=out).loop() == 0
     text = out.getvalue().decode()
     assert "nothing left to do: 1 done, 1 cancelled" in text
-    assert "task(s) of the swarm are done" not in text
+    assert "tasks of the swarm are done" not in text
+    assert "only task of the swarm is done" not in text
