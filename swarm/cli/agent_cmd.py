@@ -50,19 +50,29 @@ def logs_cmd(
     agent_id: str = typer.Argument(..., help="The agent whose log to print, e.g. agent-1."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines as they arrive."),
     lines: int = typer.Option(0, "--lines", "-n", min=0, help="Only the last N lines (0: all)."),
+    raw: bool = typer.Option(
+        False, "--raw", help="The JSON events the agent's CLI printed (claude, codex), one a line, instead of the log."
+    ),
     db: DbOption = None,
 ) -> None:
-    """Print an agent's log: the worker's own lines and everything the agent printed."""
+    """Print an agent's log: the worker's own lines and what the agent did, its JSON events (Claude Code's
+    stream-json, codex's --json) as readable lines; --raw prints the events themselves."""
     loaded = load_with_db(db)
     _agent(loaded, agent_id)  # an unknown agent is bad input, whether or not a log exists
-    path = loaded.repo / ".swarm" / "logs" / f"{agent_id}.log"
+    logs = loaded.repo / ".swarm" / "logs"
+    path = logs / f"{agent_id}.{'jsonl' if raw else 'log'}"
+    if raw and not path.exists():
+        raise BadInput(
+            f"{agent_id} printed no JSON events (no {path})",
+            hint=f"only claude and codex agents print them; 'swarm logs {agent_id}' shows everything it printed",
+        )
     if not path.exists():
         raise BadInput(f"{agent_id} has no log yet at {path}", hint="its worker has not started")
     out = sys.stdout.buffer
     handle = path.open("rb")
     try:
         data = handle.read()
-        older = path.with_name(path.name + ".1")  # the worker rotates the log at swarm.log_max_bytes
+        older = path.with_name(path.name + ".1")  # the worker rotates both files at swarm.log_max_bytes
         if not lines or data.count(b"\n") < lines:
             with contextlib.suppress(OSError):
                 data = older.read_bytes() + data
