@@ -5,10 +5,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from swarm.agents import known_failure, load_template, parse_usage
 from swarm.progress import Progress, format_for, parse_event
 
 SAMPLES = Path(__file__).parent / "progress_samples"
@@ -135,3 +138,39 @@ def test_json_of_agents_without_events_is_their_text() -> None:
     assert Progress(format_for("command")).feed(line) == [line]
     assert Progress(format_for("aider")).event(line) is None
     assert parse_event(line) == {"type": "result", "is_error": True}
+
+
+# -- what the worker reads from the raw events: known failures and usage (swarm.agents) ----------------------
+
+
+def _raw(sample: str) -> list[str]:
+    return [line.strip() for line in (SAMPLES / sample).read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("kind", "sample", "reason"),
+    [
+        ("claude", "claude-fail.jsonl", "API Error: Unable to connect to API (ConnectionRefused)"),
+        ("claude", "claude.jsonl", None),
+        (
+            "codex",
+            "codex-fail.jsonl",
+            "unexpected status 401 Unauthorized: mock: forced HTTP 401, url: http://127.0.0.1:34053/v1/responses",
+        ),
+        ("codex", "codex.jsonl", None),  # the model's "FAILED: ..." is its answer, not the CLI failing
+    ],
+)
+def test_the_templates_failure_patterns_read_the_raw_events(kind: str, sample: str, reason: str | None) -> None:
+    patterns = [re.compile(p) for p in load_template(kind).failure_patterns]
+    assert known_failure(patterns, _raw(sample), "") == reason
+
+
+def test_usage_is_read_from_the_raw_events() -> None:
+    usage: dict[str, Any] = {}
+    for line in _raw("codex.jsonl"):
+        parse_usage(load_template("codex").usage, line, usage)
+    assert usage == {"tokens": 480}  # turn.completed: 400 in + 80 out
+    usage = {}
+    for line in _raw("claude.jsonl"):
+        parse_usage(load_template("claude").usage, line, usage)
+    assert usage["cost_usd"] == pytest.approx(0.0024)
