@@ -13,6 +13,7 @@ so command agents and aider (plain text) look as they always did.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -33,6 +34,11 @@ RESULT = "  ← "  # what it returned
 FAILED = "  ✗ "  # a call that failed, with what it said
 NOTE = "· "  # the CLI's own notes: the session starting, retries, warnings
 END = "■ "  # the run's (or turn's) end: cost, tokens, or the error
+
+
+#: Terminal control sequences (CSI, OSC) and the other control characters but tab and newline. An event carries
+#: them escaped ("\u001b[2J"); decoded and printed they would clear or retitle the terminal of whoever watches.
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def format_for(kind: str) -> Format:
@@ -92,9 +98,8 @@ class Progress:
         event = self.event(line)
         if event is None:
             return [line]
-        if self.format == "claude-stream-json":
-            return self._claude(event)
-        return self._codex(event)
+        lines = self._claude(event) if self.format == "claude-stream-json" else self._codex(event)
+        return [_CONTROL.sub("", line) for line in lines]
 
     # -- Claude Code stream-json ---------------------------------------------------------------------
     def _claude(self, event: dict[str, Any]) -> list[str]:

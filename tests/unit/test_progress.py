@@ -174,3 +174,14 @@ def test_usage_is_read_from_the_raw_events() -> None:
     for line in _raw("claude.jsonl"):
         parse_usage(load_template("claude").usage, line, usage)
     assert usage["cost_usd"] == pytest.approx(0.0024)
+
+
+def test_terminal_control_sequences_decoded_from_an_event_never_reach_the_pane() -> None:
+    # In the raw event they are escaped ("\u001b"); decoded, they would recolour or clear the watcher's terminal.
+    result = {"type": "tool_result", "content": "\x1b[31mred\x1b[0m \x1b]0;title\x07done\x08\x00"}
+    lines = Progress("claude-stream-json").feed(json.dumps({"type": "user", "message": {"content": [result]}}))
+    assert lines == ["  ← red done"]
+    text = {"type": "text", "text": "clear\x1b[2J screen"}
+    assert Progress("claude-stream-json").feed(json.dumps({"type": "assistant", "message": {"content": [text]}})) == [
+        "clear screen"
+    ]
