@@ -276,7 +276,8 @@ class Worker:
         self._install_signals()
         run = self.run
         self.store.update_agent(run.agent_id, pid=os.getpid(), agent_pid=None, state=AgentState.STARTING.value)
-        self.say(f"started in {run.worktree} on branch {run.branch}")
+        # The swarm's id opens each run in the log, which every swarm's agent of this id shares (swarm logs --swarm).
+        self.say(f"started in {run.worktree} on branch {run.branch} (swarm {run.swarm_id})")
         final = AgentState.STOPPED
         try:
             final = self._claim_loop()

@@ -4,6 +4,7 @@ known failures from the raw events. Stand-in CLIs replay events the real ones pr
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import threading
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from swarm.models import AgentRecord, TaskState
+from swarm.runtime.worker import Worker
 from swarm.store import open_store
 from tests.helpers import retry_until, swarm_cli
-from tests.integration.test_worker import MakeWorker, make_run, make_worker, queue, repo, spec, task
+from tests.integration.test_worker import MakeRun, MakeWorker, make_run, make_worker, queue, repo, spec, task
 
 __all__ = ["make_run", "make_worker", "repo"]  # fixtures, imported for pytest
 
@@ -152,3 +154,39 @@ def test_plain_output_has_no_events_file(repo: Path, make_worker: MakeWorker) ->
     shown = swarm_cli("logs", "agent-1", "--raw", cwd=repo)
     assert shown.returncode == 2
     assert "agent-1 printed no JSON events" in shown.stderr
+
+
+def test_swarm_logs_of_an_older_swarm(repo: Path, make_run: MakeRun) -> None:
+    """An agent's log holds every swarm's runs of that agent id; ``--swarm ID`` prints those of one swarm."""
+    url = f"sqlite:///{repo}/.swarm/swarm.db"
+    queue(repo, spec("A"))
+    first_run = make_run("agent-1", 'echo "$SWARM_TASK_ID" > a.txt; echo "working on $SWARM_TASK_ID"')
+    Worker(first_run, out=io.BytesIO()).loop()
+    with open_store(url) as store:
+        store.end_swarm(first_run.swarm_id)
+        second = store.ensure_swarm("E").id
+    queue(repo, spec("B"))
+    Worker(first_run.model_copy(update={"swarm_id": second}), out=io.BytesIO()).loop()
+    with open_store(url) as store:
+        store.register_agent(AgentRecord(id="agent-1", swarm_id=second))
+
+    everything = swarm_cli("logs", "agent-1", cwd=repo).stdout
+    assert "working on A" in everything
+    assert "working on B" in everything
+    older = swarm_cli("logs", "agent-1", "--swarm", first_run.swarm_id, cwd=repo)
+    assert older.returncode == 0, older.stderr
+    assert older.stdout.startswith("[swarm ")
+    assert f"(swarm {first_run.swarm_id})" in older.stdout.splitlines()[0]
+    assert "working on A" in older.stdout
+    assert "working on B" not in older.stdout
+    newer = swarm_cli("logs", "agent-1", "--swarm", second, "-n", "2", cwd=repo)
+    assert newer.stdout.splitlines()[-1].endswith("all 1 task(s) of the swarm are done; exiting")
+    assert len(newer.stdout.splitlines()) == 2
+    assert "working on A" not in swarm_cli("logs", "agent-1", "--swarm", second, cwd=repo).stdout
+
+    unknown = swarm_cli("logs", "agent-1", "--swarm", "sw-nope", cwd=repo)
+    assert unknown.returncode == 2, unknown.stderr
+    for flag in ("-f", "--raw"):
+        refused = swarm_cli("logs", "agent-1", "--swarm", first_run.swarm_id, flag, cwd=repo)
+        assert refused.returncode == 2, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) <= 2, refused.stderr
