@@ -333,6 +333,9 @@ def _aider_usage(line: str, usage: dict[str, Any]) -> None:
 
 
 def _codex_usage(line: str, usage: dict[str, Any]) -> None:
+    if line.startswith("{") and '"turn.completed"' in line:
+        _codex_json_usage(line, usage)
+        return
     expecting = usage.pop("_codex_count_next", False)
     label = _CODEX_TOKENS_LABEL.match(line)
     if label:
@@ -349,6 +352,19 @@ def tool_output(fmt: UsageFormat, line: str) -> bool:
     stream-json ``user`` events carry the tool results (a file it read, a command's output), the task's material
     and never the provider reporting a rate limit, however much a file about rate limiting reads like one."""
     return fmt == "claude-stream-json" and line.startswith('{"type":"user"')
+
+
+def _codex_json_usage(line: str, usage: dict[str, Any]) -> None:
+    # `codex exec --json` ends each turn with {"type": "turn.completed", "usage": {"input_tokens": ...,
+    # "output_tokens": ...}} (cached and reasoning tokens are parts of those two); a run's tokens are their sum.
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return
+    counts = event.get("usage") if isinstance(event, dict) and event.get("type") == "turn.completed" else None
+    if isinstance(counts, dict):
+        spent = sum(v for k, v in counts.items() if k in ("input_tokens", "output_tokens") and isinstance(v, int))
+        usage["tokens"] = int(usage.get("tokens") or 0) + spent
 
 
 #: How many of the last output lines :func:`known_failure` searches: a CLI says how its run ended at the end,
@@ -390,8 +406,8 @@ def known_failure(patterns: Sequence[re.Pattern[str]], tail: Sequence[str], prom
 
 
 def _readable(line: str) -> str:
-    """What an output line says: the text of a JSON event (Claude Code's stream-json), else the line; at most
-    300 characters."""
+    """What an output line says: the text of a JSON event (Claude Code's stream-json, codex's --json), else the
+    line; at most 300 characters."""
     if line.startswith("{"):
         try:
             event = json.loads(line)
@@ -403,6 +419,11 @@ def _readable(line: str) -> str:
             texts = [c.get("text") for c in content if isinstance(c, dict)] if isinstance(content, list) else []
             if isinstance(event.get("result"), str):
                 texts = [event["result"]]
+            error = event.get("error")
+            if isinstance(error, dict) and isinstance(error.get("message"), str):  # codex's turn.failed
+                texts = [error["message"]]
+            elif event.get("type") == "error" and isinstance(event.get("message"), str):  # codex's error event
+                texts = [event["message"]]
             said = " ".join(t for t in texts if isinstance(t, str) and t.strip())
             if said:
                 line = said

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -50,22 +51,28 @@ def logs_cmd(
     agent_id: str = typer.Argument(..., help="The agent whose log to print, e.g. agent-1."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines as they arrive."),
     lines: int = typer.Option(0, "--lines", "-n", min=0, help="Only the last N lines (0: all)."),
+    raw: bool = typer.Option(
+        False, "--raw", help="The JSON events the agent's CLI printed (claude, codex), one a line, instead of the log."
+    ),
+    swarm_id: str | None = typer.Option(
+        None, "--swarm", help="Only the runs of this swarm (an id from 'swarm history'); the log holds every swarm's."
+    ),
     db: DbOption = None,
 ) -> None:
-    """Print an agent's log: the worker's own lines and everything the agent printed."""
+    """Print an agent's log: the worker's own lines and what the agent did, its JSON events (Claude Code's
+    stream-json, codex's --json) as readable lines; --raw prints the events themselves."""
     loaded = load_with_db(db)
-    _agent(loaded, agent_id)  # an unknown agent is bad input, whether or not a log exists
-    path = loaded.repo / ".swarm" / "logs" / f"{agent_id}.log"
-    if not path.exists():
-        raise BadInput(f"{agent_id} has no log yet at {path}", hint="its worker has not started")
+    path = _log_path(loaded, agent_id, swarm_id, follow=follow, raw=raw)
     out = sys.stdout.buffer
     handle = path.open("rb")
     try:
         data = handle.read()
-        older = path.with_name(path.name + ".1")  # the worker rotates the log at swarm.log_max_bytes
-        if not lines or data.count(b"\n") < lines:
+        older = path.with_name(path.name + ".1")  # the worker rotates both files at swarm.log_max_bytes
+        if swarm_id is not None or not lines or data.count(b"\n") < lines:
             with contextlib.suppress(OSError):
                 data = older.read_bytes() + data
+        if swarm_id is not None:
+            data = _runs_of(data, agent_id, swarm_id)
         if lines:
             data = b"".join(data.splitlines(keepends=True)[-lines:])
         out.write(data)
@@ -82,6 +89,63 @@ def logs_cmd(
                 time.sleep(0.2)
     finally:
         handle.close()
+
+
+def _log_path(loaded: LoadedConfig, agent_id: str, swarm_id: str | None, *, follow: bool, raw: bool) -> Path:
+    """The file ``swarm logs`` prints: the agent's log, or its events with ``--raw``; BadInput when the agent, the
+    swarm or the file does not exist, or the flags do not go together."""
+    if swarm_id is None:
+        _agent(loaded, agent_id)  # an unknown agent is bad input, whether or not a log exists
+    else:
+        _check_swarm_option(loaded, swarm_id, follow=follow, raw=raw)
+        if not _AGENT_ID.fullmatch(agent_id):  # no longer checked against this swarm's agents: it names a file
+            raise BadInput(f"{agent_id!r} is not an agent id", hint="agent ids look like agent-1 or host1-agent-1")
+    path = loaded.repo / ".swarm" / "logs" / f"{agent_id}.{'jsonl' if raw else 'log'}"
+    if raw and not path.exists():
+        raise BadInput(
+            f"{agent_id} printed no JSON events (no {path})",
+            hint=f"only claude and codex agents print them; 'swarm logs {agent_id}' shows everything it printed",
+        )
+    if not path.exists():
+        raise BadInput(f"{agent_id} has no log yet at {path}", hint="its worker has not started")
+    return path
+
+
+_AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _check_swarm_option(loaded: LoadedConfig, swarm_id: str, *, follow: bool, raw: bool) -> None:
+    """``--swarm``: a swarm of this database, and neither ``-f`` (which follows the log as it grows) nor ``--raw``
+    (the events carry no swarm)."""
+    if follow or raw:
+        flag = "-f" if follow else "--raw"
+        raise BadInput(
+            f"--swarm cannot be combined with {flag}",
+            hint="-f follows the current log and --raw prints every swarm's events; drop --swarm or the other flag",
+        )
+    with open_queue(loaded) as store:
+        store.get_swarm(swarm_id)  # BadInput naming the unknown id
+
+
+def _runs_of(data: bytes, agent_id: str, swarm_id: str) -> bytes:
+    """The lines of the log ``data`` written in runs of ``swarm_id``: from each worker's ``started ... (swarm ID)``
+    line to the next worker's start. What comes before the first such line is of a run whose swarm is unknown."""
+    start = re.compile(rb"\[swarm [^\]]*\] " + re.escape(agent_id.encode()) + rb": started in .* \(swarm (\S+)\)$")
+    keep = False
+    kept: list[bytes] = []
+    for line in data.splitlines(keepends=True):
+        begun = start.match(line.rstrip(b"\r\n"))
+        if begun:
+            keep = begun.group(1) == swarm_id.encode()
+        if keep:
+            kept.append(line)
+    if not kept:
+        typer.echo(
+            f"note: the log of {agent_id} holds no run of swarm {swarm_id} (rotated away, or written before swarm "
+            "named the swarm in its logs)",
+            err=True,
+        )
+    return b"".join(kept)
 
 
 def _rotated(path: Path, handle: BinaryIO) -> bool:

@@ -57,6 +57,7 @@ from swarm.agents import (
 )
 from swarm.errors import BadInput, LeaseLost, StoreError, SwarmError
 from swarm.models import LEAD, AgentState, Claim, Message, Task
+from swarm.progress import Progress, format_for
 from swarm.runtime import procs, sandbox
 from swarm.runtime.git import TASK_REF_PREFIX, GitError, Worktree, open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path
@@ -130,6 +131,8 @@ class RunResult:
     stopped: bool = False
     timed_out: bool = False
     tail: list[str] = field(default_factory=list)
+    #: The last lines as a person reads them (an agent's JSON events turned into text); empty: ``tail`` is.
+    said: list[str] = field(default_factory=list)
     cost_usd: float | None = None
     tokens: int | None = None
 
@@ -164,6 +167,16 @@ class Worker:
         self._log_lock = threading.Lock()
         self.logfile: IO[bytes] = run.log_path.open("ab", buffering=0)
         self._log_size = os.fstat(self.logfile.fileno()).st_size
+        # An agent whose CLI prints JSON events (Claude Code's stream-json, codex's --json) shows readable lines
+        # in the pane and the log; its raw events go to <agent>.jsonl, opened at the first one (see _keep_event).
+        self._output_format = format_for(self.template.kind)
+        self._events_path = run.log_path.with_suffix(".jsonl")
+        self._events: IO[bytes] | None = None
+        self._events_size = 0
+        # The agent's last readable line, waiting for its turn to be written as last_output (see _note_output).
+        self._note_lock = threading.Lock()
+        self._note_pending: str | None = None
+        self._note_last = 0.0
         self._state: str | None = None
         self._terminated = False
         self._signalled = False  # Terminated was raised once; later signals only set _terminated
@@ -208,6 +221,19 @@ class Worker:
                 self._log_size = 0
             self.logfile.write(data)
             self._log_size += len(data)
+
+    def _keep_event(self, raw: bytes) -> None:
+        """One raw JSON event of the agent, as it printed it, to ``<agent>.jsonl`` (rotated like the log)."""
+        data = raw if raw.endswith(b"\n") else raw + b"\n"
+        with self._log_lock, contextlib.suppress(OSError, ValueError):
+            if self._events is None:
+                self._events = self._events_path.open("ab", buffering=0)
+                self._events_size = os.fstat(self._events.fileno()).st_size
+            if self._events_size and self._events_size + len(data) > self.run.log_max_bytes:
+                self._events = _rotate_log(self._events, self._events_path)
+                self._events_size = 0
+            self._events.write(data)
+            self._events_size += len(data)
 
     def _set_state(self, state: AgentState, task_id: str | None = None, detail: str | None = None) -> bool:
         # Written once per change, never repeatedly: returns whether this was a change.
@@ -262,7 +288,8 @@ class Worker:
         self._install_signals()
         run = self.run
         self.store.update_agent(run.agent_id, pid=os.getpid(), agent_pid=None, state=AgentState.STARTING.value)
-        self.say(f"started in {run.worktree} on branch {run.branch}")
+        # The swarm's id opens each run in the log, which every swarm's agent of this id shares (swarm logs --swarm).
+        self.say(f"started in {run.worktree} on branch {run.branch} (swarm {run.swarm_id})")
         final = AgentState.STOPPED
         try:
             final = self._claim_loop()
@@ -392,6 +419,8 @@ class Worker:
         with contextlib.suppress(Exception):
             self.store.close()
         self.logfile.close()
+        if self._events is not None:
+            self._events.close()
 
     def _interrupted(self, cause: str) -> AgentState:
         """The worker ends without having been asked to: give the task back (no attempt spent), keep its work,
@@ -715,8 +744,9 @@ class Worker:
         watch.attach(proc.pid)
         result = RunResult()
         tail: deque[str] = deque(maxlen=TAIL_LINES)
+        said: deque[str] = deque(maxlen=TAIL_LINES)
         usage: dict[str, Any] = {}
-        reader = threading.Thread(target=self._pump, args=(proc, tail, usage, prompt_lines(prompt)), daemon=True)
+        reader = threading.Thread(target=self._pump, args=(proc, tail, said, usage, prompt_lines(prompt)), daemon=True)
         reader.start()
         if command.stdin_prompt:
             threading.Thread(target=_feed, args=(proc, prompt), daemon=True).start()
@@ -729,6 +759,7 @@ class Worker:
             self._end_run(proc, watch, reader)
         result.exit_code = proc.returncode
         result.tail = list(tail)
+        result.said = list(said)
         result.cost_usd = usage.get("cost_usd")
         result.tokens = usage.get("tokens")
         return result
@@ -790,6 +821,7 @@ class Worker:
             if now >= next_watch:
                 next_watch = now + PROCESS_WATCH_SECONDS
                 watch.poll()
+                self._note_output()
             if now >= next_beat:
                 next_beat = now + run.heartbeat_seconds
                 if not self._heartbeat(claim, result):
@@ -834,34 +866,57 @@ class Worker:
         self.store.update_agent(self.run.agent_id, agent_pid=None)
 
     def _pump(
-        self, proc: subprocess.Popen[bytes], tail: deque[str], usage: dict[str, Any], prompt: frozenset[str]
+        self,
+        proc: subprocess.Popen[bytes],
+        tail: deque[str],
+        said: deque[str],
+        usage: dict[str, Any],
+        prompt: frozenset[str],
     ) -> None:
-        """Copy the agent's output to the pane and the log; keep the tail; note progress, cost, rate limits (not in
-        the lines that echo the ``prompt``, :func:`swarm.agents.prompt_lines`)."""
+        """Copy the agent's output to the pane and the log, its JSON events as readable lines (the raw events to
+        ``<agent>.jsonl``); keep the tail; note progress, cost, rate limits (not in the lines that echo the
+        ``prompt``, :func:`swarm.agents.prompt_lines`).
+
+        Cost, tokens, rate limits and the template's ``failure_patterns`` (through ``tail``) see the raw lines,
+        as the CLI printed them: the templates' patterns and usage formats are written for those. ``said`` and
+        ``last_output`` get the readable lines."""
         assert proc.stdout is not None
-        last_note = 0.0
-        pending: str | None = None
+        progress = Progress(self._output_format)  # one per run: what it remembers (paths, commands) is the run's
         for raw in iter(proc.stdout.readline, b""):
-            self._emit(raw)
             text = raw.decode("utf-8", "replace").strip()
+            if progress.event(text) is None:
+                self._emit(raw)  # plain text passes through byte for byte
+                shown = [text] if text else []
+            else:
+                self._keep_event(raw)
+                shown = [line for line in progress.feed(text) if line.strip()]
+                if shown:
+                    self._emit("".join(f"{line}\n" for line in shown).encode("utf-8", "replace"))
             if not text:
                 continue
             tail.append(text)
+            said.extend(shown)
             parse_usage(self.template.usage, text, usage)
             # A spec about rate limiting printed back, or a file about it the agent read, is not the provider.
             if not echoes(text, prompt) and not tool_output(self.template.usage, text):
                 self._watch_rate_limit(text)
-            pending = text
-            now = time.monotonic()
-            if now - last_note >= OUTPUT_NOTE_SECONDS:
-                last_note = now
-                self._note_output(pending)
-                pending = None
-        if pending is not None:
-            self._note_output(pending)
+            if not shown:
+                continue  # an event that says nothing to a person leaves the last output as it was
+            with self._note_lock:
+                self._note_pending = shown[-1].strip()
+            self._note_output()
+        self._note_output(force=True)
 
-    def _note_output(self, text: str) -> None:
-        # Throttled by the caller: progress shows in status without a database write per output line.
+    def _note_output(self, *, force: bool = False) -> None:
+        """The agent's last readable line as its ``last_output``, at most every ``OUTPUT_NOTE_SECONDS``: progress
+        shows in status without a database write per output line. Called by the reader with each line and by the
+        supervising loop, so that the line before a quiet spell (a long test run) shows during it, not after."""
+        with self._note_lock:
+            now = time.monotonic()
+            text = self._note_pending
+            if text is None or not (force or now - self._note_last >= OUTPUT_NOTE_SECONDS):
+                return
+            self._note_pending, self._note_last = None, now
         with contextlib.suppress(SwarmError):
             self.store.update_agent(self.run.agent_id, last_output=text[-200:], last_output_at=time.time())
 
@@ -979,7 +1034,7 @@ class Worker:
             self._release_failed(claim, f"timed out after {limit:.0f}s", result)
         elif result.exit_code != 0:
             self._stash(claim, f"exit {result.exit_code}")
-            last = " | ".join(result.tail[-5:]) or "(no output)"
+            last = " | ".join((result.said or result.tail)[-5:]) or "(no output)"
             self._release_failed(claim, f"agent exited {result.exit_code}: {last}"[:2000], result)
         else:
             return False

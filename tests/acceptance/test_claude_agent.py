@@ -1,6 +1,7 @@
 """The `claude` template end to end: the real Claude Code CLI, run by a real swarm, against the scripted
 stand-in for the Anthropic API from the shared tools (no API key). It proves the template's flags, the prompt
-on stdin, stream-json cost accounting, and the `swarm` MCP server reached through --mcp-config.
+on stdin, stream-json cost accounting, the `swarm` MCP server reached through --mcp-config, and the log showing
+the events as readable lines with the raw events beside it.
 
 ./scripts/test installs the CLI into .cache/claude-code (npm); a missing CLI fails this test, never skips it.
 """
@@ -140,6 +141,19 @@ def test_claude_template_runs_the_real_cli(tmp_path: Path, mock_api: tuple[int, 
         assert [(e["author"], e["to"]) for e in hello] == [("agent-1", "lead")]
         requests = [json.loads(line) for line in log.read_text().splitlines()]
         assert any("mcp__swarm__msg_send" in r["tools"] for r in requests)
+        # The log (the pane gets the same bytes: tests/integration/test_worker_progress.py) reads as what the agent
+        # did; the raw stream-json events are kept beside it.
+        shown = logs.read_text()
+        assert "→ Bash: mkdir -p out && echo written-by-claude > out/A.txt\n" in shown
+        assert '→ mcp__swarm__msg_send: {"text": "hello from claude", "to": "lead"}\n' in shown
+        assert "■ done: " in shown
+        assert not [line for line in shown.splitlines() if line.startswith("{")]
+        raw = swarm_cli("logs", "agent-1", "--raw", cwd=repo, env=env)
+        assert raw.returncode == 0, raw.stderr
+        events = [json.loads(line) for line in raw.stdout.splitlines()]
+        assert events == [json.loads(line) for line in (logs.with_suffix(".jsonl")).read_text().splitlines()]
+        assert events[-1]["type"] == "result"
+        assert events[-1]["total_cost_usd"] == task["cost_usd"]
         down = swarm_cli("teardown", cwd=repo, env=env)
         assert down.returncode == 0, down.stderr
         assert tmux_sessions(sock) == []

@@ -1,7 +1,8 @@
 """The `codex` template end to end: the real Codex CLI, run by a real swarm on a diamond epic, against the
 scripted stand-in for the OpenAI Responses API from the shared tools (no API key). It proves the template's
 flags, the prompt on stdin, the sandbox letting the agent edit its worktree and reach the swarm's database
-(`swarm msg send` from inside codex lands in the thread), and the token count codex prints.
+(`swarm msg send` from inside codex lands in the thread), the token count codex reports, and its --json events
+shown as readable lines with the raw events beside the log.
 
 ./scripts/test installs the CLI into .cache/codex (npm); a missing CLI fails this test, never skips it.
 """
@@ -96,10 +97,18 @@ def test_codex_template_runs_the_real_cli(tmp_path: Path, mock_openai: tuple[int
         assert [(e["author"].startswith("agent-"), e["to"]) for e in hello] == [(True, "lead")], entries
         requests = [json.loads(line) for line in log.read_text().splitlines()]
         assert requests, "codex never reached the stand-in"
-        # codex prints "tokens used" and the count after each run; the template's usage parser reads it.
+        # The logs read as what codex did (its --json events as lines a person reads) ...
+        shown = agent_log_lines(repo)
+        assert "→ run: mkdir -p out && echo S1 > out/S1.txt" in shown, shown
+        assert '→ run: swarm msg send "hello from codex" --to lead' in shown, shown
+        assert any(line.startswith("■ turn done: ") for line in shown), shown
+        assert not [line for line in shown if line.startswith("{")]
+        # ... and the raw events are kept beside them; each turn's tokens, read by the template's usage parser.
+        raw = [line for path in sorted((repo / ".swarm" / "logs").glob("agent-*.jsonl")) for line in path.open()]
+        assert all(json.loads(line)["type"] for line in raw)
         usage: dict[str, Any] = {}
-        for line in agent_log_lines(repo):
-            parse_usage(load_template("codex").usage, line, usage)
+        for line in raw:
+            parse_usage(load_template("codex").usage, line.strip(), usage)
         assert (usage.get("tokens") or 0) > 0
         # ... and the worker records them with each task, so `swarm status` shows them.
         assert all((t["tokens"] or 0) > 0 for t in tasks), tasks

@@ -23,6 +23,7 @@ LEVELS: dict[str, int] = {
     "swarm.models": 0,
     "swarm.graph": 0,
     "swarm.words": 0,  # counted nouns in messages
+    "swarm.progress": 0,  # pure: an agent's raw output lines to readable ones
     # 1: the store and what works directly on it or on the configuration.
     "swarm.store": 1,
     "swarm.config": 1,
