@@ -180,7 +180,7 @@ def test_swarm_logs_of_an_older_swarm(repo: Path, make_run: MakeRun) -> None:
     assert "working on A" in older.stdout
     assert "working on B" not in older.stdout
     newer = swarm_cli("logs", "agent-1", "--swarm", second, "-n", "2", cwd=repo)
-    assert newer.stdout.splitlines()[-1].endswith("all 1 task(s) of the swarm are done; exiting")
+    assert newer.stdout.splitlines()[-1].endswith("the only task of the swarm is done; exiting")
     assert len(newer.stdout.splitlines()) == 2
     assert "working on A" not in swarm_cli("logs", "agent-1", "--swarm", second, cwd=repo).stdout
 

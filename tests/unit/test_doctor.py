@@ -139,7 +139,9 @@ CLAUDE_HELP = (
     "  -p, --print\n  --model <model>\n  --permission-mode <mode>\n  --output-format <format>\n  --verbose\n"
     "  --mcp-config <configs...>\n"  # the worker adds it
 )
-CODEX_EXEC_HELP = "  -c, --config <key=value>\n  -m, --model <MODEL>\n  -s, --sandbox <MODE>\n  --skip-git-repo-check\n"
+CODEX_EXEC_HELP = (
+    "  -c, --config <key=value>\n  --json\n  -m, --model <MODEL>\n  -s, --sandbox <MODE>\n  --skip-git-repo-check\n"
+)
 
 
 def _fake_cli(bin_dir: Path, name: str, version: str, helps: dict[str, str]) -> None:
