@@ -341,7 +341,7 @@ class Detector:
         return None
 
 
-_AGENT_AT_START = re.compile(r"^(\S+?-?agent-\d+)\b")
+_AGENT_AT_START = re.compile(r"^((?:\S+-)?agent-\d+)\b")
 
 
 def _agent_in(text: str) -> str | None:
@@ -406,7 +406,7 @@ class Outbox:
             except HookFailed as exc:
                 retry.attempts += 1
                 delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (retry.attempts - 1))
-                retry.next_at = time.time() + delay
+                retry.next_at = (time.time() if now is None else now) + delay
                 soonest = retry.next_at if soonest is None else min(soonest, retry.next_at)
                 log.warning(
                     "notify: %s %s not sent (attempt %d): %s; retrying in %.0fs",
