@@ -22,9 +22,7 @@ import shutil
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,18 +93,19 @@ class HookFailed(Exception):
     """A hook did not take a notification (the message says why, in one line)."""
 
 
-def resolve_command(argv: Sequence[str], repo: Path) -> list[str]:
-    """``argv`` with its program found: on ``PATH``, or a path (relative ones against the repository root).
+def resolve_command(argv: Sequence[str], repo: Path, *, path: str | None = None) -> list[str]:
+    """``argv`` with its program found: on ``path`` (default ``PATH``), or a path (relative ones against the
+    repository root).
 
     Raises :class:`~swarm.errors.BadInput` when the program is not there or not executable.
     """
     program = argv[0]
     if "/" in program:
-        path = Path(program).expanduser()
-        path = path if path.is_absolute() else repo / path
-        found = str(path) if path.is_file() and os.access(path, os.X_OK) else None
+        given = Path(program).expanduser()
+        given = given if given.is_absolute() else repo / given
+        found = str(given) if given.is_file() and os.access(given, os.X_OK) else None
     else:
-        found = shutil.which(program)
+        found = shutil.which(program, path=path)
     if found is None:
         raise BadInput(
             f"[notify] command: program {program!r} not found or not executable",
@@ -115,11 +114,12 @@ def resolve_command(argv: Sequence[str], repo: Path) -> list[str]:
     return [found, *argv[1:]]
 
 
-def check_notify(loaded: LoadedConfig) -> None:
-    """Refuse (exit 2, before anything starts) a ``[notify]`` whose command cannot run; the rest the
-    configuration itself validated. Not part of loading: agents load the configuration where it may not exist."""
+def check_notify(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> None:
+    """Refuse (exit 2, before anything starts) a ``[notify]`` whose command cannot run with ``env``'s ``PATH``
+    (the monitor's); the rest the configuration itself validated. Not part of loading: agents load the
+    configuration where the program need not exist."""
     if loaded.config.notify.command:
-        resolve_command(loaded.config.notify.command, loaded.repo)
+        resolve_command(loaded.config.notify.command, loaded.repo, path=(env or os.environ).get("PATH"))
 
 
 def _webhook_label(url: str) -> str:
@@ -129,6 +129,9 @@ def _webhook_label(url: str) -> str:
 
 def send_webhook(url: str, body: bytes, *, timeout: float = HTTP_TIMEOUT_SECONDS) -> None:
     """POST ``body`` as JSON; any status outside 2xx, or no answer within ``timeout``, raises HookFailed."""
+    import urllib.error  # here: launch imports this module for check_notify, and urllib.request is slow to load
+    import urllib.request
+
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "swarm-notify"}
     )
