@@ -15,6 +15,11 @@ class HookServer:
 
     def __init__(self, status: int = 200) -> None:
         self.status = status
+        #: While set, every request is held unanswered until it is cleared (a hung webhook).
+        self.hold = threading.Event()
+        self._released = threading.Event()
+        #: How many requests are being held right now.
+        self.held = 0
         self.bodies: list[dict[str, Any]] = []
         #: Every POST, including the refused ones: (status answered, body).
         self.attempts: list[tuple[int, dict[str, Any]]] = []
@@ -25,6 +30,13 @@ class HookServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if server.hold.is_set():
+                    with server._lock:
+                        server.held += 1
+                    server._released.wait(60)
+                    with server._lock:
+                        server.held -= 1
+                    return  # the client gave up long ago: no answer
                 with server._lock:
                     status = server.status
                     server.attempts.append((status, body))
@@ -42,6 +54,11 @@ class HookServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks/T000/secret"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
+    def release(self) -> None:
+        """Stop holding requests (those held are dropped unanswered)."""
+        self.hold.clear()
+        self._released.set()
+
     def events(self) -> list[str]:
         """The ``event`` of each accepted body, in arrival order."""
         with self._lock:
@@ -52,6 +69,7 @@ class HookServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
         self.httpd.shutdown()
         self.httpd.server_close()
 
