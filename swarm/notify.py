@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -372,6 +373,9 @@ class Outbox:
         self.repo = loaded.repo
         self.swarm_id = swarm_id
         self.sinks = configured_sinks(self.settings)
+        #: The rows this monitor queues are the ones it sends: on a queue several hosts share, every monitor
+        #: finds the same events, and the first to queue one sends it, through its own hooks, once.
+        self.owner = f"{socket.gethostname()}:{loaded.repo}"
         self.detector = Detector(store, swarm_id)
         self._retries: dict[str, _Retry] = {}
 
@@ -385,6 +389,7 @@ class Outbox:
                 sink=sink,
                 event=event.event,
                 payload=json.dumps(payload(event, self.swarm_id)),
+                owner=self.owner,
             )
             for event in self.detector.scan()
             if event.event in wanted
@@ -396,7 +401,7 @@ class Outbox:
         """Send every pending notification whose retry time came; (how many were sent, the next retry time)."""
         sent = 0
         soonest: float | None = None
-        for item in self.store.pending_notifications(limit=200):
+        for item in self.store.pending_notifications(self.owner, limit=200):
             if item.sink not in self.sinks:
                 continue  # a hook configured elsewhere (another host, an earlier configuration) sends it
             retry = self._retries.setdefault(item.key, _Retry())

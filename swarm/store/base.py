@@ -79,6 +79,8 @@ class Notification:
     event: str
     #: The event as JSON text.
     payload: str
+    #: Who queued it and sends it (a monitor: its host and repository); other monitors leave it alone.
+    owner: str = ""
     created_at: float = 0.0
     sent_at: float | None = None
 
@@ -200,8 +202,9 @@ class Store(ABC):
         """Add the notifications whose key is new (``created_at`` is set here); how many were new."""
 
     @abstractmethod
-    def pending_notifications(self, limit: int = 100) -> list[Notification]:
-        """Notifications not sent yet, oldest first, of every swarm (a previous monitor may have left some)."""
+    def pending_notifications(self, owner: str, limit: int = 100) -> list[Notification]:
+        """``owner``'s notifications not sent yet, oldest first, of every swarm (a previous monitor may have
+        left some)."""
 
     @abstractmethod
     def mark_notified(self, key: str) -> None:

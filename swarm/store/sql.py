@@ -366,6 +366,7 @@ class SqlStore(Store, Generic[C]):
                     "key": item.key,
                     "swarm": item.swarm_id,
                     "sink": item.sink,
+                    "owner": item.owner,
                     "event": item.event,
                     "payload": item.payload,
                     "now": now,
@@ -375,10 +376,11 @@ class SqlStore(Store, Generic[C]):
 
         return self._write(op, notify=False)
 
-    def pending_notifications(self, limit: int = 100) -> list[Notification]:
-        """Notifications not sent yet, oldest first."""
-        rows = self._read(lambda cur: cur.execute(self._q["pending_notifications"], {"limit": limit}).fetchall())
-        return [Notification(r[0], r[1], r[2], r[3], r[4], float(r[5]), None) for r in rows]
+    def pending_notifications(self, owner: str, limit: int = 100) -> list[Notification]:
+        """``owner``'s notifications not sent yet, oldest first."""
+        params = {"owner": owner, "limit": limit}
+        rows = self._read(lambda cur: cur.execute(self._q["pending_notifications"], params).fetchall())
+        return [Notification(r[0], r[1], r[2], r[3], r[4], owner=r[6], created_at=float(r[5])) for r in rows]
 
     def mark_notified(self, key: str) -> None:
         """Record that ``key`` was sent (running it twice is harmless)."""

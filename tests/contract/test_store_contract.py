@@ -723,18 +723,21 @@ def test_incidents_are_recorded_once(store: Store) -> None:
 
 def test_notifications_are_queued_once_and_sent_once(store: Store, clock: FakeClock) -> None:
     record = store.ensure_swarm("E1")
-    first = Notification("webhook:task_dead:S1:3", record.id, "webhook", "task_dead", '{"task": "S1"}')
-    second = Notification("command:task_dead:S1:3", record.id, "command", "task_dead", '{"task": "S1"}')
+    first = Notification("webhook:task_dead:S1:3", record.id, "webhook", "task_dead", '{"task": "S1"}', owner="m1")
+    second = Notification("command:task_dead:S1:3", record.id, "command", "task_dead", '{"task": "S1"}', owner="m1")
     assert store.queue_notifications([first, second]) == 2
     clock.advance(1)
     # The same event again (a restarted monitor scanning from the start) adds nothing.
     assert store.queue_notifications([first]) == 0
-    pending = store.pending_notifications()
+    # Only the monitor that queued a row sends it (another host's monitor finds the same events).
+    assert store.pending_notifications("m2") == []
+    pending = store.pending_notifications("m1")
     assert [n.key for n in pending] == sorted([first.key, second.key])
+    assert pending[0].owner == "m1"
     assert pending[0].payload == '{"task": "S1"}'
     assert pending[0].swarm_id == record.id
     store.mark_notified(first.key)
     store.mark_notified(first.key)  # twice is harmless
-    assert [n.key for n in store.pending_notifications()] == [second.key]
+    assert [n.key for n in store.pending_notifications("m1")] == [second.key]
     assert store.queue_notifications([first]) == 0  # sent stays sent
     assert store.queue_notifications([]) == 0
