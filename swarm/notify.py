@@ -441,7 +441,6 @@ class Notifier:
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._flush_until = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -455,14 +454,13 @@ class Notifier:
         self._thread = threading.Thread(target=self._run, name="swarm-notify", daemon=True)
         self._thread.start()
 
-    def stop(self, flush_seconds: float = 10.0) -> None:
-        """Stop after a last look; for at most ``flush_seconds`` keep sending what is due (the epic that just
-        finished). What is still not sent stays queued for the next monitor."""
+    def stop(self, timeout: float = 2 * COMMAND_TIMEOUT_SECONDS) -> None:
+        """Stop after one last look, which sends what is due (the epic that just finished), waiting at most
+        ``timeout`` for it. What a failing hook did not take stays queued for the next monitor."""
         if self._thread is None:
             return
-        self._flush_until = time.time() + flush_seconds
         self._stop.set()
-        self._thread.join(flush_seconds + HTTP_TIMEOUT_SECONDS + COMMAND_TIMEOUT_SECONDS)
+        self._thread.join(timeout)
 
     def _run(self) -> None:
         from swarm.queue import open_queue  # the store of this thread: connections are not shared across threads
@@ -475,10 +473,7 @@ class Notifier:
                 stopping = self._stop.is_set()
                 soonest = self._tick(outbox)
                 if stopping:
-                    if soonest is None or soonest > self._flush_until:
-                        return
-                    time.sleep(max(0.0, soonest - time.time()))
-                    continue
+                    return
                 wait = self.interval if soonest is None else max(0.05, min(self.interval, soonest - time.time()))
                 self._stop.wait(wait)
         except Exception:  # the thread must not die silently: the monitor's log says why notifications stopped
