@@ -398,26 +398,27 @@ class Outbox:
         return self.store.queue_notifications(rows)
 
     def send_due(self, now: float | None = None) -> tuple[int, float | None]:
-        """Send every pending notification whose retry time came; (how many were sent, the next retry time)."""
+        """Send the pending notifications of every hook that is not backing off; (how many were sent, when a
+        hook backing off may be tried again).
+
+        Backoff is per hook, not per notification: a hook that failed is not tried again in this pass, so a
+        hung webhook costs one timeout per pass however many events wait, and never holds up the other hook."""
         sent = 0
-        soonest: float | None = None
-        for item in self.store.pending_notifications(self.owner, limit=200):
+        clock = time.time() if now is None else now
+        for item in self.store.pending_notifications(self.owner, limit=1000):
             if item.sink not in self.sinks:
-                continue  # a hook configured elsewhere (another host, an earlier configuration) sends it
-            retry = self._retries.setdefault(item.key, _Retry())
-            clock = time.time() if now is None else now
+                continue  # a hook of an earlier configuration: it sends it when it is configured again
+            retry = self._retries.setdefault(item.sink, _Retry())
             if clock < retry.next_at:
-                soonest = retry.next_at if soonest is None else min(soonest, retry.next_at)
                 continue
             try:
                 deliver(item.sink, item.payload.encode("utf-8"), self.settings, self.repo)
             except HookFailed as exc:
                 retry.attempts += 1
                 delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (retry.attempts - 1))
-                retry.next_at = (time.time() if now is None else now) + delay
-                soonest = retry.next_at if soonest is None else min(soonest, retry.next_at)
+                retry.next_at = clock + delay
                 log.warning(
-                    "notify: %s %s not sent (attempt %d): %s; retrying in %.0fs",
+                    "notify: the %s hook did not take %s (attempt %d): %s; trying again in %.0fs",
                     item.sink,
                     item.event,
                     retry.attempts,
@@ -426,10 +427,11 @@ class Outbox:
                 )
                 continue
             self.store.mark_notified(item.key)
-            self._retries.pop(item.key, None)
+            retry.attempts, retry.next_at = 0, 0.0
             sent += 1
             log.info("notify: sent %s %s", item.sink, item.event)
-        return sent, soonest
+        waiting = [r.next_at for r in self._retries.values() if r.next_at > clock]
+        return sent, min(waiting) if waiting else None
 
 
 class Notifier:
