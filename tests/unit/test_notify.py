@@ -28,7 +28,8 @@ from swarm.notify import (
     send_command,
     send_webhook,
 )
-from swarm.store import Store, open_store
+from swarm.store import Store, StoreOptions, open_store
+from tests.conftest import FakeClock
 from tests.hookserver import closed_port_url, hook_server
 
 
@@ -282,3 +283,24 @@ def test_hooks_of_other_configurations_are_left_alone(store: Store, repo: Path, 
     webhook_only = _loaded(repo, f"sqlite:///{tmp_path}/q.db", f'[notify]\nwebhook = "{closed_port_url()}"\n')
     assert Outbox(store, webhook_only, swarm_id).send_due() == (0, None)  # the command's rows are not its own
     assert not out.exists()
+
+
+def test_one_notification_per_rate_limit_pause(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with open_store(f"sqlite:///{tmp_path}/r.db", StoreOptions(clock=clock)) as store:
+        swarm = store.ensure_swarm("E1")
+        clock.advance(1)
+
+        def limited(agent: str) -> None:
+            store.append_message("team", agent, "signal.rate_limited", "claims paused for 30s: 429", recipient=LEAD)
+
+        limited("agent-1")
+        clock.advance(10)
+        limited("agent-2")  # the same pause, extended to t+41
+        clock.advance(25)
+        limited("agent-3")  # inside the extended pause (t+36 < t+41), which it extends to t+66
+        clock.advance(31)
+        limited("agent-1")  # after it ended (t+67): a new pause
+        events = [e for e in Detector(store, swarm.id).scan() if e.event == "rate_limited"]
+        assert [e.agent for e in events] == ["agent-1", "agent-1"]
+        assert len({e.key for e in events}) == 2
