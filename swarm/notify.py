@@ -209,6 +209,7 @@ class Detector:
     swarm_id: str
     _team_seq: int = 0
     _event_seq: int = 0
+    _dead_count: int = 0
     _pause: _Pause | None = None
     _done_epics: set[str] = field(default_factory=set)
 
@@ -216,11 +217,12 @@ class Detector:
         """Every event that happened since the last scan (since the swarm started, on the first)."""
         swarm = self.store.get_swarm(self.swarm_id)
         since = swarm.created_at
+        whole = self.store.counts(swarm_id=self.swarm_id)
         found: list[NotifyEvent] = []
         found += self._questions(since)
         found += self._team(since)
-        found += self._dead(since)
-        found += self._epics(swarm.epics or (swarm.epic,))
+        found += self._dead(since, whole["dead"])
+        found += self._epics(swarm.epics or (swarm.epic,), whole)
         return found
 
     def _questions(self, since: float) -> list[NotifyEvent]:
@@ -282,38 +284,39 @@ class Detector:
             agent=agent,
         )
 
-    def _dead(self, since: float) -> list[NotifyEvent]:
-        found: list[NotifyEvent] = []
-        members: dict[str, str] | None = None
+    def _dead(self, since: float, dead: int) -> list[NotifyEvent]:
+        # The dead tasks themselves are the source, read when the event log shows a task dying or the number of
+        # dead tasks changed: on PostgreSQL event numbers may commit out of order, so a cursor over the log
+        # alone could step over one. A task's row does not change while it is dead, so its key is stable.
+        died = dead != self._dead_count
+        self._dead_count = dead
         while True:
             batch = self.store.events(since=self._event_seq, limit=1000)
             for e in batch:
                 self._event_seq = max(self._event_seq, e.seq)
-                if e.to_state != TaskState.DEAD.value or e.at < since:
-                    continue
-                if members is None:  # read only when a task died: the member list can be long
-                    members = {t.id: t.epic for t in self.store.list_tasks(swarm_id=self.swarm_id)}
-                if e.task_id not in members:
-                    continue
-                found.append(
-                    NotifyEvent(
-                        key=f"{self.swarm_id}:task_dead:{e.task_id}:{e.seq}",
-                        event="task_dead",
-                        text=f"task {e.task_id} is dead: {e.reason}",
-                        at=e.at,
-                        epic=members[e.task_id],
-                        task=e.task_id,
-                        agent=e.actor if e.actor not in ("monitor", "reaper", LEAD) else None,
-                    )
-                )
+                died = died or (e.to_state == TaskState.DEAD.value and e.at >= since)
             if len(batch) < 1000:
-                return found
+                break
+        if not died:
+            return []
+        return [
+            NotifyEvent(
+                key=f"{self.swarm_id}:task_dead:{t.id}:{t.updated_at!r}",
+                event="task_dead",
+                text=f"task {t.id} is dead: {t.last_error or 'no attempts left'}",
+                at=t.updated_at,
+                epic=t.epic,
+                task=t.id,
+                agent=t.owner,
+            )
+            for t in self.store.list_tasks(swarm_id=self.swarm_id)
+            if t.state == TaskState.DEAD and t.updated_at >= since
+        ]
 
-    def _epics(self, epics: Sequence[str]) -> list[NotifyEvent]:
+    def _epics(self, epics: Sequence[str], whole: Mapping[str, int]) -> list[NotifyEvent]:
         todo = [epic for epic in epics if epic not in self._done_epics]
         if not todo:
             return []
-        whole = self.store.counts(swarm_id=self.swarm_id)
         swarm_idle = whole["ready"] == 0 and whole["claimed"] == 0
         found: list[NotifyEvent] = []
         for epic in todo:

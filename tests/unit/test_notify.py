@@ -304,3 +304,19 @@ def test_one_notification_per_rate_limit_pause(tmp_path: Path) -> None:
         events = [e for e in Detector(store, swarm.id).scan() if e.event == "rate_limited"]
         assert [e.agent for e in events] == ["agent-1", "agent-1"]
         assert len({e.key for e in events}) == 2
+
+
+def test_a_task_that_dies_again_after_a_retry_is_told_again(store: Store) -> None:
+    swarm_id = _history(store)
+    detector = Detector(store, swarm_id)
+    first = [e.key for e in detector.scan() if e.event == "task_dead"]
+    assert [e.key for e in detector.scan() if e.event == "task_dead"] == []  # nothing new: nothing told
+    store.retry("S1")
+    claim = store.claim("agent-2", ttl_seconds=60, swarm_id=swarm_id)
+    assert claim is not None
+    assert claim.task_id == "S1"
+    store.fail("S1", "agent-2", claim.lease_token, "still broken")
+    again = [e for e in detector.scan() if e.event == "task_dead"]
+    assert len(again) == 1
+    assert again[0].key not in first
+    assert "still broken" in again[0].text
