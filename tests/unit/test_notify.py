@@ -320,3 +320,27 @@ def test_a_task_that_dies_again_after_a_retry_is_told_again(store: Store) -> Non
     assert len(again) == 1
     assert again[0].key not in first
     assert "still broken" in again[0].text
+
+
+def test_an_idle_database_is_not_scanned_again(store: Store, repo: Path, tmp_path: Path) -> None:
+    swarm_id = _history(store)
+    loaded = _loaded(repo, f"sqlite:///{tmp_path}/q.db", f'[notify]\nwebhook = "{closed_port_url()}"\n')
+    outbox = Outbox(store, loaded, swarm_id)
+    scans: list[int] = []
+    real_scan = outbox.detector.scan
+
+    def counting_scan() -> list[NotifyEvent]:
+        scans.append(1)
+        return real_scan()
+
+    outbox.detector.scan = counting_scan  # type: ignore[method-assign]
+    assert outbox.collect() == len(NOTIFY_EVENTS)
+    outbox.collect()  # its own insert changed the database once
+    settled = len(scans)
+    outbox.collect()
+    assert len(scans) == settled, "nothing changed: nothing to scan"
+    other = open_store(f"sqlite:///{tmp_path}/q.db")
+    other.append_message("team", "monitor", "escalation", "agent-1 failed: disk full", recipient=LEAD)
+    other.close()
+    assert outbox.collect() == 1
+    assert len(scans) == settled + 1
