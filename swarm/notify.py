@@ -47,6 +47,8 @@ RETRY_MAX_SECONDS = 300.0
 MAX_TEXT = 1900
 #: The thread the workers and the monitor write escalations and signals to (worker.CONTROL_THREAD).
 TEAM_THREAD = "team"
+#: How often questions on threads other than the team thread are looked for.
+QUESTION_SWEEP_SECONDS = 60.0
 _PAUSE_SECONDS = re.compile(r"claims paused for (\d+(?:\.\d+)?)s")
 
 
@@ -210,6 +212,7 @@ class Detector:
     _team_seq: int = 0
     _event_seq: int = 0
     _dead_count: int = 0
+    _swept_at: float | None = None
     _pause: _Pause | None = None
     _done_epics: set[str] = field(default_factory=set)
 
@@ -219,36 +222,51 @@ class Detector:
         since = swarm.created_at
         whole = self.store.counts(swarm_id=self.swarm_id)
         found: list[NotifyEvent] = []
-        found += self._questions(since)
         found += self._team(since)
+        found += self._other_threads_questions(since)
         found += self._dead(since, whole["dead"])
         found += self._epics(swarm.epics or (swarm.epic,), whole)
         return found
 
-    def _questions(self, since: float) -> list[NotifyEvent]:
-        # Open questions only: one answered before the monitor looked needs nobody any more.
+    def _question(self, thread: str, seq: int, author: str, body: str, at: float) -> NotifyEvent:
+        return NotifyEvent(
+            key=f"{self.swarm_id}:question:{thread}:{seq}",
+            event="question",
+            text=f"{author} asks: {body}",
+            at=at,
+            agent=author,
+            task=self._task_of(author),
+        )
+
+    def _other_threads_questions(self, since: float) -> list[NotifyEvent]:
+        # `swarm msg ask` asks on the team thread, which _team reads incrementally; a question sent on another
+        # thread is found by this sweep, at most every QUESTION_SWEEP_SECONDS: the query reads every thread.
+        now = time.monotonic()
+        if self._swept_at is not None and now - self._swept_at < QUESTION_SWEEP_SECONDS:
+            return []
+        self._swept_at = now
         return [
-            NotifyEvent(
-                key=f"{self.swarm_id}:question:{q.thread}:{q.seq}",
-                event="question",
-                text=f"{q.author} asks: {q.body}",
-                at=q.created_at,
-                agent=q.author,
-                task=self._task_of(q.author),
-            )
+            self._question(q.thread, q.seq, q.author, q.body, q.created_at)
             for q in self.store.unanswered_questions(LEAD)
-            if q.created_at >= since
+            if q.created_at >= since and q.thread != TEAM_THREAD
         ]
 
     def _team(self, since: float) -> list[NotifyEvent]:
         found: list[NotifyEvent] = []
+        #: Questions to the lead read in this scan, until their answer shows up in it too: one answered before
+        #: the monitor looked needs nobody any more.
+        questions: dict[int, NotifyEvent] = {}
         while True:
             batch = self.store.list_messages(TEAM_THREAD, since=self._team_seq, limit=1000)
             for m in batch:
                 self._team_seq = max(self._team_seq, m.seq)
+                if m.type == "answer" and m.reply_to is not None:
+                    questions.pop(m.reply_to, None)
                 if m.created_at < since or m.recipient != LEAD:
                     continue
-                if m.type == "escalation":
+                if m.type == "question":
+                    questions[m.seq] = self._question(m.thread, m.seq, m.author, m.body, m.created_at)
+                elif m.type == "escalation":
                     agent = m.author if m.author != "monitor" else _agent_in(m.body)
                     found.append(
                         NotifyEvent(
@@ -265,7 +283,7 @@ class Detector:
                     if event is not None:
                         found.append(event)
             if len(batch) < 1000:
-                return found
+                return found + list(questions.values())
 
     def _rate_limited(self, seq: int, agent: str, body: str, at: float) -> NotifyEvent | None:
         # Every worker that sees the limit says so and extends the one pause: a signal during a pause is part

@@ -344,3 +344,16 @@ def test_an_idle_database_is_not_scanned_again(store: Store, repo: Path, tmp_pat
     other.close()
     assert outbox.collect() == 1
     assert len(scans) == settled + 1
+
+
+def test_questions_answered_before_the_look_are_not_sent_and_other_threads_are_swept(store: Store) -> None:
+    swarm = store.ensure_swarm("E1")
+    asked = store.append_message("team", "agent-1", "question", "which base?", recipient=LEAD)
+    store.append_message("team", LEAD, "answer", "main", recipient="agent-1", reply_to=asked.seq)
+    store.append_message("team", "agent-2", "question", "may I delete the cache?", recipient=LEAD)
+    store.append_message("design", "agent-3", "question", "REST or gRPC?", recipient=LEAD)
+    questions = [e for e in Detector(store, swarm.id).scan() if e.event == "question"]
+    assert sorted((e.agent, e.text) for e in questions) == [
+        ("agent-2", "agent-2 asks: may I delete the cache?"),
+        ("agent-3", "agent-3 asks: REST or gRPC?"),
+    ]
