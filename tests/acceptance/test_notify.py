@@ -107,7 +107,12 @@ def test_a_failing_webhook_slows_nothing_and_is_retried(project: Path, run: Run,
     with hook_server(status=500) as server:
         server.hold.set()
         env = {**FAST, "SWARM_NOTIFY_WEBHOOK": server.url, "SWARM_NOTIFY_EVENTS": "task_dead,epic_done"}
-        agent = f'if [ "$SWARM_TASK_ID" = C ]; then exit 1; fi; {DEMO_AGENT}'
+        # C dies (its notification is held) while B waits for the test: the swarm, and its monitor, still run.
+        go = tmp_path / "go"
+        agent = (
+            f'if [ "$SWARM_TASK_ID" = C ]; then exit 1; fi; '
+            f'if [ "$SWARM_TASK_ID" = B ]; then while [ ! -e {go} ]; do sleep 0.1; done; fi; {DEMO_AGENT}'
+        )
         launched = run("launch", "E1", "--agents", "2", "--command", agent, env=env)
         assert launched.returncode == 0, launched.stderr
         retry_until(lambda: server.held > 0, seconds=120, interval=0.1)
@@ -115,6 +120,7 @@ def test_a_failing_webhook_slows_nothing_and_is_retried(project: Path, run: Run,
         held_at = _looks(project)
         retry_until(lambda: server.held > 0 and _looks(project) >= held_at + 3, seconds=30, interval=0.1)
         server.release()  # from now on it answers 500
+        go.touch()
         retry_until(lambda: _finished(run), seconds=120, interval=0.3)
         log = project / ".swarm" / "logs" / "monitor.log"
         # The held request timed out (and, if the swarm ran long enough for a retry, one got a 500): logged.
