@@ -272,6 +272,50 @@ class AgentSettings(_Section):
     permission_mode: NonEmptyStr = "bypassPermissions"
 
 
+#: docs/contract.md §9: the events ``[notify]`` can send, in the order they are documented.
+NOTIFY_EVENTS: tuple[str, ...] = ("question", "escalation", "task_dead", "rate_limited", "epic_done")
+
+
+def _webhook(value: str) -> str:
+    if not value:
+        return value
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme not in ("http", "https") or not value.split("://", 1)[1].split("/", 1)[0]:
+        raise PydanticCustomError(
+            "webhook", "an http:// or https:// URL such as https://hooks.slack.com/services/..., or empty"
+        )
+    _no_newline(value)
+    return value
+
+
+def _notify_command(value: list[str]) -> list[str]:
+    if value and not value[0].strip():
+        raise PydanticCustomError("notify_command", "the program (its first item) must not be empty")
+    return value
+
+
+def _notify_events(value: list[str]) -> list[str]:
+    for name in value:
+        if name not in NOTIFY_EVENTS:
+            close = difflib.get_close_matches(name, NOTIFY_EVENTS, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            # The text is built here, not templated: pydantic's templates do not take a repr.
+            raise ValueError(f"{name!r} is not an event; {hint}the events are {', '.join(NOTIFY_EVENTS)}")
+    return value
+
+
+class NotifySettings(_Section):
+    """``[notify]``: hooks told about what needs the lead (docs/contract.md §9); both empty: none."""
+
+    #: argv of a program that gets each event as JSON on stdin (e.g. a script calling notify-send).
+    command: Annotated[list[Annotated[str, AfterValidator(_no_newline)]], AfterValidator(_notify_command)] = Field(
+        default_factory=list
+    )
+    #: A URL that gets each event as a JSON POST (Slack and Discord incoming webhooks accept the body).
+    webhook: Annotated[str, AfterValidator(_webhook)] = ""
+    events: Annotated[list[str], AfterValidator(_notify_events)] = Field(default_factory=lambda: list(NOTIFY_EVENTS))
+
+
 #: The sources of the load in progress, highest priority first, below the init arguments (see the module doc).
 _SOURCES: ContextVar[tuple[PydanticBaseSettingsSource, ...]] = ContextVar("swarm_config_sources", default=())
 
@@ -291,6 +335,7 @@ class Config(BaseSettings):
     queue: QueueSettings = QueueSettings()
     swarm: SwarmSettings = SwarmSettings()
     agent: AgentSettings = AgentSettings()
+    notify: NotifySettings = NotifySettings()
 
     @classmethod
     def settings_customise_sources(

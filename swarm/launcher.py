@@ -32,6 +32,7 @@ from swarm.config import LoadedConfig, load_config, remember
 from swarm.errors import BadInput, StoreError, SwarmError
 from swarm.identity import hash_token, lead_token
 from swarm.models import LEAD, AgentRecord, AgentState, Task, check_id
+from swarm.notify import check_notify
 from swarm.queue import QueuedEpic, backlog_folder, database_exists, lead_token_path, open_queue, queue_epic
 from swarm.runtime import procs, sandbox
 from swarm.runtime.git import GitRepo, is_inside, open_repo
@@ -157,6 +158,7 @@ def launch(
     if loaded is None:
         loaded = load_config(repo.root, overrides=overrides, env=launch_env)
     tmux_available()
+    check_notify(loaded, launch_env)  # the monitor runs the [notify] command: it must exist before anything starts
     template = _check_agent(request, loaded, launch_env)
     _check_sandbox(repo.root, loaded, launch_env, template)
     backlog = load_backlog(backlog_folder(loaded))

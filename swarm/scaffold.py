@@ -104,6 +104,14 @@ kind = "claude"
 model = "sonnet"
 # Claude Code permission mode. Agents work unattended, so they must not stop to ask for approval.
 permission_mode = "bypassPermissions"
+
+[notify]
+# A program told about each event (its JSON on stdin), e.g. ["notify-send", "swarm"]; empty means none.
+command = []
+# A URL each event is POSTed to as JSON (Slack and Discord incoming webhooks accept it); empty means none.
+webhook = ""
+# Which events to send: question, escalation, task_dead, rate_limited, epic_done.
+events = ["question", "escalation", "task_dead", "rate_limited", "epic_done"]
 """
 
 # Documentation tasks suit any repository, whatever its language, so `swarm launch E001` works right after

@@ -30,6 +30,7 @@ from swarm.agents import load_template
 from swarm.config import LoadedConfig, load_config
 from swarm.errors import SwarmError
 from swarm.models import LEAD, AgentRecord, AgentState
+from swarm.notify import Notifier
 from swarm.queue import open_queue
 from swarm.runtime import procs
 from swarm.runtime.runfile import read_run_file, run_file_path
@@ -84,10 +85,22 @@ class Monitor:
         self._cpu: dict[int, float] = {}
         self._roots: dict[str, Path] = {}
         self._log_seen: dict[str, tuple[float, int, bool]] = {}
+        #: docs/contract.md §9: [notify] hooks, in a thread of their own so a slow or failing hook costs the
+        #: health loop nothing.
+        self.notifier = Notifier(self.loaded, swarm_id, interval=self.interval)
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> int:
         """Look every ``interval`` seconds until the swarm is stopped or every local agent is finished."""
+        self.notifier.start()
+        try:
+            return self._loop()
+        finally:
+            # The last events (the epic that just finished) still go out; what a failing hook does not take
+            # stays queued for the next monitor.
+            self.notifier.stop()
+
+    def _loop(self) -> int:
         looks = 0
         while True:
             swarm = self.store.get_swarm(self.swarm_id)
@@ -311,8 +324,9 @@ def _log_to_file(repo: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
+        for logger in (log, logging.getLogger("swarm.notify")):  # notifications sent, and failing hooks
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
     return path
 
 

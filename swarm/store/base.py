@@ -68,6 +68,24 @@ class Reaped:
 
 
 @dataclass(frozen=True)
+class Notification:
+    """One event for one notification hook, in the outbox (docs/contract.md §9): queued once, sent once."""
+
+    #: Unique per event and hook: queueing the same key again is a no-op.
+    key: str
+    swarm_id: str
+    #: The hook: ``command`` or ``webhook``.
+    sink: str
+    event: str
+    #: The event as JSON text.
+    payload: str
+    #: Who queued it and sends it (a monitor: its host and repository); other monitors leave it alone.
+    owner: str = ""
+    created_at: float = 0.0
+    sent_at: float | None = None
+
+
+@dataclass(frozen=True)
 class SwarmRecord:
     """One swarm run registered in the database: its epics (``epic`` is the first), until it ends."""
 
@@ -177,6 +195,20 @@ class Store(ABC):
     @abstractmethod
     def record_incident(self, swarm_id: str, key: str) -> bool:
         """Remember an incident; True the first time ``key`` is seen (escalate once per incident)."""
+
+    # -- notifications -----------------------------------------------------------------------------
+    @abstractmethod
+    def queue_notifications(self, items: Sequence[Notification]) -> int:
+        """Add the notifications whose key is new (``created_at`` is set here); how many were new."""
+
+    @abstractmethod
+    def pending_notifications(self, owner: str, limit: int = 100) -> list[Notification]:
+        """``owner``'s notifications not sent yet, oldest first, of every swarm (a previous monitor may have
+        left some)."""
+
+    @abstractmethod
+    def mark_notified(self, key: str) -> None:
+        """Record that the notification ``key`` was sent (it is never sent again)."""
 
     # -- agents ----------------------------------------------------------------------------------
     @abstractmethod

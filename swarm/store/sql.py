@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from swarm.errors import BadInput, InvalidTransition, SchemaTooNew, SwarmError, UnknownTask
 from swarm.models import LEAD, STATE_ORDER, AgentRecord, Claim, Event, Message, Spec, Task, TaskState, check_id
-from swarm.store.base import AddResult, Reaped, Store, StoreOptions, SwarmRecord
+from swarm.store.base import AddResult, Notification, Reaped, Store, StoreOptions, SwarmRecord
 from swarm.store.common import (
     AGENT_FIELDS,
     AGENT_SEEN_SECONDS,
@@ -351,6 +351,41 @@ class SqlStore(Store, Generic[C]):
             return cur.execute(self._q["record_incident"], params).rowcount > 0
 
         return self._write(op, notify=False)
+
+    # -- notifications -----------------------------------------------------------------------------
+    def queue_notifications(self, items: Sequence[Notification]) -> int:
+        """Insert the notifications whose key is new, in one transaction; how many were new."""
+        if not items:
+            return 0
+
+        def op(cur: C) -> int:
+            now = self.options.clock()
+            new = 0
+            for item in items:
+                params = {
+                    "key": item.key,
+                    "swarm": item.swarm_id,
+                    "sink": item.sink,
+                    "owner": item.owner,
+                    "event": item.event,
+                    "payload": item.payload,
+                    "now": now,
+                }
+                new += max(0, cur.execute(self._q["queue_notification"], params).rowcount)
+            return new
+
+        return self._write(op, notify=False)
+
+    def pending_notifications(self, owner: str, limit: int = 100) -> list[Notification]:
+        """``owner``'s notifications not sent yet, oldest first."""
+        params = {"owner": owner, "limit": limit}
+        rows = self._read(lambda cur: cur.execute(self._q["pending_notifications"], params).fetchall())
+        return [Notification(r[0], r[1], r[2], r[3], r[4], owner=r[6], created_at=float(r[5])) for r in rows]
+
+    def mark_notified(self, key: str) -> None:
+        """Record that ``key`` was sent (running it twice is harmless)."""
+        params = {"key": key, "now": self.options.clock()}
+        self._write_idempotent(lambda cur: cur.execute(self._q["mark_notified"], params))
 
     # -- agents ----------------------------------------------------------------------------------
     def register_agent(self, agent: AgentRecord) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from swarm.errors import BadInput, InvalidTransition, LeaseLost, UnknownTask
 from swarm.models import Claim, Spec, TaskState
-from swarm.store import Store
+from swarm.store import Notification, Store
 from tests.conftest import FakeClock
 from tests.contract.conftest import StoreFactory
 
@@ -719,3 +719,25 @@ def test_incidents_are_recorded_once(store: Store) -> None:
     assert store.record_incident(record.id, "agent-1 stalled on S1") is True
     assert store.record_incident(record.id, "agent-1 stalled on S1") is False
     assert store.record_incident(record.id, "agent-1 stalled on S2") is True
+
+
+def test_notifications_are_queued_once_and_sent_once(store: Store, clock: FakeClock) -> None:
+    record = store.ensure_swarm("E1")
+    first = Notification("webhook:task_dead:S1:3", record.id, "webhook", "task_dead", '{"task": "S1"}', owner="m1")
+    second = Notification("command:task_dead:S1:3", record.id, "command", "task_dead", '{"task": "S1"}', owner="m1")
+    assert store.queue_notifications([first, second]) == 2
+    clock.advance(1)
+    # The same event again (a restarted monitor scanning from the start) adds nothing.
+    assert store.queue_notifications([first]) == 0
+    # Only the monitor that queued a row sends it (another host's monitor finds the same events).
+    assert store.pending_notifications("m2") == []
+    pending = store.pending_notifications("m1")
+    assert [n.key for n in pending] == sorted([first.key, second.key])
+    assert pending[0].owner == "m1"
+    assert pending[0].payload == '{"task": "S1"}'
+    assert pending[0].swarm_id == record.id
+    store.mark_notified(first.key)
+    store.mark_notified(first.key)  # twice is harmless
+    assert [n.key for n in store.pending_notifications("m1")] == [second.key]
+    assert store.queue_notifications([first]) == 0  # sent stays sent
+    assert store.queue_notifications([]) == 0

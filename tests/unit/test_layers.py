@@ -33,6 +33,7 @@ LEVELS: dict[str, int] = {
     "swarm.queue": 1,
     "swarm.cmdlock": 1,
     "swarm.scaffold": 1,
+    "swarm.notify": 1,
     # 2: the machinery that runs agents: git, tmux, processes, the worker and the monitor.
     "swarm.runtime": 2,
     # proves tokens against the store, and tells from the process tree whether the caller runs inside an agent

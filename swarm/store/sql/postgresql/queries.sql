@@ -347,3 +347,14 @@ SELECT paused_until, pause_reason FROM swarms WHERE id = %(id)s;
 
 -- name: record_incident
 INSERT INTO incidents (key, swarm_id, created_at) VALUES (%(key)s, %(swarm)s, %(now)s) ON CONFLICT (key) DO NOTHING;
+
+-- name: queue_notification
+INSERT INTO notifications (key, swarm_id, sink, owner, event, payload, created_at)
+VALUES (%(key)s, %(swarm)s, %(sink)s, %(owner)s, %(event)s, %(payload)s, %(now)s) ON CONFLICT (key) DO NOTHING;
+
+-- name: pending_notifications
+SELECT key, swarm_id, sink, event, payload, created_at, owner FROM notifications
+WHERE sent_at IS NULL AND owner = %(owner)s ORDER BY created_at, key LIMIT %(limit)s;
+
+-- name: mark_notified
+UPDATE notifications SET sent_at = %(now)s WHERE key = %(key)s AND sent_at IS NULL;

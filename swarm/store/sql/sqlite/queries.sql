@@ -327,3 +327,14 @@ SELECT paused_until, pause_reason FROM swarms WHERE id = :id;
 
 -- name: record_incident
 INSERT INTO incidents (key, swarm_id, created_at) VALUES (:key, :swarm, :now) ON CONFLICT (key) DO NOTHING;
+
+-- name: queue_notification
+INSERT INTO notifications (key, swarm_id, sink, owner, event, payload, created_at)
+VALUES (:key, :swarm, :sink, :owner, :event, :payload, :now) ON CONFLICT (key) DO NOTHING;
+
+-- name: pending_notifications
+SELECT key, swarm_id, sink, event, payload, created_at, owner FROM notifications
+WHERE sent_at IS NULL AND owner = :owner ORDER BY created_at, key LIMIT :limit;
+
+-- name: mark_notified
+UPDATE notifications SET sent_at = :now WHERE key = :key AND sent_at IS NULL;
