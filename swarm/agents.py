@@ -41,7 +41,7 @@ INSTALL_HINTS: Mapping[str, str] = {
 CLAUDE_MCP_OPTION = "--mcp-config"
 
 #: The placeholders an argv element may hold. Anything else in braces is left as it is.
-PLACEHOLDERS = ("model", "permission_mode", "prompt_file", "worktree", "task_id", "command")
+PLACEHOLDERS = ("model", "permission_mode", "prompt_file", "worktree", "task_id", "command", "session_id")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
 #: How long the prompt tells an agent to wait for the lead's answer (``swarm msg ask ... --timeout``).
@@ -115,6 +115,9 @@ class AgentTemplate:
     #: Regexes for what the CLI prints when its run failed although it may exit 0 (the API unreachable, a
     #: refused key, retries exhausted), searched in the last lines of its output (:func:`known_failure`).
     failure_patterns: tuple[str, ...] = ()
+    #: What the argv gets to resume an earlier conversation (``{session_id}`` in it), or empty: the CLI cannot
+    #: resume or its output names no session (docs/contract.md §6).
+    resume_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ def _parse_template(kind: str, source: str, data: Mapping[str, Any]) -> AgentTem
         "env",
         "notes",
     }
-    optional = {"usage", "git_exclude", "failure_patterns"}
+    optional = {"usage", "git_exclude", "failure_patterns", "resume_args"}
     missing = sorted(expected - data.keys())
     if missing:
         raise broken(f"missing {', '.join(missing)}")
@@ -200,6 +203,9 @@ def _parse_template(kind: str, source: str, data: Mapping[str, Any]) -> AgentTem
     if usage not in USAGE_FORMATS:
         raise broken(f"usage must be one of {', '.join(USAGE_FORMATS)}, not {usage!r}")
     excludes = strings("git_exclude") if "git_exclude" in data else ()
+    resume = strings("resume_args") if "resume_args" in data else ()
+    if resume and not any("{session_id}" in part for part in resume):
+        raise broken("resume_args must hold {session_id}")
     env = data.get("env")
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         raise broken("env must be a table of strings")
@@ -217,6 +223,7 @@ def _parse_template(kind: str, source: str, data: Mapping[str, Any]) -> AgentTem
         usage=next(f for f in USAGE_FORMATS if f == usage),
         git_exclude=excludes,
         failure_patterns=failures,
+        resume_args=resume,
     )
 
 
@@ -229,6 +236,7 @@ def build_command(
     worktree: Path,
     task_id: str,
     command: str | None = None,
+    session_id: str | None = None,
 ) -> AgentCommand:
     """The argv and environment of one agent run.
 
@@ -237,7 +245,8 @@ def build_command(
     An element that is exactly a placeholder with an empty value (``--model ""``) is dropped together with
     the option just before it, so the agent falls back to its own default. ``command`` is only used by the
     ``command`` kind (the caller turns ``--command`` into that kind); it is required there. An env value's
-    ``{command_timeout_ms}`` becomes :data:`COMMAND_TIMEOUT_SECONDS` in milliseconds.
+    ``{command_timeout_ms}`` becomes :data:`COMMAND_TIMEOUT_SECONDS` in milliseconds. ``session_id``: the
+    conversation to resume, through the template's ``resume_args`` (appended; nothing when it has none).
     """
     uses_command = any("{command}" in part for part in template.argv)
     if uses_command and not (command or "").strip():
@@ -252,9 +261,11 @@ def build_command(
         "worktree": str(worktree),
         "task_id": task_id,
         "command": command or "",
+        "session_id": session_id or "",
     }
+    resume = template.resume_args if session_id else ()
     argv: list[str] = []
-    for part in template.argv:
+    for part in (*template.argv, *resume):
         whole = _PLACEHOLDER.fullmatch(part)
         if whole and not values[whole.group(1)]:
             if argv and argv[-1].startswith("-") and len(argv) > 1:
@@ -284,10 +295,13 @@ _AIDER_COST = re.compile(r"\bCost: \$([\d.]+) message, \$([\d.]+) session\b")
 _CODEX_TOKENS_LABEL = re.compile(r"^tokens used:?\s*([\d,]*)$", re.IGNORECASE)
 _CODEX_COUNT = re.compile(r"^[\d,]+$")
 _SCALE = {"": 1, "k": 1_000, "m": 1_000_000}
+#: A session id as swarm passes it back to the CLI (a UUID for Claude Code): an argv element, never an option.
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def parse_usage(fmt: UsageFormat, line: str, usage: dict[str, Any]) -> None:
-    """Note in ``usage`` (``cost_usd``, ``tokens``) what one stripped output line of an agent reports.
+    """Note in ``usage`` (``cost_usd``, ``tokens``, ``session_id``) what one stripped output line of an agent
+    reports.
 
     Called with every line in order; ``usage`` also carries the little state a format needs across lines
     (codex prints its count on the line after ``tokens used``). Lines that say nothing are ignored.
@@ -301,14 +315,23 @@ def parse_usage(fmt: UsageFormat, line: str, usage: dict[str, Any]) -> None:
 
 
 def _claude_usage(line: str, usage: dict[str, Any]) -> None:
-    # The final stream-json event, {"type": "result", "total_cost_usd": ..., "usage": {...}}.
-    if not (line.startswith("{") and '"total_cost_usd"' in line):
+    # The first stream-json event, {"type": "system", "subtype": "init", "session_id": ...}, and the final one,
+    # {"type": "result", "session_id": ..., "total_cost_usd": ..., "usage": {...}}; the tool results between them
+    # ("type": "user") are the task's material, never read for either.
+    if not (line.startswith("{") and ('"total_cost_usd"' in line or '"session_id"' in line)):
+        return
+    if line.startswith('{"type":"user"'):
         return
     try:
         event = json.loads(line)
     except ValueError:
         return
-    if not isinstance(event, dict) or event.get("type") != "result":
+    if not isinstance(event, dict) or event.get("type") not in ("system", "result"):
+        return
+    session = event.get("session_id")
+    if isinstance(session, str) and _SESSION_ID.fullmatch(session):
+        usage["session_id"] = session
+    if event.get("type") != "result":
         return
     if isinstance(event.get("total_cost_usd"), int | float):
         usage["cost_usd"] = float(event["total_cost_usd"])
@@ -500,12 +523,14 @@ def render_prompt(
     worktree: Path,
     branch: str,
     previous_failure: str | None = None,
+    interrupted: bool = False,
 ) -> str:
     """The prompt of one task, from ``templates/prompt.md``.
 
     ``dependencies`` are ``(task id, title, commit sha or None)`` of the completed tasks this one depends on.
     ``previous_failure`` is why the last attempt failed (the task's ``last_error``): it adds a section that
-    quotes it (docs/contract.md §3); without it the section is left out.
+    quotes it (docs/contract.md §3); without it the section is left out. ``interrupted``: this run resumes the
+    conversation of an attempt that was stopped through no fault of the agent's, which a section says.
     Values are substituted in a single pass (``string.Template.safe_substitute``), so a ``$name`` inside the
     body or a title is kept verbatim and never re-interpreted.
     """
@@ -529,8 +554,20 @@ def render_prompt(
     else:
         failure = ""
         text = text.replace("$previous_failure\n\n", "")
+    if interrupted:
+        resumed = (
+            "## You were interrupted\n\n"
+            "Your previous attempt at this task was stopped before it ended, through no fault of yours (a restart,\n"
+            "a stop, a lost lease or a paused provider). This conversation continues it. Look at the worktree\n"
+            "(`git status`, `git diff`) before you go on: what you changed before may not be there any more\n"
+            f"(swarm kept it as `refs/swarm/wip/{agent_id}/{task_id}`). Then finish the task."
+        )
+    else:
+        resumed = ""
+        text = text.replace("$interrupted\n\n", "")
     return Template(text).safe_substitute(
         task_id=task_id,
+        interrupted=resumed,
         title=title,
         body=body.strip(),
         epic=epic,

@@ -113,6 +113,10 @@ class Task:
     #: The spec's ``verify`` (None: the configuration's) and ``allow_empty`` (docs/contract.md §2).
     verify: str | None = None
     allow_empty: bool = False
+    #: The agent CLI's conversation of the latest attempt and the agent that had it (docs/contract.md §3): kept
+    #: when the attempt was interrupted, cleared when it failed.
+    session_id: str | None = None
+    session_agent: str | None = None
 
 
 @dataclass(frozen=True)

@@ -197,6 +197,10 @@ class Worker:
         self._next_full_check = 0.0
         self._not_run = 0
         self._final_detail: str | None = None
+        # What the running agent's output reported so far (parse_usage, filled by the reader thread), and the
+        # session id already recorded with its task: the conversation an interrupted attempt leaves for the next.
+        self._usage: dict[str, Any] = {}
+        self._session_noted: str | None = None
 
     def _open_store(self) -> Store:
         # The configured retry backoff travels in the run file: a task this worker fails waits it out.
@@ -439,6 +443,9 @@ class Worker:
         claim = self._current
         task = claim.task_id if claim else None
         self.say(f"{cause}{f' while working on {task}' if task else ''}")
+        if claim is not None:
+            with contextlib.suppress(SwarmError):
+                self._note_session(claim)  # before the task goes back: the lease still holds it
         self._give_back(claim, f"worker {cause} (not the agent's fault: no attempt spent)")
         if claim is not None:
             self._save_wip(claim)
@@ -594,10 +601,30 @@ class Worker:
             self._return_not_run(claim, exc)
             return
         previous = task.last_error if claim.attempt > 1 else None
-        prompt, prompt_file = self._write_prompt(claim, deps, previous)
+        resume = self._session_to_resume(task)
+        prompt, prompt_file = self._write_prompt(claim, deps, previous, interrupted=resume is not None)
         self._not_run = 0
-        result = self.run_agent(claim, prompt, prompt_file)
+        result = self.run_agent(claim, prompt, prompt_file, resume=resume)
         self.finish(claim, result, Attempt(task, prompt, prompt_file, start_sha))
+
+    def _session_to_resume(self, task: Task) -> str | None:
+        """The conversation this attempt continues: the one an interrupted attempt of this agent left (a failed
+        attempt clears it in the store), if the agent's CLI can resume; else None (a fresh start). Only the agent
+        that had it: a CLI keeps its conversations per machine, user and working folder."""
+        if task.session_id and task.session_agent == self.run.agent_id and self.template.resume_args:
+            self.say(f"{task.id}: resuming the interrupted conversation {task.session_id}")
+            return task.session_id
+        return None
+
+    def _note_session(self, claim: Claim) -> None:
+        """Record with the task the session id the agent's output reported, once per id; a lost lease is not this
+        call's to report (the heartbeat does)."""
+        session = self._usage.get("session_id")
+        if not isinstance(session, str) or session == self._session_noted:
+            return
+        with contextlib.suppress(LeaseLost):
+            self.store.record_session(claim.task_id, self.run.agent_id, claim.lease_token, session)
+            self._session_noted = session
 
     def _clear_leftovers(self, claim: Claim) -> bool:
         """Stash changes left in the worktree by a run that crashed with the worker: kept, but not leaked into
@@ -640,9 +667,11 @@ class Worker:
             return False
         return True
 
-    def _write_prompt(self, claim: Claim, deps: list[Task], previous_failure: str | None) -> tuple[str, Path]:
-        """Render the task's prompt (with why the previous attempt failed, if it did) and write it (0600) to the
-        agent's prompt folder; the text and the file."""
+    def _write_prompt(
+        self, claim: Claim, deps: list[Task], previous_failure: str | None, *, interrupted: bool = False
+    ) -> tuple[str, Path]:
+        """Render the task's prompt (with why the previous attempt failed, if it did; that it was interrupted, when
+        this run resumes it) and write it (0600) to the agent's prompt folder; the text and the file."""
         run = self.run
         prompt = render_prompt(
             task_id=claim.task_id,
@@ -655,6 +684,7 @@ class Worker:
             worktree=Path(run.worktree),
             branch=run.branch,
             previous_failure=previous_failure,
+            interrupted=interrupted,
         )
         prompt_file = run.prompt_dir / f"{claim.task_id}-{claim.attempt}.md"
         fd = os.open(prompt_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -718,10 +748,11 @@ class Worker:
             json.dump(config, handle, indent=2)
         return path
 
-    def run_agent(self, claim: Claim, prompt: str, prompt_file: Path) -> RunResult:
-        """Run the agent command for one task, heartbeating, watching for stop requests and the timeout."""
+    def run_agent(self, claim: Claim, prompt: str, prompt_file: Path, *, resume: str | None = None) -> RunResult:
+        """Run the agent command for one task (continuing the conversation ``resume``, if given), heartbeating,
+        watching for stop requests and the timeout, and recording the run's session id with the task."""
         run = self.run
-        command, env = self._agent_command(claim, prompt_file)
+        command, env = self._agent_command(claim, prompt_file, resume=resume)
         record = process_record_path(Path(run.repo), run.agent_id)
         # A worker killed by SIGKILL could not stop what its agent left running; it recorded it.
         _stop_leftovers(record, self.say)
@@ -746,6 +777,7 @@ class Worker:
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         said: deque[str] = deque(maxlen=TAIL_LINES)
         usage: dict[str, Any] = {}
+        self._usage, self._session_noted = usage, resume
         reader = threading.Thread(target=self._pump, args=(proc, tail, said, usage, prompt_lines(prompt)), daemon=True)
         reader.start()
         if command.stdin_prompt:
@@ -757,6 +789,7 @@ class Worker:
             raise
         finally:
             self._end_run(proc, watch, reader)
+        self._note_session(claim)
         result.exit_code = proc.returncode
         result.tail = list(tail)
         result.said = list(said)
@@ -764,8 +797,11 @@ class Worker:
         result.tokens = usage.get("tokens")
         return result
 
-    def _agent_command(self, claim: Claim, prompt_file: Path) -> tuple[AgentCommand, dict[str, str]]:
-        """The agent's argv and environment for ``claim``; Claude Code also gets the ``swarm`` MCP server."""
+    def _agent_command(
+        self, claim: Claim, prompt_file: Path, *, resume: str | None = None
+    ) -> tuple[AgentCommand, dict[str, str]]:
+        """The agent's argv and environment for ``claim`` (resuming the conversation ``resume``); Claude Code also
+        gets the ``swarm`` MCP server."""
         run = self.run
         command = build_command(
             self.template,
@@ -775,6 +811,7 @@ class Worker:
             worktree=Path(run.worktree),
             task_id=claim.task_id,
             command=run.command,
+            session_id=resume,
         )
         env = self.agent_env(claim, prompt_file)
         env.update(command.env)
@@ -822,6 +859,7 @@ class Worker:
                 next_watch = now + PROCESS_WATCH_SECONDS
                 watch.poll()
                 self._note_output()
+                self._note_session(claim)  # now, not at the end: a worker killed mid-run leaves it too
             if now >= next_beat:
                 next_beat = now + run.heartbeat_seconds
                 if not self._heartbeat(claim, result):

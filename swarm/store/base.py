@@ -353,6 +353,11 @@ class Store(ABC):
         attempts are left. Returns the new state."""
 
     @abstractmethod
+    def record_session(self, task_id: str, agent_id: str, lease_token: str, session_id: str) -> None:
+        """Note the agent CLI's conversation of the attempt in hand (docs/contract.md §3): a failed attempt clears
+        it, an interrupted one (returned, reaped) keeps it for the next attempt to resume. Fenced by the lease."""
+
+    @abstractmethod
     def return_task(self, task_id: str, agent_id: str, lease_token: str, reason: str = "returned") -> None:
         """Give the task back unfinished without spending an attempt (shutdown, lost interest)."""
 

@@ -667,6 +667,16 @@ class SqlStore(Store, Generic[C]):
 
         return self._write(op, notify=False)
 
+    def record_session(self, task_id: str, agent_id: str, lease_token: str, session_id: str) -> None:
+        """Note the conversation of the attempt in hand."""
+
+        def op(cur: C) -> None:
+            params = {"id": task_id, "agent": agent_id, "token": lease_token, "session": session_id}
+            if cur.execute(self._q["set_session"], params).fetchone() is None:
+                raise self._lease_lost(cur, task_id, agent_id, lease_token)
+
+        self._write(op, notify=False)
+
     def complete(
         self,
         task_id: str,
@@ -871,7 +881,9 @@ class SqlStore(Store, Generic[C]):
             heartbeat_at=row[19],
             verify=row[20],
             allow_empty=bool(row[21]),
-            depends_on=self._ids(row[22]),
+            session_id=row[22],
+            session_agent=row[23],
+            depends_on=self._ids(row[24]),
         )
 
 

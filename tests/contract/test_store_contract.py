@@ -289,6 +289,27 @@ def test_heartbeat_extends_and_never_shortens(store: Store, clock: FakeClock) ->
     assert store.reap() == []
 
 
+def test_session_kept_through_interruptions_cleared_by_failure(store: Store, clock: FakeClock) -> None:
+    """docs/contract.md §3: an interrupted attempt's conversation is there for the next one; a failed one's is not."""
+    store.add_tasks([spec("A", max_attempts=5)])
+    held = claim(store)
+    assert store.get_task("A").session_id is None
+    store.record_session("A", "agent-1", held.lease_token, "sess-1")
+    with pytest.raises(LeaseLost):
+        store.record_session("A", "agent-2", held.lease_token, "sess-x")
+    store.return_task("A", "agent-1", held.lease_token, "teardown --now")
+    task = store.get_task("A")
+    assert (task.session_id, task.session_agent) == ("sess-1", "agent-1")
+    held = claim(store, "agent-2")
+    store.record_session("A", "agent-2", held.lease_token, "sess-2")
+    clock.advance(TTL + 1)
+    store.reap()  # a lost lease is not the agent's fault either
+    assert (store.get_task("A").session_id, store.get_task("A").session_agent) == ("sess-2", "agent-2")
+    held = claim(store)
+    store.fail("A", "agent-1", held.lease_token, "tests fail")
+    assert (store.get_task("A").session_id, store.get_task("A").session_agent) == (None, None)
+
+
 # -- completion and promotion ---------------------------------------------------------------------
 
 

@@ -670,3 +670,82 @@ def test_echoes_ignores_whitespace_only() -> None:
     assert agents.echoes("Error: rate limited", lines)
     assert agents.echoes("Retry on HTTP 429:", lines)
     assert not agents.echoes("Error: rate limited, try again in 1 second", lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Conversations that survive interruptions (docs/contract.md §3, §6)
+
+SESSION = "5f0c2a1e-8d3b-4c6a-9e7f-0123456789ab"
+
+
+def test_claude_session_id_from_the_init_and_result_events() -> None:
+    init = f'{{"type":"system","subtype":"init","cwd":"/w","session_id":"{SESSION}","tools":[]}}'
+    assert _usage("claude", init) == {"session_id": SESSION}
+    result = f'{{"type":"result","session_id":"{SESSION}","total_cost_usd":0.5,"usage":{{"input_tokens":3}}}}'
+    assert _usage("claude", result) == {"session_id": SESSION, "cost_usd": 0.5, "tokens": 3}
+
+
+def test_a_session_id_in_a_tool_result_or_an_odd_one_is_not_the_conversation() -> None:
+    tool = '{"type":"user","message":{"content":[{"type":"tool_result"}]},"session_id":"other"}'
+    assert _usage("claude", tool) == {}
+    assert _usage("claude", '{"type":"system","subtype":"init","session_id":"--dangerous"}') == {}
+    assert _usage("aider", f'{{"type":"system","session_id":"{SESSION}"}}') == {}
+
+
+def test_claude_resumes_a_session_with_the_templates_resume_args() -> None:
+    template = load_template("claude")
+    built = build_command(
+        template,
+        model="opus",
+        permission_mode="acceptEdits",
+        prompt_file=PROMPT_FILE,
+        worktree=WORKTREE,
+        task_id="T1",
+        session_id=SESSION,
+    )
+    assert built.argv[built.argv.index("--resume") + 1] == SESSION
+    assert "--resume" not in _build("claude")  # a fresh start without one
+
+
+@pytest.mark.parametrize("kind", ["aider", "codex", "command"])
+def test_kinds_without_resume_ignore_a_session(kind: str) -> None:
+    template = load_template(kind)
+    assert template.resume_args == ()
+    built = build_command(
+        template,
+        model="m",
+        permission_mode="acceptEdits",
+        prompt_file=PROMPT_FILE,
+        worktree=WORKTREE,
+        task_id="T1",
+        command="true",
+        session_id=SESSION,
+    )
+    assert SESSION not in " ".join(built.argv)
+
+
+def test_resume_args_without_the_session_placeholder_is_a_broken_template() -> None:
+    data = tomllib.loads((templates_dir() / "agents" / "claude.toml").read_text(encoding="utf-8"))
+    data["resume_args"] = ["--continue"]
+    with pytest.raises(SwarmError, match="resume_args"):
+        agents._parse_template("claude", "claude.toml", data)
+
+
+def test_render_prompt_says_the_attempt_was_interrupted() -> None:
+    text = render_prompt(
+        task_id="T2",
+        title="Add the parser",
+        body="body",
+        epic="E1",
+        attempt=1,
+        dependencies=[],
+        agent_id="agent-3",
+        worktree=WORKTREE,
+        branch="swarm/E1/agent-3",
+        interrupted=True,
+    )
+    assert "## You were interrupted" in text
+    assert "refs/swarm/wip/agent-3/T2" in text
+    assert text.index("You were interrupted") < text.index("## What to do")
+    assert "interrupted" not in _render("body")
+    assert "\n\n\n" not in text

@@ -55,6 +55,12 @@ SET lease_until = GREATEST(lease_until, %(until)s), heartbeat_at = %(now)s
 WHERE id = %(id)s AND state = 'claimed' AND owner = %(agent)s AND lease_token = %(token)s
 RETURNING lease_until;
 
+-- name: set_session
+-- The conversation of the attempt in hand (fenced like every write after a claim).
+UPDATE tasks SET session_id = %(session)s, session_agent = %(agent)s
+WHERE id = %(id)s AND state = 'claimed' AND owner = %(agent)s AND lease_token = %(token)s
+RETURNING id;
+
 -- name: complete
 -- Mark the task done (fenced), log it, then promote the dependents it was the last dependency of, in a later
 -- snapshot (swarm_complete, 005_functions.sql). done is false when the fence refused: nothing was written.
@@ -69,6 +75,7 @@ SET state = CASE WHEN attempts < max_attempts THEN 'ready' ELSE 'dead' END,
     owner = CASE WHEN attempts < max_attempts THEN NULL ELSE owner END,
     not_before = CASE WHEN attempts < max_attempts THEN %(not_before)s ELSE not_before END,
     lease_token = NULL, lease_until = NULL, updated_at = %(now)s, last_error = %(reason)s,
+    session_id = NULL, session_agent = NULL,
     tokens = CASE WHEN %(tokens)s::bigint IS NULL THEN tokens ELSE coalesce(tokens, 0) + %(tokens)s::bigint END,
     cost_usd = CASE WHEN %(cost)s::float8 IS NULL THEN cost_usd
                     ELSE coalesce(cost_usd, 0) + %(cost)s::float8 END
@@ -147,7 +154,8 @@ WHERE id = %(id)s AND state IN ('blocked', 'ready', 'claimed', 'dead');
 -- name: retry
 UPDATE tasks
 SET state = CASE WHEN pending = 0 THEN 'ready' ELSE 'blocked' END,
-    owner = NULL, attempts = 0, not_before = 0, updated_at = %(now)s, last_error = NULL
+    owner = NULL, attempts = 0, not_before = 0, updated_at = %(now)s, last_error = NULL,
+    session_id = NULL, session_agent = NULL
 WHERE id = %(id)s AND state IN ('dead', 'cancelled')
 RETURNING state;
 
@@ -155,6 +163,7 @@ RETURNING state;
 SELECT t.id, t.epic, t.title, t.body, t.state, t.priority, t.requires, t.attempts, t.max_attempts,
        t.owner, t.lease_until, t.not_before, t.commit_sha, t.cost_usd, t.last_error,
        t.created_at, t.updated_at, t.timeout_seconds, t.tokens, t.heartbeat_at, t.verify, t.allow_empty,
+       t.session_id, t.session_agent,
        ARRAY(SELECT d.depends_on FROM deps AS d WHERE d.task_id = t.id ORDER BY d.depends_on) AS deps
 FROM tasks AS t
 WHERE (%(epic)s::text IS NULL OR t.epic = %(epic)s::text) AND (%(id)s::text IS NULL OR t.id = %(id)s::text)

@@ -55,6 +55,12 @@ SET lease_until = max(lease_until, :until), heartbeat_at = :now
 WHERE id = :id AND state = 'claimed' AND owner = :agent AND lease_token = :token
 RETURNING lease_until;
 
+-- name: set_session
+-- The conversation of the attempt in hand (fenced like every write after a claim).
+UPDATE tasks SET session_id = :session, session_agent = :agent
+WHERE id = :id AND state = 'claimed' AND owner = :agent AND lease_token = :token
+RETURNING id;
+
 -- name: complete
 UPDATE tasks
 SET state = 'done', lease_token = NULL, lease_until = NULL, updated_at = :now,
@@ -82,6 +88,7 @@ SET state = CASE WHEN attempts < max_attempts THEN 'ready' ELSE 'dead' END,
     owner = CASE WHEN attempts < max_attempts THEN NULL ELSE owner END,
     not_before = CASE WHEN attempts < max_attempts THEN :not_before ELSE not_before END,
     lease_token = NULL, lease_until = NULL, updated_at = :now, last_error = :reason,
+    session_id = NULL, session_agent = NULL,
     tokens = CASE WHEN :tokens IS NULL THEN tokens ELSE coalesce(tokens, 0) + :tokens END,
     cost_usd = CASE WHEN :cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost END
 WHERE id = :id AND state = 'claimed' AND owner = :agent AND lease_token = :token
@@ -135,7 +142,8 @@ WHERE id = :id AND state IN ('blocked', 'ready', 'claimed', 'dead');
 -- name: retry
 UPDATE tasks
 SET state = CASE WHEN pending = 0 THEN 'ready' ELSE 'blocked' END,
-    owner = NULL, attempts = 0, not_before = 0, updated_at = :now, last_error = NULL
+    owner = NULL, attempts = 0, not_before = 0, updated_at = :now, last_error = NULL,
+    session_id = NULL, session_agent = NULL
 WHERE id = :id AND state IN ('dead', 'cancelled')
 RETURNING state;
 
@@ -143,6 +151,7 @@ RETURNING state;
 SELECT t.id, t.epic, t.title, t.body, t.state, t.priority, t.requires, t.attempts, t.max_attempts,
        t.owner, t.lease_until, t.not_before, t.commit_sha, t.cost_usd, t.last_error,
        t.created_at, t.updated_at, t.timeout_seconds, t.tokens, t.heartbeat_at, t.verify, t.allow_empty,
+       t.session_id, t.session_agent,
        (SELECT group_concat(depends_on, ' ') FROM (SELECT depends_on FROM deps WHERE task_id = t.id
                                                    ORDER BY depends_on)) AS deps
 FROM tasks AS t
