@@ -270,6 +270,9 @@ class AgentSettings(_Section):
     # Empty is allowed: kinds such as `command` have no model; empty means the agent's own default.
     model: Annotated[str, AfterValidator(_no_newline)] = "sonnet"
     permission_mode: NonEmptyStr = "bypassPermissions"
+    #: docs/contract.md §6: each task of an agent continues the agent's conversation of its previous task (kinds
+    #: that can resume: claude), so it keeps what it learned; a failed task ends that conversation.
+    keep_context: bool = False
 
 
 #: docs/contract.md §9: the events ``[notify]`` can send, in the order they are documented.

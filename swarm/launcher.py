@@ -612,6 +612,7 @@ def _plan_agents(
                 kind=cfg.agent.kind,
                 model=cfg.agent.model,
                 permission_mode=cfg.agent.permission_mode,
+                keep_context=cfg.agent.keep_context,
                 command=request.command,
                 capabilities=list(request.capabilities),
                 lease_ttl_seconds=cfg.queue.lease_ttl_seconds,

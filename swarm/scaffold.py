@@ -104,6 +104,8 @@ kind = "claude"
 model = "sonnet"
 # Claude Code permission mode. Agents work unattended, so they must not stop to ask for approval.
 permission_mode = "bypassPermissions"
+# Each task continues the agent's conversation of its previous task (claude only); a failed task starts afresh.
+keep_context = false
 
 [notify]
 # A program told about each event (its JSON on stdin), e.g. ["notify-send", "swarm"]; empty means none.

@@ -31,6 +31,8 @@ class AgentRun(BaseModel):
     kind: str
     model: str
     permission_mode: str
+    #: ``[agent] keep_context``: each task continues the conversation of the agent's previous one.
+    keep_context: bool = False
     command: str | None = None
     capabilities: list[str] = []
     lease_ttl_seconds: float

@@ -201,6 +201,8 @@ class Worker:
         # session id already recorded with its task: the conversation an interrupted attempt leaves for the next.
         self._usage: dict[str, Any] = {}
         self._session_noted: str | None = None
+        # [agent] keep_context: the conversation of this agent's last run, which its next task continues.
+        self._context: str | None = None
 
     def _open_store(self) -> Store:
         # The configured retry backoff travels in the run file: a task this worker fails waits it out.
@@ -601,20 +603,26 @@ class Worker:
             self._return_not_run(claim, exc)
             return
         previous = task.last_error if claim.attempt > 1 else None
-        resume = self._session_to_resume(task)
-        prompt, prompt_file = self._write_prompt(claim, deps, previous, interrupted=resume is not None)
+        resume, interrupted = self._session_to_resume(task)
+        prompt, prompt_file = self._write_prompt(claim, deps, previous, interrupted=interrupted)
         self._not_run = 0
         result = self.run_agent(claim, prompt, prompt_file, resume=resume)
         self.finish(claim, result, Attempt(task, prompt, prompt_file, start_sha))
 
-    def _session_to_resume(self, task: Task) -> str | None:
-        """The conversation this attempt continues: the one an interrupted attempt of this agent left (a failed
-        attempt clears it in the store), if the agent's CLI can resume; else None (a fresh start). Only the agent
-        that had it: a CLI keeps its conversations per machine, user and working folder."""
-        if task.session_id and task.session_agent == self.run.agent_id and self.template.resume_args:
+    def _session_to_resume(self, task: Task) -> tuple[str | None, bool]:
+        """The conversation this attempt continues, and whether it is an interrupted attempt's: the one an
+        interrupted attempt of this agent left (a failed attempt clears it in the store); else, with ``[agent]
+        keep_context``, this agent's last one; else None (a fresh start). Only for a CLI that can resume, and only
+        the agent that had it: a CLI keeps its conversations per machine, user and working folder."""
+        if not self.template.resume_args:
+            return None, False
+        if task.session_id and task.session_agent == self.run.agent_id:
             self.say(f"{task.id}: resuming the interrupted conversation {task.session_id}")
-            return task.session_id
-        return None
+            return task.session_id, True
+        if self.run.keep_context and self._context:
+            self.say(f"{task.id}: continuing this agent's conversation {self._context} (keep_context)")
+            return self._context, False
+        return None, False
 
     def _note_session(self, claim: Claim) -> None:
         """Record with the task the session id the agent's output reported, once per id; a lost lease is not this
@@ -790,6 +798,8 @@ class Worker:
         finally:
             self._end_run(proc, watch, reader)
         self._note_session(claim)
+        if isinstance(usage.get("session_id"), str):
+            self._context = usage["session_id"]
         result.exit_code = proc.returncode
         result.tail = list(tail)
         result.said = list(said)
@@ -1234,6 +1244,7 @@ class Worker:
         self.say(f"{claim.task_id} done at {(sha or '')[:12]}{more}")
 
     def _release_failed(self, claim: Claim, reason: str, result: RunResult) -> None:
+        self._context = None  # a failed task ends the conversation keep_context continues: the next starts afresh
         try:
             state = self.store.fail(
                 claim.task_id,

@@ -89,3 +89,64 @@ def test_a_task_stopped_by_teardown_now_resumes_its_conversation(tmp_path: Path,
         assert done.returncode == 0, done.stderr
     finally:
         stop_private_server(sock)
+
+
+def test_keep_context_continues_the_agents_conversation_across_tasks(
+    tmp_path: Path,
+    mock_api: tuple[int, Path],  # noqa: F811
+) -> None:
+    assert (CLAUDE_BIN / "claude").exists(), f"Claude Code CLI not found in {CLAUDE_BIN}; ./scripts/test installs it"
+    port, log = mock_api
+    repo = tmp_path / "proj"
+    (repo / "specs").mkdir(parents=True)
+    (repo / "swarm.toml").write_text("[agent]\nkeep_context = true\n")
+    (repo / "specs" / "A.md").write_text(
+        "---\nid: A\nepic: E1\ntitle: First\npriority: 2\n---\nRUN: mkdir -p out && echo a > out/a.txt\n"
+    )
+    (repo / "specs" / "B.md").write_text("---\nid: B\nepic: E1\ntitle: Second\n---\nRUN: echo b > out/b.txt\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    home = tmp_path / "home"
+    home.mkdir()
+    sock = f"swarm-context-{os.getpid()}"
+    env = {
+        "PATH": f"{CLAUDE_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "ANTHROPIC_API_KEY": "not-a-real-key",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "IS_SANDBOX": "1",
+        "ENABLE_TOOL_SEARCH": "false",
+        "SWARM_TMUX_SOCKET": sock,
+    }
+    logs = repo / ".swarm" / "logs" / "agent-1.log"
+    try:
+        launched = swarm_cli(
+            "launch",
+            "E1",
+            "--agent",
+            "claude",
+            "--agents",
+            "1",
+            "--wait",
+            "--timeout",
+            "180",
+            cwd=repo,
+            env=env,
+            timeout=240,
+        )
+        assert launched.returncode == 0, launched.stderr + (logs.read_text() if logs.exists() else "")
+        status = json.loads(swarm_cli("status", "--json", cwd=repo, env=env).stdout)
+        assert [t["state"] for t in status["tasks"]] == ["done", "done"]
+        raw = logs.with_suffix(".jsonl").read_text().splitlines()
+        first = next(e["session_id"] for e in map(json.loads, raw) if e.get("subtype") == "init")
+        assert f"B: continuing this agent's conversation {first} (keep_context)" in logs.read_text()
+        # B's first request carries A's conversation: A's step and its result, then B's step.
+        requests = _requests(log)
+        assert [(r["runs"], r["done"]) for r in requests] == [(1, 0), (1, 1), (2, 1), (2, 2)], requests
+        done = swarm_cli("teardown", cwd=repo, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+    finally:
+        stop_private_server(sock)

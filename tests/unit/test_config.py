@@ -103,6 +103,7 @@ def test_defaults_match_the_design() -> None:
         "agent.kind": "claude",
         "agent.model": "sonnet",
         "agent.permission_mode": "bypassPermissions",
+        "agent.keep_context": False,
         "notify.command": [],
         "notify.webhook": "",
         "notify.events": ["question", "escalation", "task_dead", "rate_limited", "epic_done"],
