@@ -588,6 +588,7 @@ class Worker:
         self._current = None
 
     def _work(self, claim: Claim) -> None:
+        self._usage, self._session_noted = {}, None  # an interruption before the run must not record the last one's
         self._set_state(AgentState.WORKING, claim.task_id)
         self.say(f"claimed {claim.task_id} (attempt {claim.attempt}): {claim.title}")
         if not self._clear_leftovers(claim):
@@ -630,9 +631,11 @@ class Worker:
         session = self._usage.get("session_id")
         if not isinstance(session, str) or session == self._session_noted:
             return
-        with contextlib.suppress(LeaseLost):
+        try:
             self.store.record_session(claim.task_id, self.run.agent_id, claim.lease_token, session)
-            self._session_noted = session
+        except SwarmError:  # a lost lease, a busy or gone database: the heartbeat reports those; try again later
+            return
+        self._session_noted = session
 
     def _clear_leftovers(self, claim: Claim) -> bool:
         """Stash changes left in the worktree by a run that crashed with the worker: kept, but not leaked into
