@@ -88,6 +88,11 @@ class _Handler(socketserver.StreamRequestHandler):
         why = refusal(spec, pid, uid)
         if why is not None:
             log.warning("channel of %s refused %s", spec.agent_id, why)
+            # Its request is read (and dropped) first, so that the refusal is what the client reads, not a
+            # broken pipe on its write.
+            with contextlib.suppress(OSError, SwarmError):
+                sock.settimeout(5.0)
+                read_line(sock, bytearray())
             self._answer(
                 {
                     "ok": False,

@@ -239,6 +239,7 @@ if os.environ["SWARM_TASK_ID"] == "A":
         return {"rc": done.returncode, "out": done.stdout, "err": done.stderr}
     got = {
         "env": sorted(k for k in os.environ if k.startswith("SWARM_")),
+        "me": os.environ["SWARM_AGENT_ID"],
         "send": swarm("msg", "send", "hello over the channel"),
         "list": swarm("msg", "list", "--json"),
         "heartbeat": swarm("queue", "heartbeat", "--json"),
@@ -272,11 +273,12 @@ def test_agent_verbs_go_through_the_channel_without_database_access(
         assert got[verb]["rc"] == 0, f"{verb}: {got[verb]}"
     assert got["wait"]["rc"] == 124, got["wait"]
     assert got["cancel"]["rc"] == 2
-    assert "agent-1 cannot cancel tasks: only the lead can" in got["cancel"]["err"]
+    me = got["me"]  # agent-1, prefixed with the host on PostgreSQL (docs/contract.md §6)
+    assert f"{me} cannot cancel tasks: only the lead can" in got["cancel"]["err"]
     assert json.loads(got["heartbeat"]["out"])["task_id"] == "A"
     assert json.loads(got["add"]["out"])["id"] == "F1"
     status = json.loads(got["status"]["out"])
     assert {t["id"]: t["state"] for t in status["tasks"]}["A"] == "claimed"
     listed = [json.loads(line) for line in got["list"]["out"].splitlines()]
-    assert ("agent-1", "hello over the channel") in [(e["author"], e["body"]) for e in listed]
+    assert (me, "hello over the channel") in [(e["author"], e["body"]) for e in listed]
     assert run("teardown").returncode == 0
