@@ -163,10 +163,9 @@ class Channel:
         sock = self._connect()
         try:
             sock.settimeout(REQUEST_TIMEOUT_SECONDS + wait)
-            try:
+            # A broken pipe: the worker refused the connection and closed it; its answer says why.
+            with contextlib.suppress(BrokenPipeError):
                 sock.sendall(json.dumps({"op": op, "args": args}).encode("utf-8") + b"\n")
-            except BrokenPipeError:
-                pass  # the worker refused the connection and closed it: its answer says why
             line = read_line(sock, self._buffer)
         except OSError as exc:
             self.close()
