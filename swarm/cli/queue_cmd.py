@@ -29,8 +29,9 @@ queue_app = typer.Typer(
     no_args_is_help=True,
 )
 
-# Options shared by several verbs. Agents get their identity and lease from the environment that the
-# worker sets (docs/contract.md §6), so `swarm queue heartbeat` inside an agent command needs no flags at all.
+# Options shared by several verbs. Inside an agent the verbs go over its channel (docs/contract.md §7): the
+# worker knows who it is and holds the lease, and SWARM_AGENT_ID / SWARM_TASK_ID come from the environment it
+# sets, so `swarm queue heartbeat` inside an agent command needs no flags at all.
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of text.")
 AGENT_OPTION = typer.Option(..., "--agent-id", envvar="SWARM_AGENT_ID", help="The agent's id, e.g. agent-1.")
 TASK_OPTION = typer.Option(
