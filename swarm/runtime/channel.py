@@ -351,3 +351,5 @@ class ChannelServer:
         self._server.server_close()
         with contextlib.suppress(OSError):
             self.spec.path.unlink()
+        with contextlib.suppress(OSError):  # the folder held only the socket (another worker may use it again)
+            self.spec.path.parent.rmdir()
