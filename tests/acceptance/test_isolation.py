@@ -172,8 +172,8 @@ elif task == "B":  # the attacker
         # the database itself, as the victim, with every token and URL it found (none: then a guess)
         "database as victim": swarm("msg", "send", "forged-db", env={**no_channel, "SWARM_AGENT_ID": v}, cwd=repo),
     }
-    for i, token in enumerate(tokens or ["guess"]):
-        for j, url in enumerate(urls or ["sqlite:///" + os.path.join(repo, ".swarm", "swarm.db")]):
+    for i, token in enumerate(dict.fromkeys(tokens or ["guess"])):
+        for j, url in enumerate(dict.fromkeys(urls or ["sqlite:///" + os.path.join(repo, ".swarm", "swarm.db")])):
             env = {**no_channel, "SWARM_AGENT_ID": v, "SWARM_TOKEN": token, "SWARM_DATABASE_URL": url}
             attempts[f"token {i} url {j}"] = swarm("msg", "send", "forged-token", env=env, cwd=repo)
     # What it may do: write as itself, through its own channel.
