@@ -163,7 +163,8 @@ def launch(
     backlog = load_backlog(backlog_folder(loaded))
     backlog.epic_specs(request.epic)
     base = repo.resolve(request.base or "HEAD")
-    warnings = _checkout_warnings(repo, base) + _sandbox_warnings(loaded)
+    # A sandboxed agent reaches the queue through its channel (its folder is bound in), on SQLite too.
+    warnings = _checkout_warnings(repo, base)
     _check_capabilities(request.capabilities)
     _refuse_emptied_database(repo, loaded)
     if not request.reuse_branches:
@@ -203,16 +204,6 @@ def _check_sandbox(root: Path, loaded: LoadedConfig, launch_env: dict[str, str],
         worktree_base=root / cfg.worktree_base,
         binary=binary,
     )
-
-
-def _sandbox_warnings(loaded: LoadedConfig) -> list[str]:
-    """What a sandboxed swarm cannot do yet: its agents do not see a SQLite queue (it lives in .swarm/)."""
-    if loaded.config.swarm.sandbox == "none" or not loaded.database_url().startswith("sqlite:"):
-        return []
-    return [
-        "the sandbox hides the SQLite queue from the agents: swarm msg and the swarm MCP tools fail inside "
-        "(use a PostgreSQL queue, --db postgresql://..., for them)"
-    ]
 
 
 def _checkout_warnings(repo: GitRepo, base: str) -> list[str]:

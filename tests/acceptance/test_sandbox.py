@@ -36,7 +36,11 @@ def _probe(repo: Path) -> str:
             f"umount -l {r}/.worktrees 2>/dev/null; umount -l {r} 2>/dev/null",
             f"echo \"swarm: $(ls -A {r}/.swarm 2>&1 | tr '\\n' ' ')\" > $f",
             f'echo "db: $(test -e {r}/.swarm/swarm.db && echo visible || echo hidden)" >> $f',
-            f'echo "runfiles: $(test -e {r}/.swarm/run && echo visible || echo hidden)" >> $f',
+            f"echo \"runfiles: $(ls -A {r}/.swarm/run | tr '\\n' ' ')\" >> $f",
+            f"echo \"channel: $(ls -A {r}/.swarm/run/$SWARM_AGENT_ID | tr '\\n' ' ')\" >> $f",
+            'echo "agent: $SWARM_AGENT_ID" >> $f',
+            # The agent's channel is its way to the queue, on SQLite too.
+            'swarm msg send "probe $T" > /dev/null 2>> $f; echo "msg: $?" >> $f',
             f'echo "checkout: $(test -e {r}/README.md && echo visible || echo hidden)" >> $f',
             f"echo \"worktrees: $(ls -A {r}/.worktrees | tr '\\n' ' ')\" >> $f",
             "echo \"procs: $(for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; printf '|'; done)\" >> $f",
@@ -76,7 +80,8 @@ def test_a_sandboxed_agent_sees_its_worktree_and_git_but_not_swarm_the_checkout_
     env = _sandboxed(project, tmp_path)
     launched = run("launch", "E1", "--agents", "2", "--command", _probe(project), env=env)
     assert launched.returncode == 0, launched.stderr
-    assert "the sandbox hides the SQLite queue from the agents" in launched.stdout + launched.stderr
+    # Its channel reaches the queue on SQLite too (docs/contract.md §7): nothing to warn about.
+    assert "sandbox hides the SQLite queue" not in launched.stdout + launched.stderr
     data = _finished(run)
     assert data["counts"]["done"] == 4, json.dumps(data["tasks"])
     commits = {t["id"]: t["commit"] for t in data["tasks"]}
@@ -84,9 +89,13 @@ def test_a_sandboxed_agent_sees_its_worktree_and_git_but_not_swarm_the_checkout_
         seen = dict(
             line.split(": ", 1) for line in git(project, "show", f"{sha}:out/{task}.probe").splitlines() if ": " in line
         )
-        # .swarm/ holds only the skeleton of this agent's own prompt folder; no database, no run files.
-        assert seen["swarm"].split() == ["prompts"], seen
-        assert (seen["db"], seen["runfiles"], seen["checkout"]) == ("hidden", "hidden", "hidden"), seen
+        # .swarm/ holds only the skeleton of this agent's own prompt folder and its own channel folder; no
+        # database, no run file, no other agent's channel.
+        assert sorted(seen["swarm"].split()) == ["prompts", "run"], seen
+        assert seen["runfiles"].split() == [seen["agent"]], seen
+        assert seen["channel"].split() == ["channel.sock"], seen
+        assert (seen["db"], seen["checkout"]) == ("hidden", "hidden"), seen
+        assert seen["msg"] == "0", seen
         # One worktree: its own.
         assert len(seen["worktrees"].split()) == 1, seen
         assert seen["git"].startswith("swarm/E1/agent-"), seen
@@ -100,6 +109,11 @@ def test_a_sandboxed_agent_sees_its_worktree_and_git_but_not_swarm_the_checkout_
     a_probe = git(project, "show", f"{commits['A']}:out/A.probe")
     assert "commit: ok" in a_probe
     assert "commit made inside the sandbox" in git(project, "log", "--format=%s", commits["A"])
+    listed = run("msg", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    probes = {json.loads(line)["body"]: json.loads(line)["author"] for line in listed.stdout.splitlines()}
+    for task in ("A", "B", "C", "D"):
+        assert probes[f"probe {task}"].startswith("agent-"), probes
 
 
 def test_bad_sandbox_settings_stop_launch_before_anything_starts(project: Path, run: Run, tmp_path: Path) -> None:
