@@ -156,8 +156,8 @@ def test_the_real_claude_code_cli_works_a_task_inside_the_sandbox(
     pg_url: str,  # noqa: F811
 ) -> None:
     """Claude Code in the sandbox: its Bash tool writes the work, sees neither .swarm/ nor other processes,
-    `swarm msg ask` reaches the lead and the `swarm` MCP tools work (the queue on PostgreSQL over loopback: the
-    sandbox hides the SQLite file until each agent has its own channel)."""
+    `swarm msg ask` reaches the lead and the `swarm` MCP tools work, through the agent's channel (the queue on
+    PostgreSQL here; the SQLite case is the probe test's)."""
     assert (CLAUDE_BIN / "claude").exists(), f"Claude Code CLI not found in {CLAUDE_BIN}; ./scripts/test installs it"
     port, log = mock_api
     repo = tmp_path / "proj"
@@ -227,7 +227,7 @@ def test_the_real_claude_code_cli_works_a_task_inside_the_sandbox(
         assert git(repo, "show", f"{sha}:out/A.txt") == "written-in-sandbox"
         assert git(repo, "show", f"{sha}:out/answer.txt") == "use main"
         swarm_seen, _, procs_seen = git(repo, "show", f"{sha}:out/seen.txt").partition("---")
-        assert swarm_seen.split() == ["prompts"], swarm_seen
+        assert swarm_seen.split() == ["prompts", "run"], swarm_seen  # run: its own channel folder only
         assert "claude" in procs_seen
         assert "worker" not in procs_seen, procs_seen
         entries = [
@@ -293,8 +293,8 @@ def test_the_real_codex_cli_works_inside_the_sandbox_with_its_own_sandbox_off(
     try:
         task = _launch_one(repo, "codex", "gpt-5", env)
         # The shell command ran (codex's own sandbox would have refused to start inside swarm's) and saw in
-        # .swarm/ only the skeleton of its prompts.
-        assert git(repo, "show", f"{task['commit']}:out/A.txt").split() == ["prompts", "codex-in-sandbox"]
+        # .swarm/ only the skeleton of its prompts and its own channel folder.
+        assert git(repo, "show", f"{task['commit']}:out/A.txt").split() == ["prompts", "run", "codex-in-sandbox"]
     finally:
         stop_private_server(sock)
 
@@ -340,7 +340,7 @@ def test_sandbox_home_and_network_settings_narrow_what_the_agent_reaches(
     """``sandbox_home`` shows only the named paths of $HOME; ``sandbox_network = false`` cuts the host's loopback
     off (a listener of this test is not reachable); the verify command runs in the sandbox as well."""
     # verify runs in the sandbox too: it runs what the agent wrote.
-    verify = f'verify = "test ! -e {project}/.swarm/run"\n'
+    verify = f'verify = "test ! -e {project}/.swarm/run/$SWARM_AGENT_ID.json"\n'
     env = _sandboxed(project, tmp_path, f'sandbox_home = ["~/.claude"]\nsandbox_network = false\n{verify}')
     home = Path(env["HOME"])
     (home / ".claude").mkdir()
