@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import secrets
 import shutil
 import socket
 import subprocess
@@ -30,7 +29,7 @@ from swarm.backlog import Backlog, load_backlog
 from swarm.cmdlock import command_lock
 from swarm.config import LoadedConfig, load_config, remember
 from swarm.errors import BadInput, StoreError, SwarmError
-from swarm.identity import hash_token, lead_token
+from swarm.identity import hash_token, lead_token, new_token
 from swarm.models import LEAD, AgentRecord, AgentState, Task, check_id
 from swarm.notify import check_notify
 from swarm.queue import QueuedEpic, backlog_folder, database_exists, lead_token_path, open_queue, queue_epic
@@ -164,7 +163,8 @@ def launch(
     backlog = load_backlog(backlog_folder(loaded))
     backlog.epic_specs(request.epic)
     base = repo.resolve(request.base or "HEAD")
-    warnings = _checkout_warnings(repo, base) + _sandbox_warnings(loaded)
+    # A sandboxed agent reaches the queue through its channel (its folder is bound in), on SQLite too.
+    warnings = _checkout_warnings(repo, base)
     _check_capabilities(request.capabilities)
     _refuse_emptied_database(repo, loaded)
     if not request.reuse_branches:
@@ -204,16 +204,6 @@ def _check_sandbox(root: Path, loaded: LoadedConfig, launch_env: dict[str, str],
         worktree_base=root / cfg.worktree_base,
         binary=binary,
     )
-
-
-def _sandbox_warnings(loaded: LoadedConfig) -> list[str]:
-    """What a sandboxed swarm cannot do yet: its agents do not see a SQLite queue (it lives in .swarm/)."""
-    if loaded.config.swarm.sandbox == "none" or not loaded.database_url().startswith("sqlite:"):
-        return []
-    return [
-        "the sandbox hides the SQLite queue from the agents: swarm msg and the swarm MCP tools fail inside "
-        "(use a PostgreSQL queue, --db postgresql://..., for them)"
-    ]
 
 
 def _checkout_warnings(repo: GitRepo, base: str) -> list[str]:
@@ -496,8 +486,9 @@ def _register_agents(
         if run.session in existing:  # ours: _own_session_names renamed every other one
             result.resumed_sessions.append(run.session)
             continue
-        # A resumed session keeps the token it started with; a new one gets a new token.
-        store.set_token_hash(run.agent_id, hash_token(run.token))
+        # The hash of a token nobody holds: it marks the id as a launched agent's, so that no one writes as it
+        # by naming it; the agent itself writes through its worker's channel (docs/contract.md §7).
+        store.set_token_hash(run.agent_id, hash_token(new_token()))
         to_start.append((run, write_run_file(run)))
     return to_start
 
@@ -621,7 +612,6 @@ def _plan_agents(
                 commit_author=cfg.swarm.commit_author,
                 submodules=cfg.swarm.submodules,
                 tmux_socket=cfg.swarm.tmux_socket,
-                token=secrets.token_urlsafe(24),
                 env=env,
                 push_remote=push_remote,
                 retry_backoff_seconds=cfg.queue.retry_backoff_seconds,
@@ -1003,7 +993,7 @@ class _Teardown:
         """Mark every agent of this host stopped and remove the swarm's run files."""
         for agent in self.agents:
             self.store.update_agent(agent.id, state=AgentState.STOPPED.value, pid=None, agent_pid=None, task_id=None)
-            # The run file holds the launching environment (API keys) and the agent's token: gone with the agent.
+            # The run file holds the launching environment (API keys): gone with the agent.
             run_file_path(self.repo.root, agent.id).unlink(missing_ok=True)
         _remove_run_files(self.repo.root, self.swarm.id)
 
