@@ -623,10 +623,11 @@ class Worker:
         self._usage, self._session_noted = {}, None  # an interruption before the run must not record the last one's
         self._set_state(AgentState.WORKING, claim.task_id)
         self.say(f"claimed {claim.task_id} (attempt {claim.attempt}): {claim.title}")
-        if not self._clear_leftovers(claim):
-            return
         # The claim carries what the agent needs; the task row also has its verify, allow_empty and last error.
         task = self.store.get_task(claim.task_id)
+        resume, interrupted = self._session_to_resume(task)
+        if not self._clear_leftovers(claim):
+            return
         deps = [self.store.get_task(dep) for dep in claim.depends_on]
         if not self._merge_dependencies(claim, deps):
             return
@@ -636,7 +637,6 @@ class Worker:
             self._return_not_run(claim, exc)
             return
         previous = task.last_error if claim.attempt > 1 else None
-        resume, interrupted = self._session_to_resume(task)
         prompt, prompt_file = self._write_prompt(claim, deps, previous, interrupted=interrupted)
         self._not_run = 0
         result = self.run_agent(claim, prompt, prompt_file, resume=resume)
