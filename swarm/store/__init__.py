@@ -5,10 +5,20 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from swarm.errors import BadInput
-from swarm.store.base import AddResult, Reaped, RetryPolicy, Store, StoreOptions, SwarmRecord
+from swarm.store.base import AddResult, Reaped, RetryPolicy, Store, StoreOptions, SwarmRecord, Withdrawal
 from swarm.store.common import path_from_url  # pure: importing it must not load sqlite3 (see open_store)
 
-__all__ = ["AddResult", "Reaped", "RetryPolicy", "Store", "StoreOptions", "SwarmRecord", "open_store", "path_from_url"]
+__all__ = [
+    "AddResult",
+    "Reaped",
+    "RetryPolicy",
+    "Store",
+    "StoreOptions",
+    "SwarmRecord",
+    "Withdrawal",
+    "open_store",
+    "path_from_url",
+]
 
 
 def open_store(url: str, options: StoreOptions | None = None) -> Store:
