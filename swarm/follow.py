@@ -6,6 +6,7 @@ Used by ``swarm launch --wait`` and by ``swarm demo``.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from swarm import status as dashboard
@@ -68,26 +69,41 @@ class _Display:
             self.out.print(dashboard.render(snap))
 
 
-def follow(swarm: SwarmRecord, loaded: LoadedConfig, *, timeout: float | None) -> dashboard.Snapshot:
-    """Block until the swarm is finished; raise unless every task is done. Live display on a terminal."""
+def follow(
+    swarm: SwarmRecord,
+    loaded: LoadedConfig,
+    *,
+    timeout: float | None,
+    tasks: Collection[str] | None = None,
+    what: str | None = None,
+) -> dashboard.Snapshot:
+    """Block until the swarm is finished (with ``tasks``: until those of its tasks are); raise unless every
+    one is done. Live display on a terminal. ``what`` names them in the last line (default: the first epic)."""
     out = console()
     deadline = None if timeout is None else time.monotonic() + timeout
     with open_queue(loaded) as store:
-        display = _Display(out, dashboard.take(store, loaded, swarm))
+        display = _Display(out, _take(store, loaded, swarm.id, tasks))
         with display:
             while True:
-                snap = dashboard.take(store, loaded, store.get_swarm(swarm.id))
+                snap = _take(store, loaded, swarm.id, tasks)
                 display.show(snap)
                 if snap.finished:
-                    snap = _settle(store, loaded, snap)
+                    # Only when the whole swarm is finished do its idle workers exit: nothing to settle before.
+                    if tasks is None:
+                        snap = _settle(store, loaded, snap)
                     display.redraw(snap)
                     break
                 _check_progress(snap, deadline, timeout)
                 _wait_for_change(store)
     display.final(snap)
     _check_outcome(snap)
-    out.print(f"all {snap.counts['done']} task(s) of {swarm.epic} are done")
+    out.print(f"all {snap.counts['done']} task(s) of {what or swarm.epic} are done")
     return snap
+
+
+def _take(store: Store, loaded: LoadedConfig, swarm_id: str, tasks: Collection[str] | None) -> dashboard.Snapshot:
+    snap = dashboard.take(store, loaded, store.get_swarm(swarm_id))
+    return snap if tasks is None else dashboard.restrict(snap, tasks)
 
 
 def _settle(store: Store, loaded: LoadedConfig, snap: dashboard.Snapshot) -> dashboard.Snapshot:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,17 @@ def take(store: Store, loaded: LoadedConfig, swarm: SwarmRecord, *, epic: str | 
         epics=epics,
         only_epic=epic,
     )
+
+
+def restrict(snap: Snapshot, task_ids: Collection[str]) -> Snapshot:
+    """The snapshot of only these tasks of its swarm (``launch --wait`` follows the tasks of its own launch):
+    ``counts`` and ``tasks`` are theirs, ``finished`` and ``succeeded`` speak of them."""
+    wanted = set(task_ids)
+    tasks = [t for t in snap.tasks if t.id in wanted]
+    counts = {state.value: 0 for state in STATE_ORDER}
+    for task in tasks:
+        counts[task.state.value] += 1
+    return replace(snap, tasks=tasks, counts=counts)
 
 
 def epic_counts(swarm: SwarmRecord, tasks: list[Task]) -> dict[str, dict[str, int]]:
