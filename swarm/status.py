@@ -55,17 +55,32 @@ class Snapshot:
         return self.counts["done"] == sum(self.counts.values())
 
 
+def select_swarm(store: Store, swarm_id: str | None) -> SwarmRecord:
+    """The swarm a command reads: ``--swarm ID`` (BadInput when no swarm has that id), else the repository's
+    current one (BadInput when there is none yet)."""
+    swarm = store.get_swarm(swarm_id) if swarm_id is not None else store.current_swarm()
+    if swarm is None:
+        raise BadInput("no swarm in this database yet", hint="start one with 'swarm launch EPIC'")
+    return swarm
+
+
+def check_epic(swarm: SwarmRecord, tasks: list[Task], epic: str) -> None:
+    """BadInput unless ``epic`` is one of the swarm's epics (or the epic of one of its tasks)."""
+    epics = epic_counts(swarm, tasks)
+    if epic not in epics:
+        raise BadInput(
+            f"epic {epic!r} is not in swarm {swarm.id} (it works {', '.join(epics) or 'nothing'})",
+            hint="pass one of those to --epic, or --swarm ID for another swarm ('swarm history' lists them)",
+        )
+
+
 def take(store: Store, loaded: LoadedConfig, swarm: SwarmRecord, *, epic: str | None = None) -> Snapshot:
     """Read a snapshot of ``swarm`` (of one of its epics with ``epic``: BadInput when it has no such epic)."""
     paused_until, pause_reason = store.claims_paused(swarm.id)
     tasks = store.list_tasks(swarm_id=swarm.id)
     epics = epic_counts(swarm, tasks)
     if epic is not None:
-        if epic not in epics:
-            raise BadInput(
-                f"epic {epic!r} is not in swarm {swarm.id} (it works {', '.join(epics) or 'nothing'})",
-                hint="pass one of those to --epic, or --swarm ID for another swarm ('swarm history' lists them)",
-            )
+        check_epic(swarm, tasks, epic)
         tasks = [t for t in tasks if t.epic == epic]
     counts = dict(epics[epic]) if epic is not None else store.counts(swarm_id=swarm.id)
     return Snapshot(

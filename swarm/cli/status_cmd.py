@@ -11,7 +11,6 @@ import typer
 from swarm import status as dashboard
 from swarm.cli.options import DbOption, load_with_db
 from swarm.cli.output import console, emit_json
-from swarm.errors import BadInput
 from swarm.models import Event
 from swarm.queue import open_queue
 from swarm.views import iso
@@ -35,9 +34,7 @@ def status_cmd(
     """Show the swarm: tasks by state (per epic), each agent's health, task, heartbeat, lease and cost."""
     loaded = load_with_db(db)
     with open_queue(loaded) as store:
-        swarm = store.get_swarm(swarm_id) if swarm_id is not None else store.current_swarm()
-        if swarm is None:
-            raise BadInput("no swarm in this database yet", hint="start one with 'swarm launch EPIC'")
+        swarm = dashboard.select_swarm(store, swarm_id)
         snap = dashboard.take(store, loaded, swarm, epic=epic)
         if as_json:
             emit_json(dashboard.to_json(snap))
