@@ -64,6 +64,12 @@ def select_swarm(store: Store, swarm_id: str | None) -> SwarmRecord:
     return swarm
 
 
+def during(swarm: SwarmRecord, at: float) -> bool:
+    """Whether the time ``at`` falls in the swarm's life, from its start to its end (open: to now). Entries
+    of the event log and the threads carry no swarm: ``--swarm`` reads them by this window."""
+    return at >= swarm.created_at and (swarm.ended_at is None or at <= swarm.ended_at)
+
+
 def check_epic(swarm: SwarmRecord, tasks: list[Task], epic: str) -> None:
     """BadInput unless ``epic`` is one of the swarm's epics (or the epic of one of its tasks)."""
     epics = epic_counts(swarm, tasks)

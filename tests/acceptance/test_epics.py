@@ -207,3 +207,34 @@ def test_a_launch_that_fails_changes_nothing(project: Path, run: Run, tmp_path: 
     assert down.returncode == 0, down.stdout + down.stderr
     assert Tmux(tmux_socket).sessions() == []
     assert git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_msg_list_and_queue_events_read_an_older_swarm(project: Path, run: Run) -> None:
+    _second_epic(project)
+    assert run("queue", "init", "--epic", "E1").returncode == 0
+    old = status_json(run)["swarm"]["id"]
+    assert run("msg", "send", "during the first swarm").returncode == 0
+    assert run("teardown").returncode == 0  # no agents: it only ends the swarm
+    assert run("queue", "init", "--epic", "E2").returncode == 0
+    assert status_json(run)["swarm"]["id"] != old
+    assert run("msg", "send", "during the second swarm").returncode == 0
+
+    listed = run("msg", "list", "--swarm", old, "--json")
+    assert listed.returncode == 0, listed.stderr
+    bodies = [json.loads(line)["body"] for line in listed.stdout.splitlines()]
+    assert "during the first swarm" in bodies
+    assert "during the second swarm" not in bodies
+    everything = run("msg", "list", "--json").stdout
+    assert "during the second swarm" in everything
+    assert "during the first swarm" in everything
+
+    events = run("queue", "events", "--swarm", old, "--json")
+    assert events.returncode == 0, events.stderr
+    assert {json.loads(line)["task_id"] for line in events.stdout.splitlines()} == {"A", "B", "C", "D"}
+    assert {"X", "Y"} <= {json.loads(line)["task_id"] for line in run("queue", "events", "--json").stdout.splitlines()}
+
+    for args in (("msg", "list"), ("queue", "events")):
+        refused = run(*args, "--swarm", "sw-nope")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "no swarm" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
