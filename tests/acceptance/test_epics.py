@@ -4,7 +4,9 @@ running agents take the new tasks, teardown ends the swarm, and the next launch 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -238,3 +240,36 @@ def test_msg_list_and_queue_events_read_an_older_swarm(project: Path, run: Run) 
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert "no swarm" in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
+def test_status_watch_follows_the_current_swarm_in_plain_lines_off_a_terminal(
+    project: Path, run: Run, tmux_socket: str, tmp_path: Path
+) -> None:
+    _second_epic(project)
+    first = run("launch", "E1", "--agents", "1", "--command", DEMO_AGENT, "--wait", "--timeout", "120", timeout=240)
+    assert first.returncode == 0, first.stdout + first.stderr
+    old = status_json(run)["swarm"]["id"]
+    out = tmp_path / "watch.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
+    env["SWARM_TMUX_SOCKET"] = tmux_socket
+    with out.open("w") as sink:
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "swarm", "status", "--watch"], cwd=project, env=env, stdout=sink, stderr=sink
+        )
+    try:
+        retry_until(lambda: old in out.read_text(), seconds=60, interval=0.2)
+        assert run("teardown").returncode == 0
+        retry_until(lambda: "ended" in out.read_text(), seconds=60, interval=0.2)
+        again = run("launch", "E2", "--command", DEMO_AGENT, "--wait", "--timeout", "120", timeout=240)
+        assert again.returncode == 0, again.stdout + again.stderr
+        new = status_json(run)["swarm"]["id"]
+        retry_until(lambda: f"now following swarm {new}" in out.read_text(), seconds=60, interval=0.2)
+        retry_until(lambda: f"{new} E2: 2 done" in out.read_text(), seconds=60, interval=0.2)
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=30)
+    lines = out.read_text().splitlines()
+    assert "\x1b" not in out.read_text()  # plain text, no terminal control
+    assert len(lines) == len(set(lines))  # a line per change, none repeated
+    assert lines[0].startswith(f"swarm {old} E1: 4 done")
+    assert run("teardown").returncode == 0
