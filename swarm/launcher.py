@@ -35,6 +35,7 @@ from swarm.queue import (
     EpicPreview,
     QueuedEpic,
     backlog_folder,
+    backlog_warnings,
     database_exists,
     lead_token_path,
     open_queue,
@@ -139,10 +140,11 @@ def launch(
         loaded = load_config(repo.root, overrides=overrides, env=launch_env)
     tmux_available()
     template = _check_agent(request, loaded, launch_env)
-    backlog = load_backlog(backlog_folder(loaded))
+    # Every problem of a spec the epic may need refuses the launch; other epics' broken specs are warnings.
+    backlog = load_backlog(backlog_folder(loaded), epic=request.epic)
     backlog.epic_specs(request.epic)
     base = repo.resolve(request.base or "HEAD")
-    warnings = _checkout_warnings(repo, base)
+    warnings = [*backlog_warnings(backlog, request.epic), *_checkout_warnings(repo, base)]
     _check_capabilities(request.capabilities)
     _refuse_emptied_database(repo, loaded)
     if not request.reuse_branches:

@@ -170,6 +170,12 @@ def backlog_folder(loaded: LoadedConfig, override: Path | None = None) -> Path:
     return folder if folder.is_absolute() else loaded.repo / folder
 
 
+def backlog_warnings(backlog: Backlog, epic: str) -> list[str]:
+    """One line per problem of a spec ``epic`` does not need (``load_backlog(..., epic=epic)``): a warning,
+    not a refusal, since that spec is left out."""
+    return [f"{problem} (a spec {epic} does not need: left out)" for problem in backlog.warnings]
+
+
 def lead_token_path(loaded: LoadedConfig) -> Path:
     """The lead's token lives beside the SQLite database (``.swarm/lead.token``), else in the repo's ``.swarm``."""
     url = loaded.database_url()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from swarm.cli.output import console, emit_json, split_list
 from swarm.config import LoadedConfig
 from swarm.errors import BadInput
 from swarm.models import STATE_ORDER, TaskState, check_id
-from swarm.queue import add_task, backlog_folder, lead_token_path, open_queue, queue_epic
+from swarm.queue import add_task, backlog_folder, backlog_warnings, lead_token_path, open_queue, queue_epic
 from swarm.status import during, select_swarm
 from swarm.store import Store
 from swarm.views import claim_json, iso, task_json
@@ -85,7 +86,10 @@ def init_cmd(
     loaded = load_with_db(db)
     from swarm.backlog import load_backlog  # YAML parsing: loaded only by the commands that read specs
 
-    specs = load_backlog(backlog_folder(loaded, backlog))  # validates everything before any write
+    # Validates everything the epic may need before any write; other epics' broken specs are warnings.
+    specs = load_backlog(backlog_folder(loaded, backlog), epic=epic)
+    for warning in backlog_warnings(specs, epic):
+        print(f"swarm: warning: {warning}", file=sys.stderr)
     result = queue_epic(loaded, specs, epic, max_agents=max_agents)
     if as_json:
         emit_json(

@@ -273,3 +273,18 @@ def test_status_watch_follows_the_current_swarm_in_plain_lines_off_a_terminal(
     assert len(lines) == len(set(lines))  # a line per change, none repeated
     assert lines[0].startswith(f"swarm {old} E1: 4 done")
     assert run("teardown").returncode == 0
+
+
+def test_a_broken_spec_of_an_epic_not_needed_is_a_warning(project: Path, run: Run) -> None:
+    (project / "specs" / "W.md").write_text("---\nid: W\nepic: E3\ntitle: Broken\npriority: high\n---\nbody\n")
+    refused = run("launch", "E3", "--command", DEMO_AGENT)
+    assert refused.returncode == 2, refused.stdout + refused.stderr  # its own broken spec: refused
+    assert "specs/W.md" in refused.stderr
+    launched = run("launch", "E1", "--agents", "1", "--command", DEMO_AGENT)
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    warning = [line for line in launched.stderr.splitlines() if "specs/W.md" in line]
+    assert len(warning) == 1, launched.stderr
+    assert warning[0].startswith("swarm: warning: ")
+    assert "E1 does not need" in warning[0]
+    assert sorted(t["id"] for t in status_json(run)["tasks"]) == ["A", "B", "C", "D"]
+    assert run("teardown", "--now").returncode == 0
