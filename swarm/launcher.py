@@ -321,10 +321,13 @@ def _launch_locked(job: _Launch, backlog: Backlog, kind: str, base: str, warning
             swarm=queued.swarm, queued=queued, agents=[], warnings=warnings, tmux_socket=socket_name, idle=True
         )
     tmux = Tmux(socket_name)
-    with open_queue(job.loaded, create=True) as store:
-        count = _agent_count(job, planned, preview.open_tasks, _fleet_size(store, planned, host_prefix(job.loaded)))
-        runs = _plan_agents(job.repo, job.loaded, planned, job.request, count, job.env, store)
-        agents_before = {a.id: a for a in store.list_agents()}
+    agents_before: dict[str, AgentRecord] = {}
+    if database_exists(job.loaded.database_url()):  # reads only: a launch that fails must not create it
+        with open_queue(job.loaded) as store:
+            agents_before = {a.id: a for a in store.list_agents()}
+    fleet = [a for a in agents_before.values() if a.swarm_id == planned.id]
+    count = _agent_count(job, planned, preview.open_tasks, _fleet_size(fleet, host_prefix(job.loaded)))
+    runs = _plan_agents(job.repo, job.loaded, planned, job.request, count, job.env, fleet)
     existing = set(tmux.sessions())
     runs = _own_session_names(tmux, job.repo.root, planned.id, runs, existing)
     _check_worktrees(job.repo, runs)
@@ -469,6 +472,10 @@ class _Undo:
         self.branches_before = {r.branch for r in runs if repo.branch_exists(r.branch)}
         self.marks_before = {r.branch: branch_mark(repo.root, r.branch) for r in runs}
         self.withdrawal: Withdrawal | None = None
+        url = job.loaded.database_url()
+        #: A SQLite file this launch creates goes with the rollback: a database without a swarm beside the logs
+        #: of the agents it started would look emptied to the next launch (_refuse_emptied_database).
+        self.new_database = path_from_url(url) if url.startswith("sqlite:") and not database_exists(url) else None
         self.swarm_id = planned.id
         self.registered: list[str] = []
         self.tokens: dict[str, str | None] = {}
@@ -502,11 +509,18 @@ class _Undo:
                 problems.append(f"{what}: {exc}")
 
         step("stopping the sessions it started", self._stop_sessions)
-        if self.withdrawal is not None:
+        if self.new_database is not None:
+            step("removing the database it created", self._remove_database)
+        elif self.withdrawal is not None:
             step("taking its tasks back from the queue", lambda: kept.extend(self._withdraw()))
         step("removing its run files", self._remove_run_files)
         step("removing its worktrees and branches", self._remove_git_work)
         return problems, kept
+
+    def _remove_database(self) -> None:
+        assert self.new_database is not None
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{self.new_database}{suffix}").unlink(missing_ok=True)
 
     def _remove_run_files(self) -> None:
         for path in self.run_files:
@@ -604,10 +618,10 @@ def _count_open_tasks(store: Store, swarm: SwarmRecord) -> int:
     return sum(1 for t in store.list_tasks(swarm_id=swarm.id) if t.state.value in ("ready", "blocked", "claimed"))
 
 
-def _fleet_size(store: Store, swarm: SwarmRecord, prefix: str) -> int:
-    """How many agents this host's part of the swarm has (the highest ``agent-N`` registered to it)."""
+def _fleet_size(agents: list[AgentRecord], prefix: str) -> int:
+    """How many agents this host's part of the swarm has (the highest ``agent-N`` among its ``agents``)."""
     name = re.compile(rf"{re.escape(prefix)}agent-(\d+)")
-    numbers = [int(m.group(1)) for a in store.list_agents(swarm.id) if (m := name.fullmatch(a.id))]
+    numbers = [int(m.group(1)) for a in agents if (m := name.fullmatch(a.id))]
     return max(numbers, default=0)
 
 
@@ -782,10 +796,12 @@ def _plan_agents(
     request: LaunchRequest,
     count: int,
     launch_env: dict[str, str],
-    store: Store,
+    agents: list[AgentRecord],
 ) -> list[AgentRun]:
+    """The ``count`` agents of ``swarm`` on this host, as a launch starts them; ``agents`` are the swarm's
+    registered ones (a resumed agent keeps its session name)."""
     cfg = loaded.config
-    existing = {a.id: a for a in store.list_agents(swarm.id)}
+    existing = {a.id: a for a in agents}
     host = socket.gethostname()
     env = {k: v for k, v in launch_env.items() if not k.startswith("SWARM_")}
     prefix = host_prefix(loaded)

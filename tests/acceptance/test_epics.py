@@ -288,3 +288,19 @@ def test_a_broken_spec_of_an_epic_not_needed_is_a_warning(project: Path, run: Ru
     assert "E1 does not need" in warning[0]
     assert sorted(t["id"] for t in status_json(run)["tasks"]) == ["A", "B", "C", "D"]
     assert run("teardown", "--now").returncode == 0
+
+
+def test_a_first_launch_that_fails_leaves_no_swarm(project: Path, run: Run, tmux_socket: str) -> None:
+    (project / "swarm.toml").write_text("[swarm]\nsetup = ['exit 3']\n")
+    failed = run("launch", "E1", "--agents", "2", "--command", DEMO_AGENT)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "nothing of this launch was kept" in failed.stderr
+    assert not (project / ".swarm" / "swarm.db").exists()
+    assert Tmux(tmux_socket).sessions() == []
+    assert git(project, "for-each-ref", "refs/heads/swarm") == ""
+    assert git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
+    (project / "swarm.toml").write_text("[swarm]\nsetup = []\n")
+    again = run("launch", "E1", "--agents", "1", "--command", DEMO_AGENT, "--wait", "--timeout", "120", timeout=240)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(json.loads(run("history", "--json").stdout)["swarms"]) == 1
+    assert run("teardown").returncode == 0
