@@ -88,9 +88,9 @@ def follow(
                 snap = _take(store, loaded, swarm.id, tasks)
                 display.show(snap)
                 if snap.finished:
-                    # Only when the whole swarm is finished do its idle workers exit: nothing to settle before.
-                    if tasks is None:
-                        snap = _settle(store, loaded, snap)
+                    # Idle workers exit only once the whole swarm is finished: then they get a moment to.
+                    if dashboard.take(store, loaded, snap.swarm).finished:
+                        snap = _settle(store, loaded, snap, tasks)
                     display.redraw(snap)
                     break
                 _check_progress(snap, deadline, timeout)
@@ -106,14 +106,16 @@ def _take(store: Store, loaded: LoadedConfig, swarm_id: str, tasks: Collection[s
     return snap if tasks is None else dashboard.restrict(snap, tasks)
 
 
-def _settle(store: Store, loaded: LoadedConfig, snap: dashboard.Snapshot) -> dashboard.Snapshot:
+def _settle(
+    store: Store, loaded: LoadedConfig, snap: dashboard.Snapshot, tasks: Collection[str] | None
+) -> dashboard.Snapshot:
     """Give idle workers a moment to notice the end and exit, so that the last picture is the final one."""
     settle = time.monotonic() + SETTLE_SECONDS
     while time.monotonic() < settle and any(
         a.pid and procs.alive(a.pid) and a.state in ("idle", "working") for a in snap.agents
     ):
         time.sleep(0.1)
-        snap = dashboard.take(store, loaded, store.get_swarm(snap.swarm.id))
+        snap = _take(store, loaded, snap.swarm.id, tasks)
     return snap
 
 
