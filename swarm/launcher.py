@@ -315,6 +315,7 @@ def _launch_locked(job: _Launch, backlog: Backlog, kind: str, base: str, warning
     if preview.finished:
         queued = _queue(job, backlog, kind, base, warnings)  # writes nothing: it finds the epic finished
         job.say(f"every task of {job.request.epic} is already finished; no agent started")
+        _remember_options(job)
         return LaunchResult(
             swarm=queued.swarm, queued=queued, agents=[], warnings=warnings, tmux_socket=socket_name, idle=True
         )
