@@ -1,8 +1,9 @@
 """Launch and teardown: the lifecycle of a swarm's worktrees, sessions and worker processes.
 
 Launch validates everything that can be validated before it writes anything (repository, tmux, agent
-kind and CLI, backlog, epic, base ref), then queues, creates worktrees in parallel, and starts one tagged
-tmux session per agent. Re-running it resumes: existing tasks, worktrees, branches and sessions are kept.
+kind and CLI, backlog, epic, base ref, worktree paths, branch and session names), then creates worktrees in
+parallel, queues, and starts one tagged tmux session per agent; a failure after the first write is rolled
+back. Re-running it resumes: existing tasks, worktrees, branches and sessions are kept.
 
 Teardown asks workers to stop through the database, stops what does not, returns unfinished claims,
 commits uncommitted work as WIP on each agent's branch, kills only sessions tagged with this swarm,
