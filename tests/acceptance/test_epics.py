@@ -14,6 +14,7 @@ from swarm.runtime.tmux import Tmux
 from swarm.store import open_store
 from tests.acceptance.conftest import DEMO_AGENT, Run, git, status_json
 from tests.helpers import retry_until
+from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures: a throwaway PostgreSQL and its databases)
 
 LONG_LEASE = {"SWARM_QUEUE_LEASE_TTL_SECONDS": "900"}
 
@@ -145,10 +146,10 @@ def test_relaunching_a_finished_epic_after_teardown_starts_no_swarm(project: Pat
     assert swarms[0]["ended_at"] is not None
 
 
-def _world(project: Path, tmux_socket: str) -> dict[str, object]:
+def _world(project: Path, tmux_socket: str, url: str) -> dict[str, object]:
     """Everything a launch could change: the database's swarms, tasks and agents, the tmux sessions, git's
     worktrees, branches and branch marks, and the run files."""
-    with open_store(f"sqlite:///{project}/.swarm/swarm.db") as store:
+    with open_store(url) as store:
         swarms = [(s.id, s.epics, s.max_agents, s.settings, s.stop_mode, s.ended_at) for s in store.list_swarms()]
         tasks = sorted((t.id, t.epic, t.state.value, t.owner) for t in store.list_tasks())
         members = {s[0]: sorted(t.id for t in store.list_tasks(swarm_id=s[0])) for s in swarms}
@@ -174,34 +175,51 @@ def _world(project: Path, tmux_socket: str) -> dict[str, object]:
 
 
 def test_a_launch_that_fails_changes_nothing(project: Path, run: Run, tmp_path: Path, tmux_socket: str) -> None:
+    _fails_and_changes_nothing(project, run, tmp_path, tmux_socket, f"sqlite:///{project}/.swarm/swarm.db", ())
+
+
+def test_a_launch_that_fails_changes_nothing_on_postgresql(
+    project: Path,
+    run: Run,
+    tmp_path: Path,
+    tmux_socket: str,
+    pg_url: str,  # noqa: F811
+) -> None:
+    options = ("--db", pg_url, "--host-label", "h1")
+    _fails_and_changes_nothing(project, run, tmp_path, tmux_socket, pg_url, options, prefix="h1-")
+
+
+def _fails_and_changes_nothing(
+    project: Path, run: Run, tmp_path: Path, tmux_socket: str, url: str, options: tuple[str, ...], prefix: str = ""
+) -> None:
     _second_epic(project)
     gate = tmp_path / "gate"
     agent = f'while [ ! -e "{gate}" ]; do sleep 0.2; done; {DEMO_AGENT}'
-    first = run("launch", "E1", "--agents", "1", "--command", agent, env=LONG_LEASE)
+    first = run("launch", "E1", "--agents", "1", "--command", agent, *options, env=LONG_LEASE)
     assert first.returncode == 0, first.stderr
     retry_until(lambda: status_json(run)["counts"]["claimed"] == 1, seconds=120)  # agent-1 holds A
-    before = _world(project, tmux_socket)
+    before = _world(project, tmux_socket, url)
 
     # A check that can fail runs before anything is written: a plain file where agent-2's worktree must go.
-    in_the_way = project / ".worktrees" / "agent-2"
+    in_the_way = project / ".worktrees" / f"{prefix}agent-2"
     in_the_way.write_text("not a worktree\n")
     refused = run("launch", "E2", "--agents", "2", "--command", agent, env=LONG_LEASE)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert str(in_the_way) in refused.stderr
     assert "move or delete it" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
-    assert _world(project, tmux_socket) == before
+    assert _world(project, tmux_socket, url) == before
     in_the_way.unlink()
 
     # A failure after the first write (agent-2's setup command fails in its new worktree) is rolled back.
-    (project / "swarm.toml").write_text("[swarm]\nsetup = ['case \"$PWD\" in */agent-2) exit 3;; esac']\n")
+    (project / "swarm.toml").write_text("[swarm]\nsetup = ['case \"$PWD\" in */*agent-2) exit 3;; esac']\n")
     failed = run("launch", "E2", "--agents", "2", "--command", agent, env=LONG_LEASE)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "setup command" in failed.stderr
     assert "nothing of this launch was kept" in failed.stderr
     assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
-    assert _world(project, tmux_socket) == before
-    assert not (project / ".worktrees" / "agent-2").exists()
+    assert _world(project, tmux_socket, url) == before
+    assert not in_the_way.exists()
     assert status_json(run)["swarm"]["epics"] == ["E1"]
 
     gate.touch()
