@@ -15,6 +15,7 @@ from swarm.cli.output import console, emit_json
 from swarm.errors import BadInput, SwarmError
 from swarm.models import LEAD, Message
 from swarm.queue import lead_token_path, open_queue
+from swarm.status import during, select_swarm
 from swarm.store import Store
 from swarm.views import message_json
 
@@ -131,6 +132,9 @@ def list_cmd(
     type_: str | None = typer.Option(None, "--type", help="Only entries of this type."),
     hide_signals: bool = typer.Option(False, "--hide-signals", help="Leave out signal.* entries."),
     thread: str = THREAD_OPTION,
+    swarm_id: str | None = typer.Option(
+        None, "--swarm", help="Only the entries written while this swarm ran (an id from 'swarm history')."
+    ),
     db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -158,11 +162,18 @@ def list_cmd(
                 wait_s = channel_client.MAX_WAIT_SECONDS
     loaded = load_with_db(db)
     with open_queue(loaded) as store:
+        swarm = select_swarm(store, swarm_id) if swarm_id is not None else None
         last = since
         while True:
             marker = store.change_marker()
             for message in store.list_messages(thread, since=last):
                 last = message.seq
+                if swarm is not None and not during(swarm, message.created_at):
+                    continue
+                if type_ is not None and message.type != type_:
+                    continue
+                if hide_signals and message.type.startswith("signal."):
+                    continue
                 show(message)
             if not follow:
                 return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,16 @@ from swarm.cli.output import console, emit_json, split_list
 from swarm.config import LoadedConfig
 from swarm.errors import BadInput
 from swarm.models import STATE_ORDER, TaskState, check_id
-from swarm.queue import add_task, backlog_folder, lead_token_path, open_queue, queue_epic, queued_json
+from swarm.queue import (
+    add_task,
+    backlog_folder,
+    backlog_warnings,
+    lead_token_path,
+    open_queue,
+    queue_epic,
+    queued_json,
+)
+from swarm.status import during, select_swarm
 from swarm.store import Store
 from swarm.views import claim_json, iso, task_json
 from swarm.words import plural, plural_of
@@ -106,7 +116,10 @@ def init_cmd(
     loaded = load_with_db(db)
     from swarm.backlog import load_backlog  # YAML parsing: loaded only by the commands that read specs
 
-    specs = load_backlog(backlog_folder(loaded, backlog))  # validates everything before any write
+    # Validates everything the epic may need before any write; other epics' broken specs are warnings.
+    specs = load_backlog(backlog_folder(loaded, backlog), epic=epic)
+    for warning in backlog_warnings(specs, epic):
+        print(f"swarm: warning: {warning}", file=sys.stderr)
     result = queue_epic(loaded, specs, epic, max_agents=max_agents)
     if as_json:
         emit_json(queued_json(result, loaded))
@@ -438,14 +451,21 @@ def reap_cmd(db: DbOption = None, as_json: bool = JSON_OPTION) -> None:
 def events_cmd(
     task_id: str | None = typer.Argument(None, help="Only this task's events."),
     since: int = typer.Option(0, "--since", min=0, help="Only events after this sequence number."),
+    swarm_id: str | None = typer.Option(
+        None, "--swarm", help="Only the events of this swarm's tasks while it ran (an id from 'swarm history')."
+    ),
     db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Print the append-only event log: who moved which task, when, from what to what, and why."""
     with _queue(db) as store:
+        swarm = select_swarm(store, swarm_id) if swarm_id is not None else None
         if task_id is not None:
             store.get_task(task_id)  # an unknown id is an error, not an empty list
         events = store.events(task_id, since=since)
+        if swarm is not None:
+            members = {t.id for t in store.list_tasks(swarm_id=swarm.id)}
+            events = [e for e in events if e.task_id in members and during(swarm, e.at)]
     out = console()
     for e in events:
         if as_json:
