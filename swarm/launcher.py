@@ -681,7 +681,11 @@ def _kind_of(
     if previous is None or not previous.kind:
         if request.fleet:
             member = member_of(request.fleet, number)
-            return member.kind, member.model or cfg.agent.model, request.command if member.kind == "command" else None
+            # agent.model is the configured kind's: another kind gets its CLI's own default ("sonnet" means
+            # nothing to codex), and a command agent has no model.
+            own = member.kind == cfg.agent.kind and member.kind != "command"
+            model = member.model or (cfg.agent.model if own else "")
+            return member.kind, model, request.command if member.kind == "command" else None
         if request.kind is not None or request.command is not None:
             return default
         name = re.compile(rf"{re.escape(prefix)}agent-(\d+)")
