@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from swarm.config import load_config
 from swarm.errors import BadInput
 from swarm.fleet import FleetMember, check_fleet_options, fleet_size, fleet_text, member_of, parse_fleet
+from swarm.launcher import LaunchRequest, _kind_of, launch_overrides
+from swarm.models import AgentRecord
 
 KINDS = ("aider", "claude", "codex", "command")
 
@@ -70,3 +75,36 @@ def test_command_members_need_command() -> None:
     with pytest.raises(BadInput, match="need --command"):
         check_fleet_options(parse_fleet("command=2", KINDS), agents=None, kind=None, model=None, command=None)
     check_fleet_options(parse_fleet("command=2,claude", KINDS), agents=None, kind=None, model=None, command="make")
+
+
+def _kind_of_agents(tmp_path: Path, request: LaunchRequest, existing: dict[str, AgentRecord], count: int) -> list[str]:
+    """What ``_plan_agents`` gives agents 1..count, as ``kind:model`` (model left out when empty)."""
+    loaded = load_config(tmp_path, overrides=launch_overrides(request), env={})
+    picked = [_kind_of(tmp_path, loaded, request, n, existing, "") for n in range(1, count + 1)]
+    return [kind + (f":{model}" if model else "") for kind, model, _ in picked]
+
+
+def test_a_fleet_member_without_a_model_gets_agent_model_only_for_the_configured_kind(tmp_path: Path) -> None:
+    request = LaunchRequest(epic="E1", fleet=parse_fleet("claude,codex,codex:o3", KINDS))
+    assert _kind_of_agents(tmp_path, request, {}, 3) == ["claude:sonnet", "codex", "codex:o3"]
+
+
+def test_running_agents_keep_their_kind_and_new_ones_repeat_the_fleet(tmp_path: Path) -> None:
+    """docs/contract.md §5: a relaunch never changes an agent's kind; a grown fleet keeps its mix."""
+    existing = {
+        "agent-1": AgentRecord(id="agent-1", kind="claude", model="sonnet"),
+        "agent-2": AgentRecord(id="agent-2", kind="claude", model="sonnet"),
+        "agent-3": AgentRecord(id="agent-3", kind="codex", model=None),
+    }
+    # An epic added (or --agents 6) without --fleet: agents 4..6 repeat the swarm's own pattern.
+    grown = _kind_of_agents(tmp_path, LaunchRequest(epic="E2", agents=6), existing, 6)
+    assert grown == ["claude:sonnet", "claude:sonnet", "codex"] * 2
+    # A new --fleet (or --agent) sets only the new agents.
+    refleet = LaunchRequest(epic="E2", fleet=parse_fleet("aider:gpt-4o=4", KINDS))
+    assert _kind_of_agents(tmp_path, refleet, existing, 4) == [
+        "claude:sonnet",
+        "claude:sonnet",
+        "codex",
+        "aider:gpt-4o",
+    ]
+    assert _kind_of_agents(tmp_path, LaunchRequest(epic="E2", kind="aider"), existing, 4)[3] == "aider:sonnet"
