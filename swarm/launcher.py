@@ -107,7 +107,14 @@ def launch_json(result: LaunchResult) -> dict[str, Any]:
             "joined": queued.joined is not None,
         },
         "agents": [
-            {"id": run.agent_id, "session": run.session, "branch": run.branch, "worktree": run.worktree}
+            {
+                "id": run.agent_id,
+                "session": run.session,
+                "branch": run.branch,
+                "worktree": run.worktree,
+                "kind": run.kind,
+                "model": run.model or None,
+            }
             for run in result.agents
         ],
         "created_worktrees": result.created_worktrees,
