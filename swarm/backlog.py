@@ -82,6 +82,9 @@ class Backlog:
 
     folder: Path
     specs: dict[str, Spec]
+    #: Problems of specs the epic loaded for does not need (``load_backlog(..., epic=E)``): those specs are
+    #: left out, and the problems are shown as warnings.
+    warnings: tuple[str, ...] = ()
 
     def epics(self) -> list[str]:
         """The distinct epic names, sorted."""
@@ -164,6 +167,8 @@ class _Parsed:
     #: one typo does not cascade into "unknown dependency" reports in every file that depends on it.
     id: str | None = None
     id_line: int | None = None
+    #: The epic when it could be read, even if other fields are broken (whose problem it is, see load_backlog).
+    epic: str | None = None
     #: The readable depends_on entries, also of a broken file, so unknown ones are reported in one pass.
     depends_on: tuple[str, ...] = ()
     #: File line of each depends_on entry, for pointing at the entry that names an unknown or cyclic dep.
@@ -291,6 +296,7 @@ def _parse_front(front: str, body: str, path: Path, result: _Parsed, problem: _P
     if spec_id is not None:
         result.id = spec_id
         result.id_line = _line(fields["id"])
+    result.epic = epic
     depends_on = _id_list("depends_on", fields.get("depends_on"), "spec id", problem, result.dep_lines)
     result.depends_on = depends_on
     requires = _id_list("requires", fields.get("requires"), "capability name", problem, None)
@@ -478,11 +484,14 @@ def _title(node: yaml.Node | None, body: str, spec_id: str | None, problem: _Pro
 # --------------------------------------------------------------------------------------------- loading
 
 
-def load_backlog(folder: Path) -> Backlog:
+def load_backlog(folder: Path, *, epic: str | None = None) -> Backlog:
     """Read and validate every spec file under ``folder``.
 
     Raises :class:`BadInput` if the folder is missing, not a directory or holds no spec files, and
     :class:`BacklogError` listing every problem in the backlog (per file and across files) otherwise.
+    With ``epic``, only the problems of specs that epic may need count: its own, those it transitively
+    depends on, and files whose epic cannot be read; the others' specs are left out and their problems
+    become the backlog's ``warnings``.
     """
     folder = Path(folder)
     if not folder.exists():
@@ -505,24 +514,64 @@ def load_backlog(folder: Path) -> Backlog:
     base = Path(os.path.abspath(folder))
     prefix = Path(base.name) if base.name else Path()
 
-    problems: list[str] = []
+    problems: list[_Found] = []
     parsed: list[tuple[str, _Parsed]] = []
     for rel in files:
         display = str(prefix / rel)
         text, read_problem = _read(folder / rel, display)
         if text is None:
-            problems.append(read_problem)
+            problems.append(_Found(read_problem, ()))  # unreadable: whose it is cannot be told
             continue
         one = _parse(text, folder / rel, display)
-        problems.extend(one.problems)
+        problems.extend(_Found(message, (one,)) for message in one.problems)
         parsed.append((display, one))
 
     specs, cross = _check_backlog(parsed, str(prefix) if base.name else str(folder))
     problems.extend(cross)
+    warnings: list[str] = []
+    if problems and epic is not None:
+        needed = _needed_by(epic, [one for _, one in parsed])
+        warnings = [p.message for p in problems if not p.counts_for(epic, needed)]
+        problems = [p for p in problems if p.counts_for(epic, needed)]
+        if not problems:
+            # Only specs the epic does not need are broken: they stay out of this backlog.
+            broken = {one.id for p in cross for one in p.files} | {
+                one.id for _, one in parsed if one.spec is None or one.problems
+            }
+            specs = {sid: spec for sid, spec in specs.items() if sid not in broken}
     if problems:
-        raise BacklogError(problems)
+        raise BacklogError([p.message for p in problems])
     logger.debug("loaded %d specs from %s", len(specs), folder)
-    return Backlog(folder=folder, specs=specs)
+    return Backlog(folder=folder, specs=specs, warnings=tuple(warnings))
+
+
+@dataclass(frozen=True)
+class _Found:
+    """One problem of the backlog and the files it is about (none: it cannot be told, so it always counts)."""
+
+    message: str
+    files: tuple[_Parsed, ...]
+
+    def counts_for(self, epic: str, needed: set[str]) -> bool:
+        """Whether launching ``epic`` must refuse this problem: it is about a spec the epic may need."""
+        return not self.files or any(one.epic is None or one.epic == epic or one.id in needed for one in self.files)
+
+
+def _needed_by(epic: str, parsed: list[_Parsed]) -> set[str]:
+    """The ids of the epic's specs and of every spec they transitively depend on, read from every file
+    (broken ones too, whose depends_on could be read)."""
+    by_id = {one.id: one for one in parsed if one.id is not None}
+    stack = [one.id for one in parsed if one.epic == epic and one.id is not None]
+    needed: set[str] = set()
+    while stack:
+        spec_id = stack.pop()
+        if spec_id in needed:
+            continue
+        needed.add(spec_id)
+        one = by_id.get(spec_id)
+        if one is not None:
+            stack.extend(one.depends_on)
+    return needed
 
 
 def _spec_files(folder: Path) -> list[Path]:
@@ -556,9 +605,9 @@ def _read(path: Path, display: str) -> tuple[str | None, str]:
         )
 
 
-def _check_backlog(parsed: list[tuple[str, _Parsed]], folder_display: str) -> tuple[dict[str, Spec], list[str]]:
+def _check_backlog(parsed: list[tuple[str, _Parsed]], folder_display: str) -> tuple[dict[str, Spec], list[_Found]]:
     """Cross-file rules: duplicate ids, unknown dependencies, cycles. Returns (specs by id, problems)."""
-    problems: list[str] = []
+    problems: list[_Found] = []
     owner: dict[str, tuple[str, _Parsed]] = {}  # id -> first file that declares it
     specs: dict[str, Spec] = {}
     for display, one in parsed:
@@ -566,10 +615,11 @@ def _check_backlog(parsed: list[tuple[str, _Parsed]], folder_display: str) -> tu
             continue
         first = owner.get(one.id)
         if first is not None:
-            problems.append(
+            message = (
                 f"{_where(display, one.id_line)}: duplicate id {one.id!r}, also used by {first[0]}; "
                 "give each spec its own id"
             )
+            problems.append(_Found(message, (one, first[1])))
             continue
         owner[one.id] = (display, one)
         if one.spec is not None:
@@ -584,10 +634,11 @@ def _check_backlog(parsed: list[tuple[str, _Parsed]], folder_display: str) -> tu
             if suggestions < _MAX_SUGGESTIONS:
                 suggestions += 1
                 hint = _suggest(dep, owner)
-            problems.append(
+            message = (
                 f"{_where(display, one.dep_lines.get(dep))}: depends_on names unknown spec {dep!r}{hint}; "
                 "fix the id or add a spec with that id"
             )
+            problems.append(_Found(message, (one,)))
 
     problems.extend(_cycle_problems(specs, owner, folder_display))
     return specs, problems
@@ -595,7 +646,7 @@ def _check_backlog(parsed: list[tuple[str, _Parsed]], folder_display: str) -> tu
 
 def _cycle_problems(
     specs: Mapping[str, Spec], owner: Mapping[str, tuple[str, _Parsed]], folder_display: str
-) -> list[str]:
+) -> list[_Found]:
     """One problem per dependency cycle, found by an iterative DFS (a 10,000-long chain must not recurse).
 
     Every back edge closes exactly one distinct cycle, so each is reported once. Deterministic: roots and
@@ -633,7 +684,7 @@ def _cycle_problems(
                 del position[done]
                 state[done] = black
 
-    problems: list[str] = []
+    problems: list[_Found] = []
     for cycle in cycles:
         # Start at the smallest id so the same cycle always prints the same way.
         start = cycle.index(min(cycle))
@@ -646,12 +697,12 @@ def _cycle_problems(
             skipped = len(shown) - _MAX_CYCLE_SHOWN
             shown = [*shown[: _MAX_CYCLE_SHOWN - 5], f"... ({skipped} more)", *shown[-5:]]
         chain = " -> ".join(shown)
-        problems.append(
-            f"{_where(display, one.dep_lines.get(target))}: dependency cycle {chain}; "
-            "remove one of these depends_on entries"
-        )
+        where = _where(display, one.dep_lines.get(target))
+        message = f"{where}: dependency cycle {chain}; remove one of these depends_on entries"
+        problems.append(_Found(message, tuple(owner[i][1] for i in ring)))
     if hidden:
-        problems.append(
+        message = (
             f"{folder_display}: {plural(hidden, 'more dependency cycle')} not shown; fix those above and load again"
         )
+        problems.append(_Found(message, ()))
     return problems

@@ -6,6 +6,7 @@ Used by ``swarm launch --wait`` and by ``swarm demo``.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from swarm import status as dashboard
@@ -69,36 +70,55 @@ class _Display:
             self.out.print(dashboard.render(snap))
 
 
-def follow(swarm: SwarmRecord, loaded: LoadedConfig, *, timeout: float | None) -> dashboard.Snapshot:
-    """Block until the swarm is finished; raise unless every task is done. Live display on a terminal."""
+def follow(
+    swarm: SwarmRecord,
+    loaded: LoadedConfig,
+    *,
+    timeout: float | None,
+    tasks: Collection[str] | None = None,
+    what: str | None = None,
+) -> dashboard.Snapshot:
+    """Block until the swarm is finished (with ``tasks``: until those of its tasks are); raise unless every
+    one is done. Live display on a terminal. ``what`` names them in the last line (default: the first epic)."""
     out = console()
     deadline = None if timeout is None else time.monotonic() + timeout
     with open_queue(loaded) as store:
-        display = _Display(out, dashboard.take(store, loaded, swarm))
+        display = _Display(out, _take(store, loaded, swarm.id, tasks))
         with display:
             while True:
-                snap = dashboard.take(store, loaded, store.get_swarm(swarm.id))
+                snap = _take(store, loaded, swarm.id, tasks)
                 display.show(snap)
                 if snap.finished:
-                    snap = _settle(store, loaded, snap)
+                    # Idle workers exit only once the whole swarm is finished: then they get a moment to.
+                    if dashboard.take(store, loaded, snap.swarm).finished:
+                        snap = _settle(store, loaded, snap, tasks)
                     display.redraw(snap)
                     break
                 _check_progress(snap, deadline, timeout)
                 _wait_for_change(store)
     display.final(snap)
     _check_outcome(snap)
-    out.print(f"{all_of(snap.counts['done'], 'task')} of {swarm.epic} {plural_of('is', snap.counts['done'])} done")
+    out.print(
+        f"{all_of(snap.counts['done'], 'task')} of {what or swarm.epic} {plural_of('is', snap.counts['done'])} done"
+    )
     return snap
 
 
-def _settle(store: Store, loaded: LoadedConfig, snap: dashboard.Snapshot) -> dashboard.Snapshot:
+def _take(store: Store, loaded: LoadedConfig, swarm_id: str, tasks: Collection[str] | None) -> dashboard.Snapshot:
+    snap = dashboard.take(store, loaded, store.get_swarm(swarm_id))
+    return snap if tasks is None else dashboard.restrict(snap, tasks)
+
+
+def _settle(
+    store: Store, loaded: LoadedConfig, snap: dashboard.Snapshot, tasks: Collection[str] | None
+) -> dashboard.Snapshot:
     """Give idle workers a moment to notice the end and exit, so that the last picture is the final one."""
     settle = time.monotonic() + SETTLE_SECONDS
     while time.monotonic() < settle and any(
         a.pid and procs.alive(a.pid) and a.state in ("idle", "working") for a in snap.agents
     ):
         time.sleep(0.1)
-        snap = dashboard.take(store, loaded, store.get_swarm(snap.swarm.id))
+        snap = _take(store, loaded, snap.swarm.id, tasks)
     return snap
 
 

@@ -1,6 +1,8 @@
-"""Who is writing: every agent proves itself with the secret token launch gave it (stored hashed); the lead
-proves itself by reading ``.swarm/lead.token`` (0600, created on first use), i.e. by having the repository, and
-by not running inside an agent.
+"""Who is writing on the database: an identity proven by a secret token (stored hashed); the lead proves itself
+by reading ``.swarm/lead.token`` (0600, created on first use), i.e. by having the repository, and by not running
+inside an agent. Agents a launch started hold no token: they write through their worker's channel
+(``swarm.runtime.channel``, docs/contract.md §7), which is their identity; launch records the hash of a token
+nobody has, so that naming such an agent without its channel is refused here.
 
 Rules for a write (a message, or a queue operation on behalf of an agent), docs/contract.md §7:
 * ``SWARM_TOKEN`` set: it must match the hash recorded for ``SWARM_AGENT_ID`` (or ``lead``); the writer is
@@ -141,7 +143,7 @@ def resolve(store: Store, lead_token_path: Path, env: Mapping[str, str], *, acti
         if store.token_hash(claimed) is not None:
             raise BadInput(
                 f"{claimed} belongs to a launched swarm; writing as {claimed} needs its SWARM_TOKEN",
-                hint="agents write from their own environment; the lead writes as 'lead'",
+                hint="an agent writes through its worker's channel ($SWARM_CHANNEL); the lead writes as 'lead'",
             )
         if acting_as is None:
             raise BadInput(

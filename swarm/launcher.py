@@ -1,8 +1,9 @@
 """Launch and teardown: the lifecycle of a swarm's worktrees, sessions and worker processes.
 
 Launch validates everything that can be validated before it writes anything (repository, tmux, agent
-kind and CLI, backlog, epic, base ref), then queues, creates worktrees in parallel, and starts one tagged
-tmux session per agent. Re-running it resumes: existing tasks, worktrees, branches and sessions are kept.
+kind and CLI, backlog, epic, base ref, worktree paths, branch and session names), then creates worktrees in
+parallel, queues, and starts one tagged tmux session per agent; a failure after the first write is rolled
+back. Re-running it resumes: existing tasks, worktrees, branches and sessions are kept.
 
 Teardown asks workers to stop through the database, stops what does not, returns unfinished claims,
 commits uncommitted work as WIP on each agent's branch, kills only sessions tagged with this swarm,
@@ -14,14 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import secrets
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +31,27 @@ from swarm.cmdlock import command_lock
 from swarm.config import LoadedConfig, load_config, remember
 from swarm.errors import BadInput, StoreError, SwarmError
 from swarm.fleet import Fleet, check_fleet_options, fleet_size, fleet_text, member_of
-from swarm.identity import hash_token, lead_token
+from swarm.identity import hash_token, lead_token, new_token
 from swarm.models import LEAD, AgentRecord, AgentState, Task, check_id
 from swarm.notify import check_notify
-from swarm.queue import QueuedEpic, backlog_folder, database_exists, lead_token_path, open_queue, queue_epic
+from swarm.queue import (
+    EpicPreview,
+    QueuedEpic,
+    backlog_folder,
+    backlog_warnings,
+    database_exists,
+    lead_token_path,
+    open_queue,
+    preview_epic,
+    queue_epic,
+)
 from swarm.runtime import procs, sandbox
 from swarm.runtime.git import GitRepo, is_inside, open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path, read_run_file, run_file_path, write_run_file
 from swarm.runtime.sessions import monitor_sessions, session_name, start_monitor, start_worker
 from swarm.runtime.tmux import Tmux, tmux_available
-from swarm.store import Store, SwarmRecord, path_from_url
+from swarm.store import Store, SwarmRecord, Withdrawal, path_from_url
+from swarm.store.sql import new_swarm_id
 from swarm.words import plural
 
 log = logging.getLogger(__name__)
@@ -183,10 +194,12 @@ def launch(
     template = templates[0]
     for each in templates:
         _check_sandbox(repo.root, loaded, launch_env, each)
-    backlog = load_backlog(backlog_folder(loaded))
+    # Every problem of a spec the epic may need refuses the launch; other epics' broken specs are warnings.
+    backlog = load_backlog(backlog_folder(loaded), epic=request.epic)
     backlog.epic_specs(request.epic)
     base = repo.resolve(request.base or "HEAD")
-    warnings = _checkout_warnings(repo, base) + _sandbox_warnings(loaded)
+    # A sandboxed agent reaches the queue through its channel (its folder is bound in), on SQLite too.
+    warnings = [*backlog_warnings(backlog, request.epic), *_checkout_warnings(repo, base)]
     _check_capabilities(request.capabilities)
     _refuse_emptied_database(repo, loaded)
     if not request.reuse_branches:
@@ -239,16 +252,6 @@ def _check_sandbox(root: Path, loaded: LoadedConfig, launch_env: dict[str, str],
     )
 
 
-def _sandbox_warnings(loaded: LoadedConfig) -> list[str]:
-    """What a sandboxed swarm cannot do yet: its agents do not see a SQLite queue (it lives in .swarm/)."""
-    if loaded.config.swarm.sandbox == "none" or not loaded.database_url().startswith("sqlite:"):
-        return []
-    return [
-        "the sandbox hides the SQLite queue from the agents: swarm msg and the swarm MCP tools fail inside "
-        "(use a PostgreSQL queue, --db postgresql://..., for them)"
-    ]
-
-
 def _checkout_warnings(repo: GitRepo, base: str) -> list[str]:
     """What the user should know about the main checkout before the agents start from ``base``."""
     if not repo.is_dirty():
@@ -278,6 +281,16 @@ def branch_mark(root: Path, branch: str) -> str | None:
     if done.returncode != 0:
         return None
     return done.stdout.strip() or None
+
+
+def _branch_marks(root: Path) -> dict[str, str]:
+    """Every branch's swarm mark (``branch.<name>.swarm-id``), by branch name."""
+    done = _git(root, "config", "--get-regexp", rf"^branch\..*\.{BRANCH_MARK}$")
+    marks: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        marks[key.removeprefix("branch.").removesuffix(f".{BRANCH_MARK}")] = value.strip()
+    return marks
 
 
 def mark_branch(root: Path, branch: str, swarm_id: str) -> None:
@@ -372,47 +385,304 @@ class _Launch:
 
 
 def _launch_locked(job: _Launch, backlog: Backlog, kind: str, base: str, warnings: list[str]) -> LaunchResult:
-    """Everything launch writes, under the repository's command lock."""
-    queued = _queue(job, backlog, kind, base, warnings)
-    swarm = queued.swarm
-    if queued.joined is not None:
-        running = ", ".join(queued.joined.epics)
-        job.say(f"added {job.request.epic} to swarm {swarm.id} (running {running})")
+    """Everything launch writes, under the repository's command lock.
+
+    docs/contract.md §5, a launch that fails changes nothing: what it will do is decided first, from reads
+    only (the swarm it joins or starts, its agents, their worktrees, branches and session names), and every
+    check that can fail runs then. The writes follow, least visible first: worktrees and branches, then the
+    queue (from then on the running agents may take the new tasks), then agents and sessions. A failure
+    after the first write takes back what this launch wrote (:class:`_Undo`)."""
     socket_name = job.loaded.config.swarm.tmux_socket
-    if queued.finished:
+    preview = preview_epic(job.loaded, backlog, job.request.epic)
+    if preview.finished:
+        queued = _queue(job, backlog, kind, base, warnings)  # writes nothing: it finds the epic finished
         job.say(f"every task of {job.request.epic} is already finished; no agent started")
+        _remember_options(job)
         return LaunchResult(
-            swarm=swarm, queued=queued, agents=[], warnings=warnings, tmux_socket=socket_name, idle=True
+            swarm=queued.swarm, queued=queued, agents=[], warnings=warnings, tmux_socket=socket_name, idle=True
         )
+    planned = preview.current or SwarmRecord(
+        id=new_swarm_id(), epic=job.request.epic, max_agents=job.request.size, created_at=0.0
+    )
+    if preview.open_tasks == 0:
+        # Every task is done: the epic joins the open swarm (its status shows it), and no agent is started.
+        queued = _queue(job, backlog, kind, base, warnings)
+        _announce_join(job, queued)
+        job.say(f"every task of {job.request.epic} is already finished; no agent started")
+        _remember_options(job)
+        return LaunchResult(
+            swarm=queued.swarm, queued=queued, agents=[], warnings=warnings, tmux_socket=socket_name, idle=True
+        )
+    tmux = Tmux(socket_name)
+    agents_before: dict[str, AgentRecord] = {}
+    if database_exists(job.loaded.database_url()):  # reads only: a launch that fails must not create it
+        with open_queue(job.loaded) as store:
+            agents_before = {a.id: a for a in store.list_agents()}
+    fleet = [a for a in agents_before.values() if a.swarm_id == planned.id]
+    count = _agent_count(job, planned, preview.open_tasks, _fleet_size(fleet, host_prefix(job.loaded)))
+    runs = _plan_agents(job.repo, job.loaded, planned, job.request, count, job.env, fleet)
+    existing = set(tmux.sessions())
+    runs = _own_session_names(tmux, job.repo.root, planned.id, runs, existing)
+    _check_worktrees(job.repo, runs)
+    undo = _Undo(job, planned, runs, agents_before, tmux)
+    try:
+        result = _launch_writes(job, backlog, kind, base, warnings, preview, planned, runs, existing, undo)
+    except BaseException as exc:
+        problems, kept = undo.roll_back()
+        if isinstance(exc, SwarmError):
+            raise _rolled_back(exc, problems, kept) from exc
+        raise
+    _remember_options(job)
+    return result
+
+
+def _launch_writes(
+    job: _Launch,
+    backlog: Backlog,
+    kind: str,
+    base: str,
+    warnings: list[str],
+    preview: EpicPreview,
+    planned: SwarmRecord,
+    runs: list[AgentRun],
+    existing: set[str],
+    undo: _Undo,
+) -> LaunchResult:
+    """The writes of a launch whose plan passed every check, each noted in ``undo`` as it is made."""
+    created = _prepare_worktrees(job, runs, base)
+    queued = _queue(job, backlog, kind, base, warnings, swarm_id=None if preview.current else planned.id)
+    undo.queued(queued, preview.current, preview.members)
+    swarm = queued.swarm
+    if (swarm.id, swarm.epic) != (planned.id, planned.epic):
+        # Another host (a shared database) started a swarm at the same moment: this plan is not for it.
+        raise SwarmError(
+            f"another launch started swarm {swarm.id} ({swarm.epic}) while this one prepared its agents",
+            hint="run 'swarm launch' again: it joins that swarm",
+        )
+    _announce_join(job, queued)
+    socket_name = job.loaded.config.swarm.tmux_socket
+    result = LaunchResult(swarm=swarm, queued=queued, agents=runs, warnings=warnings, tmux_socket=socket_name)
+    result.created_worktrees = created
+    tmux = undo.tmux
     with open_queue(job.loaded) as store:
-        open_tasks = _count_open_tasks(store, swarm)
-        count = _agent_count(job, swarm, open_tasks, _fleet_size(store, swarm, host_prefix(job.loaded)))
-        runs = _plan_agents(job.repo, job.loaded, swarm, job.request, count, job.env, store)
-        result = LaunchResult(swarm=swarm, queued=queued, agents=runs, warnings=warnings, tmux_socket=socket_name)
-        if open_tasks == 0:
-            job.say(f"every task of {job.request.epic} is already finished; no agent started")
-            result.idle = not result.resumed_sessions
-            return result
-        result.created_worktrees = _prepare_worktrees(job, runs, base)
-        tmux = Tmux(socket_name)
         # Every agent is registered (and its run file written) before the first session starts: once workers
         # run, each database write of launch waits its turn behind theirs, and with 100 agents the last
         # sessions started tens of seconds late. One list-sessions instead of a has-session per agent.
-        existing = set(tmux.sessions())
-        runs = result.agents = _own_session_names(tmux, job.repo.root, swarm.id, runs, existing)
         existing -= _finished_sessions(store, tmux, swarm, runs, existing)
         _bury_dead_agents(store, swarm, [r for r in runs if r.session not in existing], job.say)
+        undo.registering([r.agent_id for r in runs if r.session not in existing], store)
         to_start = _register_agents(store, swarm, runs, existing, result)
-        _start_sessions(store, tmux, swarm, to_start, job.env, result)
+        undo.run_files = [path for _, path in to_start]
+        _start_sessions(store, tmux, swarm, to_start, job.env, result, undo.sessions)
         monitor = start_monitor(tmux, job.repo.root, swarm.id, host_prefix(job.loaded), job.env)
         if monitor:
+            undo.sessions.append(monitor)
             result.started_sessions.append(monitor)
     return result
 
 
-def _queue(job: _Launch, backlog: Backlog, kind: str, base: str, warnings: list[str]) -> QueuedEpic:
-    """Queue the epic (a re-run finds its tasks queued already) and remember the options that later commands
-    in this repository use too."""
+def _announce_join(job: _Launch, queued: QueuedEpic) -> None:
+    if queued.joined is not None:
+        running = ", ".join(queued.joined.epics)
+        job.say(f"added {job.request.epic} to swarm {queued.swarm.id} (running {running})")
+
+
+def _remember_options(job: _Launch) -> None:
+    """Later commands in this repository use the launch's --db and --host-label too (once it succeeded)."""
+    if job.request.db:
+        remember(job.repo.root, "queue.database", job.request.db)
+    if job.request.host_label:
+        remember(job.repo.root, "swarm.host_label", job.request.host_label)
+
+
+def _check_worktrees(repo: GitRepo, runs: list[AgentRun]) -> None:
+    """BadInput, before anything is written, when an agent's worktree cannot be made: its path is taken by
+    something that is not its worktree (a file, a folder, another worktree), its branch is checked out
+    elsewhere, or the branch name is invalid. What ``GitRepo.add_worktree`` would refuse, said first."""
+    listed = [w for w in repo.list_worktrees() if not (w.prunable and not w.path.exists())]
+    for run in runs:
+        path, branch = Path(run.worktree), run.branch
+        repo.check_branch_name(branch)
+        mine = next((w for w in listed if w.path == path), None)
+        if mine is not None:
+            if mine.branch != branch:
+                on = f"branch {mine.branch!r}" if mine.branch else "a detached HEAD"
+                raise BadInput(
+                    f"cannot create worktree {path}: it is already a worktree on {on}, not {branch!r}",
+                    hint=f"remove it first (git worktree remove {path}) or use another worktree path",
+                )
+            continue
+        elsewhere = next((w for w in listed if w.branch == branch), None)
+        if elsewhere is not None:
+            raise BadInput(
+                f"cannot create worktree {path}: branch {branch!r} is checked out in {elsewhere.path}",
+                hint=f"remove that worktree (git worktree remove {elsewhere.path}) or use another branch",
+            )
+        if path.exists() or path.is_symlink():
+            raise BadInput(
+                f"cannot create worktree {path}: the path exists and is not a worktree of {repo.root}",
+                hint="move or delete it, or choose another worktree directory",
+            )
+        blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocked is not None:
+            raise BadInput(
+                f"cannot create worktree {path}: {blocked} is not a folder",
+                hint="move or delete it, or choose another worktree directory",
+            )
+
+
+def _rolled_back(exc: SwarmError, problems: list[str], kept: list[str]) -> SwarmError:
+    """The launch's error, saying what its rollback left (nothing, when all went well)."""
+    if problems:
+        note = "rolling this launch back failed: " + "; ".join(problems)
+    elif kept:
+        note = f"nothing of this launch was kept but its tasks {', '.join(kept)}, claimed meanwhile"
+    else:
+        note = "nothing of this launch was kept"
+    copy = type(exc).__new__(type(exc))
+    copy.__dict__.update(exc.__dict__)
+    copy.message = f"{exc.message} ({note})"
+    copy.args = (copy.message,)
+    return copy
+
+
+class _Undo:
+    """What one launch wrote, noted as it writes, and how to take it back (docs/contract.md §5)."""
+
+    def __init__(
+        self,
+        job: _Launch,
+        planned: SwarmRecord,
+        runs: list[AgentRun],
+        agents_before: dict[str, AgentRecord],
+        tmux: Tmux,
+    ) -> None:
+        self.job, self.planned, self.runs, self.tmux = job, planned, runs, tmux
+        self.agents_before = agents_before
+        repo = job.repo
+        # Git's state before: a worktree, branch or mark this launch did not find is one it made.
+        self.worktrees_before = {w.path for w in repo.list_worktrees()}
+        # One git call each, not one per agent: a launch of 100 agents must not pay 200 processes for this.
+        heads = _git(repo.root, "for-each-ref", "--format=%(refname)", "refs/heads/").stdout.split()
+        self.branches_before = {r.branch for r in runs} & {h.removeprefix("refs/heads/") for h in heads}
+        marks = _branch_marks(repo.root)
+        self.marks_before = {r.branch: marks.get(r.branch) for r in runs}
+        self.withdrawal: Withdrawal | None = None
+        url = job.loaded.database_url()
+        #: A SQLite file this launch creates goes with the rollback: a database without a swarm beside the logs
+        #: of the agents it started would look emptied to the next launch (_refuse_emptied_database).
+        self.new_database = path_from_url(url) if url.startswith("sqlite:") and not database_exists(url) else None
+        self.swarm_id = planned.id
+        self.registered: list[str] = []
+        self.tokens: dict[str, str | None] = {}
+        self.run_files: list[Path] = []
+        self.sessions: list[str] = []
+
+    def queued(self, queued: QueuedEpic, previous: SwarmRecord | None, members_before: frozenset[str]) -> None:
+        """The queue step wrote ``queued``; ``previous`` is the open swarm as it was (None: the launch started
+        the swarm), with ``members_before`` its tasks then."""
+        self.swarm_id = queued.swarm.id
+        epic = self.job.request.epic
+        added_epic = epic if previous is None or epic not in previous.epics else None
+        members = tuple(t for t in (*queued.added, *queued.existing) if t not in members_before)
+        self.withdrawal = Withdrawal(queued.swarm.id, previous, added_epic, tuple(queued.added), members)
+
+    def registering(self, agent_ids: list[str], store: Store) -> None:
+        """These agents are about to be (re)registered with new tokens."""
+        self.registered = agent_ids
+        self.tokens = {a: store.token_hash(a) for a in agent_ids if a in self.agents_before}
+
+    def roll_back(self) -> tuple[list[str], list[str]]:
+        """Take back everything noted, newest first; what could not be undone, and the tasks that stay."""
+        problems: list[str] = []
+        kept: list[str] = []
+
+        def step(what: str, fn: Callable[[], None]) -> None:
+            try:
+                fn()
+            except Exception as exc:  # one failed step must not stop the others, nor hide the launch's error
+                log.warning("rollback: %s failed", what, exc_info=True)
+                problems.append(f"{what}: {exc}")
+
+        step("stopping the sessions it started", self._stop_sessions)
+        if self.new_database is not None:
+            step("removing the database it created", self._remove_database)
+        elif self.withdrawal is not None:
+            step("taking its tasks back from the queue", lambda: kept.extend(self._withdraw()))
+        step("removing its run files", self._remove_run_files)
+        step("removing its worktrees and branches", self._remove_git_work)
+        return problems, kept
+
+    def _remove_database(self) -> None:
+        assert self.new_database is not None
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{self.new_database}{suffix}").unlink(missing_ok=True)
+
+    def _remove_run_files(self) -> None:
+        for path in self.run_files:
+            path.unlink(missing_ok=True)  # they hold the launching environment's secrets
+
+    def _stop_sessions(self) -> None:
+        for name in reversed(self.sessions):
+            self.tmux.kill_session(name, self.swarm_id)
+        started = {r.agent_id for r in self.runs if r.session in self.sessions}
+        if started:
+            leftovers = procs.processes_with_env("SWARM_ID", self.swarm_id, among=("SWARM_AGENT_ID", started))
+            if leftovers:
+                procs.stop_processes(leftovers, grace=3.0)
+        self.tmux.kill_server_if_empty()
+
+    def _withdraw(self) -> list[str]:
+        assert self.withdrawal is not None
+        with open_queue(self.job.loaded) as store:
+            started = [r.agent_id for r in self.runs if r.session in self.sessions]
+            store.return_claims(started, actor="launch", reason="the launch that started its agent failed")
+            new = tuple(a for a in self.registered if a not in self.agents_before)
+            kept = store.withdraw(replace(self.withdrawal, agents=new))
+            for agent_id in self.registered:
+                before = self.agents_before.get(agent_id)
+                if before is None:
+                    continue
+                store.register_agent(before)
+                store.update_agent(
+                    agent_id, state=before.state, pid=before.pid, agent_pid=before.agent_pid, task_id=before.task_id
+                )
+                token = self.tokens.get(agent_id)
+                if token:
+                    store.set_token_hash(agent_id, token)
+        return kept
+
+    def _remove_git_work(self) -> None:
+        repo = self.job.repo
+        made = {w.path for w in repo.list_worktrees()} - self.worktrees_before
+        for run in self.runs:
+            path = Path(run.worktree)
+            if path in made:
+                repo.remove_worktree(path, force=True, prune=False)
+            elif not path.exists() and path.is_symlink():
+                path.unlink()
+            if path.is_dir() and path not in self.worktrees_before and not any(path.iterdir()):
+                path.rmdir()  # an empty folder a failed 'git worktree add' left
+        repo.prune_worktrees()
+        for run in self.runs:
+            if run.branch not in self.branches_before:
+                repo.delete_branch(run.branch, force=True)
+            mark = self.marks_before.get(run.branch)
+            now = branch_mark(repo.root, run.branch)
+            if now != mark and repo.branch_exists(run.branch):
+                if mark is None:
+                    _git(repo.root, "config", "--unset", f"branch.{run.branch}.{BRANCH_MARK}")
+                else:
+                    mark_branch(repo.root, run.branch, mark)
+            elif now is not None and not repo.branch_exists(run.branch):
+                _git(repo.root, "config", "--remove-section", f"branch.{run.branch}")
+
+
+def _queue(
+    job: _Launch, backlog: Backlog, kind: str, base: str, warnings: list[str], *, swarm_id: str | None = None
+) -> QueuedEpic:
+    """Queue the epic (a re-run finds its tasks queued already); a new swarm is named ``swarm_id``. The swarm
+    keeps the options that later commands in this repository use too."""
     request, repo, cfg = job.request, job.repo, job.loaded.config
     settings = {
         "kind": kind,
@@ -424,12 +694,14 @@ def _queue(job: _Launch, backlog: Backlog, kind: str, base: str, warnings: list[
         "fleet": fleet_text(request.fleet) or None,
     }
     queued = queue_epic(
-        job.loaded, backlog, request.epic, max_agents=request.size, repo=str(repo.root), settings=settings
+        job.loaded,
+        backlog,
+        request.epic,
+        max_agents=request.size,
+        repo=str(repo.root),
+        settings=settings,
+        swarm_id=swarm_id,
     )
-    if request.db:
-        remember(repo.root, "queue.database", request.db)  # later commands in this repository use it too
-    if request.host_label:
-        remember(repo.root, "swarm.host_label", request.host_label)
     if is_shared(job.loaded) and not repo.remote_exists(cfg.swarm.remote):
         warnings.append(
             f"no git remote {cfg.swarm.remote!r}: agents on other machines cannot get this machine's commits "
@@ -443,10 +715,10 @@ def _count_open_tasks(store: Store, swarm: SwarmRecord) -> int:
     return sum(1 for t in store.list_tasks(swarm_id=swarm.id) if t.state.value in ("ready", "blocked", "claimed"))
 
 
-def _fleet_size(store: Store, swarm: SwarmRecord, prefix: str) -> int:
-    """How many agents this host's part of the swarm has (the highest ``agent-N`` registered to it)."""
+def _fleet_size(agents: list[AgentRecord], prefix: str) -> int:
+    """How many agents this host's part of the swarm has (the highest ``agent-N`` among its ``agents``)."""
     name = re.compile(rf"{re.escape(prefix)}agent-(\d+)")
-    numbers = [int(m.group(1)) for a in store.list_agents(swarm.id) if (m := name.fullmatch(a.id))]
+    numbers = [int(m.group(1)) for a in agents if (m := name.fullmatch(a.id))]
     return max(numbers, default=0)
 
 
@@ -533,8 +805,9 @@ def _register_agents(
         if run.session in existing:  # ours: _own_session_names renamed every other one
             result.resumed_sessions.append(run.session)
             continue
-        # A resumed session keeps the token it started with; a new one gets a new token.
-        store.set_token_hash(run.agent_id, hash_token(run.token))
+        # The hash of a token nobody holds: it marks the id as a launched agent's, so that no one writes as it
+        # by naming it; the agent itself writes through its worker's channel (docs/contract.md §7).
+        store.set_token_hash(run.agent_id, hash_token(new_token()))
         to_start.append((run, write_run_file(run)))
     return to_start
 
@@ -546,9 +819,12 @@ def _start_sessions(
     to_start: list[tuple[AgentRun, Path]],
     launch_env: dict[str, str],
     result: LaunchResult,
+    started: list[str],
 ) -> None:
-    """Start each agent's worker in its tmux session, tagged with the swarm's id."""
+    """Start each agent's worker in its tmux session, tagged with the swarm's id; each is noted in ``started``
+    as soon as it may exist (before start_worker returns, which may fail after tmux made the session)."""
     for run, run_file in to_start:
+        started.append(run.session)
         pid = start_worker(tmux, run, run_file, launch_env, tag=swarm.id)
         # The pid only: the worker may already have recorded a later state than "starting".
         store.update_agent(run.agent_id, pid=pid)
@@ -621,10 +897,12 @@ def _plan_agents(
     request: LaunchRequest,
     count: int,
     launch_env: dict[str, str],
-    store: Store,
+    agents: list[AgentRecord],
 ) -> list[AgentRun]:
+    """The ``count`` agents of ``swarm`` on this host, as a launch starts them; ``agents`` are the swarm's
+    registered ones (a resumed agent keeps its session name)."""
     cfg = loaded.config
-    existing = {a.id: a for a in store.list_agents(swarm.id)}
+    existing = {a.id: a for a in agents}
     host = socket.gethostname()
     env = {k: v for k, v in launch_env.items() if not k.startswith("SWARM_")}
     prefix = host_prefix(loaded)
@@ -658,7 +936,6 @@ def _plan_agents(
                 commit_author=cfg.swarm.commit_author,
                 submodules=cfg.swarm.submodules,
                 tmux_socket=cfg.swarm.tmux_socket,
-                token=secrets.token_urlsafe(24),
                 env=env,
                 push_remote=push_remote,
                 retry_backoff_seconds=cfg.queue.retry_backoff_seconds,
@@ -1079,7 +1356,7 @@ class _Teardown:
         """Mark every agent of this host stopped and remove the swarm's run files."""
         for agent in self.agents:
             self.store.update_agent(agent.id, state=AgentState.STOPPED.value, pid=None, agent_pid=None, task_id=None)
-            # The run file holds the launching environment (API keys) and the agent's token: gone with the agent.
+            # The run file holds the launching environment (API keys): gone with the agent.
             run_file_path(self.repo.root, agent.id).unlink(missing_ok=True)
         _remove_run_files(self.repo.root, self.swarm.id)
 

@@ -1,14 +1,17 @@
 """``swarm mcp``: the queue and thread verbs as MCP tools on stdio (docs/contract.md §7), for agents that speak MCP.
 
-The server acts as one identity, taken from the environment the agent runs with (``SWARM_AGENT_ID`` proven by
-``SWARM_TOKEN``; no token means the lead). The identity is checked once at startup, so a misconfigured agent
-shows up in the server's log right away, and again on every tool that writes, because a token can be revoked
-while the server runs. A failed check never stops the server: the tool returns an MCP tool error carrying
-swarm's one-line message, which is something the agent can read and act on, unlike a server that vanished.
+The server acts as one identity, taken from the environment the agent runs with: inside an agent, its worker's
+channel (``SWARM_CHANNEL``, docs/contract.md §7), through which every tool goes without opening the database;
+otherwise ``SWARM_AGENT_ID`` proven by ``SWARM_TOKEN`` (no token means the lead). The identity is checked once
+at startup, so a misconfigured agent shows up in the server's log right away, and again on every tool that
+writes, because a token can be revoked while the server runs. A failed check never stops the server: the tool
+returns an MCP tool error carrying swarm's one-line message, which is something the agent can read and act on,
+unlike a server that vanished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -18,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import anyio
@@ -26,7 +30,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from swarm import __version__, identity, threads
+from swarm import __version__, channel_client, identity, threads
 from swarm.config import LoadedConfig, find_repo_root, load_config
 from swarm.errors import BadInput, SwarmError
 from swarm.models import LEAD, Message, TaskState
@@ -68,6 +72,9 @@ class _Backend:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = dict(env)
         self.swarm_id = self.env.get("SWARM_ID") or None
+        #: Inside an agent, its worker's channel (docs/contract.md §7): every tool goes through it and the server
+        #: never opens the database. None outside an agent (the token in the environment is the identity).
+        self.channel_path = self.env.get(channel_client.CHANNEL_ENV) or None
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._loaded: LoadedConfig | None = None
@@ -93,8 +100,17 @@ class _Backend:
             return self._store
 
     def me(self) -> str:
-        """The proven identity of this server's agent, checked against the database on every call."""
+        """The proven identity of this server's agent, checked against the database on every call (inside an
+        agent: the channel's agent)."""
+        if self.channel_path is not None:
+            return str(self.call("whoami")["agent_id"])
         return identity.resolve(self.store(), lead_token_path(self.loaded()), self.env)
+
+    def call(self, op: str, **args: Any) -> Any:
+        """One request on the agent's channel, on a connection of its own (tools run on several threads)."""
+        assert self.channel_path is not None
+        with channel_client.Channel(Path(self.channel_path)) as channel:
+            return channel.call(op, **args)
 
     def ttl(self) -> float:
         """The lease length configured for claims and heartbeats."""
@@ -145,6 +161,18 @@ def _wait_sliced(store: Store, spec: threads.WaitSpec, timeout: float, stopped: 
             return found
 
 
+def _channel_wait(backend: _Backend, timeout: float, stopped: Callable[[], bool], **args: Any) -> Message | None:
+    """A wait on the agent's channel, in short requests so that a cancelled call stops soon."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        found = backend.call("wait", timeout_s=max(0.0, min(left, _WAIT_SLICE_SECONDS * 4)), **args)
+        if found is not None:
+            return channel_client.message_from(found)
+        if left <= _WAIT_SLICE_SECONDS * 4 or stopped():
+            return None
+
+
 async def _in_thread(backend: _Backend, fn: Callable[[Callable[[], bool]], T]) -> T:
     """Run a blocking wait on a worker thread so that the event loop keeps serving other requests.
 
@@ -181,10 +209,11 @@ def _build(backend: _Backend) -> MCPServer[Any]:
 
 def _announce(backend: _Backend) -> str:
     """Who the server acts as, logged at startup; a bad identity is logged, not raised (the tools report it)."""
-    who = "the identity in SWARM_AGENT_ID / SWARM_TOKEN"
+    who = "the identity in SWARM_CHANNEL (or SWARM_AGENT_ID / SWARM_TOKEN)"
     try:
         who = backend.me()
-        log.info("swarm mcp: serving as %s on %s", who, backend.loaded().database_url())
+        where = backend.channel_path or backend.loaded().database_url()
+        log.info("swarm mcp: serving as %s on %s", who, where)
     except SwarmError as exc:
         log.warning("swarm mcp: %s (tools that need it will report this)", exc.render())
     return who
@@ -216,6 +245,8 @@ def _add_claim_tools(tool: _ToolDecorator, backend: _Backend) -> None:
         ...}} or {"task": null} when nothing is eligible. Keep the lease alive with queue_heartbeat (well before
         lease_until) and finish with queue_release; every later call needs the task id and the lease_token."""
         with _tool_errors():
+            if backend.channel_path is not None:
+                return claim_json(channel_client.claim_from(backend.call("claim", capabilities=capabilities)))
             store = backend.store()
             me = backend.me()
             offered = capabilities
@@ -236,6 +267,9 @@ def _add_claim_tools(tool: _ToolDecorator, backend: _Backend) -> None:
         Call it regularly while you work. An error saying "lease lost" means the task is no longer yours
         (it expired, was cancelled or was returned): stop working on it."""
         with _tool_errors():
+            if backend.channel_path is not None:
+                until = float(backend.call("heartbeat", task_id=task_id, lease_token=lease_token or None))
+                return {"task_id": task_id, "lease_until": iso(until)}
             store = backend.store()
             me = backend.me()
             until = store.heartbeat(task_id, me, lease_token, ttl_seconds=backend.ttl())
@@ -281,6 +315,10 @@ def _add_queue_tools(tool: _ToolDecorator, backend: _Backend) -> None:
         "title", "state", "owner", "attempts", "depends_on", ...}]}. States: blocked, ready, claimed, done,
         dead, cancelled."""
         with _tool_errors():
+            if backend.channel_path is not None:
+                got = backend.call("status")
+                tasks = [channel_client.task_from(t) for t in got["tasks"]]
+                return {"counts": got["counts"], "tasks": [task_json(t) for t in tasks]}
             store = backend.store()
             return {"counts": store.counts(), "tasks": [task_json(t) for t in store.list_tasks()]}
 
@@ -296,6 +334,9 @@ def _add_queue_tools(tool: _ToolDecorator, backend: _Backend) -> None:
         """Add a follow-up task to your swarm's queue (epic of the swarm, next free id like Q0007). It is
         ready at once, or blocked until its depends_on are done. Returns {"id", "state", "epic"}."""
         with _tool_errors():
+            if backend.channel_path is not None:
+                got = backend.call("add", title=title, body=body, depends_on=depends_on, priority=priority)
+                return {"id": got["id"], "state": got["state"], "epic": got["epic"]}
             added = add_task(
                 backend.store(),
                 title=title,
@@ -323,6 +364,11 @@ def _add_thread_tools(tool: _ToolDecorator, backend: _Backend) -> None:
         """Post a message to a thread (default: team, shared with the other agents and the lead). Returns
         {"seq", "thread"}. To ask something and wait for the answer, use msg_ask instead."""
         with _tool_errors():
+            if backend.channel_path is not None:
+                got = backend.call(
+                    "send", body=text, to=to, type=type or "chat", thread=thread or threads.DEFAULT_THREAD
+                )
+                return {"seq": got["seq"], "thread": got["thread"]}
             store = backend.store()
             me = backend.me()
             sent = threads.send(store, me, text, to=to, type_=type or "chat", thread=thread or threads.DEFAULT_THREAD)
@@ -338,8 +384,10 @@ def _add_thread_tools(tool: _ToolDecorator, backend: _Backend) -> None:
         """Read the team thread in order: a list of {"seq", "thread", "author", "to", "type", "body",
         "reply_to", "created_at"}. Pass since=<last seq you saw> to get only what is new."""
         with _tool_errors():
-            store = backend.store()
-            entries = store.list_messages(threads.DEFAULT_THREAD, since=since or 0)
+            if backend.channel_path is not None:
+                entries = [channel_client.message_from(m) for m in backend.call("list", since=since or 0)]
+            else:
+                entries = backend.store().list_messages(threads.DEFAULT_THREAD, since=since or 0)
             return [message_json(m) for m in entries if type is None or m.type == type]
 
 
@@ -361,6 +409,8 @@ def _add_wait_tools(tool: _ToolDecorator, backend: _Backend) -> None:
         wait_for = _clamp(timeout_s)
 
         def blocking(stopped: Callable[[], bool]) -> Message | None:
+            if backend.channel_path is not None:
+                return _channel_wait(backend, wait_for, stopped, from_author=from_agent, reply_to=reply_to)
             # All of it on the worker thread: opening the store and proving the identity touch the database too.
             me = backend.me()
             spec = threads.WaitSpec(identity=me, from_author=from_agent, reply_to=reply_to)
@@ -390,6 +440,11 @@ def _add_wait_tools(tool: _ToolDecorator, backend: _Backend) -> None:
 
 def _release(backend: _Backend, task_id: str, lease_token: str, outcome: str, why: str) -> dict[str, Any]:
     """Record ``outcome`` for a claimed task: the task's new state (and, when completed, the tasks promoted)."""
+    if backend.channel_path is not None:
+        got: dict[str, Any] = backend.call(
+            "release", task_id=task_id, lease_token=lease_token or None, outcome=outcome, reason=why or None
+        )
+        return got
     store = backend.store()
     me = backend.me()
     if outcome == "completed":
@@ -404,6 +459,13 @@ def _ask(
     backend: _Backend, text: str, to: str, wait_for: float, stopped: Callable[[], bool]
 ) -> tuple[Message, Message | None]:
     """``threads.ask`` in two steps, so that the wait can be sliced and cancelled like ``msg_wait``'s."""
+    if backend.channel_path is not None:
+        question = channel_client.message_from(backend.call("ask", body=text, to=to))
+        try:
+            return question, _channel_wait(backend, wait_for, stopped, reply_to=question.seq)
+        finally:
+            with contextlib.suppress(SwarmError):
+                backend.call("asked")
     # All of it on the worker thread: opening the store and proving the identity touch the database too.
     store = backend.store()
     me = backend.me()
@@ -421,8 +483,9 @@ def _ask(
 def serve() -> None:
     """Run the ``swarm`` MCP server on stdin/stdout until the client closes the connection.
 
-    It acts as the identity in the environment: ``SWARM_AGENT_ID``, ``SWARM_TOKEN``, ``SWARM_ID`` and
-    ``SWARM_DATABASE_URL`` (without it, the database configured for the repository around the cwd). A bad identity
+    It acts as the identity in the environment: inside an agent its channel (``SWARM_CHANNEL``), else
+    ``SWARM_AGENT_ID``, ``SWARM_TOKEN``, ``SWARM_ID`` and ``SWARM_DATABASE_URL`` (without it, the database
+    configured for the repository around the cwd). A bad identity
     or a missing database does not stop it: it is logged, and every tool that needs it returns the error.
     """
     backend = _Backend(os.environ)

@@ -33,6 +33,7 @@ from swarm.graph import topological_order
 from swarm.models import Task, TaskState
 from swarm.queue import open_queue
 from swarm.runtime.git import GitRepo, Worktree, open_repo
+from swarm.status import check_epic, select_swarm
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +165,13 @@ def merge_swarm(
     on_task: Callable[[TaskOutcome], None] = _ignore,
     say: Callable[[str], None] = _ignore,
     loaded: LoadedConfig | None = None,
+    epic: str | None = None,
+    swarm_id: str | None = None,
 ) -> MergeReport:
     """Merge the current swarm's done tasks into the integration branch; see the module docstring.
+
+    ``epic``: only that epic's tasks, into ``<branch_prefix>/<epic>/integration`` by default (BadInput when
+    the swarm has no such epic). ``swarm_id``: that swarm instead of the current one (BadInput when absent).
 
     ``on_task`` hears each task's outcome as it happens (so a long run shows progress), ``say`` the notes.
     ``loaded``: the configuration the command loaded (then ``db`` is not read), else loaded here with ``db``
@@ -180,11 +186,14 @@ def merge_swarm(
     if into is not None:
         repo.check_branch_name(into)  # bad input is refused before anything is read or written
     with open_queue(loaded) as store:
-        swarm = store.current_swarm()
-        if swarm is None:
-            raise BadInput("no swarm in this repository yet", hint="start one with 'swarm launch EPIC'")
+        swarm = select_swarm(store, swarm_id)
         tasks = store.list_tasks(swarm_id=swarm.id)
-    branch = into or f"{loaded.config.swarm.branch_prefix}/{swarm.epic}/integration"
+    if epic is not None:
+        check_epic(swarm, tasks, epic)
+        # The epic's own tasks. What their commits are built on (the dependencies from other epics they
+        # needed, an agent branch's earlier tasks) comes along as the merged commits' ancestry.
+        tasks = [t for t in tasks if t.epic == epic]
+    branch = into or f"{loaded.config.swarm.branch_prefix}/{epic or swarm.epic}/integration"
     repo.check_branch_name(branch)
     base_ref = str(swarm.settings.get("base") or "")
     if not base_ref:
@@ -192,7 +201,7 @@ def merge_swarm(
         say("this swarm has no recorded base commit; a new integration branch starts from HEAD")
     base = repo.resolve(base_ref or "HEAD")
     report = MergeReport(
-        swarm_id=swarm.id, epic=swarm.epic, branch=branch, base=base, created=not repo.branch_exists(branch)
+        swarm_id=swarm.id, epic=epic or swarm.epic, branch=branch, base=base, created=not repo.branch_exists(branch)
     )
 
     done = [t for t in tasks if t.state is TaskState.DONE and t.commit]

@@ -80,6 +80,45 @@ def queued_json(result: QueuedEpic, loaded: LoadedConfig) -> dict[str, Any]:
     }
 
 
+#: Task states in which an agent may still work a task.
+OPEN_STATES = frozenset({TaskState.READY, TaskState.BLOCKED, TaskState.CLAIMED})
+
+
+@dataclass(frozen=True)
+class EpicPreview:
+    """What queueing an epic would do, read without writing anything (launch decides its agents from it
+    before its first write)."""
+
+    #: The open swarm the epic would join (None: queueing it starts a new swarm, or finds it finished).
+    current: SwarmRecord | None
+    #: Tasks of that swarm, and of the epic's closure, that an agent may still work once it is queued.
+    open_tasks: int
+    #: Every spec of the epic is done, and no swarm is open: queueing it writes nothing.
+    finished: bool
+    #: The tasks the open swarm has now (its members before this launch).
+    members: frozenset[str] = frozenset()
+
+
+def preview_epic(loaded: LoadedConfig, backlog: Backlog, epic: str) -> EpicPreview:
+    """What :func:`queue_epic` would do for ``epic`` now, read-only (nothing is created)."""
+    backlog.epic_specs(epic)  # raises BadInput for an unknown epic
+    url = loaded.database_url()
+    if not database_exists(url):
+        own, deps = backlog.closure(epic, ())
+        return EpicPreview(current=None, open_tasks=len(own) + len(deps), finished=False)
+    with open_store(url, store_options(loaded)) as store:
+        states = {t.id: t.state for t in store.list_tasks()}
+        done = {i for i, state in states.items() if state == TaskState.DONE}
+        own, deps = backlog.closure(epic, done)
+        last = store.current_swarm()
+        current = last if last is not None and not last.ended else None
+        members = frozenset(t.id for t in store.list_tasks(swarm_id=current.id)) if current else frozenset()
+    closure = {s.id for s in [*own, *deps] if s.id not in states or states[s.id] in OPEN_STATES}
+    working = {i for i in members if states.get(i) in OPEN_STATES}
+    finished = current is None and last is not None and not own and not deps
+    return EpicPreview(current=current, open_tasks=len(closure | working), finished=finished, members=members)
+
+
 def queue_epic(
     loaded: LoadedConfig,
     backlog: Backlog,
@@ -88,11 +127,12 @@ def queue_epic(
     max_agents: int | None = None,
     repo: str | None = None,
     settings: dict[str, Any] | None = None,
+    swarm_id: str | None = None,
 ) -> QueuedEpic:
     """Queue ``epic``'s specs plus the undone specs they transitively depend on.
 
     The backlog is validated before this is called, and the epic is checked before any database is
-    created, so bad input leaves nothing behind.
+    created, so bad input leaves nothing behind. A new swarm is named ``swarm_id`` when given.
     """
     epic_specs = backlog.epic_specs(epic)  # raises BadInput for an unknown epic, before any write
     url = loaded.database_url()
@@ -123,7 +163,7 @@ def queue_epic(
                 finished=True,
             )
         else:
-            record = store.ensure_swarm(epic, max_agents, repo=repo, settings=settings)
+            record = store.ensure_swarm(epic, max_agents, repo=repo, settings=settings, swarm_id=swarm_id)
         # Membership covers the whole closure, done specs included, so the swarm's status shows them.
         members = [*deps, *own, *(s for s in epic_specs if s.id in done)]
         result = store.add_tasks(members, swarm_id=record.id)
@@ -145,6 +185,12 @@ def backlog_folder(loaded: LoadedConfig, override: Path | None = None) -> Path:
     """The backlog folder: a flag, else ``queue.backlog`` relative to the repository."""
     folder = override or Path(loaded.config.queue.backlog)
     return folder if folder.is_absolute() else loaded.repo / folder
+
+
+def backlog_warnings(backlog: Backlog, epic: str) -> list[str]:
+    """One line per problem of a spec ``epic`` does not need (``load_backlog(..., epic=epic)``): a warning,
+    not a refusal, since that spec is left out."""
+    return [f"{problem} (a spec {epic} does not need: left out)" for problem in backlog.warnings]
 
 
 def lead_token_path(loaded: LoadedConfig) -> Path:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,17 +56,38 @@ class Snapshot:
         return self.counts["done"] == sum(self.counts.values())
 
 
+def select_swarm(store: Store, swarm_id: str | None) -> SwarmRecord:
+    """The swarm a command reads: ``--swarm ID`` (BadInput when no swarm has that id), else the repository's
+    current one (BadInput when there is none yet)."""
+    swarm = store.get_swarm(swarm_id) if swarm_id is not None else store.current_swarm()
+    if swarm is None:
+        raise BadInput("no swarm in this database yet", hint="start one with 'swarm launch EPIC'")
+    return swarm
+
+
+def during(swarm: SwarmRecord, at: float) -> bool:
+    """Whether the time ``at`` falls in the swarm's life, from its start to its end (open: to now). Entries
+    of the event log and the threads carry no swarm: ``--swarm`` reads them by this window."""
+    return at >= swarm.created_at and (swarm.ended_at is None or at <= swarm.ended_at)
+
+
+def check_epic(swarm: SwarmRecord, tasks: list[Task], epic: str) -> None:
+    """BadInput unless ``epic`` is one of the swarm's epics (or the epic of one of its tasks)."""
+    epics = epic_counts(swarm, tasks)
+    if epic not in epics:
+        raise BadInput(
+            f"epic {epic!r} is not in swarm {swarm.id} (it works {', '.join(epics) or 'nothing'})",
+            hint="pass one of those to --epic, or --swarm ID for another swarm ('swarm history' lists them)",
+        )
+
+
 def take(store: Store, loaded: LoadedConfig, swarm: SwarmRecord, *, epic: str | None = None) -> Snapshot:
     """Read a snapshot of ``swarm`` (of one of its epics with ``epic``: BadInput when it has no such epic)."""
     paused_until, pause_reason = store.claims_paused(swarm.id)
     tasks = store.list_tasks(swarm_id=swarm.id)
     epics = epic_counts(swarm, tasks)
     if epic is not None:
-        if epic not in epics:
-            raise BadInput(
-                f"epic {epic!r} is not in swarm {swarm.id} (it works {', '.join(epics) or 'nothing'})",
-                hint="pass one of those to --epic, or --swarm ID for another swarm ('swarm history' lists them)",
-            )
+        check_epic(swarm, tasks, epic)
         tasks = [t for t in tasks if t.epic == epic]
     counts = dict(epics[epic]) if epic is not None else store.counts(swarm_id=swarm.id)
     return Snapshot(
@@ -82,6 +104,17 @@ def take(store: Store, loaded: LoadedConfig, swarm: SwarmRecord, *, epic: str | 
         epics=epics,
         only_epic=epic,
     )
+
+
+def restrict(snap: Snapshot, task_ids: Collection[str]) -> Snapshot:
+    """The snapshot of only these tasks of its swarm (``launch --wait`` follows the tasks of its own launch):
+    ``counts`` and ``tasks`` are theirs, ``finished`` and ``succeeded`` speak of them."""
+    wanted = set(task_ids)
+    tasks = [t for t in snap.tasks if t.id in wanted]
+    counts = {state.value: 0 for state in STATE_ORDER}
+    for task in tasks:
+        counts[task.state.value] += 1
+    return replace(snap, tasks=tasks, counts=counts)
 
 
 def epic_counts(swarm: SwarmRecord, tasks: list[Task]) -> dict[str, dict[str, int]]:

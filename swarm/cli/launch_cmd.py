@@ -67,7 +67,9 @@ def launch_cmd(
         help="Use existing branches named like agent branches that swarm did not create, as they are.",
     ),
     wait: bool = typer.Option(
-        False, "--wait", help="Follow progress until the epic is finished; exit 0 only if all done."
+        False,
+        "--wait",
+        help="Follow progress until this epic (and what it needs) is finished; exit 0 only if all done.",
     ),
     timeout: float | None = typer.Option(
         None, "--timeout", min=0.0, help="With --wait: give up after this many seconds."
@@ -148,9 +150,13 @@ def _epics_text(epics: tuple[str, ...]) -> str:
 
 
 def _wait(result: LaunchResult, loaded: LoadedConfig, timeout: float | None) -> None:
-    """``--wait``: follow the swarm to its end; Ctrl-C stops only the waiting, and says so."""
+    """``--wait``: follow this launch's tasks (its epic and the dependencies it queued) until they are finished;
+    Ctrl-C stops only the waiting, and says so."""
+    queued = result.queued
+    # The tasks of this launch: its epic's and the dependencies it queued, not the rest of the swarm's.
+    mine = [*queued.added, *queued.existing]
     try:
-        follow(result.swarm, loaded, timeout=timeout)
+        follow(result.swarm, loaded, timeout=timeout, tasks=mine, what=queued.epic)
     except KeyboardInterrupt:
         # Only the waiting stops: the agents work on in their sessions, which the user may not expect.
         sock = _socket_prefix(result)

@@ -18,8 +18,9 @@ def mcp_cmd(
 
     Meant to be started by an MCP client such as Claude Code (launch passes it with --mcp-config), not typed
     by hand: it speaks JSON-RPC on stdin/stdout until the client closes the connection. It acts as the
-    identity of its environment: SWARM_AGENT_ID proven by SWARM_TOKEN (no token: the lead), claims scoped to
-    SWARM_ID, on SWARM_DATABASE_URL (default: the database configured for the repository around the cwd).
+    identity of its environment: inside an agent its worker's channel (SWARM_CHANNEL; the database is never
+    opened), else SWARM_AGENT_ID proven by SWARM_TOKEN (no token: the lead), claims scoped to SWARM_ID, on
+    SWARM_DATABASE_URL (default: the database configured for the repository around the cwd).
 
     Tools: queue_claim, queue_heartbeat, queue_release, queue_status, queue_add, msg_send, msg_list,
     msg_wait, msg_ask.

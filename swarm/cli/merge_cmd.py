@@ -1,4 +1,4 @@
-"""``swarm merge``: the done tasks of the current swarm, merged in dependency order onto one branch."""
+"""``swarm merge``: the done tasks of a swarm (or of one of its epics), merged in dependency order onto one branch."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ def merge_cmd(
     ),
     test: str | None = typer.Option(
         None, "--test", help="Shell command run in the merged tree after each merge; a failure stops the merge."
+    ),
+    epic: str | None = typer.Option(
+        None, "--epic", "-e", help="Only this epic's done tasks, into <branch_prefix>/<epic>/integration by default."
+    ),
+    swarm_id: str | None = typer.Option(
+        None, "--swarm", help="Merge this swarm's tasks (an id from 'swarm history') instead of the current one's."
     ),
     db: DbOption = None,
     as_json: bool = typer.Option(
@@ -57,6 +63,8 @@ def merge_cmd(
         into=into,
         test=test,
         loaded=loaded,
+        epic=epic,
+        swarm_id=swarm_id,
         on_task=(lambda _: None) if as_json else show,
         say=(lambda _: None) if as_json else (lambda text: out.print(text, markup=False)),
     )

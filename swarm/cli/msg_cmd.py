@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import time
 
 import typer
 
-from swarm import identity, threads
+from swarm import channel_client, identity, threads
 from swarm.cli.options import DbOption, load_with_db
 from swarm.cli.output import console, emit_json
+from swarm.errors import BadInput, SwarmError
 from swarm.models import LEAD, Message
 from swarm.queue import lead_token_path, open_queue
+from swarm.status import during, select_swarm
 from swarm.store import Store
 from swarm.views import message_json
 
@@ -39,6 +43,36 @@ def _show(message: Message, as_json: bool) -> None:
         emit_json(message_json(message))
     else:
         console().print(_line(message), markup=False)
+
+
+def agent_channel(db: str | None) -> channel_client.Channel | None:
+    """Inside an agent, its channel to its worker (``SWARM_CHANNEL``): the agent's only way to the threads and
+    the queue (docs/contract.md §7); None outside one."""
+    channel = channel_client.from_env(os.environ)
+    if channel is not None and db is not None:
+        raise BadInput(
+            "--db cannot be used inside an agent: its worker's channel ($SWARM_CHANNEL) is its queue",
+            hint="drop --db",
+        )
+    return channel
+
+
+def _claimed() -> str | None:
+    """The identity the caller's environment claims: the channel refuses one that is not its agent's."""
+    return os.environ.get("SWARM_AGENT_ID") or None
+
+
+def _channel_wait(channel: channel_client.Channel, timeout: float | None, **args: object) -> Message | None:
+    """A wait over the channel, as bounded requests (each continues where the last one stopped)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = channel_client.MAX_WAIT_SECONDS if deadline is None else deadline - time.monotonic()
+        slice_s = max(0.0, min(left, channel_client.MAX_WAIT_SECONDS))
+        found = channel.call("wait", agent_id=_claimed(), timeout_s=slice_s, **args)
+        if found is not None:
+            return channel_client.message_from(found)
+        if deadline is not None and deadline - time.monotonic() <= 0:
+            return None
 
 
 class _Session:
@@ -73,8 +107,18 @@ def send_cmd(
     """Append a message to a thread."""
     if text == "-":
         text = sys.stdin.read()
-    with _Session(db) as session:
-        message = threads.send(session.store, session.me, text, to=to, type_=type_, thread=thread, reply_to=reply_to)
+    channel = agent_channel(db)
+    if channel is not None:
+        with channel:
+            sent = channel.call(
+                "send", agent_id=_claimed(), body=text, to=to, type=type_, thread=thread, reply_to=reply_to
+            )
+        message = channel_client.message_from(sent)
+    else:
+        with _Session(db) as session:
+            message = threads.send(
+                session.store, session.me, text, to=to, type_=type_, thread=thread, reply_to=reply_to
+            )
     if as_json:
         emit_json(message_json(message))
     else:
@@ -88,23 +132,49 @@ def list_cmd(
     type_: str | None = typer.Option(None, "--type", help="Only entries of this type."),
     hide_signals: bool = typer.Option(False, "--hide-signals", help="Leave out signal.* entries."),
     thread: str = THREAD_OPTION,
+    swarm_id: str | None = typer.Option(
+        None, "--swarm", help="Only the entries written while this swarm ran (an id from 'swarm history')."
+    ),
     db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Print a thread's entries in sequence order."""
     threads.check_thread(thread)
+
+    def show(message: Message) -> None:
+        if type_ is not None and message.type != type_:
+            return
+        if hide_signals and message.type.startswith("signal."):
+            return
+        _show(message, as_json)
+
+    channel = agent_channel(db)
+    if channel is not None:
+        with channel:
+            last, wait_s = since, 0.0
+            while True:
+                for entry in channel.call("list", thread=thread, since=last, wait_s=wait_s):
+                    message = channel_client.message_from(entry)
+                    last = message.seq
+                    show(message)
+                if not follow:
+                    return
+                wait_s = channel_client.MAX_WAIT_SECONDS
     loaded = load_with_db(db)
     with open_queue(loaded) as store:
+        swarm = select_swarm(store, swarm_id) if swarm_id is not None else None
         last = since
         while True:
             marker = store.change_marker()
             for message in store.list_messages(thread, since=last):
                 last = message.seq
+                if swarm is not None and not during(swarm, message.created_at):
+                    continue
                 if type_ is not None and message.type != type_:
                     continue
                 if hide_signals and message.type.startswith("signal."):
                     continue
-                _show(message, as_json)
+                show(message)
             if not follow:
                 return
             while store.wait_for_change(marker, 60.0, first=threads.IDLE_POLL_SECONDS) == marker:
@@ -121,9 +191,14 @@ def wait_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Block until the next entry you did not write that is addressed to you or to everyone; print it."""
-    with _Session(db) as session:
-        spec = threads.WaitSpec(identity=session.me, thread=thread, from_author=from_agent, reply_to=reply_to)
-        message = threads.wait(session.store, spec, timeout)
+    channel = agent_channel(db)
+    if channel is not None:
+        with channel:
+            message = _channel_wait(channel, timeout, thread=thread, from_author=from_agent, reply_to=reply_to)
+    else:
+        with _Session(db) as session:
+            spec = threads.WaitSpec(identity=session.me, thread=thread, from_author=from_agent, reply_to=reply_to)
+            message = threads.wait(session.store, spec, timeout)
     if message is None:
         typer.echo(f"swarm: no message within {timeout:g}s", err=True)
         raise typer.Exit(EXIT_TIMEOUT)
@@ -140,12 +215,23 @@ def ask_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Ask a question and wait for its answer; print the answer."""
-    with _Session(db) as session:
-        if session.me != LEAD:
-            session.store.update_agent(session.me, detail="waiting for an answer")
-        question, answer = threads.ask(session.store, session.me, text, to=to, thread=thread, timeout=timeout)
-        if session.me != LEAD:
-            session.store.update_agent(session.me, detail=None)
+    channel = agent_channel(db)
+    if channel is not None:
+        with channel:
+            asked = channel.call("ask", agent_id=_claimed(), body=text, to=to, thread=thread)
+            question = channel_client.message_from(asked)
+            try:
+                answer = _channel_wait(channel, timeout, thread=thread, reply_to=question.seq)
+            finally:
+                with contextlib.suppress(SwarmError):  # the wait's own error, if any, is the one to report
+                    channel.call("asked")
+    else:
+        with _Session(db) as session:
+            if session.me != LEAD:
+                session.store.update_agent(session.me, detail="waiting for an answer")
+            question, answer = threads.ask(session.store, session.me, text, to=to, thread=thread, timeout=timeout)
+            if session.me != LEAD:
+                session.store.update_agent(session.me, detail=None)
     if answer is None:
         typer.echo(
             f"swarm: no answer to #{question.seq} within {timeout:g}s; keep waiting with "
@@ -168,8 +254,14 @@ def reply_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Answer an entry (usually a question): the answer goes to its author."""
-    with _Session(db) as session:
-        message = threads.reply(session.store, session.me, seq, text, thread=thread)
+    channel = agent_channel(db)
+    if channel is not None:
+        with channel:
+            answered = channel.call("reply", agent_id=_claimed(), seq=seq, body=text, thread=thread)
+            message = channel_client.message_from(answered)
+    else:
+        with _Session(db) as session:
+            message = threads.reply(session.store, session.me, seq, text, thread=thread)
     if as_json:
         emit_json(message_json(message))
     else:

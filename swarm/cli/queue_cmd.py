@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,13 +12,23 @@ from typing import Any
 
 import typer
 
-from swarm import identity
+from swarm import channel_client, identity
+from swarm.cli.msg_cmd import agent_channel
 from swarm.cli.options import DbOption, load_with_db
 from swarm.cli.output import console, emit_json, split_list
 from swarm.config import LoadedConfig
 from swarm.errors import BadInput
 from swarm.models import STATE_ORDER, TaskState, check_id
-from swarm.queue import add_task, backlog_folder, lead_token_path, open_queue, queue_epic, queued_json
+from swarm.queue import (
+    add_task,
+    backlog_folder,
+    backlog_warnings,
+    lead_token_path,
+    open_queue,
+    queue_epic,
+    queued_json,
+)
+from swarm.status import during, select_swarm
 from swarm.store import Store
 from swarm.views import claim_json, iso, task_json
 from swarm.words import plural, plural_of
@@ -28,8 +39,9 @@ queue_app = typer.Typer(
     no_args_is_help=True,
 )
 
-# Options shared by several verbs. Agents get their identity and lease from the environment that the
-# worker sets (docs/contract.md §6), so `swarm queue heartbeat` inside an agent command needs no flags at all.
+# Options shared by several verbs. Inside an agent the verbs go over its channel (docs/contract.md §7): the
+# worker knows who it is and holds the lease, and SWARM_AGENT_ID / SWARM_TASK_ID come from the environment it
+# sets, so `swarm queue heartbeat` inside an agent command needs no flags at all.
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of text.")
 AGENT_OPTION = typer.Option(..., "--agent-id", envvar="SWARM_AGENT_ID", help="The agent's id, e.g. agent-1.")
 TASK_OPTION = typer.Option(
@@ -40,7 +52,10 @@ TASK_OPTION = typer.Option(
     help="The claimed task's id (--spec-id is an alias).",
 )
 TOKEN_OPTION = typer.Option(
-    ..., "--lease-token", envvar="SWARM_LEASE_TOKEN", help="The lease token the claim returned."
+    None,
+    "--lease-token",
+    envvar="SWARM_LEASE_TOKEN",
+    help="The lease token the claim returned (inside an agent: default, the lease its worker holds).",
 )
 TTL_OPTION = typer.Option(None, "--ttl", min=0.001, help="Lease length in seconds (default: queue.lease_ttl_seconds).")
 
@@ -55,9 +70,25 @@ def _agent_queue(db: str | None, agent_id: str) -> Iterator[tuple[LoadedConfig, 
         yield loaded, store
 
 
+def _need_token(lease_token: str | None) -> str:
+    """Outside an agent a lease write names its lease (inside one, the worker holds it)."""
+    if not lease_token:
+        raise BadInput("--lease-token is missing", hint="pass the lease_token 'swarm queue claim' printed")
+    return lease_token
+
+
 @contextmanager
 def _lead_queue(db: str | None, what: str) -> Iterator[Store]:
     """The open queue, for the verbs only the lead may use (``what`` names them in the refusal)."""
+    channel = agent_channel(db)
+    if channel is not None:
+        # Inside an agent: its channel says which one, and that one is not the lead.
+        with channel:
+            who = channel.call("whoami")["agent_id"]
+        raise BadInput(
+            f"{who} cannot {what}: only the lead can",
+            hint="ask the lead with 'swarm msg ask', or exit non-zero to fail your own task",
+        )
     loaded = load_with_db(db)
     with open_queue(loaded) as store:
         identity.require_lead(store, lead_token_path(loaded), os.environ, what)
@@ -85,7 +116,10 @@ def init_cmd(
     loaded = load_with_db(db)
     from swarm.backlog import load_backlog  # YAML parsing: loaded only by the commands that read specs
 
-    specs = load_backlog(backlog_folder(loaded, backlog))  # validates everything before any write
+    # Validates everything the epic may need before any write; other epics' broken specs are warnings.
+    specs = load_backlog(backlog_folder(loaded, backlog), epic=epic)
+    for warning in backlog_warnings(specs, epic):
+        print(f"swarm: warning: {warning}", file=sys.stderr)
     result = queue_epic(loaded, specs, epic, max_agents=max_agents)
     if as_json:
         emit_json(queued_json(result, loaded))
@@ -119,8 +153,16 @@ def claim_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Claim the next eligible task (highest priority, then oldest) and print it with its lease."""
-    with _agent_queue(db, agent_id) as (loaded, store):
-        got = store.claim(agent_id, split_list(capabilities), ttl_seconds=_ttl(loaded, ttl), host=socket.gethostname())
+    channel = agent_channel(db)
+    if channel is not None:
+        with channel:
+            offered = split_list(capabilities) if capabilities is not None else None
+            got = channel_client.claim_from(channel.call("claim", agent_id=agent_id, capabilities=offered, ttl_s=ttl))
+    else:
+        with _agent_queue(db, agent_id) as (loaded, store):
+            got = store.claim(
+                agent_id, split_list(capabilities), ttl_seconds=_ttl(loaded, ttl), host=socket.gethostname()
+            )
     if as_json:
         emit_json(claim_json(got))
         return
@@ -138,14 +180,21 @@ def claim_cmd(
 def heartbeat_cmd(
     agent_id: str = AGENT_OPTION,
     task_id: str = TASK_OPTION,
-    lease_token: str = TOKEN_OPTION,
+    lease_token: str | None = TOKEN_OPTION,
     ttl: float | None = TTL_OPTION,
     db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Extend the lease on a claimed task. Exits 1 with "lease lost" if the task is no longer yours."""
-    with _agent_queue(db, agent_id) as (loaded, store):
-        until = store.heartbeat(task_id, agent_id, lease_token, ttl_seconds=_ttl(loaded, ttl))
+    channel = agent_channel(db)
+    if channel is not None:
+        with channel:
+            until = float(
+                channel.call("heartbeat", agent_id=agent_id, task_id=task_id, lease_token=lease_token, ttl_s=ttl)
+            )
+    else:
+        with _agent_queue(db, agent_id) as (loaded, store):
+            until = store.heartbeat(task_id, agent_id, _need_token(lease_token), ttl_seconds=_ttl(loaded, ttl))
     if as_json:
         emit_json({"task_id": task_id, "lease_until": iso(until)})
     else:
@@ -156,7 +205,7 @@ def heartbeat_cmd(
 def release_cmd(
     agent_id: str = AGENT_OPTION,
     task_id: str = TASK_OPTION,
-    lease_token: str = TOKEN_OPTION,
+    lease_token: str | None = TOKEN_OPTION,
     completed: bool = typer.Option(False, "--completed", help="The task is done."),
     failed: str | None = typer.Option(None, "--failed", help="The attempt failed, for this reason."),
     returned: bool = typer.Option(False, "--returned", help="Give the task back unfinished (no attempt spent)."),
@@ -185,27 +234,63 @@ def release_cmd(
     if failed is not None and not failed.strip():
         raise BadInput("--failed needs a reason", hint='say why, e.g. --failed "tests fail"')
     result: dict[str, Any] = {"task_id": task_id}
-    with _agent_queue(db, agent_id) as (_, store):
-        if completed:
-            promoted = store.complete(task_id, agent_id, lease_token, commit=commit, cost_usd=cost_usd)
-            result.update(outcome="completed", state="done", promoted=promoted)
-            text = f"{task_id} done" + (f"; now ready: {', '.join(promoted)}" if promoted else "")
-        elif failed is not None:
-            state = store.fail(task_id, agent_id, lease_token, failed.strip(), cost_usd=cost_usd)
-            result.update(outcome="failed", state=state.value)
-            text = (
-                f"{task_id} failed; it will be retried after a backoff"
-                if state == TaskState.READY
-                else f"{task_id} failed on its last attempt and is dead ('swarm queue retry {task_id}')"
+    outcome = "completed" if completed else "failed" if failed is not None else "returned"
+    reason = failed.strip() if failed is not None else None
+    channel = agent_channel(db)
+    if channel is not None:
+        with channel:
+            released = channel.call(
+                "release",
+                agent_id=agent_id,
+                task_id=task_id,
+                lease_token=lease_token,
+                outcome=outcome,
+                reason=reason,
+                commit=commit,
+                cost_usd=cost_usd,
             )
-        else:
-            store.return_task(task_id, agent_id, lease_token)
-            result.update(outcome="returned", state="ready")
-            text = f"{task_id} returned to the queue"
+        promoted, state = list(released.get("promoted", [])), TaskState(released["state"])
+    else:
+        with _agent_queue(db, agent_id) as (_, store):
+            promoted, state = _release(
+                store, agent_id, task_id, _need_token(lease_token), outcome, reason, commit, cost_usd
+            )
+    if outcome == "completed":
+        result.update(outcome="completed", state="done", promoted=promoted)
+        text = f"{task_id} done" + (f"; now ready: {', '.join(promoted)}" if promoted else "")
+    elif outcome == "failed":
+        result.update(outcome="failed", state=state.value)
+        text = (
+            f"{task_id} failed; it will be retried after a backoff"
+            if state == TaskState.READY
+            else f"{task_id} failed on its last attempt and is dead ('swarm queue retry {task_id}')"
+        )
+    else:
+        result.update(outcome="returned", state="ready")
+        text = f"{task_id} returned to the queue"
     if as_json:
         emit_json(result)
     else:
         console().print(text)
+
+
+def _release(
+    store: Store,
+    agent_id: str,
+    task_id: str,
+    token: str,
+    outcome: str,
+    reason: str | None,
+    commit: str | None,
+    cost_usd: float | None,
+) -> tuple[list[str], TaskState]:
+    """Record ``outcome`` on the database: the tasks it promoted and the task's new state."""
+    if outcome == "completed":
+        return store.complete(task_id, agent_id, token, commit=commit, cost_usd=cost_usd), TaskState.DONE
+    if outcome == "failed":
+        return [], store.fail(task_id, agent_id, token, reason or "", cost_usd=cost_usd)
+    store.return_task(task_id, agent_id, token)
+    return [], TaskState.READY
 
 
 @queue_app.command("status")
@@ -215,9 +300,16 @@ def status_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Show tasks by state, each task's owner, attempts and last error."""
-    with _queue(db) as store:
-        counts = store.counts(epic)
-        tasks = store.list_tasks(epic)
+    channel = agent_channel(db)
+    if channel is not None:
+        with channel:
+            got = channel.call("status", epic=epic)
+        counts = {str(k): int(v) for k, v in got["counts"].items()}
+        tasks = [channel_client.task_from(t) for t in got["tasks"]]
+    else:
+        with _queue(db) as store:
+            counts = store.counts(epic)
+            tasks = store.list_tasks(epic)
     if as_json:
         emit_json({"counts": counts, "tasks": [task_json(t) for t in tasks]})
         return
@@ -273,21 +365,37 @@ def add_cmd(
         check_id(task_id, "task id")
     for cap in split_list(requires):
         check_id(cap, "capability")
-    loaded = load_with_db(db)
-    with open_queue(loaded, create=True) as store:
-        added = add_task(
-            store,
-            title=title,
-            body=body,
-            task_id=task_id,
-            epic=epic,
-            depends_on=tuple(split_list(depends_on)),
-            priority=priority,
-            requires=tuple(split_list(requires)),
-            max_attempts=max_attempts,
-            actor=identity.resolve(store, lead_token_path(loaded), os.environ),
-        )
-    task_id, epic, state = added.id, added.epic, added.state.value
+    channel = agent_channel(db)
+    if channel is not None:
+        with channel:
+            got = channel.call(
+                "add",
+                title=title,
+                body=body,
+                task_id=task_id,
+                epic=epic,
+                depends_on=split_list(depends_on),
+                priority=priority,
+                requires=split_list(requires),
+                max_attempts=max_attempts,
+            )
+        task_id, epic, state = got["id"], got["epic"], got["state"]
+    else:
+        loaded = load_with_db(db)
+        with open_queue(loaded, create=True) as store:
+            added = add_task(
+                store,
+                title=title,
+                body=body,
+                task_id=task_id,
+                epic=epic,
+                depends_on=tuple(split_list(depends_on)),
+                priority=priority,
+                requires=tuple(split_list(requires)),
+                max_attempts=max_attempts,
+                actor=identity.resolve(store, lead_token_path(loaded), os.environ),
+            )
+        task_id, epic, state = added.id, added.epic, added.state.value
     if as_json:
         emit_json({"id": task_id, "epic": epic, "state": state})
     else:
@@ -343,14 +451,21 @@ def reap_cmd(db: DbOption = None, as_json: bool = JSON_OPTION) -> None:
 def events_cmd(
     task_id: str | None = typer.Argument(None, help="Only this task's events."),
     since: int = typer.Option(0, "--since", min=0, help="Only events after this sequence number."),
+    swarm_id: str | None = typer.Option(
+        None, "--swarm", help="Only the events of this swarm's tasks while it ran (an id from 'swarm history')."
+    ),
     db: DbOption = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Print the append-only event log: who moved which task, when, from what to what, and why."""
     with _queue(db) as store:
+        swarm = select_swarm(store, swarm_id) if swarm_id is not None else None
         if task_id is not None:
             store.get_task(task_id)  # an unknown id is an error, not an empty list
         events = store.events(task_id, since=since)
+        if swarm is not None:
+            members = {t.id for t in store.list_tasks(swarm_id=swarm.id)}
+            events = [e for e in events if e.task_id in members and during(swarm, e.at)]
     out = console()
     for e in events:
         if as_json:

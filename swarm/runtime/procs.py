@@ -649,3 +649,21 @@ def stop_recorded(record: Path, *, grace: float = 5.0) -> list[ProcId]:
         stop_identified(alive, grace=grace)
     write_records(record, still_running(alive))
     return alive
+
+
+def descends_from(pid: int, ancestor: ProcId) -> bool:
+    """Whether process ``pid`` is a descendant of ``ancestor`` (pid and start time, so a reused pid does not
+    count), not ``ancestor`` itself. An agent's channel (``swarm.runtime.channel``) serves only the processes
+    below its worker: a worker is a subreaper, so an agent's detached processes stay below it."""
+    proc = _process(pid)
+    if proc is None:
+        return False
+    try:
+        proc = proc.parent()
+        while proc is not None and proc.pid > 0:
+            if proc.pid == ancestor.pid:
+                return proc.create_time() == ancestor.started
+            proc = proc.parent()
+    except _GONE:
+        return False
+    return False

@@ -1,8 +1,10 @@
 """The run file: everything one agent's worker needs, written by launch, read by ``swarm worker``.
 
 tmux sessions inherit the tmux server's environment, not the launching shell's, so the launching
-environment (API keys, PATH) travels in this file rather than through tmux. It holds secrets, so it is
-written 0600 under ``<repo>/.swarm/run/``.
+environment (API keys, PATH) travels in this file rather than through tmux. It is written 0600 under
+``<repo>/.swarm/run/`` and holds no identity: the agent's identity is its channel (the socket beside it,
+``<repo>/.swarm/run/<agent>/channel.sock``, served by the worker), so nothing in it lets one agent write as
+another. What it does hold (the launching environment, the database URL) is the same for every agent.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class AgentRun(BaseModel):
     task_timeout_seconds: float
     commit_author: str
     tmux_socket: str = ""
-    token: str
+    #: No longer written (an agent proves itself by its channel, docs/contract.md §7); read from older files.
+    token: str = ""
     env: dict[str, str] = {}
     #: Remote that task commits are pushed to and fetched from when machines share the queue (None: one host).
     push_remote: str | None = None

@@ -55,10 +55,12 @@ from swarm.agents import (
     render_prompt,
     tool_output,
 )
+from swarm.channel_client import channel_path
 from swarm.errors import BadInput, LeaseLost, StoreError, SwarmError
 from swarm.models import LEAD, AgentState, Claim, Message, Task
 from swarm.progress import Progress, format_for
 from swarm.runtime import procs, sandbox
+from swarm.runtime.channel import ChannelServer, ChannelSpec
 from swarm.runtime.git import TASK_REF_PREFIX, GitError, Worktree, open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path
 from swarm.store import RetryPolicy, Store, StoreOptions, open_store
@@ -197,6 +199,9 @@ class Worker:
         self._next_full_check = 0.0
         self._not_run = 0
         self._final_detail: str | None = None
+        #: The agent's channel (docs/contract.md §7), served while the loop runs.
+        self.channel_path = channel_path(Path(run.repo), run.agent_id)
+        self._channel: ChannelServer | None = None
 
     def _open_store(self) -> Store:
         # The configured retry backoff travels in the run file: a task this worker fails waits it out.
@@ -292,6 +297,7 @@ class Worker:
         self.say(f"started in {run.worktree} on branch {run.branch} (swarm {run.swarm_id})")
         final = AgentState.STOPPED
         try:
+            self._channel = self._serve_channel()
             final = self._claim_loop()
         except (Terminated, KeyboardInterrupt) as exc:
             name = str(exc) or "SIGINT"
@@ -303,6 +309,29 @@ class Worker:
         finally:
             self._record_end(final)
         return 0 if final in (AgentState.DONE, AgentState.STOPPED) else 1
+
+    def _serve_channel(self) -> ChannelServer:
+        """Start serving the agent's channel: its processes (and only they, docs/contract.md §7) write through
+        it as this agent, with the lease the worker holds for the task in hand."""
+        run = self.run
+        me = procs.identify(os.getpid())
+        assert me is not None  # this very process
+        spec = ChannelSpec(
+            path=self.channel_path,
+            agent_id=run.agent_id,
+            swarm_id=run.swarm_id,
+            capabilities=tuple(run.capabilities),
+            lease_ttl_seconds=run.lease_ttl_seconds,
+            owner=me,
+            open_store=self._open_store,
+            lease_for=self._lease_for,
+        )
+        return ChannelServer(spec).start()
+
+    def _lease_for(self, task_id: str) -> str | None:
+        """The lease token of the task in hand, for the agent's heartbeats and releases over its channel."""
+        current = self._current
+        return current.lease_token if current is not None and current.task_id == task_id else None
 
     def _claim_loop(self) -> AgentState:
         """Claim and work tasks one after the other; the agent's state once there is nothing more to do here."""
@@ -416,6 +445,9 @@ class Worker:
             fields["detail"] = self._final_detail
         with contextlib.suppress(Exception):
             self.store.update_agent(self.run.agent_id, **fields)
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                self._channel.close()
         with contextlib.suppress(Exception):
             self.store.close()
         self.logfile.close()
@@ -688,10 +720,10 @@ class Worker:
             {
                 "SWARM_ID": run.swarm_id,
                 "SWARM_AGENT_ID": run.agent_id,
-                "SWARM_TOKEN": run.token,
-                "SWARM_DATABASE_URL": run.database_url,
+                # The channel is the agent's identity and its only way to the queue and the threads: no
+                # token, lease token or database URL that another agent could copy (docs/contract.md §7).
+                "SWARM_CHANNEL": str(self.channel_path),
                 "SWARM_TASK_ID": claim.task_id,
-                "SWARM_LEASE_TOKEN": claim.lease_token,
                 "SWARM_PROMPT_FILE": str(prompt_file),
                 "SWARM_WORKTREE": run.worktree,
                 "SWARM_EPIC": claim.epic,  # the task's: a swarm works several epics
@@ -704,10 +736,10 @@ class Worker:
 
     def write_mcp_config(self, env: dict[str, str]) -> Path:
         """Give Claude Code the ``swarm`` MCP server: ``<worktree>/.swarm/mcp.json`` (0600, never committed:
-        launch excludes ``/.swarm/`` in every worktree). The server proves the agent with its token."""
+        launch excludes ``/.swarm/`` in every worktree). The server talks to this worker over the agent's channel."""
         path = Path(self.run.worktree) / ".swarm" / "mcp.json"
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        identity = {k: env[k] for k in ("SWARM_ID", "SWARM_AGENT_ID", "SWARM_TOKEN", "SWARM_DATABASE_URL") if k in env}
+        identity = {k: env[k] for k in ("SWARM_ID", "SWARM_AGENT_ID", "SWARM_CHANNEL") if k in env}
         config = {
             "mcpServers": {
                 "swarm": {"type": "stdio", "command": sys.executable, "args": ["-m", "swarm", "mcp"], "env": identity}

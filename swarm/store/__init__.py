@@ -5,7 +5,16 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from swarm.errors import BadInput
-from swarm.store.base import AddResult, Notification, Reaped, RetryPolicy, Store, StoreOptions, SwarmRecord
+from swarm.store.base import (
+    AddResult,
+    Notification,
+    Reaped,
+    RetryPolicy,
+    Store,
+    StoreOptions,
+    SwarmRecord,
+    Withdrawal,
+)
 from swarm.store.common import path_from_url  # pure: importing it must not load sqlite3 (see open_store)
 
 __all__ = [
@@ -16,6 +25,7 @@ __all__ = [
     "Store",
     "StoreOptions",
     "SwarmRecord",
+    "Withdrawal",
     "open_store",
     "path_from_url",
 ]

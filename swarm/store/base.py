@@ -112,6 +112,24 @@ class SwarmRecord:
         return self.stop_mode is not None
 
 
+@dataclass(frozen=True)
+class Withdrawal:
+    """What a launch that failed wrote to the queue, to be taken back (docs/contract.md §5: a launch that
+    fails changes nothing)."""
+
+    swarm_id: str
+    #: The swarm as it was before the launch; None when the launch created it (then it goes entirely).
+    previous: SwarmRecord | None
+    #: The epic the launch added to the swarm (None: the swarm worked it already).
+    epic: str | None = None
+    #: Tasks the launch queued (each goes unless it was claimed meanwhile).
+    tasks: tuple[str, ...] = ()
+    #: Tasks the launch made members of the swarm (their membership goes).
+    members: tuple[str, ...] = ()
+    #: Agent rows the launch created for the swarm.
+    agents: tuple[str, ...] = ()
+
+
 class Store(ABC):
     """A task queue with leases, dependencies and an event log, behind one backend."""
 
@@ -142,9 +160,10 @@ class Store(ABC):
         *,
         repo: str | None = None,
         settings: dict[str, Any] | None = None,
+        swarm_id: str | None = None,
     ) -> SwarmRecord:
-        """Return the open (not ended) swarm that works ``epic``, creating it with a fresh id when there is
-        none (idempotent while it is open).
+        """Return the open (not ended) swarm that works ``epic``, creating it (with the id ``swarm_id``, else
+        a fresh one) when there is none (idempotent while it is open).
 
         Given values (max_agents, repo, settings) replace the stored ones; a relaunch also clears a
         stop request left by an earlier teardown.
@@ -163,6 +182,13 @@ class Store(ABC):
         """Add ``epic`` to the open swarm ``swarm_id`` (after its other epics; nothing when it works it already).
         Given values replace the stored ones and the stop request is cleared, as in :meth:`ensure_swarm`.
         BadInput when the swarm does not exist or has ended."""
+
+    @abstractmethod
+    def withdraw(self, withdrawal: Withdrawal, *, actor: str = "launch") -> list[str]:
+        """Take back, in one transaction, what a failed launch queued: its tasks (an event ``withdrawn``
+        each), the swarm's new memberships and epic, its agent rows, the swarm's previous settings, or the
+        whole swarm when the launch created it. Returns the tasks that stay because they were claimed (or a
+        task queued since depends on them) meanwhile."""
 
     @abstractmethod
     def end_swarm(self, swarm_id: str) -> SwarmRecord:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from swarm.errors import BadInput, InvalidTransition, SchemaTooNew, SwarmError, UnknownTask
 from swarm.models import LEAD, STATE_ORDER, AgentRecord, Claim, Event, Message, Spec, Task, TaskState, check_id
-from swarm.store.base import AddResult, Notification, Reaped, Store, StoreOptions, SwarmRecord
+from swarm.store.base import AddResult, Notification, Reaped, Store, StoreOptions, SwarmRecord, Withdrawal
 from swarm.store.common import (
     AGENT_FIELDS,
     AGENT_SEEN_SECONDS,
@@ -234,22 +234,25 @@ class SqlStore(Store, Generic[C]):
         *,
         repo: str | None = None,
         settings: dict[str, Any] | None = None,
+        swarm_id: str | None = None,
     ) -> SwarmRecord:
-        """Return the open swarm that works ``epic``, creating one the first time (and after the last one
-        ended); given values replace stored ones."""
+        """Return the open swarm that works ``epic``, creating one (named ``swarm_id``, else a fresh id) the
+        first time (and after the last one ended); given values replace stored ones."""
+        if swarm_id is not None:
+            check_id(swarm_id, "swarm id")
 
         def op(cur: C) -> SwarmRecord:
             cur.execute(self._q["lock_swarms"], {"key": SWARMS_LOCK})
             found = cur.execute(self._q["open_swarm_of_epic"], {"epic": epic}).fetchone()
             now = self.options.clock()
             if found is None:
-                swarm_id = f"sw-{uuid.uuid4().hex[:10]}"
-                new = {"id": swarm_id, "epic": epic, "max_agents": max_agents, "now": now}
+                chosen = swarm_id or new_swarm_id()
+                new = {"id": chosen, "epic": epic, "max_agents": max_agents, "now": now}
                 cur.execute(self._q["insert_swarm"], new)
-                cur.execute(self._q["add_swarm_epic"], {"id": swarm_id, "epic": epic, "now": now})
+                cur.execute(self._q["add_swarm_epic"], {"id": chosen, "epic": epic, "now": now})
             else:
-                swarm_id = found[0]
-            return self._update_swarm(cur, swarm_id, max_agents, repo, settings)
+                chosen = found[0]
+            return self._update_swarm(cur, chosen, max_agents, repo, settings)
 
         return self._write(op)
 
@@ -294,6 +297,51 @@ class SqlStore(Store, Generic[C]):
         row = cur.execute(self._q["swarm_by_id"], {"id": swarm_id}).fetchone()
         assert row is not None  # inserted or found in this transaction
         return swarm_of(row)
+
+    def withdraw(self, withdrawal: Withdrawal, *, actor: str = "launch") -> list[str]:
+        """Take back what a failed launch queued (see :meth:`Store.withdraw`)."""
+        w = withdrawal
+        q = self._q
+
+        def op(cur: C) -> list[str]:
+            cur.execute(q["lock_swarms"], {"key": SWARMS_LOCK})
+            now = self.options.clock()
+            ids = self._array(list(w.tasks))
+            gone: list[str] = []
+            kept: list[str] = []
+            for task_id in w.tasks:
+                row = cur.execute(q["withdrawable_task"], {"id": task_id, "ids": ids}).fetchone()
+                (gone if row is not None else kept).append(task_id)
+            for task_id in dict.fromkeys([*w.members, *gone]):
+                cur.execute(q["withdraw_member"], {"swarm": w.swarm_id, "id": task_id})
+            for task_id in gone:
+                cur.execute(q["withdraw_deps"], {"id": task_id})
+            for task_id in gone:
+                cur.execute(q["withdraw_task"], {"id": task_id})
+            reason = "the launch that queued it failed"
+            withdrawn = {"now": now, "actor": actor, "from_state": None, "to_state": "withdrawn", "reason": reason}
+            cur.executemany(q["insert_event"], [{"task": t, **withdrawn} for t in gone])
+            for agent_id in w.agents:
+                cur.execute(q["withdraw_agent"], {"id": agent_id, "swarm": w.swarm_id})
+            if w.previous is None:
+                for name in ("withdraw_swarm_members", "withdraw_swarm_epics", "withdraw_swarm_incidents"):
+                    cur.execute(q[name], {"id": w.swarm_id})
+                cur.execute(q["withdraw_swarm"], {"id": w.swarm_id})
+                return kept
+            if w.epic is not None:
+                cur.execute(q["withdraw_swarm_epic"], {"id": w.swarm_id, "epic": w.epic})
+            before = w.previous
+            params = {
+                "id": w.swarm_id,
+                "max_agents": before.max_agents,
+                "repo": before.repo,
+                "settings": json.dumps(before.settings, sort_keys=True),
+                "stop_mode": before.stop_mode,
+            }
+            cur.execute(q["restore_swarm"], params)
+            return kept
+
+        return self._write(op)
 
     def end_swarm(self, swarm_id: str) -> SwarmRecord:
         """Record that the swarm ended (teardown); ending it again keeps the first end."""
@@ -877,6 +925,11 @@ class SqlStore(Store, Generic[C]):
             allow_empty=bool(row[21]),
             depends_on=self._ids(row[22]),
         )
+
+
+def new_swarm_id() -> str:
+    """A fresh swarm id (``sw-`` and ten hex digits)."""
+    return f"sw-{uuid.uuid4().hex[:10]}"
 
 
 def message_of(row: Sequence[Any]) -> Message:

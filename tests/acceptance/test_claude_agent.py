@@ -124,7 +124,8 @@ def test_claude_template_runs_the_real_cli(tmp_path: Path, mock_api: tuple[int, 
         assert git(repo, "show", f"{task['commit']}:out/timeouts.txt") == f"{limit} {limit}"
         # Claude Code's own worktree, subagent, task-list and scheduling tools are not offered (the init event
         # lists the tools of the session; "Task" there is the subagent tool "Agent").
-        events = [json.loads(line) for line in logs.read_text().splitlines() if line.startswith('{"type":"system"')]
+        kept = logs.with_suffix(".jsonl").read_text()  # the raw events, beside the readable log
+        events = [json.loads(line) for line in kept.splitlines() if line.startswith('{"type":"system"')]
         offered = next(e["tools"] for e in events if e.get("subtype") == "init")
         assert "Bash" in offered
         assert not [

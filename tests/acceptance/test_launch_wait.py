@@ -77,3 +77,25 @@ def test_two_same_named_repositories_share_a_tmux_server(project: Path, run: Run
     assert status_json(run)["counts"]["claimed"] == 1  # the first repository's swarm is untouched
     assert run("teardown", "--now").returncode == 0
     assert tmux_sessions(tmux_socket) == []
+
+
+def test_launch_wait_waits_for_its_own_epics_only(project: Path, run: Run, tmp_path: Path) -> None:
+    from tests.acceptance.conftest import DEMO_AGENT
+
+    (project / "specs" / "Z.md").write_text("---\nid: Z\nepic: E3\ntitle: Make Z\n---\n\n```file out/Z.txt\nZ\n```\n")
+    gate = tmp_path / "gate"
+    # E1's tasks wait for the gate; E3's do not.
+    agent = f'if [ "$SWARM_EPIC" = E1 ]; then while [ ! -e "{gate}" ]; do sleep 0.2; done; fi; {DEMO_AGENT}'
+    env = {"SWARM_QUEUE_LEASE_TTL_SECONDS": "900"}
+    first = run("launch", "E1", "--agents", "1", "--command", agent, env=env)
+    assert first.returncode == 0, first.stderr
+    retry_until(lambda: status_json(run)["counts"]["claimed"] == 1, seconds=120, interval=0.3)
+
+    waited = run("launch", "E3", "--agents", "2", "--command", agent, "--wait", "--timeout", "90", env=env, timeout=180)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert "all 1 task(s) of E3 are done" in waited.stdout
+    data = status_json(run)
+    assert data["epics"]["E3"]["done"] == 1
+    assert data["epics"]["E1"]["claimed"] == 1  # E1 still runs: the wait did not wait for it
+    gate.touch()
+    assert run("teardown", "--now").returncode == 0

@@ -142,3 +142,36 @@ def test_no_swarm_is_bad_input(project: Path, run: Run) -> None:
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("swarm: ")
+
+
+def test_merge_epic_builds_that_epics_integration_branch(project: Path, run: Run) -> None:
+    base = git(project, "rev-parse", "HEAD")
+    for sid, deps in {"X": [], "Y": ["X", "A"]}.items():
+        dep_line = f"depends_on: [{', '.join(deps)}]\n" if deps else ""
+        text = f"---\nid: {sid}\nepic: E2\ntitle: Make {sid}\n{dep_line}---\n\n```file out/{sid}.txt\n{sid}\n```\n"
+        (project / "specs" / f"{sid}.md").write_text(text)
+    _finish_epic(run)
+    second = run("launch", "E2", "--command", DEMO_AGENT, "--wait", "--timeout", "90")
+    assert second.returncode == 0, second.stderr + second.stdout
+
+    code, report, err = _merge_json(run, "--epic", "E2")
+    assert code == 0, err
+    assert report["branch"] == "swarm/E2/integration"
+    assert [m["task"] for m in report["merged"]] == ["X", "Y"]
+    assert report["skipped"] == []  # E1's tasks are not this epic's: not even listed
+    subjects = git(project, "log", "--first-parent", "--reverse", "--format=%s", f"{base}..swarm/E2/integration")
+    assert subjects.splitlines() == ["Merge X: Make X", "Merge Y: Make Y"]
+    files = set(git(project, "ls-tree", "-r", "--name-only", "swarm/E2/integration").split())
+    assert {"out/X.txt", "out/Y.txt", "out/A.txt"} <= files  # A came with Y, which was built on it
+
+    code, whole, err = _merge_json(run)  # without --epic: every done task of the swarm, on its first epic's branch
+    assert code == 0, err
+    assert whole["branch"] == BRANCH
+    assert sorted(m["task"] for m in whole["merged"]) == ["A", "B", "C", "D", "X", "Y"]
+
+    for bad, word in ((("--epic", "E9"), "not in swarm"), (("--swarm", "sw-nope"), "no swarm")):
+        refused = run("merge", *bad)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert word in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert run("teardown").returncode == 0

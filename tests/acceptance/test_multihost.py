@@ -19,7 +19,7 @@ from swarm.runtime import procs
 from swarm.runtime.tmux import private_sessions as tmux_sessions
 from swarm.runtime.tmux import stop_private_server
 from tests.acceptance.conftest import DEMO_AGENT, git
-from tests.helpers import swarm_cli
+from tests.helpers import retry_until, swarm_cli
 from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures: a throwaway PostgreSQL and its databases)
 
 # An 8-task epic whose dependencies cross hosts whatever the schedule: a diamond of diamonds.
@@ -171,3 +171,35 @@ def test_teardown_of_one_host_keeps_the_other_running(hosts: list[tuple[Path, st
     everyone = _run(second, "teardown", "--now", "--all-hosts", "--json")
     assert everyone.returncode == 0, everyone.stderr
     assert tmux_sessions(second[2]) == []
+
+
+def test_a_second_epic_launched_on_another_host_joins_the_same_swarm(
+    hosts: list[tuple[Path, str, str]],
+    pg_url: str,  # noqa: F811
+) -> None:
+    first, second = hosts
+    a = _run(first, "launch", "E8", "--agents", "1", "--db", pg_url, "--host-label", "h1", "--command", DEMO_AGENT)
+    assert a.returncode == 0, a.stderr
+    swarm_id = _status(first)["swarm"]["id"]
+    # Host 2's backlog has one more epic (specs are read where the launch runs; the prompt travels in the queue).
+    spec = "---\nid: N1\nepic: E9\ntitle: Make N1\n---\n\n```file out/N1.txt\nN1\n```\n"
+    (second[0] / "specs" / "N1.md").write_text(spec)
+    b = _run(
+        second,
+        *("launch", "E9", "--agents", "1", "--db", pg_url, "--host-label", "h2", "--command", DEMO_AGENT),
+        *("--wait", "--timeout", "120"),
+        timeout=240,
+    )
+    assert b.returncode == 0, b.stdout + b.stderr
+    assert f"added E9 to swarm {swarm_id}" in b.stdout
+    retry_until(lambda: _status(first)["swarm"]["finished"], seconds=180)
+    data = _status(second)
+    assert data["swarm"]["id"] == swarm_id
+    assert data["swarm"]["epics"] == ["E8", "E9"]
+    assert data["epics"]["E9"]["done"] == 1
+    assert data["epics"]["E8"]["done"] == len(GRAPH)
+    assert {a["id"] for a in data["agents"]} == {"h1-agent-1", "h2-agent-1"}
+    for host in hosts:
+        down = _run(host, "teardown")
+        assert down.returncode == 0, down.stderr
+        assert tmux_sessions(host[2]) == []

@@ -219,20 +219,23 @@ def test_agent_environment(project: Path, run: Run, tmux_socket: str, tmp_path: 
     design6 = [
         "SWARM_ID",
         "SWARM_AGENT_ID",
-        "SWARM_TOKEN",
-        "SWARM_DATABASE_URL",
+        "SWARM_CHANNEL",
         "SWARM_TASK_ID",
-        "SWARM_LEASE_TOKEN",
         "SWARM_PROMPT_FILE",
         "SWARM_WORKTREE",
+        "SWARM_EPIC",
+        "SWARM_ATTEMPT",
     ]
     for name in design6:
         assert env.get(name), f"{name} missing from the agent environment"
+    # Nothing another agent could reuse (docs/contract.md §6, §7): the channel is the identity.
+    for name in ("SWARM_TOKEN", "SWARM_LEASE_TOKEN", "SWARM_DATABASE_URL"):
+        assert name not in env, f"{name} is in the agent environment"
     data = status_json(run)
     assert env["SWARM_ID"] == data["swarm"]["id"]
     assert env["SWARM_AGENT_ID"] == "agent-1"
     assert env["SWARM_TASK_ID"] == "A"
-    assert env["SWARM_DATABASE_URL"] == f"sqlite:///{project}/.swarm/swarm.db"
+    assert env["SWARM_CHANNEL"] == f"{project}/.swarm/run/agent-1/channel.sock"
     assert env["SWARM_WORKTREE"] == str(project / ".worktrees" / "agent-1")
     assert env["LAUNCH_ONLY_VARIABLE"] == "from-the-launching-shell"  # the launching environment
     assert env["__swarm_on_path"], "the swarm command is not on the agent's PATH"

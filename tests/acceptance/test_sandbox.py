@@ -36,7 +36,11 @@ def _probe(repo: Path) -> str:
             f"umount -l {r}/.worktrees 2>/dev/null; umount -l {r} 2>/dev/null",
             f"echo \"swarm: $(ls -A {r}/.swarm 2>&1 | tr '\\n' ' ')\" > $f",
             f'echo "db: $(test -e {r}/.swarm/swarm.db && echo visible || echo hidden)" >> $f',
-            f'echo "runfiles: $(test -e {r}/.swarm/run && echo visible || echo hidden)" >> $f',
+            f"echo \"runfiles: $(ls -A {r}/.swarm/run | tr '\\n' ' ')\" >> $f",
+            f"echo \"channel: $(ls -A {r}/.swarm/run/$SWARM_AGENT_ID | tr '\\n' ' ')\" >> $f",
+            'echo "agent: $SWARM_AGENT_ID" >> $f',
+            # The agent's channel is its way to the queue, on SQLite too.
+            'swarm msg send "probe $T" > /dev/null 2>> $f; echo "msg: $?" >> $f',
             f'echo "checkout: $(test -e {r}/README.md && echo visible || echo hidden)" >> $f',
             f"echo \"worktrees: $(ls -A {r}/.worktrees | tr '\\n' ' ')\" >> $f",
             "echo \"procs: $(for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; printf '|'; done)\" >> $f",
@@ -76,7 +80,8 @@ def test_a_sandboxed_agent_sees_its_worktree_and_git_but_not_swarm_the_checkout_
     env = _sandboxed(project, tmp_path)
     launched = run("launch", "E1", "--agents", "2", "--command", _probe(project), env=env)
     assert launched.returncode == 0, launched.stderr
-    assert "the sandbox hides the SQLite queue from the agents" in launched.stdout + launched.stderr
+    # Its channel reaches the queue on SQLite too (docs/contract.md §7): nothing to warn about.
+    assert "sandbox hides the SQLite queue" not in launched.stdout + launched.stderr
     data = _finished(run)
     assert data["counts"]["done"] == 4, json.dumps(data["tasks"])
     commits = {t["id"]: t["commit"] for t in data["tasks"]}
@@ -84,9 +89,13 @@ def test_a_sandboxed_agent_sees_its_worktree_and_git_but_not_swarm_the_checkout_
         seen = dict(
             line.split(": ", 1) for line in git(project, "show", f"{sha}:out/{task}.probe").splitlines() if ": " in line
         )
-        # .swarm/ holds only the skeleton of this agent's own prompt folder; no database, no run files.
-        assert seen["swarm"].split() == ["prompts"], seen
-        assert (seen["db"], seen["runfiles"], seen["checkout"]) == ("hidden", "hidden", "hidden"), seen
+        # .swarm/ holds only the skeleton of this agent's own prompt folder and its own channel folder; no
+        # database, no run file, no other agent's channel.
+        assert sorted(seen["swarm"].split()) == ["prompts", "run"], seen
+        assert seen["runfiles"].split() == [seen["agent"]], seen
+        assert seen["channel"].split() == ["channel.sock"], seen
+        assert (seen["db"], seen["checkout"]) == ("hidden", "hidden"), seen
+        assert seen["msg"] == "0", seen
         # One worktree: its own.
         assert len(seen["worktrees"].split()) == 1, seen
         assert seen["git"].startswith("swarm/E1/agent-"), seen
@@ -100,6 +109,11 @@ def test_a_sandboxed_agent_sees_its_worktree_and_git_but_not_swarm_the_checkout_
     a_probe = git(project, "show", f"{commits['A']}:out/A.probe")
     assert "commit: ok" in a_probe
     assert "commit made inside the sandbox" in git(project, "log", "--format=%s", commits["A"])
+    listed = run("msg", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    probes = {json.loads(line)["body"]: json.loads(line)["author"] for line in listed.stdout.splitlines()}
+    for task in ("A", "B", "C", "D"):
+        assert probes[f"probe {task}"].startswith("agent-"), probes
 
 
 def test_bad_sandbox_settings_stop_launch_before_anything_starts(project: Path, run: Run, tmp_path: Path) -> None:
@@ -142,8 +156,8 @@ def test_the_real_claude_code_cli_works_a_task_inside_the_sandbox(
     pg_url: str,  # noqa: F811
 ) -> None:
     """Claude Code in the sandbox: its Bash tool writes the work, sees neither .swarm/ nor other processes,
-    `swarm msg ask` reaches the lead and the `swarm` MCP tools work (the queue on PostgreSQL over loopback: the
-    sandbox hides the SQLite file until each agent has its own channel)."""
+    `swarm msg ask` reaches the lead and the `swarm` MCP tools work, through the agent's channel (the queue on
+    PostgreSQL here; the SQLite case is the probe test's)."""
     assert (CLAUDE_BIN / "claude").exists(), f"Claude Code CLI not found in {CLAUDE_BIN}; ./scripts/test installs it"
     port, log = mock_api
     repo = tmp_path / "proj"
@@ -213,7 +227,7 @@ def test_the_real_claude_code_cli_works_a_task_inside_the_sandbox(
         assert git(repo, "show", f"{sha}:out/A.txt") == "written-in-sandbox"
         assert git(repo, "show", f"{sha}:out/answer.txt") == "use main"
         swarm_seen, _, procs_seen = git(repo, "show", f"{sha}:out/seen.txt").partition("---")
-        assert swarm_seen.split() == ["prompts"], swarm_seen
+        assert swarm_seen.split() == ["prompts", "run"], swarm_seen  # run: its own channel folder only
         assert "claude" in procs_seen
         assert "worker" not in procs_seen, procs_seen
         entries = [
@@ -279,8 +293,8 @@ def test_the_real_codex_cli_works_inside_the_sandbox_with_its_own_sandbox_off(
     try:
         task = _launch_one(repo, "codex", "gpt-5", env)
         # The shell command ran (codex's own sandbox would have refused to start inside swarm's) and saw in
-        # .swarm/ only the skeleton of its prompts.
-        assert git(repo, "show", f"{task['commit']}:out/A.txt").split() == ["prompts", "codex-in-sandbox"]
+        # .swarm/ only the skeleton of its prompts and its own channel folder.
+        assert git(repo, "show", f"{task['commit']}:out/A.txt").split() == ["prompts", "run", "codex-in-sandbox"]
     finally:
         stop_private_server(sock)
 
@@ -326,7 +340,7 @@ def test_sandbox_home_and_network_settings_narrow_what_the_agent_reaches(
     """``sandbox_home`` shows only the named paths of $HOME; ``sandbox_network = false`` cuts the host's loopback
     off (a listener of this test is not reachable); the verify command runs in the sandbox as well."""
     # verify runs in the sandbox too: it runs what the agent wrote.
-    verify = f'verify = "test ! -e {project}/.swarm/run"\n'
+    verify = f'verify = "test ! -e {project}/.swarm/run/$SWARM_AGENT_ID.json"\n'
     env = _sandboxed(project, tmp_path, f'sandbox_home = ["~/.claude"]\nsandbox_network = false\n{verify}')
     home = Path(env["HOME"])
     (home / ".claude").mkdir()

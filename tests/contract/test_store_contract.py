@@ -7,8 +7,8 @@ from typing import NamedTuple
 import pytest
 
 from swarm.errors import BadInput, InvalidTransition, LeaseLost, UnknownTask
-from swarm.models import Claim, Spec, TaskState
-from swarm.store import Notification, Store
+from swarm.models import AgentRecord, Claim, Spec, TaskState
+from swarm.store import Notification, Store, Withdrawal
 from tests.conftest import FakeClock
 from tests.contract.conftest import StoreFactory
 
@@ -557,6 +557,40 @@ def test_a_swarm_gains_epics_in_the_order_added(store: Store, clock: FakeClock) 
     assert [c.task_id for c in order if c] == ["C", "A", "B"]
 
 
+def test_a_failed_launch_is_withdrawn(store: Store, clock: FakeClock) -> None:
+    record = store.ensure_swarm("E1", 1, settings={"kind": "command"})
+    store.add_tasks([spec("A"), spec("S")], swarm_id=record.id)
+    store.register_agent(AgentRecord(id="agent-1", swarm_id=record.id, state="working"))
+    before = store.get_swarm(record.id)
+    claimed_a = claim(store)
+    assert claimed_a.task_id == "A"
+    # A launch of E2 joins: E2's X and Y (Y after X and S), S becomes no new member, agent-2 registered.
+    store.add_epic(record.id, "E2", 3, settings={"kind": "claude"})
+    added = store.add_tasks([spec("X", epic="E2"), spec("Y", "X", "S", epic="E2")], swarm_id=record.id)
+    store.register_agent(AgentRecord(id="agent-2", swarm_id=record.id))
+    clock.advance(1)
+    kept = store.withdraw(Withdrawal(record.id, before, "E2", tuple(added.added), tuple(added.added), ("agent-2",)))
+    assert kept == []
+    assert states(store) == {"A": "claimed", "S": "ready"}
+    assert store.get_swarm(record.id) == before
+    assert [a.id for a in store.list_agents(record.id)] == ["agent-1"]
+    assert [e.to_state for e in store.events("X")] == ["ready", "withdrawn"]
+    # Queued again later, as new.
+    assert store.add_tasks([spec("X", epic="E2")], swarm_id=record.id).added == ["X"]
+    # A task claimed meanwhile stays; a swarm the launch created goes entirely.
+    store.end_swarm(record.id)
+    fresh = store.ensure_swarm("E3", swarm_id="sw-planned01")
+    assert fresh.id == "sw-planned01"
+    store.add_tasks([spec("P", epic="E3"), spec("Q", epic="E3")], swarm_id=fresh.id)
+    taken = store.claim("agent-9", ttl_seconds=TTL, swarm_id=fresh.id)
+    assert taken is not None
+    assert taken.task_id == "P"
+    assert store.withdraw(Withdrawal(fresh.id, None, "E3", ("P", "Q"), ("P", "Q"))) == ["P"]
+    assert [s.id for s in store.list_swarms()] == [record.id]
+    assert "Q" not in states(store)
+    assert states(store)["P"] == "claimed"
+
+
 def test_an_ended_swarm_stays_in_history_and_the_next_launch_starts_a_new_one(store: Store, clock: FakeClock) -> None:
     first = store.ensure_swarm("E1")
     store.add_epic(first.id, "E2")
@@ -654,8 +688,6 @@ def test_agents_record_their_kind_and_model(store: Store) -> None:
 
 
 def test_agents_register_update_and_list(store: Store) -> None:
-    from swarm.models import AgentRecord
-
     record = store.ensure_swarm("E1")
     for n in (10, 2, 1):
         store.register_agent(

@@ -381,13 +381,16 @@ def test_claude_agents_get_the_swarm_mcp_server(repo: Path, make_worker: MakeWor
     server = seen["config"]["mcpServers"]["swarm"]
     assert server["args"] == ["-m", "swarm", "mcp"]
     assert server["env"]["SWARM_AGENT_ID"] == "agent-1"
-    assert server["env"]["SWARM_TOKEN"] == "tok"
+    # The channel is the server's identity and its way to the queue: no token, no database URL.
+    assert server["env"]["SWARM_CHANNEL"] == str(repo / ".swarm" / "run" / "agent-1" / "channel.sock")
+    assert "SWARM_TOKEN" not in server["env"]
+    assert "SWARM_DATABASE_URL" not in server["env"]
     assert "do A" in seen["stdin"]
     a = task(repo, "A")
     assert a.state == TaskState.DONE  # type: ignore[attr-defined]
     committed = git(repo, "ls-tree", "-r", "--name-only", a.commit).split()  # type: ignore[attr-defined]
     assert "work.txt" in committed
-    assert not any(name.startswith(".swarm") for name in committed)  # the token never lands in git
+    assert not any(name.startswith(".swarm") for name in committed)  # the MCP configuration never lands in git
     config_file = repo / ".worktrees" / "agent-1" / ".swarm" / "mcp.json"
     assert config_file.stat().st_mode & 0o777 == 0o600
 

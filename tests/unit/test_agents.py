@@ -200,7 +200,9 @@ def test_claude_bash_commands_may_run_as_long_as_the_prompt_lets_an_ask_wait() -
     assert not any("{" in value for value in built.env.values())
 
 
-def _run_codex_front(tmp_path: Path, database_url: str, model: str = "gpt-5-codex") -> list[str]:
+def _run_codex_front(
+    tmp_path: Path, database_url: str, model: str = "gpt-5-codex", channel: str | None = None
+) -> list[str]:
     """Run the codex template's argv with a fake ``codex`` that prints its arguments and its stdin."""
     fake = tmp_path / "bin" / "codex"
     fake.parent.mkdir(exist_ok=True)
@@ -208,6 +210,8 @@ def _run_codex_front(tmp_path: Path, database_url: str, model: str = "gpt-5-code
     fake.chmod(0o755)
     argv = _build("codex", model=model)
     env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "SWARM_DATABASE_URL": database_url}
+    if channel is not None:
+        env["SWARM_CHANNEL"] = channel
     done = subprocess.run(argv, input="RUN: echo $HOME\n", capture_output=True, text=True, env=env, check=True)
     return done.stdout.splitlines()
 
@@ -232,6 +236,15 @@ def test_codex_on_a_database_server_gets_network_access(tmp_path: Path) -> None:
     assert "sandbox_workspace_write.network_access=true" in args
     assert "--add-dir" not in args
     assert "--model" not in args  # an empty model drops the option
+
+
+def test_codex_under_a_worker_reaches_its_channel(tmp_path: Path) -> None:
+    # codex's sandbox refuses connect() on Unix sockets too: the channel needs its network access, and the
+    # database folder need not be writable (the agent never opens the database).
+    out = _run_codex_front(tmp_path, "", channel="/repo/.swarm/run/agent-1/channel.sock")
+    args = [line.removeprefix("arg:") for line in out if line.startswith("arg:")]
+    assert "sandbox_workspace_write.network_access=true" in args
+    assert "--add-dir" not in args
 
 
 def test_aider_gets_the_prompt_file() -> None:

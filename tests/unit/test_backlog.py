@@ -732,3 +732,31 @@ def test_random_dags_order_and_back_edges(graph: tuple[list[str], dict[str, list
         # Every reported cycle is real, and uses the new edge (the graph was acyclic without it).
         assert all(b in deps[a] for a, b in pairs), (chain, deps)
         assert (end, start) in pairs
+
+
+def test_a_broken_spec_the_epic_does_not_need_is_a_warning(tmp_path: Path) -> None:
+    from tests.helpers import write_spec
+
+    specs = tmp_path / "specs"
+    write_spec(specs, "A", "E1")
+    write_spec(specs, "B", "E1", depends_on=["S"])
+    write_spec(specs, "S", "E0")  # another epic's spec E1 needs
+    write_spec(specs, "X", "E2", extra="priority: high")  # broken, of an epic E1 does not need
+    write_spec(specs, "Y", "E2", depends_on=["nope"])  # broken across files
+    backlog = load_backlog(specs, epic="E1")
+    assert sorted(backlog.specs) == ["A", "B", "S"]
+    assert len(backlog.warnings) == 2
+    assert any("specs/X.md" in w for w in backlog.warnings)
+    assert any("specs/Y.md" in w and "nope" in w for w in backlog.warnings)
+    with pytest.raises(BacklogError):
+        load_backlog(specs)  # without an epic every problem counts
+    with pytest.raises(BacklogError):
+        load_backlog(specs, epic="E2")  # its own broken specs
+    # A broken spec the epic needs (of another epic), and a file whose epic cannot be read, refuse.
+    write_spec(specs, "S", "E0", extra="priority: high")
+    with pytest.raises(BacklogError, match=r"S\.md"):
+        load_backlog(specs, epic="E1")
+    write_spec(specs, "S", "E0")
+    (specs / "Z.md").write_text("---\nid: Z\nepic: [\n---\nbody\n")
+    with pytest.raises(BacklogError, match=r"Z\.md"):
+        load_backlog(specs, epic="E1")

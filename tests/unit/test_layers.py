@@ -30,6 +30,7 @@ LEVELS: dict[str, int] = {
     "swarm.agents": 1,
     "swarm.backlog": 1,
     "swarm.threads": 1,
+    "swarm.channel_client": 1,  # the agent side of its channel to the worker: sockets and JSON only
     "swarm.queue": 1,
     "swarm.cmdlock": 1,
     "swarm.scaffold": 1,

@@ -361,3 +361,42 @@ WHERE sent_at IS NULL AND owner = %(owner)s ORDER BY created_at, key LIMIT %(lim
 
 -- name: mark_notified
 UPDATE notifications SET sent_at = %(now)s WHERE key = %(key)s AND sent_at IS NULL;
+
+-- name: withdraw_member
+DELETE FROM swarm_tasks WHERE swarm_id = %(swarm)s AND task_id = %(id)s;
+
+-- name: withdrawable_task
+-- A task a failed launch queued can go while nobody claimed it and no task added since depends on it.
+SELECT t.state FROM tasks AS t
+WHERE t.id = %(id)s AND t.state IN ('ready', 'blocked')
+  AND NOT EXISTS (SELECT 1 FROM deps AS d WHERE d.depends_on = t.id AND NOT d.task_id = ANY(%(ids)s::text[]))
+FOR UPDATE;
+
+-- name: withdraw_deps
+DELETE FROM deps WHERE task_id = %(id)s;
+
+-- name: withdraw_task
+DELETE FROM tasks WHERE id = %(id)s;
+
+-- name: withdraw_swarm_epic
+DELETE FROM swarm_epics WHERE swarm_id = %(id)s AND epic = %(epic)s;
+
+-- name: restore_swarm
+UPDATE swarms SET max_agents = %(max_agents)s::integer, repo = %(repo)s::text, settings = %(settings)s::jsonb,
+    stop_mode = %(stop_mode)s::text
+WHERE id = %(id)s;
+
+-- name: withdraw_swarm_members
+DELETE FROM swarm_tasks WHERE swarm_id = %(id)s;
+
+-- name: withdraw_swarm_epics
+DELETE FROM swarm_epics WHERE swarm_id = %(id)s;
+
+-- name: withdraw_swarm_incidents
+DELETE FROM incidents WHERE swarm_id = %(id)s;
+
+-- name: withdraw_swarm
+DELETE FROM swarms WHERE id = %(id)s;
+
+-- name: withdraw_agent
+DELETE FROM agents WHERE id = %(id)s AND swarm_id = %(swarm)s;

@@ -341,3 +341,40 @@ WHERE sent_at IS NULL AND owner = :owner ORDER BY created_at, key LIMIT :limit;
 
 -- name: mark_notified
 UPDATE notifications SET sent_at = :now WHERE key = :key AND sent_at IS NULL;
+
+-- name: withdraw_member
+DELETE FROM swarm_tasks WHERE swarm_id = :swarm AND task_id = :id;
+
+-- name: withdrawable_task
+-- A task a failed launch queued can go while nobody claimed it and no task added since depends on it.
+SELECT t.state FROM tasks AS t
+WHERE t.id = :id AND t.state IN ('ready', 'blocked')
+  AND NOT EXISTS (SELECT 1 FROM deps AS d WHERE d.depends_on = t.id AND d.task_id NOT IN (SELECT value FROM json_each(:ids)));
+
+-- name: withdraw_deps
+DELETE FROM deps WHERE task_id = :id;
+
+-- name: withdraw_task
+DELETE FROM tasks WHERE id = :id;
+
+-- name: withdraw_swarm_epic
+DELETE FROM swarm_epics WHERE swarm_id = :id AND epic = :epic;
+
+-- name: restore_swarm
+UPDATE swarms SET max_agents = :max_agents, repo = :repo, settings = :settings, stop_mode = :stop_mode
+WHERE id = :id;
+
+-- name: withdraw_swarm_members
+DELETE FROM swarm_tasks WHERE swarm_id = :id;
+
+-- name: withdraw_swarm_epics
+DELETE FROM swarm_epics WHERE swarm_id = :id;
+
+-- name: withdraw_swarm_incidents
+DELETE FROM incidents WHERE swarm_id = :id;
+
+-- name: withdraw_swarm
+DELETE FROM swarms WHERE id = :id;
+
+-- name: withdraw_agent
+DELETE FROM agents WHERE id = :id AND swarm_id = :swarm;
