@@ -30,6 +30,7 @@ from swarm.backlog import Backlog, load_backlog
 from swarm.cmdlock import command_lock
 from swarm.config import LoadedConfig, load_config, remember
 from swarm.errors import BadInput, StoreError, SwarmError
+from swarm.fleet import Fleet, check_fleet_options, fleet_size, fleet_text, member_of
 from swarm.identity import hash_token, lead_token, new_token
 from swarm.models import LEAD, AgentRecord, AgentState, Task, check_id
 from swarm.notify import check_notify
@@ -77,6 +78,13 @@ class LaunchRequest:
     host_label: str | None = None
     #: Use existing branches of agent-branch names that swarm did not create (otherwise launch refuses them).
     reuse_branches: bool = False
+    #: ``--fleet``: agents of several kinds and models (swarm/fleet.py); replaces agents, kind and model.
+    fleet: Fleet = ()
+
+    @property
+    def size(self) -> int | None:
+        """How many agents were asked for: the fleet's size, else ``--agents`` (None: not said)."""
+        return fleet_size(self.fleet) if self.fleet else self.agents
 
 
 @dataclass
@@ -110,7 +118,14 @@ def launch_json(result: LaunchResult) -> dict[str, Any]:
             "joined": queued.joined is not None,
         },
         "agents": [
-            {"id": run.agent_id, "session": run.session, "branch": run.branch, "worktree": run.worktree}
+            {
+                "id": run.agent_id,
+                "session": run.session,
+                "branch": run.branch,
+                "worktree": run.worktree,
+                "kind": run.kind,
+                "model": run.model or None,
+            }
             for run in result.agents
         ],
         "created_worktrees": result.created_worktrees,
@@ -130,7 +145,12 @@ def launch_overrides(request: LaunchRequest) -> dict[str, object]:
         "agent.model": request.model,
         "swarm.host_label": request.host_label,
     }
-    if request.command is not None:
+    if request.fleet:
+        # Each agent's kind and model come from the fleet (_plan_agents); the configured ones are its fallback.
+        check_fleet_options(
+            request.fleet, agents=request.agents, kind=request.kind, model=request.model, command=request.command
+        )
+    elif request.command is not None:
         if request.kind not in (None, "command"):
             raise BadInput(
                 f"--command runs any program, so --agent {request.kind} does not apply",
@@ -170,8 +190,10 @@ def launch(
         loaded = load_config(repo.root, overrides=overrides, env=launch_env)
     tmux_available()
     check_notify(loaded, launch_env)  # the monitor runs the [notify] command: it must exist before anything starts
-    template = _check_agent(request, loaded, launch_env)
-    _check_sandbox(repo.root, loaded, launch_env, template)
+    templates = [_check_agent(request, loaded, launch_env, kind) for kind in _kinds(request, loaded)]
+    template = templates[0]
+    for each in templates:
+        _check_sandbox(repo.root, loaded, launch_env, each)
     # Every problem of a spec the epic may need refuses the launch; other epics' broken specs are warnings.
     backlog = load_backlog(backlog_folder(loaded), epic=request.epic)
     backlog.epic_specs(request.epic)
@@ -183,17 +205,28 @@ def launch(
     if not request.reuse_branches:
         _refuse_foreign_branches(repo, loaded, request)
     # .swarm/ holds the command lock from here on: excluded first, so that it never shows as a change to commit.
-    repo.ensure_excluded("/.swarm/", *template.git_exclude)  # and what the agent's CLI writes (.aider*)
+    # And what the agents' CLIs write (.aider*).
+    repo.ensure_excluded("/.swarm/", *(pattern for each in templates for pattern in each.git_exclude))
     timeout = loaded.config.swarm.lock_timeout_seconds
     with command_lock(repo.root, "swarm launch", timeout=timeout, say=say):
         job = _Launch(request=request, repo=repo, loaded=loaded, env=launch_env, say=say)
         return _launch_locked(job, backlog, template.kind, base, warnings)
 
 
-def _check_agent(request: LaunchRequest, loaded: LoadedConfig, launch_env: dict[str, str]) -> AgentTemplate:
-    """The agent template to run, once its template, CLI and permission mode are known to work here."""
+def _kinds(request: LaunchRequest, loaded: LoadedConfig) -> list[str]:
+    """The agent kinds this launch starts: the fleet's, in its order, else the configured one."""
+    if not request.fleet:
+        return [loaded.config.agent.kind]
+    return list(dict.fromkeys(member.kind for member in request.fleet))
+
+
+def _check_agent(
+    request: LaunchRequest, loaded: LoadedConfig, launch_env: dict[str, str], kind: str | None = None
+) -> AgentTemplate:
+    """The template of agent ``kind`` (default: the configured one), once its template, CLI and permission mode
+    are known to work here."""
     cfg = loaded.config
-    template = load_template(cfg.agent.kind)
+    template = load_template(kind or cfg.agent.kind)
     if template.kind == "command" and not (request.command or "").strip():
         raise BadInput("the command agent needs --command", hint='pass --command "your program"')
     check_agent_cli(template, launch_env)
@@ -309,7 +342,7 @@ def _refuse_foreign_branches(repo: GitRepo, loaded: LoadedConfig, request: Launc
     cfg = loaded.config
     epic = request.epic  # agent branches are named after the swarm's first epic (docs/contract.md §6)
     known: set[str] = set()
-    limit = request.agents or cfg.swarm.max_agents
+    limit = request.size or cfg.swarm.max_agents
     if database_exists(loaded.database_url()):
         # Branches of agents this database knows are swarm's, marked or not (made before marks existed).
         with open_queue(loaded) as store:
@@ -319,7 +352,7 @@ def _refuse_foreign_branches(repo: GitRepo, loaded: LoadedConfig, request: Launc
             epic = current.epic  # the launch joins the open swarm: its agents keep their branches
             if current.max_agents:
                 # A relaunch without --agents starts as many as the swarm has; --agents never shrinks it.
-                limit = max(request.agents or 0, current.max_agents)
+                limit = max(request.size or 0, current.max_agents)
     folder = f"refs/heads/{cfg.swarm.branch_prefix}/{epic}/"
     listed = _git(repo.root, "for-each-ref", "--format=%(refname)", folder)
     agent_name = re.compile(rf"{re.escape(host_prefix(loaded))}agent-(\d+)")
@@ -369,7 +402,7 @@ def _launch_locked(job: _Launch, backlog: Backlog, kind: str, base: str, warning
             swarm=queued.swarm, queued=queued, agents=[], warnings=warnings, tmux_socket=socket_name, idle=True
         )
     planned = preview.current or SwarmRecord(
-        id=new_swarm_id(), epic=job.request.epic, max_agents=job.request.agents, created_at=0.0
+        id=new_swarm_id(), epic=job.request.epic, max_agents=job.request.size, created_at=0.0
     )
     if preview.open_tasks == 0:
         # Every task is done: the epic joins the open swarm (its status shows it), and no agent is started.
@@ -658,12 +691,13 @@ def _queue(
         "base": base,
         "tmux_socket": cfg.swarm.tmux_socket,
         "capabilities": list(request.capabilities),
+        "fleet": fleet_text(request.fleet) or None,
     }
     queued = queue_epic(
         job.loaded,
         backlog,
         request.epic,
-        max_agents=request.agents,
+        max_agents=request.size,
         repo=str(repo.root),
         settings=settings,
         swarm_id=swarm_id,
@@ -693,14 +727,15 @@ def _agent_count(job: _Launch, swarm: SwarmRecord, open_tasks: int, fleet: int =
     are open tasks unless ``--agents`` says so. ``--agents`` grows a running fleet of ``fleet`` agents, never
     shrinks it (docs/contract.md §5)."""
     request = job.request
-    count = request.agents or swarm.max_agents or job.loaded.config.swarm.max_agents
-    if request.agents is not None and request.agents < fleet:
+    count = request.size or swarm.max_agents or job.loaded.config.swarm.max_agents
+    if request.size is not None and request.size < fleet:
+        asked = f"--fleet {fleet_text(request.fleet)}" if request.fleet else f"--agents {request.agents}"
         job.say(
-            f"swarm {swarm.id} runs {plural(fleet, 'agent')}; --agents {request.agents} does not shrink it "
+            f"swarm {swarm.id} runs {plural(fleet, 'agent')}; {asked} does not shrink it "
             "('swarm teardown' stops them all)"
         )
         count = fleet
-    if open_tasks and count > open_tasks and request.agents is None:
+    if open_tasks and count > open_tasks and request.size is None:
         job.say(f"starting {plural(open_tasks, 'agent')}, one per open task (max_agents is {count})")
         count = open_tasks
     return max(1, count)
@@ -763,6 +798,8 @@ def _register_agents(
                 worktree=run.worktree,
                 capabilities=tuple(run.capabilities),
                 state=AgentState.STARTING.value,
+                kind=run.kind,
+                model=run.model or None,
             )
         )
         if run.session in existing:  # ours: _own_session_names renamed every other one
@@ -876,6 +913,7 @@ def _plan_agents(
         agent_id = f"{prefix}agent-{n}"
         worktree = (repo.root / cfg.swarm.worktree_base / agent_id).resolve()
         previous = existing.get(agent_id)
+        kind, model, command = _kind_of(repo.root, loaded, request, n, existing, prefix)
         runs.append(
             AgentRun(
                 swarm_id=swarm.id,
@@ -887,11 +925,11 @@ def _plan_agents(
                 branch=f"{cfg.swarm.branch_prefix}/{swarm.epic}/{agent_id}",
                 session=previous.session if previous and previous.session else session_name(repo.root, agent_id),
                 database_url=loaded.database_url(),
-                kind=cfg.agent.kind,
-                model=cfg.agent.model,
+                kind=kind,
+                model=model,
                 permission_mode=cfg.agent.permission_mode,
                 keep_context=cfg.agent.keep_context,
-                command=request.command,
+                command=command,
                 capabilities=list(request.capabilities),
                 lease_ttl_seconds=cfg.queue.lease_ttl_seconds,
                 heartbeat_seconds=cfg.queue.heartbeat_seconds,
@@ -912,6 +950,45 @@ def _plan_agents(
             )
         )
     return runs
+
+
+def _kind_of(
+    root: Path, loaded: LoadedConfig, request: LaunchRequest, number: int, existing: dict[str, AgentRecord], prefix: str
+) -> tuple[str, str, str | None]:
+    """Kind, model and command of agent ``<prefix>agent-<number>`` (docs/contract.md §5 "Mixed fleets").
+
+    An agent the swarm has keeps the kind and model it was started with; a new one takes its slot of
+    ``--fleet``, else the launch's ``--agent`` / ``--command``, else the slot of the swarm's own fleet (the
+    pattern of its agents repeats, so a fleet grown by a later launch keeps its mix), else the configured kind."""
+    cfg = loaded.config
+    default = (cfg.agent.kind, cfg.agent.model, request.command)
+    previous = existing.get(f"{prefix}agent-{number}")
+    if previous is None or not previous.kind:
+        if request.fleet:
+            member = member_of(request.fleet, number)
+            # agent.model is the configured kind's: another kind gets its CLI's own default ("sonnet" means
+            # nothing to codex), and a command agent has no model.
+            own = member.kind == cfg.agent.kind and member.kind != "command"
+            model = member.model or (cfg.agent.model if own else "")
+            return member.kind, model, request.command if member.kind == "command" else None
+        if request.kind is not None or request.command is not None:
+            return default
+        name = re.compile(rf"{re.escape(prefix)}agent-(\d+)")
+        known = {int(m.group(1)): a for a in existing.values() if a.kind and (m := name.fullmatch(a.id))}
+        if not known:
+            return default
+        previous = known.get((number - 1) % max(known) + 1)
+        if previous is None or not previous.kind:
+            return default
+    command = request.command
+    if previous.kind == "command" and command is None:
+        try:  # the command it ran: its run file keeps it while the swarm is open
+            command = read_run_file(run_file_path(root, previous.id)).command
+        except SwarmError:
+            command = None
+        if not command:
+            return default  # nothing to run it with: it takes the launch's kind
+    return previous.kind, previous.model or "", command if previous.kind == "command" else None
 
 
 def _create_worktrees(repo: GitRepo, loaded: LoadedConfig, runs: list[AgentRun], base: str, say: Say) -> list[str]:

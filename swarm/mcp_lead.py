@@ -36,8 +36,10 @@ from pydantic import Field
 
 from swarm import __version__, identity, threads
 from swarm import status as dashboard
+from swarm.agents import known_kinds
 from swarm.config import LoadedConfig, find_repo_root, load_config
 from swarm.errors import BadInput, SwarmError
+from swarm.fleet import parse_fleet
 from swarm.launcher import (
     LaunchRequest,
     TeardownOptions,
@@ -226,14 +228,24 @@ def _add_swarm_tools(tool: _ToolDecorator, backend: _LeadBackend) -> None:
         command: Annotated[
             str | None, Field(description="Run this shell command as the agent (kind 'command').")
         ] = None,
+        fleet: Annotated[
+            str | None,
+            Field(
+                description="A mixed fleet instead of agents/agent/model: kind[:model][=count], comma separated, "
+                "e.g. claude:sonnet=2,codex=1 (command agents run `command`)."
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         """Queue an epic and start its agents (`swarm launch EPIC --json`): one git worktree, branch and tmux
         session per agent. Returns {"swarm": {"id", "epic", "epics"}, "queued": {"added", "ready", ...},
-        "agents": [{"id", "session", "branch", "worktree"}], "started_sessions", "warnings", ...}. Launching
-        again resumes (nothing is duplicated); launching another epic while a swarm runs adds it to that swarm.
+        "agents": [{"id", "session", "branch", "worktree", "kind", "model"}], "started_sessions", "warnings",
+        ...}. Launching again resumes (nothing is duplicated); launching another epic while a swarm runs adds it to
+        that swarm.
         A call returns after at most 25 s: {"in_progress": "swarm_launch"} means call it again with the same
         arguments to keep waiting. Then watch with swarm_status(wait_s=25)."""
-        request = LaunchRequest(epic=epic, agents=agents, kind=agent, model=model, command=command)
+        with _tool_errors():
+            members = parse_fleet(fleet, known_kinds()) if fleet is not None else ()
+        request = LaunchRequest(epic=epic, agents=agents, kind=agent, model=model, command=command, fleet=members)
 
         def run() -> dict[str, Any]:
             loaded = load_launch_config(request, cwd=backend.cwd, env=backend.env)
@@ -242,7 +254,7 @@ def _add_swarm_tools(tool: _ToolDecorator, backend: _LeadBackend) -> None:
             return launch_json(result)
 
         with _tool_errors():
-            return await _run_job(backend, "swarm_launch", (epic, agents, agent, model, command), run)
+            return await _run_job(backend, "swarm_launch", (epic, agents, agent, model, command, fleet), run)
 
     _add_status_tool(tool, backend)
 

@@ -172,6 +172,9 @@ class AgentRecord:
     detail: str | None = None
     created_at: float | None = None
     next_restart_at: float = 0.0
+    #: The agent kind and model it runs (docs/contract.md §5: a fleet may mix them); None: not recorded.
+    kind: str | None = None
+    model: str | None = None
 
 
 #: Message types of docs/contract.md §7; ``signal.*`` is open-ended.

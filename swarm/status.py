@@ -357,11 +357,19 @@ def _epic_lines(snap: Snapshot) -> list[RenderableType]:
     return [grid]
 
 
+def _kind_text(a: dict[str, Any]) -> str:
+    """``kind:model`` (``kind`` when the agent runs its CLI's default model; ``-`` when not recorded)."""
+    if not a.get("kind"):
+        return "-"
+    return f"{a['kind']}:{a['model']}" if a.get("model") else str(a["kind"])
+
+
 def _agent_row(a: dict[str, Any]) -> tuple[str, ...]:
     """One agent of ``status --json`` as the dashboard's cells."""
     return (
         a["id"],
         a["state"],
+        _kind_text(a),
         a["task"] or "-",
         _age(a["heartbeat_age_s"]),
         _age(a["lease_left_s"]),
@@ -378,7 +386,7 @@ def _agents_table(agents_json: list[dict[str, Any]]) -> RenderableType:
 
     agents = Table(box=None, header_style="bold", pad_edge=False, expand=False, collapse_padding=True)
     rows = [_agent_row(a) for a in agents_json]
-    headers = ("agent", "state", "task", "heartbeat", "lease left", "cost", "last output")
+    headers = ("agent", "state", "kind", "task", "heartbeat", "lease left", "cost", "last output")
     for index, column in enumerate(headers):
         if column == "last output":
             # The only column that gives way on a narrow terminal; ids and states are never cut.
@@ -389,7 +397,8 @@ def _agents_table(agents_json: list[dict[str, Any]]) -> RenderableType:
     for row in rows:
         style = {"dead": "red", "working": "green", "idle": "dim", "done": "cyan", "paused": "yellow"}.get(row[1], "")
         # The last column is the agent's own text (or a reason quoting it): never read as rich markup.
-        agents.add_row(row[0], Text(row[1], style=style), *row[2:-1], Text(row[-1]))
+        # The model is the user's own text too (swarm.toml): never markup either.
+        agents.add_row(row[0], Text(row[1], style=style), Text(row[2]), *row[3:-1], Text(row[-1]))
     return agents
 
 

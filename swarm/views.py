@@ -83,6 +83,9 @@ def agent_json(agent: AgentRecord, *, state: str, held: Task | None, now: float)
         "session": agent.session,
         "branch": agent.branch,
         "worktree": agent.worktree,
+        # docs/contract.md §5: a fleet may mix kinds and models; None: not recorded (an agent of before v10).
+        "kind": agent.kind,
+        "model": agent.model,
         "state": state,
         "task": agent.task_id,
         "heartbeat_age_s": round(now - beat, 1) if beat else None,

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from swarm.agents import known_kinds
 from swarm.cli.options import DbOption, RememberedDbOption
 from swarm.cli.output import console, emit_json, split_list
 from swarm.config import load_config
 from swarm.errors import BadInput, SwarmError
+from swarm.fleet import parse_fleet
 from swarm.follow import follow
 from swarm.launcher import (
     LaunchRequest,
@@ -45,6 +47,12 @@ def launch_cmd(
     agent: str | None = typer.Option(None, "--agent", help="Agent kind: claude, codex, aider or command."),
     model: str | None = typer.Option(None, "--model", "-m", help="Model passed to the agent CLI."),
     command: str | None = typer.Option(None, "--command", help="Run this shell command as the agent (kind 'command')."),
+    fleet: str | None = typer.Option(
+        None,
+        "--fleet",
+        help="Mixed fleet, kind[:model][=count] comma separated, e.g. claude:sonnet=2,codex=1 "
+        "(instead of --agents/--agent/--model; command agents run --command).",
+    ),
     base: str | None = typer.Option(None, "--base", help="Start the agent branches from this ref (default: HEAD)."),
     capabilities: str | None = typer.Option(
         None, "--capabilities", help="Comma-separated capabilities the agents offer."
@@ -87,6 +95,7 @@ def launch_cmd(
         db=db,
         host_label=host_label,
         reuse_branches=reuse_branches,
+        fleet=parse_fleet(fleet, known_kinds()) if fleet is not None else (),
     )
     loaded = load_launch_config(request, cwd=Path.cwd())
     # With --json, stdout is the document only: what launch says on the way goes to stderr.

@@ -239,7 +239,8 @@ class Store(ABC):
     # -- agents ----------------------------------------------------------------------------------
     @abstractmethod
     def register_agent(self, agent: AgentRecord) -> None:
-        """Create or update an agent slot (id, swarm, host, session, branch, worktree, capabilities)."""
+        """Create or update an agent slot (id, swarm, host, session, branch, worktree, capabilities, kind, model;
+        an agent registered again keeps its kind and model when none is given)."""
 
     @abstractmethod
     def update_agent(self, agent_id: str, **fields: Any) -> None:

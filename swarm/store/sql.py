@@ -451,6 +451,8 @@ class SqlStore(Store, Generic[C]):
                 "caps": self._array(sorted(set(agent.capabilities))),
                 "now": self.options.clock(),
                 "state": agent.state,
+                "kind": agent.kind,
+                "model": agent.model,
             }
             cur.execute(self._q["register_agent"], params)
 
@@ -902,6 +904,8 @@ class SqlStore(Store, Generic[C]):
             detail=row[16],
             created_at=row[17],
             next_restart_at=row[18] or 0.0,
+            kind=row[19],
+            model=row[20],
         )
 
     def _task_of(self, row: Sequence[Any]) -> Task:

@@ -695,6 +695,19 @@ def test_swarm_settings_and_stop_requests(store: Store) -> None:
         store.get_swarm("sw-nope")
 
 
+def test_agents_record_their_kind_and_model(store: Store) -> None:
+    """docs/contract.md §5 mixed fleets: each agent's kind and model are kept; registering it again without them
+    (an agent of before v10 has none) keeps what was recorded."""
+    from swarm.models import AgentRecord
+
+    record = store.ensure_swarm("E1")
+    store.register_agent(AgentRecord(id="agent-1", swarm_id=record.id, kind="claude", model="sonnet"))
+    store.register_agent(AgentRecord(id="agent-2", swarm_id=record.id, kind="command"))
+    store.register_agent(AgentRecord(id="agent-1", swarm_id=record.id, session="s-1"))
+    agents = {a.id: (a.kind, a.model, a.session) for a in store.list_agents(record.id)}
+    assert agents == {"agent-1": ("claude", "sonnet", "s-1"), "agent-2": ("command", None, None)}
+
+
 def test_agents_register_update_and_list(store: Store) -> None:
     record = store.ensure_swarm("E1")
     for n in (10, 2, 1):

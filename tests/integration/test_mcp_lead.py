@@ -142,6 +142,7 @@ async def test_lead_launches_answers_watches_and_tears_down(repo: Path, tmux_soc
             "agent",
             "model",
             "command",
+            "fleet",
         }
         assert by_name["swarm_launch"].input_schema["required"] == ["epic"]
         assert set(by_name["msg_reply"].input_schema["required"]) == {"seq", "text"}

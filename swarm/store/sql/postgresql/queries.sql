@@ -238,17 +238,20 @@ UPDATE swarms SET stop_mode = %(mode)s WHERE id = %(id)s;
 INSERT INTO swarm_tasks (swarm_id, task_id) VALUES (%(swarm)s, %(id)s) ON CONFLICT DO NOTHING;
 
 -- name: register_agent
-INSERT INTO agents (id, swarm_id, host, session, branch, worktree, capabilities, created_at, last_seen, state)
+INSERT INTO agents (id, swarm_id, host, session, branch, worktree, capabilities, created_at, last_seen, state,
+                    kind, model)
 VALUES (%(id)s, %(swarm_id)s, %(host)s, %(session)s, %(branch)s, %(worktree)s, %(caps)s::text[], %(now)s,
-        %(now)s, %(state)s)
+        %(now)s, %(state)s, %(kind)s, %(model)s)
 ON CONFLICT (id) DO UPDATE SET
     swarm_id = excluded.swarm_id, host = excluded.host, session = excluded.session,
     branch = excluded.branch, worktree = excluded.worktree, capabilities = excluded.capabilities,
-    last_seen = excluded.last_seen;
+    last_seen = excluded.last_seen, kind = coalesce(excluded.kind, agents.kind),
+    model = coalesce(excluded.model, agents.model);
 
 -- name: select_agents
 SELECT id, swarm_id, host, session, branch, worktree, capabilities, pid, agent_pid, state, task_id,
-       restarts, cost_usd, last_seen, last_output, last_output_at, detail, created_at, next_restart_at
+       restarts, cost_usd, last_seen, last_output, last_output_at, detail, created_at, next_restart_at, kind,
+       model
 FROM agents
 WHERE (%(swarm)s::text IS NULL OR swarm_id = %(swarm)s::text)
 ORDER BY length(id), id;

@@ -231,16 +231,19 @@ UPDATE swarms SET stop_mode = :mode WHERE id = :id;
 INSERT OR IGNORE INTO swarm_tasks (swarm_id, task_id) VALUES (:swarm, :id);
 
 -- name: register_agent
-INSERT INTO agents (id, swarm_id, host, session, branch, worktree, capabilities, created_at, last_seen, state)
-VALUES (:id, :swarm_id, :host, :session, :branch, :worktree, :caps, :now, :now, :state)
+INSERT INTO agents (id, swarm_id, host, session, branch, worktree, capabilities, created_at, last_seen, state,
+                    kind, model)
+VALUES (:id, :swarm_id, :host, :session, :branch, :worktree, :caps, :now, :now, :state, :kind, :model)
 ON CONFLICT (id) DO UPDATE SET
     swarm_id = excluded.swarm_id, host = excluded.host, session = excluded.session,
     branch = excluded.branch, worktree = excluded.worktree, capabilities = excluded.capabilities,
-    last_seen = excluded.last_seen;
+    last_seen = excluded.last_seen, kind = coalesce(excluded.kind, agents.kind),
+    model = coalesce(excluded.model, agents.model);
 
 -- name: select_agents
 SELECT id, swarm_id, host, session, branch, worktree, capabilities, pid, agent_pid, state, task_id,
-       restarts, cost_usd, last_seen, last_output, last_output_at, detail, created_at, next_restart_at
+       restarts, cost_usd, last_seen, last_output, last_output_at, detail, created_at, next_restart_at, kind,
+       model
 FROM agents
 WHERE (:swarm IS NULL OR swarm_id = :swarm)
 ORDER BY length(id), id;

@@ -1,0 +1,5 @@
+-- swarm schema v10 (mirrors sqlite/010_fleet.sql): mixed fleets (docs/contract.md §5). Each agent records the
+-- kind and model it runs, so that status shows them and a relaunch restarts it as what it was.
+
+ALTER TABLE agents ADD COLUMN kind TEXT;
+ALTER TABLE agents ADD COLUMN model TEXT;
