@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+
 from swarm.runtime import procs
 from swarm.runtime.tmux import private_sessions as tmux_sessions
 from tests.acceptance.conftest import DEMO_AGENT, Run, git, status_json
@@ -47,6 +49,14 @@ def _popen(project: Path, socket: str, *args: str, env: dict[str, str] | None = 
 def _finish(proc: subprocess.Popen[str], timeout: float = 240.0) -> tuple[int, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out + err
+
+
+def _holds_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open (a command waiting on the lock has opened it)."""
+    try:
+        return any(Path(f.path) == path for f in psutil.Process(pid).open_files())
+    except psutil.Error:
+        return False
 
 
 def _nothing_left(project: Path, socket: str, swarm_id: str) -> None:
@@ -131,18 +141,24 @@ def test_two_launches_at_the_same_instant_both_succeed_and_start_each_agent_once
 def test_teardown_during_a_launch_waits_for_it_and_leaves_nothing_behind(
     project: Path, run: Run, tmux_socket: str
 ) -> None:
-    # A slow setup command keeps the launch busy between its worktrees and its sessions.
-    (project / "swarm.toml").write_text('[swarm]\nsetup = ["sleep 3"]\n')
+    # A setup command that waits on a gate keeps the launch busy between its worktrees and its sessions until
+    # the teardown is waiting for it (however slowly a loaded machine starts the teardown).
+    gate = project.parent / "gate"
+    setup = f"for i in $(seq 1200); do [ -e {gate} ] && break; sleep 0.1; done"
+    (project / "swarm.toml").write_text(f'[swarm]\nsetup = ["{setup}"]\n')
     git(project, "add", "swarm.toml")
     git(project, "commit", "-q", "-m", "slow setup")
     launch = _popen(project, tmux_socket, "launch", "E1", "--agents", "2", "--command", SLEEP)
     retry_until((project / ".worktrees" / "agent-1").exists, seconds=120)
-    down = run("teardown", "--now", timeout=240)
+    down = _popen(project, tmux_socket, "teardown", "--now")
+    retry_until(lambda: _holds_open(down.pid, project / ".swarm" / "command.lock"), seconds=120)
+    gate.touch()
     code, output = _finish(launch)
     assert code == 0, output
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert "waiting for `swarm launch`" in down.stdout
-    assert "is down" in down.stdout
+    down_code, down_output = _finish(down)
+    assert down_code == 0, down_output
+    assert "waiting for `swarm launch`" in down_output
+    assert "is down" in down_output
     swarm_id = status_json(run)["swarm"]["id"]
     _nothing_left(project, tmux_socket, swarm_id)
 
