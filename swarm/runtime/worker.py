@@ -814,24 +814,13 @@ class Worker:
             )
         except OSError as exc:
             return RunResult(exit_code=127, tail=[f"cannot start {command.argv[0]}: {exc.strerror}"])
-        self.store.update_agent(run.agent_id, agent_pid=proc.pid)  # first: status and the monitor look for it
-        watch.attach(proc.pid)
         result = RunResult()
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         said: deque[str] = deque(maxlen=TAIL_LINES)
         usage: dict[str, Any] = {}
         self._usage, self._session_noted = usage, resume
         reader = threading.Thread(target=self._pump, args=(proc, tail, said, usage, prompt_lines(prompt)), daemon=True)
-        reader.start()
-        if command.stdin_prompt:
-            threading.Thread(target=_feed, args=(proc, prompt), daemon=True).start()
-        try:
-            self._supervise(claim, proc, watch, result)
-        except Terminated:
-            self._kill(proc)
-            raise
-        finally:
-            self._end_run(proc, watch, reader)
+        self._watch_run(claim, proc, watch, result, reader, prompt if command.stdin_prompt else None)
         self._note_session(claim)
         if isinstance(usage.get("session_id"), str):
             self._context = usage["session_id"]
@@ -936,14 +925,41 @@ class Worker:
             return False
         return True
 
+    def _watch_run(
+        self,
+        claim: Claim,
+        proc: subprocess.Popen[bytes],
+        watch: procs.AgentProcesses,
+        result: RunResult,
+        reader: threading.Thread,
+        feed: str | None = None,
+    ) -> None:
+        """From the moment ``proc`` exists until it is gone: watch its processes, record its pid, read its output
+        (``reader``), write ``feed`` to its stdin, supervise it. A signal at any point of that (even while the pid
+        is being recorded) stops it and what it detached before the worker goes on."""
+        try:
+            watch.attach(proc.pid)
+            self.store.update_agent(self.run.agent_id, agent_pid=proc.pid)  # first: status and the monitor look
+            reader.start()
+            if feed is not None:
+                threading.Thread(target=_feed, args=(proc, feed), daemon=True).start()
+            self._supervise(claim, proc, watch, result)
+        except Terminated:
+            self._kill(proc)
+            raise
+        finally:
+            self._end_run(proc, watch, reader)
+
     def _end_run(self, proc: subprocess.Popen[bytes], watch: procs.AgentProcesses, reader: threading.Thread) -> None:
-        """However the run ended: nothing of the agent is left running, and its output is read to the end."""
+        """However the run ended: nothing of the agent is left running, and its output is read to the end (when
+        the reader was started)."""
         if proc.poll() is None:
             self._kill(proc)
         # What the agent left running (background jobs, daemons) ends with its task; then nothing holds
         # the agent's output pipe open, and the reader sees its end at once.
         _stop_agent_processes(watch, self.say)
-        reader.join(timeout=READER_DRAIN_SECONDS)
+        if reader.ident is not None:
+            reader.join(timeout=READER_DRAIN_SECONDS)
         if reader.is_alive():
             self.say("the agent's output is still held open by a process swarm cannot see; not waiting for it")
         self.store.update_agent(self.run.agent_id, agent_pid=None)
@@ -1201,19 +1217,10 @@ class Worker:
             )
         except OSError as exc:
             return RunResult(exit_code=127, tail=[f"cannot start /bin/sh: {exc.strerror}"])
-        self.store.update_agent(run.agent_id, agent_pid=proc.pid)
-        watch.attach(proc.pid)
         result = RunResult()
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         reader = threading.Thread(target=self._copy_output, args=(proc, tail), daemon=True)
-        reader.start()
-        try:
-            self._supervise(claim, proc, watch, result)
-        except Terminated:
-            self._kill(proc)
-            raise
-        finally:
-            self._end_run(proc, watch, reader)
+        self._watch_run(claim, proc, watch, result, reader)
         result.exit_code = proc.returncode
         result.tail = list(tail)
         return result

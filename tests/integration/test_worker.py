@@ -20,7 +20,7 @@ from swarm.models import AgentRecord, Spec, TaskState
 from swarm.runtime import procs
 from swarm.runtime.git import open_repo
 from swarm.runtime.runfile import AgentRun, process_record_path, write_run_file
-from swarm.runtime.worker import CONTROL_THREAD, Worker
+from swarm.runtime.worker import CONTROL_THREAD, Terminated, Worker
 from swarm.store import open_store
 from tests.helpers import retry_until, swarm_cli
 
@@ -569,6 +569,27 @@ def test_a_terminated_worker_stops_what_its_agent_detached(
     os.kill(worker.pid, signal.SIGTERM)
     worker.wait(timeout=120)
     retry_until(lambda: not procs.alive(orphan), seconds=60)
+
+
+def test_a_signal_just_after_the_agent_started_stops_it(repo: Path, make_worker: MakeWorker) -> None:
+    """SIGTERM between starting the agent and supervising it (the worker was recording its pid): the agent does
+    not outlive its worker, and the task goes back."""
+    queue(repo, spec("A", max_attempts=3))
+    worker = make_worker("agent-1", "sleep 1000")
+    started: list[int] = []
+    record = worker.store.update_agent
+
+    def signalled(agent_id: str, **fields: object) -> None:
+        if isinstance(fields.get("agent_pid"), int) and not started:
+            started.append(int(fields["agent_pid"]))  # type: ignore[call-overload]
+            raise Terminated("SIGTERM")  # what the signal handler raises, at this very point
+        record(agent_id, **fields)  # type: ignore[arg-type]
+
+    worker.store.update_agent = signalled  # type: ignore[method-assign]
+    worker.loop()
+    assert started
+    retry_until(lambda: not procs.alive(started[0]), seconds=60)
+    assert task(repo, "A").state == TaskState.READY  # type: ignore[attr-defined]
 
 
 def test_a_restarted_worker_stops_what_the_killed_one_left(
