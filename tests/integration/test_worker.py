@@ -583,7 +583,7 @@ def test_a_signal_just_after_the_agent_started_stops_it(repo: Path, make_worker:
         if isinstance(fields.get("agent_pid"), int) and not started:
             started.append(int(fields["agent_pid"]))  # type: ignore[call-overload]
             raise Terminated("SIGTERM")  # what the signal handler raises, at this very point
-        record(agent_id, **fields)  # type: ignore[arg-type]
+        record(agent_id, **fields)
 
     worker.store.update_agent = signalled  # type: ignore[method-assign]
     worker.loop()
