@@ -142,7 +142,8 @@ def test_an_agent_whose_session_was_killed_gets_its_task_returned_and_a_relaunch
     assert _repair(run)["findings"] == []
 
     again = run("launch", "E1", "--agents", "1", "--command", agent, "--wait", "--timeout", "90")
-    assert again.returncode == 0, again.stderr + again.stdout
+    log = project / ".swarm" / "logs" / "agent-1.log"
+    assert again.returncode == 0, again.stderr + again.stdout + (log.read_text()[-4000:] if log.exists() else "")
     assert status_json(run)["counts"]["done"] == 4
 
     _teardown_and_check(project, run, tmux_socket, swarm_id, keep=[])
