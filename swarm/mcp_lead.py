@@ -17,7 +17,6 @@ interrupts ``swarm launch``, and launching again resumes.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import os
@@ -49,7 +48,7 @@ from swarm.launcher import (
     teardown,
     teardown_json,
 )
-from swarm.mcp_server import MAX_WAIT_SECONDS, _clamp, _tool_errors, _wait_sliced
+from swarm.mcp_server import MAX_WAIT_SECONDS, _clamp, _in_thread, _tool_errors, _wait_sliced
 from swarm.models import LEAD, Message
 from swarm.queue import backlog_folder, database_exists, lead_token_path, open_queue, queue_epic, queued_json
 from swarm.store import Store
@@ -168,20 +167,6 @@ class _LeadBackend:
         self.stop.set()
         for thread in self._threads:
             thread.join()
-
-
-async def _blocking(backend: _LeadBackend, fn: Callable[[Callable[[], bool]], T]) -> T:
-    """Run a blocking wait on a worker thread; ``fn`` gets a ``stopped()`` check (cancelled call, closing server)."""
-    cancel = threading.Event()
-
-    def stopped() -> bool:
-        return cancel.is_set() or backend.stop.is_set()
-
-    try:
-        return await anyio.to_thread.run_sync(functools.partial(fn, stopped), abandon_on_cancel=True)
-    except anyio.get_cancelled_exc_class():
-        cancel.set()
-        raise
 
 
 async def _run_job(
@@ -324,7 +309,7 @@ def _add_status_tool(tool: _ToolDecorator, backend: _LeadBackend) -> None:
                     store.wait_for_change(marker, min(left, 1.0), first=_STATUS_POLL_SECONDS, most=1.0)
 
         with _tool_errors():
-            return await _blocking(backend, blocking)
+            return await _in_thread(backend, blocking)
 
 
 def _add_queue_tools(tool: _ToolDecorator, backend: _LeadBackend) -> None:
@@ -404,7 +389,7 @@ def _add_thread_tools(tool: _ToolDecorator, backend: _LeadBackend) -> None:
                 return _wait_sliced(store, spec, wait_for, stopped)
 
         with _tool_errors():
-            found = await _blocking(backend, blocking)
+            found = await _in_thread(backend, blocking)
             return message_json(found) if found is not None else {"timeout": True}
 
     @tool

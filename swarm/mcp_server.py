@@ -173,7 +173,13 @@ def _channel_wait(backend: _Backend, timeout: float, stopped: Callable[[], bool]
             return None
 
 
-async def _in_thread(backend: _Backend, fn: Callable[[Callable[[], bool]], T]) -> T:
+class _Stoppable(Protocol):
+    """A backend whose ``stop`` is set when the server closes (the agents' and the lead's)."""
+
+    stop: threading.Event
+
+
+async def _in_thread(backend: _Stoppable, fn: Callable[[Callable[[], bool]], T]) -> T:
     """Run a blocking wait on a worker thread so that the event loop keeps serving other requests.
 
     ``fn`` gets a ``stopped()`` check for its wait. On cancellation the call returns at once and the abandoned

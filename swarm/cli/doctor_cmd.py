@@ -74,24 +74,33 @@ def _show(version: tuple[int, ...]) -> str:
     return ".".join(str(part) for part in version)
 
 
-def _first_line(argv: list[str]) -> str | None:
-    """The first non-empty output line of a short version command, or None if it cannot run."""
+def _output(argv: list[str], timeout: float) -> tuple[str | None, str]:
+    """What a short informational command (``--version``, ``--help``) prints, stdout and stderr, or None and why
+    it could not be read."""
     try:
         done = subprocess.run(
             argv,
             capture_output=True,
             text=True,
             errors="replace",
-            timeout=VERSION_TIMEOUT_SECONDS,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    for line in (done.stdout + "\n" + done.stderr).splitlines():
-        if line.strip():
-            return line.strip()
-    return None
+    except subprocess.TimeoutExpired:
+        return None, f"no answer within {timeout:g}s"
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    text = done.stdout + "\n" + done.stderr
+    if not text.strip():
+        return None, f"no output, exit {done.returncode}"
+    return text, ""
+
+
+def _first_line(argv: list[str]) -> str | None:
+    """The first non-empty output line of a short version command, or None if it cannot run."""
+    text, _ = _output(argv, VERSION_TIMEOUT_SECONDS)
+    return next((line.strip() for line in (text or "").splitlines() if line.strip()), None)
 
 
 def _versioned(name: str, found: str | None, version: str | None, minimum: tuple[int, ...] | None) -> Check:
@@ -179,24 +188,7 @@ def template_options(template: AgentTemplate) -> tuple[list[str], list[str]]:
 
 def _help_text(argv: list[str]) -> tuple[str | None, str]:
     """The output of a CLI's ``--help`` (stdout and stderr), or None and why it could not be read."""
-    try:
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=HELP_TIMEOUT_SECONDS,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return None, f"no answer within {HELP_TIMEOUT_SECONDS:g}s"
-    except OSError as exc:
-        return None, exc.strerror or str(exc)
-    text = done.stdout + "\n" + done.stderr
-    if not text.strip():
-        return None, f"no output, exit {done.returncode}"
-    return text, ""
+    return _output(argv, HELP_TIMEOUT_SECONDS)
 
 
 def check_agent_options(template: AgentTemplate, version: str | None, *, required: bool) -> Check:
