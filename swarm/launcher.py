@@ -808,6 +808,18 @@ def _register_agents(
         # The hash of a token nobody holds: it marks the id as a launched agent's, so that no one writes as it
         # by naming it; the agent itself writes through its worker's channel (docs/contract.md §7).
         store.set_token_hash(run.agent_id, hash_token(new_token()))
+        # A new worker starts: what the row says of the last one (dead, stopped, done, its restarts) is history,
+        # and the monitor must not "restart", nor --wait give up on, the worker now starting.
+        store.update_agent(
+            run.agent_id,
+            state=AgentState.STARTING.value,
+            pid=None,
+            agent_pid=None,
+            task_id=None,
+            detail=None,
+            restarts=0,
+            next_restart_at=0.0,
+        )
         to_start.append((run, write_run_file(run)))
     return to_start
 

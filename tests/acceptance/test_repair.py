@@ -141,6 +141,20 @@ def test_an_agent_whose_session_was_killed_gets_its_task_returned_and_a_relaunch
     assert tmux_sessions(tmux_socket) == []  # repair started nothing
     assert _repair(run)["findings"] == []
 
+    # The relaunched worker is slow to start (a loaded machine): until it writes, its row must say it is starting,
+    # not what repair wrote of the last one, or the monitor "restarts" it and --wait gives up on it.
+    slow = tmp_path / "slow-start"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import os, time\nif os.environ.get('SWARM_AGENT_ID') == 'agent-1':\n"
+        f"    open('{slow}/ran', 'a').close()\n    time.sleep(3)\n"
+    )
+    relaunched = run("launch", "E1", "--agents", "1", "--command", agent, env={"PYTHONPATH": str(slow)})
+    assert relaunched.returncode == 0, relaunched.stderr
+    agent_row = status_json(run)["agents"][0]
+    assert agent_row["state"] == "starting", agent_row
+    assert (slow / "ran").exists()
+    assert procs.alive(agent_row["pid"])
     again = run("launch", "E1", "--agents", "1", "--command", agent, "--wait", "--timeout", "90")
     log = project / ".swarm" / "logs" / "agent-1.log"
     assert again.returncode == 0, again.stderr + again.stdout + (log.read_text()[-4000:] if log.exists() else "")
