@@ -52,17 +52,18 @@ def diamond_project(root: Path, bodies: Mapping[str, str]) -> Path:
     return root
 
 
-def launch_diamond(repo: Path, agent: str, model: str, env: Mapping[str, str]) -> list[dict[str, Any]]:
-    """``swarm launch E1 --agent AGENT --wait`` with two agents; the tasks of ``swarm status --json``."""
+def launch_diamond(repo: Path, agent: str, model: str, env: Mapping[str, str], *extra: str) -> list[dict[str, Any]]:
+    """``swarm launch E1 --agent AGENT --wait`` with two agents (and ``extra`` arguments, e.g. ``--db URL``); the
+    tasks of ``swarm status --json``."""
     launched = swarm_cli(
         "launch",
         "E1",
-        *("--agent", agent, "--model", model, "--agents", "2", "--wait", "--timeout", "300"),
+        *("--agent", agent, "--model", model, "--agents", "2", "--wait", "--timeout", "300", *extra),
         cwd=repo,
         env=env,
         timeout=360,
     )
-    logs = "".join(p.read_text() for p in sorted((repo / ".swarm" / "logs").glob("agent-*.log")))
+    logs = "".join(p.read_text() for p in sorted((repo / ".swarm" / "logs").glob("*agent-*.log")))
     assert launched.returncode == 0, launched.stdout + launched.stderr + logs
     status = json.loads(swarm_cli("status", "--json", cwd=repo, env=env).stdout)
     tasks: list[dict[str, Any]] = status["tasks"]
@@ -83,7 +84,7 @@ def check_task_commits(repo: Path, tasks: list[dict[str, Any]]) -> None:
 def agent_log_lines(repo: Path) -> list[str]:
     """Every non-empty line the agents printed, stripped, as the worker sees them."""
     lines: list[str] = []
-    for path in sorted((repo / ".swarm" / "logs").glob("agent-*.log")):
+    for path in sorted((repo / ".swarm" / "logs").glob("*agent-*.log")):
         lines += [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     return lines
 
