@@ -984,6 +984,11 @@ def _kind_of(
             model = member.model or (cfg.agent.model if own else "")
             return member.kind, model, request.command if member.kind == "command" else None
         if request.kind is not None or request.command is not None:
+            # The built-in default model ("sonnet") is Claude's: another kind named by --agent, with no model
+            # given anywhere, uses its CLI's own default (codex would be asked for a model named "sonnet").
+            built_in = loaded.sources.get("agent.model", "default") == "default"
+            if cfg.agent.kind not in ("claude",) and request.model is None and built_in:
+                return cfg.agent.kind, "", request.command
             return default
         name = re.compile(rf"{re.escape(prefix)}agent-(\d+)")
         known = {int(m.group(1)): a for a in existing.values() if a.kind and (m := name.fullmatch(a.id))}

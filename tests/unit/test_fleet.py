@@ -107,4 +107,8 @@ def test_running_agents_keep_their_kind_and_new_ones_repeat_the_fleet(tmp_path: 
         "codex",
         "aider:gpt-4o",
     ]
-    assert _kind_of_agents(tmp_path, LaunchRequest(epic="E2", kind="aider"), existing, 4)[3] == "aider:sonnet"
+    # --agent without --model: the built-in default model is Claude's; aider uses its CLI's own default.
+    assert _kind_of_agents(tmp_path, LaunchRequest(epic="E2", kind="aider"), existing, 4)[3] == "aider"
+    chosen = LaunchRequest(epic="E2", kind="codex", model="gpt-5")
+    assert _kind_of_agents(tmp_path, chosen, existing, 4)[3] == "codex:gpt-5"
+    assert _kind_of_agents(tmp_path, LaunchRequest(epic="E2", kind="claude"), existing, 4)[3] == "claude:sonnet"
