@@ -973,7 +973,8 @@ def _kind_of(
     ``--fleet``, else the launch's ``--agent`` / ``--command``, else the slot of the swarm's own fleet (the
     pattern of its agents repeats, so a fleet grown by a later launch keeps its mix), else the configured kind."""
     cfg = loaded.config
-    default = (cfg.agent.kind, cfg.agent.model, request.command)
+    # A command agent runs any program: a model means nothing to it (swarm.toml's model is for the agent CLIs).
+    default = (cfg.agent.kind, "" if cfg.agent.kind == "command" else cfg.agent.model, request.command)
     previous = existing.get(f"{prefix}agent-{number}")
     if previous is None or not previous.kind:
         if request.fleet:

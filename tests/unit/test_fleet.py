@@ -112,3 +112,6 @@ def test_running_agents_keep_their_kind_and_new_ones_repeat_the_fleet(tmp_path: 
     chosen = LaunchRequest(epic="E2", kind="codex", model="gpt-5")
     assert _kind_of_agents(tmp_path, chosen, existing, 4)[3] == "codex:gpt-5"
     assert _kind_of_agents(tmp_path, LaunchRequest(epic="E2", kind="claude"), existing, 4)[3] == "claude:sonnet"
+    # A command agent has no model, even with one in swarm.toml (as `swarm init` writes it).
+    (tmp_path / "swarm.toml").write_text('[agent]\nmodel = "sonnet"\n')
+    assert _kind_of_agents(tmp_path, LaunchRequest(epic="E1", command="make fix"), {}, 1) == ["command"]
