@@ -25,6 +25,25 @@ from tests.acceptance.conftest import git
 from tests.helpers import REPO_ROOT, retry_until, swarm_cli
 
 CLAUDE_BIN = REPO_ROOT / ".cache" / "claude-code" / "node_modules" / ".bin"
+
+
+def claude_env(home: Path, port: int, tmux_socket: str, *, also: str = "") -> dict[str, str]:
+    """What the real Claude Code CLI needs to work against the scripted API on ``port``: the CLI (and ``also``)
+    first on PATH, its own HOME, a key that is none, no traffic beyond loopback, and swarm's private
+    ``tmux_socket``."""
+    return {
+        "PATH": os.pathsep.join(p for p in (str(CLAUDE_BIN), also, os.environ.get("PATH", "")) if p),
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "ANTHROPIC_API_KEY": "not-a-real-key",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "IS_SANDBOX": "1",
+        "ENABLE_TOOL_SEARCH": "false",
+        "SWARM_TMUX_SOCKET": tmux_socket,
+    }
+
+
 MOCK = REPO_ROOT.parent / "shared" / "tools" / "mock_anthropic.py"
 
 
@@ -85,15 +104,7 @@ def test_claude_template_runs_the_real_cli(tmp_path: Path, mock_api: tuple[int, 
     sock = f"swarm-claude-{os.getpid()}"
     env = {
         "PYTHONPATH": str(slow),
-        "PATH": f"{CLAUDE_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "ANTHROPIC_API_KEY": "not-a-real-key",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "IS_SANDBOX": "1",
-        "ENABLE_TOOL_SEARCH": "false",
-        "SWARM_TMUX_SOCKET": sock,
+        **claude_env(home, port, sock),
     }
     try:
         launched = swarm_cli(

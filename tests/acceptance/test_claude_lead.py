@@ -16,7 +16,7 @@ from pathlib import Path
 
 from swarm.runtime.tmux import private_sessions, stop_private_server
 from tests.acceptance.conftest import git
-from tests.acceptance.test_claude_agent import CLAUDE_BIN, mock_api
+from tests.acceptance.test_claude_agent import CLAUDE_BIN, claude_env, mock_api
 from tests.helpers import swarm_cli, write_spec
 
 __all__ = ["mock_api"]  # the fixture, used by name
@@ -53,18 +53,10 @@ def test_claude_code_leads_a_swarm(tmp_path: Path, mock_api: tuple[int, Path]) -
     home.mkdir()
     sock = f"swarm-claude-lead-{os.getpid()}"
     env = {
-        "PATH": f"{CLAUDE_BIN}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "ANTHROPIC_API_KEY": "not-a-real-key",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "IS_SANDBOX": "1",
-        "ENABLE_TOOL_SEARCH": "false",
+        **claude_env(home, port, sock, also=str(Path(sys.executable).parent)),
         # Print mode otherwise starts the first turn before the MCP servers are connected.
         "MCP_CONNECTION_NONBLOCKING": "false",
         "MCP_CONNECT_TIMEOUT_MS": "60000",
-        "SWARM_TMUX_SOCKET": sock,
         "SWARM_QUEUE_HEARTBEAT_SECONDS": "1",
     }
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")} | env

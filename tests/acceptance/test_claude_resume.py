@@ -17,7 +17,7 @@ import pytest
 
 from swarm.runtime.tmux import stop_private_server
 from tests.acceptance.conftest import git
-from tests.acceptance.test_claude_agent import CLAUDE_BIN, mock_api  # noqa: F401  (mock_api: a fixture)
+from tests.acceptance.test_claude_agent import CLAUDE_BIN, claude_env, mock_api  # noqa: F401  (mock_api: a fixture)
 from tests.helpers import retry_until, swarm_cli
 
 
@@ -55,15 +55,7 @@ def test_an_interrupted_task_resumes_its_conversation(
     home.mkdir()
     sock = f"swarm-resume-{os.getpid()}"
     env = {
-        "PATH": f"{CLAUDE_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "ANTHROPIC_API_KEY": "not-a-real-key",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "IS_SANDBOX": "1",
-        "ENABLE_TOOL_SEARCH": "false",
-        "SWARM_TMUX_SOCKET": sock,
+        **claude_env(home, port, sock),
         # The model waits in a sleep: the monitor must not take that for a stall; a signalled worker is restarted
         # at once.
         "SWARM_SWARM_STALL_SECONDS": "600",
@@ -137,15 +129,7 @@ def test_keep_context_continues_the_agents_conversation_across_tasks(
     home.mkdir()
     sock = f"swarm-context-{os.getpid()}"
     env = {
-        "PATH": f"{CLAUDE_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "ANTHROPIC_API_KEY": "not-a-real-key",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "IS_SANDBOX": "1",
-        "ENABLE_TOOL_SEARCH": "false",
-        "SWARM_TMUX_SOCKET": sock,
+        **claude_env(home, port, sock),
     }
     logs = repo / ".swarm" / "logs" / "agent-1.log"
     try:

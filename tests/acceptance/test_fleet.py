@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,36 +17,13 @@ import pytest
 from swarm.runtime.tmux import private_sessions as tmux_sessions
 from swarm.runtime.tmux import stop_private_server
 from tests.acceptance.conftest import Run, git
-from tests.helpers import REPO_ROOT, retry_until, swarm_cli
-
-CLAUDE_BIN = REPO_ROOT / ".cache" / "claude-code" / "node_modules" / ".bin"
-MOCK = REPO_ROOT.parent / "shared" / "tools" / "mock_anthropic.py"
-
-
-@pytest.fixture
-def mock_api(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """The scripted Messages API on a free loopback port; stopped by PID at the end."""
-    assert MOCK.is_file(), f"the scripted API stand-in is missing: {MOCK}"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    log = tmp_path / "mock.jsonl"
-    proc = subprocess.Popen([sys.executable, str(MOCK), str(port), str(log)])
-    try:
-
-        def up() -> bool:
-            with socket.socket() as sock:
-                return sock.connect_ex(("127.0.0.1", port)) == 0
-
-        retry_until(up, seconds=15)
-        yield port, log
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+from tests.acceptance.test_claude_agent import CLAUDE_BIN, claude_env, mock_api  # noqa: F401  (mock_api: a fixture)
+from tests.helpers import retry_until, swarm_cli
 
 
 def test_one_launch_runs_a_command_agent_and_a_claude_agent_on_sonnet(
-    tmp_path: Path, mock_api: tuple[int, Path]
+    tmp_path: Path,
+    mock_api: tuple[int, Path],  # noqa: F811
 ) -> None:
     assert (CLAUDE_BIN / "claude").exists(), f"Claude Code CLI not found in {CLAUDE_BIN}; ./scripts/test installs it"
     port, log = mock_api
@@ -73,15 +46,7 @@ def test_one_launch_runs_a_command_agent_and_a_claude_agent_on_sonnet(
     home.mkdir()
     sock = f"swarm-fleet-{os.getpid()}"
     env = {
-        "PATH": f"{CLAUDE_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "ANTHROPIC_API_KEY": "not-a-real-key",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "IS_SANDBOX": "1",
-        "ENABLE_TOOL_SEARCH": "false",
-        "SWARM_TMUX_SOCKET": sock,
+        **claude_env(home, port, sock),
         "SWARM_QUEUE_HEARTBEAT_SECONDS": "1",
     }
     command = f'until [ -e {gate} ]; do sleep 0.1; done; mkdir -p out && echo command > "out/$SWARM_TASK_ID.txt"'

@@ -16,7 +16,7 @@ from swarm.runtime.tmux import stop_private_server
 from tests.acceptance.conftest import Run, git, status_json
 from tests.acceptance.openai_agents import mock_openai  # noqa: F401  (fixture)
 from tests.acceptance.test_aider_agent import AIDER_BIN, PRICES
-from tests.acceptance.test_claude_agent import CLAUDE_BIN, mock_api  # noqa: F401  (fixture)
+from tests.acceptance.test_claude_agent import CLAUDE_BIN, claude_env, mock_api  # noqa: F401  (fixture)
 from tests.acceptance.test_codex_agent import CODEX_BIN, _codex_home
 from tests.helpers import retry_until, swarm_cli
 from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures)
@@ -179,15 +179,7 @@ def test_the_real_claude_code_cli_works_a_task_inside_the_sandbox(
     home.mkdir()
     sock = f"swarm-sbx-claude-{os.getpid()}"
     env = {
-        "PATH": f"{CLAUDE_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "ANTHROPIC_API_KEY": "not-a-real-key",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "IS_SANDBOX": "1",
-        "ENABLE_TOOL_SEARCH": "false",
-        "SWARM_TMUX_SOCKET": sock,
+        **claude_env(home, port, sock),
     }
     try:
         # Without its folder in sandbox_paths the CLI would not be found inside: launch says so, starts nothing.
